@@ -1,0 +1,139 @@
+"""The one root error of archive-core and its kinds, each carrying structured fields.
+
+Portal shows an exception's message to the admin as is, so every message here is a complete
+sentence that names what went wrong and where (policy, driver, file) without secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+class ArchiveCoreError(Exception):
+    """Root of every error archive-core raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        driver: str | None = None,
+        policy: str | None = None,
+        target: str | None = None,
+        paths: Sequence[str] = (),
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.driver = driver
+        self.policy = policy
+        self.target = target
+        self.paths = tuple(paths)
+        if retryable is not None:
+            self.retryable = retryable
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ArchiveCoreError):
+    """The admin's configuration is wrong; `problems` holds every `path: message` line at once."""
+
+    def __init__(self, problems: Iterable[str], *, source: str | None = None, **fields) -> None:
+        self.problems = tuple(problems)
+        where = f" in {source}" if source else ""
+        count = len(self.problems)
+        head = f"archive-core configuration{where} has {count} problem{'s' if count != 1 else ''}:"
+        super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]), **fields)
+
+
+class PolicyNotFound(ArchiveCoreError):
+    """Portal named a policy uuid that the configuration does not define."""
+
+
+class DriverUnavailable(ArchiveCoreError):
+    """A driver could not be found, imported or configured; `reason` says why."""
+
+    def __init__(self, message: str, *, reason: str, **fields) -> None:
+        super().__init__(message, **fields)
+        self.reason = reason
+
+
+class DuplicateDriver(ArchiveCoreError):
+    """Two installed distributions register the same driver name."""
+
+    def __init__(self, name: str, distributions: Sequence[str]) -> None:
+        self.name = name
+        self.distributions = tuple(distributions)
+        super().__init__(
+            f"Driver name {name!r} is registered by more than one installed distribution: "
+            f"{', '.join(self.distributions)}. Uninstall one of them, or deny one with "
+            f"ARCHIVE_CORE_DISABLE_DRIVERS.",
+            driver=name,
+        )
+
+
+class CapabilityNotDeclared(ArchiveCoreError):
+    """The core refused an operation the policy's driver does not declare."""
+
+    def __init__(self, *, driver: str, policy: str, capability: str) -> None:
+        self.capability = capability
+        super().__init__(
+            f"Policy {policy!r} uses driver {driver!r}, which does not support {capability!r}.",
+            driver=driver,
+            policy=policy,
+        )
+
+
+class NotReady(ArchiveCoreError):
+    """The policy's target cannot take work right now (readiness said no)."""
+
+    retryable = True
+
+
+class UnsafeName(ArchiveCoreError):
+    """A name or locator would leave the archive target (.., absolute, symlink, NUL, too long)."""
+
+
+class FixityMismatch(ArchiveCoreError):
+    """The bytes that moved do not hash to the expected sha1."""
+
+    def __init__(self, *, path: str, expected: str, actual: str, **fields) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"Checksum mismatch for {path}: expected sha1 {expected}, the bytes read hash to "
+            f"{actual}. The file was not stored.",
+            paths=(path,),
+            **fields,
+        )
+
+
+class CopyNotFound(ArchiveCoreError):
+    """The archived copy an external id points to does not exist (any more)."""
+
+
+class TransferFailed(ArchiveCoreError):
+    """Bytes could not be read, written or published."""
+
+
+class RestoreFailed(ArchiveCoreError):
+    """One or more files of a restore failed; `failures` pairs each path with its reason."""
+
+    def __init__(self, failures: Sequence[tuple[str, str]], *, policy: str | None = None) -> None:
+        self.failures = tuple(failures)
+        count = len(self.failures)
+        lines = [f"{path}: {reason}" for path, reason in self.failures]
+        super().__init__(
+            f"Restore failed for {count} file{'s' if count != 1 else ''}"
+            + (f" (policy {policy})" if policy else "")
+            + ":\n"
+            + "\n".join(lines),
+            policy=policy,
+            paths=[p for p, _ in self.failures],
+        )
+
+
+class CatalogError(ArchiveCoreError):
+    """The catalog database could not be reached or holds something unexpected."""

@@ -1,0 +1,126 @@
+"""Frozen values passed between the core and drivers: requests, per-file outcomes, readiness.
+
+Every class is keyword-only so fields can be added with defaults without breaking a driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+#: Called with the number of bytes moved since the previous call; must be cheap.
+ProgressCallback = Callable[[int], None]
+
+
+def _tuple(value) -> tuple:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class Readiness:
+    """Whether a target can take work now, and why (shown to admins by the CLI and logs)."""
+
+    ok: bool
+    reason: str
+
+    @classmethod
+    def ready(cls, reason: str = "ready") -> Readiness:
+        return cls(ok=True, reason=reason)
+
+    @classmethod
+    def not_ready(cls, reason: str) -> Readiness:
+        return cls(ok=False, reason=reason)
+
+
+@attrs.frozen(kw_only=True)
+class ArchiveItem:
+    """One file to archive: several sources of identical content, read the first readable."""
+
+    key: str  # unique within a request; outcomes carry it back
+    sources: tuple[str, ...] = attrs.field(converter=_tuple)
+    name: str  # file name to store under (Portal's `<stem>_<item_id>_<sha1><ext>`)
+    item_id: str | None = None
+    sha1: str | None = None  # Vidispine's hash: the bytes must hash to it
+    size: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RestoreItem:
+    """One archived copy to bring back to `destination`."""
+
+    key: str
+    locator: str  # driver-relative location taken from the external id
+    destination: str
+    sha1: str | None = None
+    size: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CopyRef:
+    """One archived copy to delete or verify."""
+
+    key: str
+    locator: str
+    sha1: str | None = None
+    size: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ArchiveRequest:
+    policy: str
+    target: str
+    job_id: str | None
+    items: tuple[ArchiveItem, ...] = attrs.field(converter=_tuple)
+    progress: ProgressCallback | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class RestoreRequest:
+    policy: str
+    target: str
+    job_id: str | None
+    items: tuple[RestoreItem, ...] = attrs.field(converter=_tuple)
+    progress: ProgressCallback | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class DeleteRequest:
+    policy: str
+    target: str
+    job_id: str | None
+    items: tuple[CopyRef, ...] = attrs.field(converter=_tuple)
+
+
+@attrs.frozen(kw_only=True)
+class VerifyRequest:
+    """Read archived copies back and hash them against the recorded sha1."""
+
+    policy: str
+    target: str
+    job_id: str | None
+    items: tuple[CopyRef, ...] = attrs.field(converter=_tuple)
+    progress: ProgressCallback | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class FileOutcome:
+    """What happened to one file of a request. Drivers yield exactly one per item."""
+
+    key: str
+    ok: bool
+    locator: str | None = None
+    size: int | None = None
+    sha1: str | None = None  # of the bytes actually moved
+    sha256: str | None = None
+    error: str | None = None  # admin-readable, set when not ok
+    retryable: bool = False
+    reused: bool = False  # an identical copy already existed; nothing was written
+
+    @classmethod
+    def success(cls, key: str, **fields) -> FileOutcome:
+        return cls(key=key, ok=True, **fields)
+
+    @classmethod
+    def failure(cls, key: str, error: str, *, retryable: bool = False, **fields) -> FileOutcome:
+        return cls(key=key, ok=False, error=error, retryable=retryable, **fields)

@@ -1,0 +1,27 @@
+"""Portal-compatible names for archived files: `<stem>_<item_id>_<sha1><ext>`."""
+
+from __future__ import annotations
+
+import os
+
+#: Longest file name, in bytes, that common filesystems (ext4, XFS, LTFS, NTFS) accept.
+NAME_MAX = 255
+
+
+def archive_name(source: str, *, item_id: str | None, sha1: str | None) -> str:
+    """Name Portal's reference plugin would give `source`, shortened to fit NAME_MAX.
+
+    Two items sharing one sha1 get different names because the item id is part of it.
+    Only the stem is shortened (on a character boundary), so item id, hash and extension stay
+    intact and the name stays deterministic: archiving the same file again yields the same name.
+    """
+    base = os.path.basename(source.rstrip("/")) or "file"
+    stem, ext = os.path.splitext(base)
+    if not stem:  # ".bashrc": splitext gives the whole name as stem; keep that shape
+        stem, ext = ext, ""
+    suffix = "".join(f"_{part}" for part in (item_id, sha1) if part) + ext
+    budget = NAME_MAX - len(suffix.encode("utf-8"))
+    encoded = stem.encode("utf-8")
+    if len(encoded) > budget:
+        stem = encoded[: max(budget, 0)].decode("utf-8", errors="ignore")
+    return stem + suffix

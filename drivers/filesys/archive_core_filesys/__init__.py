@@ -1,0 +1,1 @@
+"""archive-core driver that archives to a local or mounted filesystem."""
