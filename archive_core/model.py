@@ -43,6 +43,9 @@ class ArchiveItem:
     item_id: str | None = None
     sha1: str | None = None  # Vidispine's hash: the bytes must hash to it
     size: int | None = None
+    # The journal shows an earlier attempt at this name whose worker died mid-transfer: the
+    # driver may remove that attempt's leftovers (temporary files) before writing.
+    resumed: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -56,9 +56,7 @@ def resolve_secret(reference: object) -> Secret:
         raise ValueError("a secret must be a string reference: env:NAME or file:PATH")
     kind, sep, where = reference.partition(":")
     if not sep or kind not in ("env", "file") or not where:
-        raise ValueError(
-            "secrets must be given by reference (env:NAME or file:PATH), not inline"
-        )
+        raise ValueError("secrets must be given by reference (env:NAME or file:PATH), not inline")
     if kind == "env":
         value = os.environ.get(where)
         if value is None:

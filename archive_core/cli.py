@@ -1,0 +1,553 @@
+"""The `archive-core` command: inspect drivers and policies, and act through the Portal face."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections import namedtuple
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from archive_core.errors import ArchiveCoreError
+
+#: What the CLI hands the Portal face: the fields Portal's FileSet is known to have.
+CliFileSet = namedtuple(
+    "CliFileSet",
+    ["files", "external_ids", "item_id", "sha1", "shape_id", "component_id"],
+    defaults=((), None, None, None, None),
+)
+
+EXIT_FAILED = 1  # the command ran, but some files failed or a policy is not ready
+EXIT_USAGE = 2  # bad input or configuration: nothing was done
+
+
+class _Group(click.Group):
+    """Turns archive-core errors into a readable message and exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ArchiveCoreError as exc:
+            click.secho(f"error: {exc.message}", fg="red", err=True)
+            ctx.exit(EXIT_USAGE)
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="ARCHIVE_CORE_CONFIG",
+    show_envvar=True,
+    help="Site config (TOML). Default: /etc/archive-core/archive-core.toml.",
+)
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.version_option(package_name="archive-core")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
+    """archive-core: the archive plugin for Cantemo Portal, and its drivers."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"config_path": config_path}
+
+
+def _plugin(ctx: click.Context, observer: Any = None):
+    from archive_core.portal import ArchiveCorePlugin
+
+    plugin = ArchiveCorePlugin(ctx.obj["config_path"], observer=observer)
+    plugin.site()  # raise the config error now, with every problem listed
+    return plugin
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(table)
+
+
+# --- inspection --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def drivers(as_json: bool) -> None:
+    """Installed drivers: distribution, version, API version, capabilities, status."""
+    from archive_core.registry import default_registry
+
+    states = default_registry().states(load=True)
+    rows = [
+        {
+            "name": s.name,
+            "distribution": s.entry.distribution if s.entry else None,
+            "version": s.entry.version if s.entry else None,
+            "api_version": s.api_version,
+            "capabilities": sorted(c.value for c in s.capabilities),
+            "status": s.status.value,
+            "reason": s.reason,
+        }
+        for s in states
+    ]
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo("No archive-core drivers are installed.")
+        return
+    _table(
+        "archive-core drivers",
+        ["name", "distribution", "version", "api", "capabilities", "status", "reason"],
+        [
+            (
+                r["name"],
+                r["distribution"],
+                r["version"],
+                r["api_version"],
+                ", ".join(r["capabilities"]),
+                r["status"],
+                r["reason"],
+            )
+            for r in rows
+        ],
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def policies(ctx: click.Context, as_json: bool) -> None:
+    """Policies Portal will see, with their targets and bulk limits."""
+    site = _plugin(ctx).site()
+    rows = []
+    for p in site.policies():
+        drivers = [site.config.targets[t].driver for t in p.targets]
+        rows.append(
+            {
+                "uuid": p.uuid,
+                "name": p.name,
+                "targets": list(p.targets),
+                "drivers": drivers,
+                "bulk_support": site.bulk_support(p),
+                "max_files": p.bulk.max_files if p.bulk else None,
+                "max_bytes": p.bulk.max_bytes if p.bulk else None,
+                "offered_by": p.offered_by,
+            }
+        )
+    if as_json:
+        _emit_json(rows)
+        return
+    _table(
+        "archive-core policies",
+        ["uuid", "name", "targets", "drivers", "bulk", "max files", "max bytes"],
+        [
+            (
+                r["uuid"],
+                r["name"],
+                ", ".join(r["targets"]),
+                ", ".join(r["drivers"]),
+                "yes" if r["bulk_support"] else "no",
+                r["max_files"],
+                r["max_bytes"],
+            )
+            for r in rows
+        ],
+    )
+
+
+@main.command()
+@click.argument("policy", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def check(ctx: click.Context, policy: str | None, as_json: bool) -> None:
+    """Readiness of every policy (or one) with the reason; exit 1 when one is not ready."""
+    site = _plugin(ctx).site()
+    if policy is not None:
+        states = [(site.policy(policy), site.readiness(site.policy(policy)))]
+    else:
+        states = [(s.policy, s.readiness) for s in site.all_readiness()]
+    rows = [{"uuid": p.uuid, "name": p.name, "ready": r.ok, "reason": r.reason} for p, r in states]
+    if as_json:
+        _emit_json(rows)
+    else:
+        if not rows:
+            click.echo("No policies are configured.")
+        for row in rows:
+            mark = (
+                click.style("ready", fg="green")
+                if row["ready"]
+                else click.style("NOT READY", fg="red")
+            )
+            click.echo(f"{row['uuid']}  {row['name']}: {mark} - {row['reason']}")
+    if not rows or not all(r["ready"] for r in rows):
+        ctx.exit(EXIT_FAILED)
+
+
+# --- acting through the Portal face -----------------------------------------------------------
+
+
+class _ProgressBar:
+    """A rich progress bar fed by the job runner (bytes moved, files finished)."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+            console=_stderr_console(),
+        )
+        self._task: Any = None
+        self._files = 0
+        self._done = 0
+
+    def __enter__(self) -> _ProgressBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._progress.stop()
+
+    def started(self, operation: str, files: int, total_bytes: int | None) -> None:
+        self._files, self._done = files, 0
+        self._task = self._progress.add_task(f"{operation} 0/{files}", total=total_bytes)
+        self._operation = operation
+
+    def advanced(self, nbytes: int) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, nbytes)
+
+    def file_finished(self, outcome) -> None:
+        self._done += 1
+        if self._task is not None:
+            self._progress.update(
+                self._task, description=f"{self._operation} {self._done}/{self._files}"
+            )
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _observer(as_json: bool):
+    import contextlib
+
+    if as_json or not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    return _ProgressBar()
+
+
+def _sha1_of(path: Path) -> str:
+    """What Vidispine does before Portal archives: hash the file once."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_set_json(fs: Any) -> dict[str, Any]:
+    return {
+        "files": list(fs.files),
+        "external_ids": list(fs.external_ids),
+        "item_id": fs.item_id,
+        "sha1": fs.sha1,
+    }
+
+
+def _load_file_sets(path: Path) -> list[CliFileSet]:
+    """FileSets from the JSON `archive --json` printed (its `archived` list) or a plain list."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--from-json") from None
+    if isinstance(data, dict):
+        data = data.get("archived", [])
+    if not isinstance(data, list):
+        raise click.BadParameter(f"{path}: expected a list of file sets", param_hint="--from-json")
+    try:
+        return [
+            CliFileSet(
+                files=tuple(d["files"]),
+                external_ids=tuple(d.get("external_ids", ())),
+                item_id=d.get("item_id"),
+                sha1=d.get("sha1"),
+            )
+            for d in data
+        ]
+    except (KeyError, TypeError) as exc:
+        raise click.BadParameter(
+            f"{path}: each file set needs 'files' ({exc})", param_hint="--from-json"
+        ) from None
+
+
+@main.command()
+@click.option("--policy", required=True, help="Policy uuid.")
+@click.option("--item-id", help="Portal item id to name the copies with (one file only).")
+@click.option("--job-id", help="Job id recorded in the journal and logs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the FileSets as JSON.")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.pass_context
+def archive(
+    ctx: click.Context,
+    policy: str,
+    item_id: str | None,
+    job_id: str | None,
+    as_json: bool,
+    files: tuple[Path, ...],
+) -> None:
+    """Archive FILES under POLICY, exactly as Portal would (sha1 computed first, as Vidispine)."""
+    if item_id and len(files) > 1:
+        raise click.UsageError("--item-id names one file; give one file or leave it out")
+    file_sets = [
+        CliFileSet(files=(str(f.resolve()),), item_id=item_id, sha1=_sha1_of(f)) for f in files
+    ]
+    with _observer(as_json) as observer:
+        plugin = _plugin(ctx, observer)
+        archived, not_archived, error, _ = _four_tuple(
+            plugin.archive(file_sets, policy, job_id), file_sets
+        )
+    if as_json:
+        _emit_json(
+            {
+                "archived": [_file_set_json(fs) for fs in archived],
+                "not_archived": [_file_set_json(fs) for fs in not_archived],
+                "error": error,
+            }
+        )
+    else:
+        for fs in archived:
+            click.echo(f"archived {fs.files[0]} -> {', '.join(fs.external_ids)}")
+        if error:
+            click.secho(error, fg="red", err=True)
+    if not_archived:
+        ctx.exit(EXIT_FAILED)
+
+
+def _four_tuple(result: Any, file_sets: list[CliFileSet]):
+    if isinstance(result, tuple):
+        return result
+    archived = list(result)  # legacy shape: only the archived list
+    done = {id(fs) for fs in archived}
+    return archived, [fs for fs in file_sets if id(fs) not in done], "", {}
+
+
+def _selected_file_sets(
+    external_id: str | None, destination: Path | None, from_json: Path | None, to_dir: Path | None
+) -> list[CliFileSet]:
+    if from_json is not None:
+        if external_id or destination:
+            raise click.UsageError("give either EXTERNAL_ID DESTINATION or --from-json")
+        file_sets = _load_file_sets(from_json)
+        if to_dir is not None:
+            file_sets = [
+                fs._replace(files=(str(to_dir.resolve() / Path(fs.files[0]).name),))
+                for fs in file_sets
+            ]
+        return file_sets
+    if not external_id:
+        raise click.UsageError("give EXTERNAL_ID (and a DESTINATION for restore) or --from-json")
+    files = (str(destination.resolve()),) if destination else ()
+    return [CliFileSet(files=files, external_ids=(external_id,))]
+
+
+@main.command()
+@click.option("--policy", required=True, help="Policy uuid.")
+@click.option("--sha1", help="Expected sha1 of the file (Portal always passes it).")
+@click.option(
+    "--from-json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FileSets as printed by `archive --json`.",
+)
+@click.option(
+    "--to-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --from-json: restore into this directory instead of the original paths.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.argument("external_id", required=False)
+@click.argument("destination", required=False, type=click.Path(path_type=Path))
+@click.pass_context
+def restore(
+    ctx: click.Context,
+    policy: str,
+    sha1: str | None,
+    from_json: Path | None,
+    to_dir: Path | None,
+    as_json: bool,
+    external_id: str | None,
+    destination: Path | None,
+) -> None:
+    """Restore EXTERNAL_ID to DESTINATION (or many FileSets with --from-json)."""
+    if external_id and not destination and not from_json:
+        raise click.UsageError("restore needs a DESTINATION path")
+    file_sets = _selected_file_sets(external_id, destination, from_json, to_dir)
+    if sha1:
+        file_sets = [fs._replace(sha1=sha1) for fs in file_sets]
+    with _observer(as_json) as observer:
+        plugin = _plugin(ctx, observer)
+        try:
+            restored = plugin.restore(file_sets, policy)
+        except ArchiveCoreError as exc:
+            if as_json:
+                _emit_json({"restored": [], "error": exc.message})
+            else:
+                click.secho(exc.message, fg="red", err=True)
+            ctx.exit(EXIT_FAILED)
+    if as_json:
+        _emit_json({"restored": [_file_set_json(fs) for fs in restored], "error": ""})
+    else:
+        for fs in restored:
+            click.echo(f"restored {fs.files[0]}")
+
+
+@main.command()
+@click.option("--policy", required=True, help="Policy uuid.")
+@click.option(
+    "--from-json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FileSets as printed by `archive --json`.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.argument("external_ids", nargs=-1)
+@click.pass_context
+def delete(
+    ctx: click.Context,
+    policy: str,
+    from_json: Path | None,
+    as_json: bool,
+    external_ids: tuple[str, ...],
+) -> None:
+    """Delete archived copies named by EXTERNAL_IDS (or --from-json)."""
+    file_sets = _many(external_ids, from_json)
+    plugin = _plugin(ctx)
+    deleted = plugin.delete(file_sets, policy)
+    gone = {id(fs) for fs in deleted}
+    failed = [fs for fs in file_sets if id(fs) not in gone]
+    if as_json:
+        _emit_json(
+            {
+                "deleted": [_file_set_json(fs) for fs in deleted],
+                "not_deleted": [_file_set_json(fs) for fs in failed],
+            }
+        )
+    else:
+        for fs in deleted:
+            click.echo(f"deleted {', '.join(fs.external_ids)}")
+        for fs in failed:
+            click.secho(f"not deleted {', '.join(fs.external_ids)} (see log)", fg="red", err=True)
+    if failed:
+        ctx.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.option("--policy", required=True, help="Policy uuid.")
+@click.option(
+    "--from-json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FileSets as printed by `archive --json`.",
+)
+@click.option("--all", "every", is_flag=True, help="Every copy the catalog holds for POLICY.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.argument("external_ids", nargs=-1)
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    policy: str,
+    from_json: Path | None,
+    every: bool,
+    as_json: bool,
+    external_ids: tuple[str, ...],
+) -> None:
+    """Read archived copies back and check them against their recorded sha1."""
+    with _observer(as_json) as observer:
+        plugin = _plugin(ctx, observer)
+        if every:
+            records = plugin.site().catalog.copies(policy=policy)
+            file_sets = [
+                CliFileSet(external_ids=(r.external_id,), item_id=r.item_id, sha1=r.sha1)
+                for r in records
+            ]
+        else:
+            file_sets = _many(external_ids, from_json)
+        verified, failed, error = plugin.verify(file_sets, policy)
+    if as_json:
+        _emit_json(
+            {
+                "verified": [_file_set_json(fs) for fs in verified],
+                "failed": [_file_set_json(fs) for fs in failed],
+                "error": error,
+            }
+        )
+    else:
+        for fs in verified:
+            click.echo(f"verified {', '.join(fs.external_ids)}")
+        if error:
+            click.secho(error, fg="red", err=True)
+    if failed:
+        ctx.exit(EXIT_FAILED)
+
+
+def _many(external_ids: tuple[str, ...], from_json: Path | None) -> list[CliFileSet]:
+    if from_json is not None:
+        return _load_file_sets(from_json)
+    if not external_ids:
+        raise click.UsageError("give EXTERNAL_IDS or --from-json")
+    return [CliFileSet(external_ids=(e,)) for e in external_ids]
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the demo directory instead of removing it.")
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run the demo in this (new or empty) directory.",
+)
+def demo(keep: bool, where: Path | None) -> None:
+    """Archive, restore and verify sample files on a temporary local filesys policy."""
+    from archive_core.demo import run_demo
+
+    ok = run_demo(where=where, keep=keep)
+    sys.exit(0 if ok else EXIT_FAILED)
+
+
+def _add_plugin_commands() -> None:
+    """Commands that installed archive-core plugins (and drivers) contribute."""
+    if os.environ.get("ARCHIVE_CORE_NO_PLUGIN_COMMANDS"):
+        return
+    from archive_core.hooks import default_hooks
+
+    default_hooks().collect("archive_core_cli_commands", cli=main)
+
+
+_add_plugin_commands()

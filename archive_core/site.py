@@ -1,0 +1,332 @@
+"""One site at run time: its config, driver instances built lazily, catalog, hooks, readiness.
+
+A target whose driver fails to import or whose settings do not validate becomes a recorded
+state with a reason; only the policies that use it are affected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import attrs
+
+from archive_core.driver import (
+    Capability,
+    DriverContext,
+    declared_capabilities,
+    driver_scheme,
+)
+from archive_core.errors import (
+    ArchiveCoreError,
+    CapabilityNotDeclared,
+    DriverUnavailable,
+    PolicyNotFound,
+)
+from archive_core.model import Readiness
+from archive_core.policies import BulkLimits, Policy, SiteConfig, structure
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class TargetHandle:
+    """A usable driver instance for one target."""
+
+    name: str
+    driver_name: str
+    scheme: str
+    capabilities: frozenset[Capability]
+    instance: Any = attrs.field(repr=False)
+
+    def require(self, capability: Capability, *, policy: str) -> None:
+        if capability not in self.capabilities:
+            raise CapabilityNotDeclared(
+                driver=self.driver_name, policy=policy, capability=capability.value
+            )
+
+
+@attrs.frozen(kw_only=True)
+class PolicyReadiness:
+    policy: Policy
+    readiness: Readiness
+
+
+class Site:
+    """Everything one configuration needs at run time, shared by all calls of a worker."""
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        *,
+        registry: Any = None,
+        hooks: Any = None,
+        catalog: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._registry = registry
+        self._hooks = hooks
+        self._catalog = catalog
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._handles: dict[str, TargetHandle | DriverUnavailable] = {}
+        self._checks: dict[str, tuple[float, Future]] = {}
+        self._ready_cache: dict[str, tuple[float, Readiness]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    # --- shared services, built on first use -------------------------------------------------
+
+    @property
+    def registry(self):
+        if self._registry is None:
+            from archive_core.registry import default_registry
+
+            self._registry = default_registry()
+        return self._registry
+
+    @property
+    def hooks(self):
+        if self._hooks is None:
+            from archive_core.hooks import default_hooks
+
+            self._hooks = default_hooks()
+        return self._hooks
+
+    @property
+    def catalog(self):
+        with self._lock:
+            if self._catalog is None:
+                from archive_core.catalog import Catalog
+
+                self._catalog = Catalog(self.config.catalog_url)
+            return self._catalog
+
+    def close(self) -> None:
+        with self._lock:
+            for handle in self._handles.values():
+                if isinstance(handle, TargetHandle):
+                    try:
+                        handle.instance.close()
+                    except Exception:
+                        log.exception("closing target %s failed", handle.name)
+            self._handles.clear()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._catalog is not None:
+                self._catalog.close()
+
+    # --- targets -------------------------------------------------------------------------------
+
+    def target(self, name: str) -> TargetHandle:
+        """The driver instance for target `name`; DriverUnavailable says why there is none."""
+        with self._lock:
+            handle = self._handles.get(name)
+            if handle is None:
+                handle = self._build(name)
+                self._handles[name] = handle
+        if isinstance(handle, DriverUnavailable):
+            raise handle
+        return handle
+
+    def _build(self, name: str) -> TargetHandle | DriverUnavailable:
+        target = self.config.targets.get(name)
+        if target is None:
+            return DriverUnavailable(
+                f"No target named {name!r} is configured.", reason="not configured", target=name
+            )
+        try:
+            cls = self.registry.load(target.driver)
+        except DriverUnavailable as exc:
+            return DriverUnavailable(
+                f"Target {name!r} cannot be used: {exc.reason}",
+                reason=exc.reason,
+                driver=target.driver,
+                target=name,
+            )
+        config, problems = structure(cls.Config, target.settings, path=f"{target.path}.settings")
+        if problems:
+            reason = "; ".join(problems)
+            return DriverUnavailable(
+                f"Target {name!r} is misconfigured: {reason}",
+                reason=reason,
+                driver=target.driver,
+                target=name,
+            )
+        state_dir = self.config.state_dir / "targets" / name
+        try:
+            instance = cls(config, DriverContext(target=name, state_dir=state_dir))
+        except Exception as exc:
+            log.exception("driver %s could not be set up for target %s", target.driver, name)
+            reason = f"driver {target.driver!r} could not be set up: {_describe(exc)}"
+            return DriverUnavailable(
+                f"Target {name!r} cannot be used: {reason}",
+                reason=reason,
+                driver=target.driver,
+                target=name,
+            )
+        return TargetHandle(
+            name=name,
+            driver_name=target.driver,
+            scheme=driver_scheme(cls),
+            capabilities=declared_capabilities(cls),
+            instance=instance,
+        )
+
+    def target_for_scheme(self, scheme: str, name: str) -> TargetHandle:
+        """The target an external id names, checking the id's scheme matches its driver."""
+        handle = self.target(name)
+        if handle.scheme != scheme:
+            raise ArchiveCoreError(
+                f"External id names target {name!r} with scheme {scheme!r}, but that target "
+                f"uses driver {handle.driver_name!r} (scheme {handle.scheme!r}).",
+                target=name,
+            )
+        return handle
+
+    # --- policies ------------------------------------------------------------------------------
+
+    def policies(self) -> list[Policy]:
+        """Configured policies plus those driver instances offer themselves."""
+        found = dict(self.config.policies)
+        for name in self.config.targets:
+            try:
+                handle = self.target(name)
+                offered = list(handle.instance.policies())
+            except DriverUnavailable:
+                continue
+            except Exception:
+                log.exception("target %s failed to list its policies", name)
+                continue
+            for offer in offered:
+                if offer.uuid in found:
+                    log.warning(
+                        "target %s offers policy %s, which the config already defines; "
+                        "the config wins",
+                        name,
+                        offer.uuid,
+                    )
+                    continue
+                bulk = None
+                if offer.max_files or offer.max_bytes:
+                    bulk = BulkLimits(max_files=offer.max_files, max_bytes=offer.max_bytes)
+                found[offer.uuid] = Policy(
+                    uuid=offer.uuid,
+                    name=offer.name,
+                    targets=(name,),
+                    bulk=bulk,
+                    offered_by=name,
+                )
+        return list(found.values())
+
+    def policy(self, uuid: str) -> Policy:
+        policy = self.config.policies.get(uuid)
+        if policy is None:
+            policy = next((p for p in self.policies() if p.uuid == uuid), None)
+        if policy is None:
+            known = ", ".join(sorted(p.uuid for p in self.policies())) or "none"
+            raise PolicyNotFound(
+                f"No archive policy with uuid {uuid!r} is configured (known: {known}).",
+                policy=uuid,
+            )
+        return policy
+
+    def bulk_support(self, policy: Policy) -> bool:
+        if policy.bulk is not None:
+            return True
+        for name in policy.targets:
+            try:
+                if Capability.BULK not in self.target(name).capabilities:
+                    return False
+            except DriverUnavailable:
+                return False
+        return False
+
+    # --- readiness -----------------------------------------------------------------------------
+
+    def readiness(self, policy: Policy) -> Readiness:
+        """A policy is ready when every one of its targets is; never blocks past the timeout."""
+        return _combine(policy, self.targets_readiness(policy.targets))
+
+    def all_readiness(self) -> list[PolicyReadiness]:
+        policies = self.policies()
+        names = list(dict.fromkeys(n for p in policies for n in p.targets))
+        states = self.targets_readiness(names)
+        return [PolicyReadiness(policy=p, readiness=_combine(p, states)) for p in policies]
+
+    def targets_readiness(self, names: list[str] | tuple[str, ...]) -> dict[str, Readiness]:
+        """Check targets concurrently; the whole call waits at most `ready_timeout_seconds`."""
+        results: dict[str, Readiness] = {}
+        pending: dict[str, tuple[float, Future]] = {}
+        for name in names:
+            started = self._start_check(name)
+            if isinstance(started, Readiness):
+                results[name] = started
+            else:
+                pending[name] = started
+        for name, (started, future) in pending.items():
+            results[name] = self._await_check(name, started, future)
+        return results
+
+    def _start_check(self, name: str) -> Readiness | tuple[float, Future]:
+        now = self._clock()
+        with self._lock:
+            cached = self._ready_cache.get(name)
+            if cached and now - cached[0] < self.config.portal.ready_cache_seconds:
+                return cached[1]
+        try:
+            handle = self.target(name)
+        except DriverUnavailable as exc:
+            return self._remember(name, Readiness.not_ready(exc.reason))
+        with self._lock:
+            started, future = self._checks.get(name, (now, None))
+            if future is None or future.done():
+                # A check that hung earlier still holds its thread; start a new one only when
+                # the previous has answered, so a dead NFS mount cannot pile up threads.
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(
+                        max_workers=8, thread_name_prefix="archive-core-ready"
+                    )
+                started, future = now, self._executor.submit(handle.instance.check_ready)
+                self._checks[name] = (started, future)
+        return started, future
+
+    def _await_check(self, name: str, started: float, future: Future) -> Readiness:
+        deadline = started + self.config.portal.ready_timeout_seconds
+        try:
+            result = future.result(timeout=max(0.0, deadline - self._clock()))
+        except FutureTimeout:
+            waited = self._clock() - started
+            return self._remember(
+                name, Readiness.not_ready(f"no answer from target after {waited:.0f} s")
+            )
+        except Exception as exc:
+            log.exception("readiness check of target %s raised", name)
+            return self._remember(name, Readiness.not_ready(_describe(exc)))
+        if not isinstance(result, Readiness):
+            result = Readiness.not_ready(f"driver returned {type(result).__name__}, not Readiness")
+        return self._remember(name, result)
+
+    def _remember(self, name: str, readiness: Readiness) -> Readiness:
+        with self._lock:
+            self._ready_cache[name] = (self._clock(), readiness)
+        return readiness
+
+
+def _combine(policy: Policy, states: dict[str, Readiness]) -> Readiness:
+    parts = [states[n] for n in policy.targets]
+    if len(parts) == 1:
+        return parts[0]
+    reason = "; ".join(f"{n}: {r.reason}" for n, r in zip(policy.targets, parts, strict=True))
+    return Readiness(ok=all(r.ok for r in parts), reason=reason)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ArchiveCoreError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"

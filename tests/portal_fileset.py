@@ -1,0 +1,12 @@
+"""A stand-in for Portal's FileSet (portal.archive_framework.utils.FileSet): a namedtuple
+with the fields Portal is known to pass, changed only through `_replace`."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+FileSet = namedtuple(
+    "FileSet",
+    ["files", "external_ids", "item_id", "sha1", "shape_id", "component_id"],
+    defaults=([], None, None, None, None),
+)
