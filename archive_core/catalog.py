@@ -471,10 +471,12 @@ class _Tables:
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    if value is not None and value.tzinfo is None:
+    # SQLite hands back naive datetimes, PostgreSQL the session's zone; we store UTC.
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
-    return value
+    return value.astimezone(dt.UTC)
 
 
 def _copy(row) -> CopyRecord:

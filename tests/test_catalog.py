@@ -1,0 +1,151 @@
+"""The catalog and journal on every backend: SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+
+from archive_core.catalog import Catalog, CopyRecord, JournalEntry, JournalResult
+from archive_core.errors import CatalogError
+from archive_core.portal import ArchiveCorePlugin
+from tests.sites import POLICY, filesys_site, media
+
+SHA1 = "a" * 40
+
+
+def _copy(locator: str = "x_VX-1_" + SHA1 + ".mov", *, sha1: str = SHA1) -> CopyRecord:
+    return CopyRecord(
+        policy="p",
+        target="t",
+        external_id=f"filesys://t/{locator}",
+        locator=locator,
+        name=locator,
+        item_id="VX-1",
+        sha1=sha1,
+        sha256="b" * 64,
+        size=10,
+        created=dt.datetime.now(dt.UTC),
+    )
+
+
+def _archive_one(catalog: Catalog, copy: CopyRecord, *, job: str = "j") -> None:
+    batch = catalog.begin(
+        job_id=job,
+        policy="p",
+        target="t",
+        operation="archive",
+        entries=[JournalEntry(key="0", name=copy.name, sha1=copy.sha1)],
+    )
+    catalog.finish(batch.id, [JournalResult(key="0", ok=True, locator=copy.locator, copy=copy)])
+
+
+def test_recorded_copy_is_found_only_with_its_own_sha1(catalog_url):
+    catalog = Catalog(catalog_url)
+    copy = _copy()
+    _archive_one(catalog, copy)
+    assert catalog.find_copies("t", [(copy.name, SHA1)]) == {
+        copy.name: catalog.copy(copy.external_id)
+    }
+    assert catalog.find_copies("t", [(copy.name, "c" * 40)]) == {}
+    assert catalog.find_copies("other", [(copy.name, SHA1)]) == {}
+    [record] = catalog.copies(policy="p")
+    assert (record.size, record.sha256, record.created.tzinfo) == (10, "b" * 64, dt.UTC)
+    catalog.close()
+
+
+def test_recording_the_same_copy_twice_keeps_one_row(catalog_url):
+    catalog = Catalog(catalog_url)
+    _archive_one(catalog, _copy(), job="a")
+    _archive_one(catalog, _copy(), job="b")
+    assert len(catalog.copies()) == 1
+    assert [r.state for r in catalog.journal()] == ["done", "done"]
+    catalog.close()
+
+
+def test_intent_without_result_is_unfinished_until_a_rerun_abandons_it(catalog_url):
+    catalog = Catalog(catalog_url)
+    entry = JournalEntry(key="0", name="n.mov", sha1=SHA1)
+    catalog.begin(job_id="dead", policy="p", target="t", operation="archive", entries=[entry])
+    [open_intent] = catalog.unfinished()
+    assert (open_intent.job_id, open_intent.state) == ("dead", "intent")
+    rerun = catalog.begin(
+        job_id="again", policy="p", target="t", operation="archive", entries=[entry]
+    )
+    assert rerun.abandoned == {"n.mov"}
+    assert [(r.job_id, r.state) for r in catalog.journal()] == [
+        ("dead", "abandoned"),
+        ("again", "intent"),
+    ]
+    catalog.finish(rerun.id, [JournalResult(key="0", ok=False, error="disk full")])
+    assert catalog.unfinished() == []
+    assert catalog.journal(job_id="again")[0].error == "disk full"
+    catalog.close()
+
+
+def test_deleted_copy_leaves_the_catalog_and_verified_copy_gets_a_date(catalog_url):
+    catalog = Catalog(catalog_url)
+    keep, drop = _copy("keep.mov"), _copy("drop.mov")
+    _archive_one(catalog, keep)
+    _archive_one(catalog, drop)
+    catalog.mark_verified([keep.external_id])
+    assert catalog.copy(keep.external_id).last_verified is not None
+    batch = catalog.begin(
+        job_id="d",
+        policy="p",
+        target="t",
+        operation="delete",
+        entries=[JournalEntry(key="0", name=drop.locator)],
+    )
+    catalog.finish(batch.id, [JournalResult(key="0", ok=True, removed=drop.external_id)])
+    assert [c.locator for c in catalog.copies()] == ["keep.mov"]
+    catalog.close()
+
+
+def test_workers_recording_the_same_copy_at_once_leave_one_row(catalog_url):
+    """Several Portal workers (here threads, each with its own connection) race on one copy."""
+    catalogs = [Catalog(catalog_url) for _ in range(4)]
+    catalogs[0].copies()  # create the schema once, as a deployed site already has it
+    errors: list[BaseException] = []
+
+    def work(catalog: Catalog) -> None:
+        try:
+            for _ in range(10):
+                _archive_one(catalog, _copy())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in catalogs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(catalogs[0].copies()) == 1
+    assert len(catalogs[0].journal()) == 40
+    for c in catalogs:
+        c.close()
+
+
+def test_unreachable_database_is_a_retryable_error_without_the_password():
+    catalog = Catalog("postgresql+psycopg://archive:hunter2@127.0.0.1:1/none")
+    with pytest.raises(CatalogError) as caught:
+        catalog.copies()
+    assert caught.value.retryable
+    assert "hunter2" not in str(caught.value) and "hunter2" not in repr(catalog)
+
+
+def test_archive_and_restore_through_portal_with_the_catalog_on_each_backend(
+    tmp_path: Path, catalog_url
+):
+    config, _ = filesys_site(tmp_path, catalog_url=catalog_url)
+    plugin = ArchiveCorePlugin(config)
+    fs = media(tmp_path / "online", "pg.mov", b"shared catalog")
+    [archived], *_ = plugin.archive([fs], POLICY, "j")
+    Path(fs.files[0]).unlink()
+    plugin.restore([archived], POLICY)
+    assert Path(fs.files[0]).read_bytes() == b"shared catalog"
+    assert [c.external_id for c in plugin.site().catalog.copies()] == list(archived.external_ids)
+    plugin.site().close()
