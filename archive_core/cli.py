@@ -27,7 +27,33 @@ EXIT_USAGE = 2  # bad input or configuration: nothing was done
 
 
 class _Group(click.Group):
-    """Turns archive-core errors into a readable message and exit code, never a traceback."""
+    """Turns archive-core errors into a readable message and exit code, never a traceback.
+
+    Commands contributed by plugins are loaded only when a name is not built in (or help
+    lists every command), so built-in commands start without importing any plugin.
+    """
+
+    _plugins_added = False
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and self._add_plugin_commands():
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def _add_plugin_commands(self) -> bool:
+        """Let installed plugins add their commands; True when this call added them."""
+        if self._plugins_added or os.environ.get("ARCHIVE_CORE_NO_PLUGIN_COMMANDS"):
+            return False
+        self._plugins_added = True
+        from archive_core.hooks import default_hooks
+
+        default_hooks().collect("archive_core_cli_commands", cli=self)
+        return True
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -539,15 +565,3 @@ def demo(keep: bool, where: Path | None) -> None:
 
     ok = run_demo(where=where, keep=keep)
     sys.exit(0 if ok else EXIT_FAILED)
-
-
-def _add_plugin_commands() -> None:
-    """Commands that installed archive-core plugins (and drivers) contribute."""
-    if os.environ.get("ARCHIVE_CORE_NO_PLUGIN_COMMANDS"):
-        return
-    from archive_core.hooks import default_hooks
-
-    default_hooks().collect("archive_core_cli_commands", cli=main)
-
-
-_add_plugin_commands()

@@ -499,10 +499,15 @@ def default_registry() -> DriverRegistry:
     global _default
     with _default_lock:
         if _default is None:
-            from archive_core.hooks import default_hooks
-
-            _default = DriverRegistry(hooks=default_hooks)
+            _default = DriverRegistry(hooks=_default_hooks)
         return _default
+
+
+def _default_hooks() -> Hooks:
+    # Imported only when a failure must be reported: listing drivers stays free of pluggy.
+    from archive_core.hooks import default_hooks
+
+    return default_hooks()
 
 
 def reset_default_registry() -> None:
