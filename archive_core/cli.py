@@ -19,7 +19,7 @@ from archive_core.errors import ArchiveCoreError
 CliFileSet = namedtuple(
     "CliFileSet",
     ["files", "external_ids", "item_id", "sha1", "shape_id", "component_id"],
-    defaults=((), None, None, None, None),
+    defaults=((), (), None, None, None, None),
 )
 
 EXIT_FAILED = 1  # the command ran, but some files failed or a policy is not ready
@@ -565,3 +565,7 @@ def demo(keep: bool, where: Path | None) -> None:
 
     ok = run_demo(where=where, keep=keep)
     sys.exit(0 if ok else EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

@@ -98,7 +98,7 @@ def run_demo(*, where: Path | None = None, keep: bool = False) -> bool:
         verified, failed, verify_error = plugin.verify(archived, DEMO_POLICY)
 
         table = Table(title="What the demo did", title_justify="left")
-        for column in ("file", "bytes", "external id", "restored equal", "verified"):
+        for column in ("file", "bytes", "restored equal", "verified"):
             table.add_column(column, overflow="fold")
         verified_ids = {tuple(fs.external_ids) for fs in verified}
         all_ok = not not_archived and not failed
@@ -109,11 +109,13 @@ def run_demo(*, where: Path | None = None, keep: bool = False) -> bool:
             table.add_row(
                 Path(original.files[0]).name,
                 str(os.path.getsize(original.files[0])),
-                ", ".join(original.external_ids),
                 "yes" if same else "[red]NO[/]",
                 "yes" if is_verified else "[red]NO[/]",
             )
         console.print(table)
+        console.print("external ids Portal would store:")
+        for fs in archived:
+            console.print(f"  {', '.join(fs.external_ids)}", soft_wrap=True, highlight=False)
         catalog = plugin.site().catalog
         console.print(
             f"archived {len(archived)} files in {archive_s:.2f} s, restored in {restore_s:.2f} s;"

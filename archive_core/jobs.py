@@ -53,7 +53,11 @@ class FileJob:
     @property
     def label(self) -> str:
         """How to name this file to an admin."""
-        return self.files[0] if self.files else f"item {self.item_id or '?'} ({self.key})"
+        if self.files:
+            return self.files[0]
+        if self.external_ids:
+            return self.external_ids[0]
+        return f"item {self.item_id or '?'} ({self.key})"
 
 
 @attrs.frozen(kw_only=True)
