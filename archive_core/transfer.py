@@ -1,0 +1,1031 @@
+"""Shared byte moving for drivers: hash-while-copy, atomic publish, safe paths, readable sources.
+
+Every driver that writes files reuses these pieces so the core's promises hold alike for all:
+bytes are hashed (sha1 for Portal's value, sha256 for the catalog) while they move, a copy is
+published under its final name only after its sha1 matched and its bytes are durable, and a
+name or locator that comes from outside can never lead out of the archive root.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import hashlib
+import itertools
+import logging
+import mmap
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import attrs
+
+from archive_core.errors import FixityMismatch, TransferFailed, UnsafeName
+from archive_core.model import ProgressCallback
+from archive_core.naming import NAME_MAX
+
+log = logging.getLogger(__name__)
+
+#: Bytes moved per read and write; large enough that hashlib and the kernel dominate Python.
+CHUNK_SIZE = 8 * 1024 * 1024
+
+#: From this size on a file is hashed by two threads in parallel with the write, written with
+#: O_DIRECT (it bypasses the page cache, so no separate writeback has to be waited for, and an
+#: archive run does not evict the host's working set) and made durable by its own fsync.
+LARGE_FILE = 16 * 1024 * 1024
+
+#: Chunks in flight in the large-file pipeline: one being read, the others hashed or written.
+_PIPELINE_DEPTH = 4
+
+#: O_DIRECT wants buffer addresses, offsets and lengths aligned to the device's logical block;
+#: 4096 covers every current disk. Pool buffers come from mmap and are page aligned.
+_ALIGN = 4096
+
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOCTTY = getattr(os, "O_NOCTTY", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+#: How many times a temporary file is re-tried when its directory vanished under it (a
+#: concurrent delete removed the empty layout directory between mkdir and open).
+_CREATE_ATTEMPTS = 3
+
+
+@attrs.frozen(kw_only=True)
+class Digests:
+    """What the bytes that moved hash to: the size and both digests in lowercase hex."""
+
+    size: int
+    sha1: str
+    sha256: str
+
+
+# --- reusable buffers --------------------------------------------------------------------------
+
+
+class _BufferPool:
+    """Page-aligned chunk buffers, kept between copies.
+
+    Reusing buffers avoids re-faulting fresh memory for every file (costly in VMs where the
+    host backs guest pages lazily) and anonymous mmap gives the alignment O_DIRECT needs.
+    """
+
+    def __init__(self, size: int, keep: int) -> None:
+        self._size = size
+        self._keep = keep
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> mmap.mmap:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return mmap.mmap(-1, self._size)
+
+    def release(self, buffer: mmap.mmap) -> None:
+        with self._lock:
+            if len(self._free) < self._keep:
+                self._free.append(buffer)
+                return
+        buffer.close()
+
+
+_POOL = _BufferPool(CHUNK_SIZE, keep=2 * _PIPELINE_DEPTH)
+
+
+# --- sources and destinations --------------------------------------------------------------
+
+
+def _label(stream: Any, fallback: str) -> str:
+    name = getattr(stream, "name", None)
+    return name if isinstance(name, str) else fallback
+
+
+def _filler(source: BinaryIO, label: str) -> Callable[[memoryview], int]:
+    """A function that fills a buffer from `source` (short only at end of file)."""
+    readinto = source.readinto
+
+    def fill(view: memoryview) -> int:
+        filled = 0
+        wanted = len(view)
+        try:
+            while filled < wanted:
+                count = readinto(view[filled:])
+                if not count:
+                    break
+                filled += count
+        except OSError as exc:
+            raise TransferFailed(
+                f"Could not read {label}: {exc.strerror or exc}.", paths=(label,), retryable=True
+            ) from exc
+        return filled
+
+    return fill
+
+
+class _FdSink:
+    """Writes to a file descriptor, honouring O_DIRECT's alignment and falling back gracefully."""
+
+    def __init__(
+        self, fd: int, label: str, *, flush_behind: bool, direct: bool | None = None
+    ) -> None:
+        self._fd = fd
+        self._label = label
+        if direct is None:  # a descriptor from elsewhere: ask the kernel how it was opened
+            import fcntl
+
+            direct = bool(_O_DIRECT) and bool(fcntl.fcntl(fd, fcntl.F_GETFL) & _O_DIRECT)
+        self._direct = direct
+        # Buffered large writes start writeback as they go, so the final fsync has little
+        # left to wait for; posix_fadvise(DONTNEED) on dirty pages does exactly that on Linux.
+        self._flush_behind = flush_behind and not direct and hasattr(os, "posix_fadvise")
+        self._offset = 0
+
+    def write(self, view: memoryview) -> None:
+        try:
+            if self._direct:
+                aligned = len(view) - len(view) % _ALIGN
+                if aligned:
+                    self._write_all(view[:aligned])
+                if aligned < len(view):
+                    # Only the file's last chunk is short: finish it through the page cache.
+                    self._drop_direct()
+                    self._write_all(view[aligned:])
+            else:
+                self._write_all(view)
+                if self._flush_behind:
+                    os.posix_fadvise(
+                        self._fd, self._offset - len(view), len(view), os.POSIX_FADV_DONTNEED
+                    )
+        except OSError as exc:
+            raise TransferFailed(
+                f"Could not write {self._label}: {exc.strerror or exc}.",
+                paths=(self._label,),
+                retryable=exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN),
+            ) from exc
+
+    def _write_all(self, view: memoryview) -> None:
+        done = 0
+        while done < len(view):
+            try:
+                count = os.write(self._fd, view[done:])
+            except OSError as exc:
+                if exc.errno == errno.EINVAL and self._direct:
+                    # The file system or device refused this O_DIRECT write (alignment, no
+                    # support): the same bytes go through the page cache instead.
+                    self._drop_direct()
+                    continue
+                raise
+            done += count
+            self._offset += count
+
+    def _drop_direct(self) -> None:
+        if self._direct:
+            import fcntl
+
+            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+            self._direct = False
+
+
+class _ObjectSink:
+    """Writes to a file-like object without a descriptor (BytesIO, a remote file)."""
+
+    def __init__(self, target: BinaryIO, label: str) -> None:
+        self._target = target
+        self._label = label
+
+    def write(self, view: memoryview) -> None:
+        done = 0
+        try:
+            while done < len(view):
+                count = self._target.write(view[done:])
+                done += len(view) - done if count is None else count
+        except OSError as exc:
+            raise TransferFailed(
+                f"Could not write {self._label}: {exc.strerror or exc}.", paths=(self._label,)
+            ) from exc
+
+
+def _sink_for(destination: BinaryIO | int, label: str, *, large: bool) -> _FdSink | _ObjectSink:
+    if isinstance(destination, int):
+        return _FdSink(destination, label, flush_behind=large)
+    try:
+        fd = destination.fileno()
+    except (AttributeError, OSError, ValueError):
+        return _ObjectSink(destination, label)
+    destination.flush()  # bytes already buffered in the object must land before ours
+    return _FdSink(fd, label, flush_behind=large)
+
+
+def _size_of(source: BinaryIO) -> int | None:
+    """How big `source` is, when it can tell (regular file, seekable stream).
+
+    Only a hint for choosing how to copy (small inline, large pipelined), so the size of a
+    regular file is taken as is, without asking for the read position (one syscall less
+    per file counts when thousands of small files move).
+    """
+    try:
+        info = os.fstat(source.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+    else:
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
+    try:
+        if not source.seekable():
+            return None
+        here = source.tell()
+        end = source.seek(0, os.SEEK_END)
+        source.seek(here)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return end - here
+
+
+# --- hash while moving ---------------------------------------------------------------------
+
+
+def copy_stream(
+    source: BinaryIO | int,
+    destination: BinaryIO | int | None,
+    *,
+    progress: ProgressCallback | None = None,
+    source_name: str | None = None,
+    destination_name: str | None = None,
+) -> Digests:
+    """Move every byte of `source` to `destination`, hashing sha1 and sha256 on the way.
+
+    `source` is a binary file object with `readinto` (or a file descriptor), `destination`
+    a binary file object or descriptor, or None to only hash. `progress` is called in the
+    calling thread with the bytes moved since its previous call. Large sources are hashed by
+    two threads while a third writes, so the copy runs at the speed of the slower hash.
+    Raises TransferFailed naming the side that failed.
+    """
+    if isinstance(source, int):
+        source = open(source, "rb", buffering=0, closefd=False)  # noqa: SIM115 - not ours to close
+    src_label = source_name or _label(source, "the source")
+    size = _size_of(source)
+    sink = None
+    if destination is not None:
+        dst_label = destination_name or _label(destination, "the destination")
+        sink = _sink_for(destination, dst_label, large=size is None or size >= LARGE_FILE)
+    return _move(source, src_label, size, sink, progress)
+
+
+def _move(
+    source: BinaryIO,
+    label: str,
+    size: int | None,
+    sink: _FdSink | _ObjectSink | None,
+    progress: ProgressCallback | None,
+) -> Digests:
+    large = size is None or size >= LARGE_FILE
+    if large and hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # a read-ahead hint
+            os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    fill = _filler(source, label)
+    report = progress or _ignore
+    if large:
+        return _move_pipelined(fill, sink, report)
+    return _move_inline(fill, sink, report)
+
+
+def hash_stream(source: BinaryIO | int, *, progress: ProgressCallback | None = None) -> Digests:
+    """Size, sha1 and sha256 of everything readable from `source`."""
+    return copy_stream(source, None, progress=progress)
+
+
+def hash_file(
+    path: str | os.PathLike[str],
+    *,
+    progress: ProgressCallback | None = None,
+    follow_symlinks: bool = True,
+) -> Digests:
+    """Size, sha1 and sha256 of the regular file at `path` (read once)."""
+    with open_regular(path, follow_symlinks=follow_symlinks) as stream:
+        return copy_stream(stream, None, progress=progress, source_name=os.fspath(path))
+
+
+def _ignore(_count: int) -> None:
+    pass
+
+
+def _move_inline(
+    fill: Callable[[memoryview], int],
+    sink: _FdSink | _ObjectSink | None,
+    progress: ProgressCallback,
+) -> Digests:
+    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+    total = 0
+    buffer = _POOL.acquire()
+    try:
+        view = memoryview(buffer)
+        while True:
+            count = fill(view)
+            if count:
+                chunk = view[:count]
+                sha1.update(chunk)
+                sha256.update(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+                total += count
+                progress(count)
+            if count < len(view):
+                break
+    finally:
+        _POOL.release(buffer)
+    return Digests(size=total, sha1=sha1.hexdigest(), sha256=sha256.hexdigest())
+
+
+def _move_pipelined(
+    fill: Callable[[memoryview], int],
+    sink: _FdSink | _ObjectSink | None,
+    progress: ProgressCallback,
+) -> Digests:
+    """Read in this thread; sha1, sha256 and the write each run in their own thread.
+
+    hashlib and os.write release the GIL on big buffers, so on a machine with SHA-NI the two
+    digests and the I/O overlap: the time is that of the slowest of them, not their sum.
+    Each worker has one thread, so every digest sees the chunks in order.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+    buffers = [_POOL.acquire() for _ in range(_PIPELINE_DEPTH)]
+    views = [memoryview(b) for b in buffers]
+    inflight: collections.deque[tuple[int, list[Future[None]]]] = collections.deque()
+    total = 0
+
+    def settle(entry: tuple[int, list[Future[None]]]) -> None:
+        count, futures = entry
+        for future in futures:
+            future.result()
+        progress(count)
+
+    try:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="sha1") as sha1_worker,
+            ThreadPoolExecutor(1, thread_name_prefix="sha256") as sha256_worker,
+            ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
+        ):
+            slot = 0
+            while True:
+                if len(inflight) == _PIPELINE_DEPTH:
+                    settle(inflight.popleft())  # frees the buffer about to be refilled
+                view = views[slot]
+                count = fill(view)
+                if count:
+                    chunk = view[:count]
+                    futures = [
+                        sha1_worker.submit(sha1.update, chunk),
+                        sha256_worker.submit(sha256.update, chunk),
+                    ]
+                    if sink is not None:
+                        futures.append(writer.submit(sink.write, chunk))
+                    inflight.append((count, futures))
+                    total += count
+                    slot = (slot + 1) % _PIPELINE_DEPTH
+                if count < len(view):
+                    break
+            while inflight:
+                settle(inflight.popleft())
+    finally:
+        # The executors have joined their threads here, so no worker still reads a buffer.
+        for buffer in buffers:
+            _POOL.release(buffer)
+    return Digests(size=total, sha1=sha1.hexdigest(), sha256=sha256.hexdigest())
+
+
+# --- names and locators from outside ---------------------------------------------------------
+
+
+def _shown(text: str) -> str:
+    """A name quoted for an error message: escapes visible, very long names shortened."""
+    if len(text) <= 120:
+        return repr(text)
+    return f"{text[:100]!r}… ({len(os.fsencode(text))} bytes)"
+
+
+def _check_component(part: str, *, whole: str, what: str) -> None:
+    if part == "":
+        raise UnsafeName(
+            f"Refusing {what} {_shown(whole)}: it has an empty path component "
+            "(a doubled or trailing '/').",
+            paths=(whole,),
+        )
+    if part in (".", ".."):
+        raise UnsafeName(
+            f"Refusing {what} {_shown(whole)}: it has a {part!r} component; only plain names "
+            "inside the archive root are allowed.",
+            paths=(whole,),
+        )
+    length = len(os.fsencode(part))
+    if length > NAME_MAX:
+        raise UnsafeName(
+            f"Refusing {what} {_shown(whole)}: its component {_shown(part)} is {length} bytes "
+            f"long; file systems allow at most {NAME_MAX}.",
+            paths=(whole,),
+        )
+
+
+def _check_text(text: str, *, what: str) -> None:
+    if not isinstance(text, str):
+        raise UnsafeName(f"Refusing {what} {text!r}: it is not text.", paths=(repr(text),))
+    if not text:
+        raise UnsafeName(f"Refusing an empty {what}.")
+    if "\0" in text:
+        raise UnsafeName(f"Refusing {what} {_shown(text)}: it contains a NUL byte.", paths=(text,))
+
+
+def check_name(name: str, *, what: str = "file name") -> str:
+    """Return `name` if it is one safe path component; raise UnsafeName naming it otherwise.
+
+    Refused: empty, NUL bytes, '/', '.' and '..', more than 255 bytes.
+    """
+    _check_text(name, what=what)
+    if "/" in name:
+        raise UnsafeName(
+            f"Refusing {what} {_shown(name)}: it contains '/', but must be a single name.",
+            paths=(name,),
+        )
+    _check_component(name, whole=name, what=what)
+    return name
+
+
+def safe_join(root: str | os.PathLike[str], locator: str, *, what: str = "locator") -> Path:
+    """`root / locator`, refusing any locator that could lead outside `root`.
+
+    `locator` is a relative posix path (an archive name, or the part of an external id after
+    the target). Refused with UnsafeName: empty, NUL bytes, absolute, '.' or '..' components,
+    empty components, components over 255 bytes, and paths whose existing parts are symbolic
+    links resolving outside root. Parts that do not exist yet are fine (they get created).
+    """
+    return Path(safe_lookup(root, locator, what=what)[0])
+
+
+def safe_lookup(
+    root: str | os.PathLike[str], locator: str, *, what: str = "locator"
+) -> tuple[str, os.stat_result | None]:
+    """`safe_join` for hot paths: the path as a string, and the lstat of its last component.
+
+    The lstat is None when nothing exists there yet; callers that would stat the path next
+    (is there a copy already?) save that call, which counts over thousands of small files.
+    """
+    _check_text(locator, what=what)
+    if locator.startswith("/"):
+        raise UnsafeName(
+            f"Refusing {what} {_shown(locator)}: it is an absolute path; only paths relative "
+            f"to the archive root {os.fspath(root)} are allowed.",
+            paths=(locator,),
+        )
+    parts = locator.split("/")
+    for part in parts:
+        _check_component(part, whole=locator, what=what)
+    base = os.fspath(root)
+    current = base
+    real_root: str | None = None
+    last = len(parts) - 1
+    final: os.stat_result | None = None
+    for index, part in enumerate(parts):
+        current = os.path.join(current, part)
+        try:
+            info = os.lstat(current)
+        except OSError:
+            break  # nothing further exists, so nothing further can be a link
+        if stat.S_ISLNK(info.st_mode):
+            if real_root is None:
+                real_root = os.path.realpath(base)
+            target = os.path.realpath(current)
+            if target != real_root and not target.startswith(real_root.rstrip("/") + "/"):
+                prefix = "/".join(parts[: index + 1])
+                raise UnsafeName(
+                    f"Refusing {what} {_shown(locator)}: {_shown(prefix)} is a symbolic link "
+                    f"that leads outside the archive root {base} (to {target}).",
+                    paths=(locator,),
+                )
+        elif index < last and not stat.S_ISDIR(info.st_mode):
+            break  # the open will fail with "Not a directory"; nothing can escape through it
+        if index == last:
+            final = info
+    return current if final is not None else os.path.join(base, *parts), final
+
+
+# --- opening sources -------------------------------------------------------------------------
+
+
+def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = True) -> BinaryIO:
+    """Open a regular file for unbuffered binary reading; its `name` is `path`.
+
+    FIFOs, devices and directories are refused (OSError) without blocking on them.
+    """
+    info: list[os.stat_result] = []
+
+    def opener(file: str, flags: int) -> int:
+        flags |= _O_CLOEXEC | _O_NOCTTY | _O_NONBLOCK
+        if not follow_symlinks:
+            flags |= _O_NOFOLLOW
+        fd = os.open(file, flags)
+        info.append(os.fstat(fd))
+        if stat.S_ISREG(info[0].st_mode):
+            return fd
+        os.close(fd)
+        if stat.S_ISDIR(info[0].st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", file)
+        raise OSError(errno.EINVAL, "is not a regular file", file)
+
+    return open(os.fspath(path), "rb", buffering=0, opener=opener)
+
+
+def open_first_readable(
+    sources: Iterable[str | os.PathLike[str]],
+) -> tuple[str, BinaryIO]:
+    """Open the first of several paths holding identical content that can be read.
+
+    Returns the path opened and a binary stream the caller closes. Raises TransferFailed
+    listing every path with the reason it could not be read.
+    """
+    reasons: list[tuple[str, str]] = []
+    for source in sources:
+        path = os.fspath(source)
+        try:
+            return path, open_regular(path)
+        except ValueError:
+            reasons.append((path, "contains a NUL byte"))
+        except OSError as exc:
+            reasons.append((path, exc.strerror or str(exc)))
+    if not reasons:
+        raise TransferFailed("No source path was given for this file.")
+    listed = "; ".join(f"{path} ({reason})" for path, reason in reasons)
+    count = len(reasons)
+    head = "The source" if count == 1 else f"None of the {count} sources"
+    raise TransferFailed(
+        f"{head} could not be read: {listed}.", paths=[p for p, _ in reasons], retryable=True
+    )
+
+
+# --- atomic publish --------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class StagedFile:
+    """Bytes written and checked under a temporary name beside their destination.
+
+    Nothing is visible under `destination` until `publish_staged` renames it; `discard`
+    removes the temporary file. Paths are plain strings: thousands of these are made per
+    batch, and Path objects would be most of their cost.
+    """
+
+    temp: str
+    destination: str
+    digests: Digests
+    source: str  # what was read, for messages
+    durable: bool  # already fsynced on its own (large files): the batch sync may skip it
+    sync_dirs: tuple[str, ...]  # directories whose fsync makes the published name durable
+
+    def discard(self) -> None:
+        _abandon(self.temp, ())
+
+
+def _host_label() -> str:
+    """This machine's name as it appears in temporary names (no dots: they separate fields)."""
+    label = "".join(c if c.isalnum() or c == "-" else "-" for c in os.uname().nodename)
+    return label[:32] or "host"
+
+
+class _TempTokens:
+    """Host, pid, random per process and a counter: unique names without a syscall each."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:  # first use, or a forked child: never share the parent's names
+            self._pid, self._prefix = pid, f"{_host_label()}.{pid}.{os.urandom(4).hex()}"
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+_TOKENS = _TempTokens()
+
+#: A temporary file nobody has written to for this long is stale whoever made it.
+STALE_AFTER_SECONDS = 24 * 3600
+
+
+def temporary_name(name: str) -> str:
+    """A hidden name beside `name`, unique per host, process and call, that fits NAME_MAX.
+
+    The shape is `.<name>.<host>.<pid>.<token>.partial`, so `sweep_partials` can tell which
+    worker made it; long names are cut at the end (the name is only there for admins).
+    """
+    suffix = f".{_TOKENS.next()}.partial"
+    budget = NAME_MAX - 1 - len(suffix)
+    # Cutting bytes may split a UTF-8 sequence; fsdecode's surrogateescape keeps them exact.
+    return "." + os.fsdecode(os.fsencode(name)[:budget]) + suffix
+
+
+def sweep_partials(
+    directory: str | os.PathLike[str], *, older_than: float = STALE_AFTER_SECONDS
+) -> list[str]:
+    """Remove the temporary files that stopped workers left in `directory`; return their names.
+
+    A worker killed mid-copy (SIGKILL, a crash, a power cut) cannot remove its temporary
+    file. One is stale when it was made on this host by a process that no longer runs, or
+    when nothing has written to it for `older_than` seconds (made on another host sharing
+    the directory, whose processes cannot be checked from here). Live copies are kept.
+    """
+    removed: list[str] = []
+    host, me, now = _host_label(), os.getpid(), time.time()
+    try:
+        entries = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(".") and name.endswith(".partial")):
+                continue
+            fields = name[1 : -len(".partial")].rsplit(".", 3)
+            owner_host, pid = (fields[1], fields[2]) if len(fields) == 4 else ("", "")
+            if owner_host == host and pid.isdigit() and int(pid) != me:
+                stale = not _process_exists(int(pid))
+            else:
+                try:
+                    stale = now - entry.stat(follow_symlinks=False).st_mtime > older_than
+                except OSError:
+                    continue
+            if stale:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                removed.append(name)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def make_directories(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Create `path` and missing parents; return the directories this call created."""
+    missing: list[str] = []
+    current = os.fspath(path)
+    while True:
+        try:
+            os.stat(current)
+            break
+        except FileNotFoundError:
+            missing.append(current)
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+    created: list[str] = []
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            continue  # another worker made it at the same moment
+        created.append(directory)
+    return tuple(created)
+
+
+def _sync_dirs(parent: str, root: str | None, created: Sequence[str]) -> tuple[str, ...]:
+    """Directories to fsync so a name in `parent` survives a crash, new directories included.
+
+    With `root`, every directory from `parent` up to root: another worker may have created
+    one of them in this batch and failed, so "created by this call" alone is not enough.
+    """
+    dirs = [parent]
+    if root is not None and parent != root and parent.startswith(root.rstrip("/") + "/"):
+        current = parent
+        while current != root:
+            current = os.path.dirname(current)
+            dirs.append(current)
+    dirs.extend(os.path.dirname(d) for d in created)
+    return tuple(dict.fromkeys(dirs))
+
+
+def _create_temp(parent: str, name: str, *, direct: bool) -> tuple[str, int, bool, list[str]]:
+    """Create a fresh temporary file in `parent` for `name`.
+
+    Returns (path, fd, whether O_DIRECT is on, directories created). The directory is made
+    only when the create says it is missing, which saves a stat per file in the usual case
+    and also covers a concurrent delete pruning it between mkdir and create.
+    """
+    created: list[str] = []
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+    use_direct = direct and bool(_O_DIRECT)
+    for attempt in range(_CREATE_ATTEMPTS + 1):
+        temp = os.path.join(parent, temporary_name(name))
+        try:
+            if use_direct:
+                try:
+                    return temp, os.open(temp, flags | _O_DIRECT, 0o666), True, created
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    # This file system does not do O_DIRECT (tmpfs, some FUSE): write buffered.
+                    use_direct = False
+            return temp, os.open(temp, flags, 0o666), False, created
+        except FileNotFoundError:
+            if attempt == _CREATE_ATTEMPTS:
+                _abandon(None, created)
+                raise
+            try:
+                created.extend(make_directories(parent))
+            except BaseException:
+                _abandon(None, created)
+                raise
+        except BaseException:
+            _abandon(None, created)
+            raise
+    raise AssertionError("unreachable")
+
+
+def stage_file(
+    source: str | os.PathLike[str] | BinaryIO,
+    destination: str | os.PathLike[str],
+    *,
+    expected_sha1: str | None = None,
+    progress: ProgressCallback | None = None,
+    durable: bool | None = None,
+    direct_io: bool = True,
+    root: str | os.PathLike[str] | None = None,
+    size: int | None = None,
+) -> StagedFile:
+    """Copy `source` to a temporary name beside `destination` and check its sha1 there.
+
+    Missing parent directories are created. `durable=None` fsyncs large files on their own
+    (in the calling thread, so several stage in parallel) and leaves small ones to the one
+    sync of `publish_staged`. `root`, when given, adds every directory between the
+    destination and root to those fsynced at publish time, so new layout directories are
+    durable too. `size`, when the caller already knows it, saves asking the source again.
+    A sha1 mismatch raises FixityMismatch; any failure removes the temporary file (and
+    directories made for it) before raising.
+    """
+    target = os.fspath(destination)
+    parent, name = os.path.split(target)
+    if isinstance(source, str | os.PathLike):
+        source_label = os.fspath(source)
+        try:
+            stream = open_regular(source)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise TransferFailed(
+                f"Could not read {source_label}: {reason}.", paths=(source_label,)
+            ) from exc
+        owned = True
+    else:
+        stream = source
+        source_label = _label(source, "the source")
+        owned = False
+    try:
+        if size is None:
+            size = _size_of(stream)
+        large = size is None or size >= LARGE_FILE
+        try:
+            temp, fd, direct, created = _create_temp(parent, name, direct=direct_io and large)
+        except OSError as exc:
+            raise TransferFailed(
+                f"Could not create a file in {parent}: {exc.strerror or exc}.",
+                paths=(target,),
+                retryable=exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO),
+            ) from exc
+        try:
+            try:
+                sink = _FdSink(fd, target, flush_behind=large, direct=direct)
+                digests = _move(stream, source_label, size, sink, progress)
+                if expected_sha1 and digests.sha1 != expected_sha1.strip().lower():
+                    raise FixityMismatch(
+                        path=source_label, expected=expected_sha1, actual=digests.sha1
+                    )
+                synced = large if durable is None else durable
+                if synced:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _abandon(temp, created)
+            raise TransferFailed(
+                f"Could not write {target}: {exc.strerror or exc}.",
+                paths=(target,),
+                retryable=True,
+            ) from exc
+        except BaseException:
+            _abandon(temp, created)
+            raise
+    finally:
+        if owned:
+            stream.close()
+    return StagedFile(
+        temp=temp,
+        destination=target,
+        digests=digests,
+        source=source_label,
+        durable=synced,
+        sync_dirs=_sync_dirs(parent, os.fspath(root) if root is not None else None, created),
+    )
+
+
+def _abandon(temp: str | None, created: Sequence[str]) -> None:
+    """Undo a failed staging: its temporary file, then the directories made for it if empty."""
+    if temp is not None:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove temporary file %s: %s", temp, exc)
+    for directory in reversed(created):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            break  # another copy is being written there, or it is not empty: keep it
+
+
+def sync_staged(staged: Sequence[StagedFile]) -> list[TransferFailed | None]:
+    """First step of publishing: make the bytes of staged files durable.
+
+    One syncfs per file system covers every file not already fsynced on its own, instead
+    of one fsync each. Safe to run in a background thread while more files are staged (it
+    may then make some of those durable too). Returns, aligned with `staged`, None or the
+    error that means the file must not be published.
+    """
+    results: list[TransferFailed | None] = [None] * len(staged)
+    by_device: dict[int, tuple[str, list[int]]] = {}
+    for index, item in enumerate(staged):
+        if item.durable:
+            continue
+        parent = os.path.dirname(item.temp)
+        try:
+            device = os.stat(parent).st_dev
+        except OSError as exc:
+            results[index] = _publish_error(item, exc)
+            continue
+        by_device.setdefault(device, (parent, []))[1].append(index)
+    for directory, indexes in by_device.values():
+        try:
+            sync_filesystem(directory)
+        except OSError as exc:
+            for index in indexes:
+                results[index] = _publish_error(staged[index], exc)
+    return results
+
+
+def publish_staged(
+    staged: Sequence[StagedFile],
+    *,
+    sync: bool = True,
+    synced: Sequence[TransferFailed | None] | None = None,
+) -> list[TransferFailed | None]:
+    """Publish staged files under their final names, durably, with one sync for the batch.
+
+    Order: `sync_staged` (skipped when its result is passed as `synced`, e.g. because it
+    ran in the background), then every rename, then one fsync per distinct directory.
+    Returns, aligned with `staged`, None for each file published or the error that kept it
+    back (its temporary file is removed). `sync=False` skips the syncs (faster, not
+    crash-safe).
+    """
+    if synced is not None:
+        results = list(synced)
+    elif sync:
+        results = sync_staged(staged)
+    else:
+        results = [None] * len(staged)
+    for index, item in enumerate(staged):
+        if results[index] is not None:
+            item.discard()
+            continue
+        try:
+            os.replace(item.temp, item.destination)
+        except OSError as exc:
+            results[index] = _publish_error(item, exc)
+            item.discard()
+    if sync:
+        dirs: dict[str, list[int]] = {}
+        for index, item in enumerate(staged):
+            if results[index] is None:
+                for directory in item.sync_dirs:
+                    dirs.setdefault(directory, []).append(index)
+        for directory, indexes in dirs.items():
+            try:
+                fsync_directory(directory)
+            except OSError as exc:
+                for index in indexes:
+                    if results[index] is None:
+                        results[index] = TransferFailed(
+                            f"{staged[index].destination} was written, but its directory "
+                            f"{directory} could not be synced ({exc.strerror or exc}), so it "
+                            "may not survive a crash.",
+                            paths=(os.fspath(staged[index].destination),),
+                            retryable=True,
+                        )
+    return results
+
+
+def _publish_error(item: StagedFile, exc: OSError) -> TransferFailed:
+    return TransferFailed(
+        f"Could not publish {item.destination}: {exc.strerror or exc}.",
+        paths=(os.fspath(item.destination),),
+        retryable=True,
+    )
+
+
+def publish_file(
+    source: str | os.PathLike[str] | BinaryIO,
+    destination: str | os.PathLike[str],
+    *,
+    expected_sha1: str | None = None,
+    progress: ProgressCallback | None = None,
+    fsync: bool = True,
+    direct_io: bool = True,
+    root: str | os.PathLike[str] | None = None,
+) -> Digests:
+    """Copy one file atomically: temp beside destination, sha1 check, fsync, rename, fsync dir.
+
+    Never leaves a partial file under `destination`. Raises FixityMismatch or TransferFailed.
+    """
+    staged = stage_file(
+        source,
+        destination,
+        expected_sha1=expected_sha1,
+        progress=progress,
+        durable=fsync,
+        direct_io=direct_io,
+        root=root,
+    )
+    error = publish_staged([staged], sync=fsync)[0]
+    if error is not None:
+        raise error
+    return staged.digests
+
+
+# --- durability primitives -------------------------------------------------------------------
+
+
+def fsync_directory(path: str | os.PathLike[str]) -> None:
+    """Make the names in directory `path` durable (creations, renames, removals)."""
+    fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_syncfs: Any = None  # libc's syncfs once looked up; False where there is none
+_syncfs_lock = threading.Lock()
+
+
+def sync_filesystem(path: str | os.PathLike[str]) -> None:
+    """Write back every dirty page of the file system holding `path` (syncfs(2)).
+
+    One call makes thousands of freshly written files durable at the cost of one journal
+    commit; falls back to os.sync() where syncfs is not available.
+    """
+    function = _load_syncfs()
+    if not function:
+        os.sync()
+        return
+    import ctypes
+
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        if function(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), os.fspath(path))
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Any:
+    global _syncfs
+    with _syncfs_lock:
+        if _syncfs is None:
+            try:
+                import ctypes
+
+                function = ctypes.CDLL(None, use_errno=True).syncfs
+                function.argtypes = [ctypes.c_int]
+                function.restype = ctypes.c_int
+                _syncfs = function
+            except (OSError, AttributeError):
+                _syncfs = False
+        return _syncfs

@@ -1,0 +1,531 @@
+"""The filesys driver: archived copies as plain files under one directory (local disk or NAS)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from archive_core.driver import API_VERSION, BaseDriver, Capability, DriverContext, setting
+from archive_core.errors import ArchiveCoreError
+from archive_core.model import (
+    ArchiveItem,
+    ArchiveRequest,
+    CopyRef,
+    DeleteRequest,
+    FileOutcome,
+    ProgressCallback,
+    Readiness,
+    RestoreItem,
+    RestoreRequest,
+    VerifyRequest,
+)
+
+# archive_core.transfer and ._batch are imported where used: listing drivers (`archive-core
+# drivers`, Portal's start) loads this module, and must not pay for the copy machinery.
+if TYPE_CHECKING:
+    from archive_core_filesys._batch import Result
+
+log = logging.getLogger(__name__)
+
+GiB = 1024**3
+
+#: How archive names are placed under the root.
+LAYOUTS = ("flat", "item", "date")
+
+#: A directory is swept for stale temporary files at most this often per process.
+_SWEEP_EVERY_SECONDS = 3600.0
+
+#: Deletes are reported in chunks, each after one fsync of the directories it touched.
+_DELETE_CHUNK = 256
+
+#: check_ready() gives up after this long; a hung NFS mount must not hang Portal's is_ready().
+READY_TIMEOUT_SECONDS = 5.0
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def _to_path(value: Any) -> Path:
+    return value if isinstance(value, Path) else Path(value)
+
+
+def _archive_root(_instance: Any, _attribute: Any, value: Path) -> None:
+    if not isinstance(value, Path):
+        raise TypeError("expected a path")
+    if not value.is_absolute():
+        raise ValueError("must be an absolute path")
+    if not value.exists():
+        raise ValueError("directory does not exist")
+    if not value.is_dir():
+        raise ValueError("is not a directory")
+
+
+def _layout(_instance: Any, _attribute: Any, value: str) -> None:
+    if value not in LAYOUTS:
+        raise ValueError(f"must be one of {', '.join(LAYOUTS)}")
+
+
+def _not_negative(_instance: Any, _attribute: Any, value: int) -> None:
+    if value < 0:
+        raise ValueError("must be 0 or more")
+
+
+def _thread_count(_instance: Any, _attribute: Any, value: int) -> None:
+
+    if not 1 <= value <= 64:
+        raise ValueError("must be between 1 and 64")
+
+
+@attrs.frozen(kw_only=True)
+class FilesysConfig:
+    """Settings of one filesys target."""
+
+    root: Path = setting(
+        help="Directory the archived copies are written under (local disk or mounted share). "
+        "It must exist; archive-core never creates or removes it.",
+        converter=_to_path,
+        validator=_archive_root,
+    )
+    layout: str = setting(
+        help="Where a copy goes under root: 'flat' = <name>, 'item' = <item_id>/<name>, "
+        "'date' = YYYY/MM/DD/<name> (UTC date of the archive run).",
+        default="flat",
+        validator=_layout,
+    )
+    min_free_bytes: int = setting(
+        help="The target reports not ready when less than this many bytes are free under root.",
+        default=GiB,
+        validator=_not_negative,
+    )
+    parallel: int = setting(
+        help="Files copied at the same time in one batch.",
+        default=4,
+        validator=_thread_count,
+    )
+    fsync: bool = setting(
+        help="Make every copy durable before reporting it archived (fsync, syncfs). Turn off "
+        "only for scratch targets: a crash may then lose copies Portal believes archived.",
+        default=True,
+        advanced=True,
+    )
+    direct_io: bool = setting(
+        help="Write large files (16 MiB and more) with O_DIRECT, bypassing the page cache; "
+        "falls back to buffered writes where the file system refuses it.",
+        default=True,
+        advanced=True,
+    )
+
+
+class FilesysDriver(BaseDriver):
+    """Archives to a directory: one plain file per copy, hashed while copied, published atomically.
+
+    Locators are relative posix paths under root, e.g. `VX-12/clip_VX-12_<sha1>.mov` with the
+    'item' layout; they never lead outside root, whatever Portal or an external id says.
+    """
+
+    name = "filesys"
+    api_version = API_VERSION
+    capabilities = frozenset(
+        {
+            Capability.ARCHIVE,
+            Capability.RESTORE,
+            Capability.DELETE,
+            Capability.VERIFY,
+            Capability.BULK,
+        }
+    )
+    Config = FilesysConfig
+    config: FilesysConfig
+
+    def __init__(self, config: FilesysConfig, context: DriverContext) -> None:
+        super().__init__(config, context)
+        # directory -> when stale temporary files were last swept from it (no I/O here)
+        self._swept: dict[str, float] = {}
+
+    # --- readiness ---------------------------------------------------------------------------
+
+    def check_ready(self) -> Readiness:
+        """Root exists, is a writable directory and has `min_free_bytes` free; bounded in time."""
+        answer: list[Readiness] = []
+        probe = threading.Thread(
+            target=lambda: answer.append(self._probe_root()),
+            name=f"filesys-ready-{self.context.target}",
+            daemon=True,  # a hung mount keeps this thread, never the process
+        )
+        probe.start()
+        probe.join(READY_TIMEOUT_SECONDS)
+        if not answer:
+            return Readiness.not_ready(
+                f"archive root {self.config.root} did not answer within "
+                f"{READY_TIMEOUT_SECONDS:g} s (a hung network mount?)"
+            )
+        return answer[0]
+
+    def _probe_root(self) -> Readiness:
+        root = self.config.root
+        try:
+            info = os.stat(root)
+        except FileNotFoundError:
+            return Readiness.not_ready(f"archive root {root} does not exist")
+        except OSError as exc:
+            return Readiness.not_ready(f"archive root {root} cannot be reached: {_reason(exc)}")
+        if not stat.S_ISDIR(info.st_mode):
+            return Readiness.not_ready(f"archive root {root} is not a directory")
+        probe = root / f".archive-core-ready.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            return Readiness.not_ready(f"archive root {root} is not writable: {_reason(exc)}")
+        try:
+            fs = os.statvfs(root)
+        except OSError as exc:
+            return Readiness.not_ready(f"free space of {root} is unknown: {_reason(exc)}")
+        free = fs.f_bavail * fs.f_frsize
+        if free < self.config.min_free_bytes:
+            return Readiness.not_ready(
+                f"archive root {root} has {human_bytes(free)} free, below the "
+                f"{human_bytes(self.config.min_free_bytes)} floor (min_free_bytes)"
+            )
+        return Readiness.ready(f"root {root} writable, {human_bytes(free)} free")
+
+    # --- archive -----------------------------------------------------------------------------
+
+    def locator(self, item: ArchiveItem, *, today: dt.date) -> str:
+        """Where `item` is stored under root; raises UnsafeName for a hostile name or item id."""
+        from archive_core import transfer
+
+        name = transfer.check_name(item.name, what="archive name")
+        if self.config.layout == "item":
+            if not item.item_id:
+                raise ArchiveCoreError(
+                    f"The 'item' layout stores {name} under its item id, but none was given."
+                )
+            return f"{transfer.check_name(item.item_id, what='item id')}/{name}"
+        if self.config.layout == "date":
+            return f"{today:%Y/%m/%d}/{name}"
+        return name
+
+    def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
+        progress = _serialized(request.progress)
+        today = dt.datetime.now(dt.UTC).date()  # one date per batch, even across midnight
+        yield from self._run(
+            request.items,
+            lambda item: self._archive_one(item, today, progress),
+            lambda item: f"archiving {item.name}",
+            request,
+        )
+
+    def _archive_one(
+        self, item: ArchiveItem, today: dt.date, progress: ProgressCallback | None
+    ) -> Result:
+        from archive_core import transfer
+        from archive_core_filesys._batch import Staged
+
+        root = self.config.root
+        locator = self.locator(item, today=today)
+        destination, existing = transfer.safe_lookup(root, locator, what="archive location")
+        self._sweep(os.path.dirname(destination))
+        expected = item.sha1.strip().lower() if item.sha1 else None
+        opened: tuple[str, Any] | None = None
+        try:
+            size = item.size
+            if expected and existing is not None and stat.S_ISREG(existing.st_mode):
+                # A copy is already there: if it is this very file (a re-run after a crash
+                # between publish and the core's journal), report it instead of copying.
+                if size is None:
+                    opened = transfer.open_first_readable(item.sources)
+                    size = os.fstat(opened[1].fileno()).st_size
+                if existing.st_size == size:
+                    digests = transfer.hash_file(
+                        destination, progress=progress, follow_symlinks=False
+                    )
+                    if digests.sha1 == expected:
+                        return FileOutcome.success(
+                            item.key,
+                            locator=locator,
+                            size=digests.size,
+                            sha1=digests.sha1,
+                            sha256=digests.sha256,
+                            reused=True,
+                        )
+            if opened is None:
+                opened = transfer.open_first_readable(item.sources)
+            staged = transfer.stage_file(
+                opened[1],
+                destination,
+                expected_sha1=expected,
+                progress=progress,
+                durable=None if self.config.fsync else False,
+                direct_io=self.config.direct_io,
+                root=root,
+                size=size,
+            )
+        finally:
+            if opened is not None:
+                opened[1].close()
+        return Staged(key=item.key, locator=locator, staged=staged)
+
+    # --- restore -----------------------------------------------------------------------------
+
+    def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
+        progress = _serialized(request.progress)
+        yield from self._run(
+            request.items,
+            lambda item: self._restore_one(item, progress),
+            lambda item: f"restoring {item.locator}",
+            request,
+        )
+
+    def _restore_one(self, item: RestoreItem, progress: ProgressCallback | None) -> Result:
+        from archive_core import transfer
+        from archive_core_filesys._batch import Staged
+
+        root = self.config.root
+        source = transfer.safe_join(root, item.locator, what="locator")
+        destination = item.destination
+        if not destination or not os.path.isabs(destination) or "\0" in destination:
+            problem = "contains a NUL byte" if "\0" in destination else "is not an absolute path"
+            return FileOutcome.failure(
+                item.key, f"restore destination {destination!r} {problem}", locator=item.locator
+            )
+        self._sweep(os.path.dirname(destination))
+        try:
+            stream = transfer.open_regular(source)
+        except FileNotFoundError:
+            return FileOutcome.failure(
+                item.key,
+                f"archived copy {item.locator} does not exist in {root}",
+                locator=item.locator,
+            )
+        except OSError as exc:
+            return FileOutcome.failure(
+                item.key,
+                f"archived copy {item.locator} in {root} cannot be read: {_reason(exc)}",
+                locator=item.locator,
+                retryable=True,
+            )
+        with stream:
+            staged = transfer.stage_file(
+                stream,
+                destination,
+                expected_sha1=item.sha1,
+                progress=progress,
+                durable=None if self.config.fsync else False,
+                direct_io=self.config.direct_io,
+            )
+        return Staged(key=item.key, locator=item.locator, staged=staged)
+
+    # --- verify ------------------------------------------------------------------------------
+
+    def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
+        progress = _serialized(request.progress)
+        yield from self._run(
+            request.items,
+            lambda item: self._verify_one(item, progress),
+            lambda item: f"verifying {item.locator}",
+            request,
+        )
+
+    def _verify_one(self, item: CopyRef, progress: ProgressCallback | None) -> FileOutcome:
+        from archive_core import transfer
+
+        root = self.config.root
+        path = transfer.safe_join(root, item.locator, what="locator")
+        try:
+            digests = transfer.hash_file(path, progress=progress)
+        except FileNotFoundError:
+            return FileOutcome.failure(
+                item.key,
+                f"archived copy {item.locator} does not exist in {root}",
+                locator=item.locator,
+            )
+        found = {"locator": item.locator, **attrs.asdict(digests)}
+        expected = item.sha1.strip().lower() if item.sha1 else None
+        if expected and digests.sha1 != expected:
+            return FileOutcome.failure(
+                item.key,
+                f"archived copy {item.locator} in {root} hashes to sha1 {digests.sha1}, "
+                f"expected {expected}",
+                **found,
+            )
+        if item.size is not None and digests.size != item.size:
+            return FileOutcome.failure(
+                item.key,
+                f"archived copy {item.locator} in {root} has {digests.size} bytes, "
+                f"expected {item.size}",
+                **found,
+            )
+        return FileOutcome.success(item.key, **found)
+
+    # --- delete ------------------------------------------------------------------------------
+
+    def delete(self, request: DeleteRequest) -> Iterator[FileOutcome]:
+        """Remove copies and the layout directories they leave empty; absent copies are fine.
+
+        Unlinks are cheap, so they run in this thread; the directories touched are fsynced
+        once per chunk before the chunk's outcomes are reported.
+        """
+        from archive_core_filesys._batch import failure_outcome
+
+        outcomes: list[FileOutcome] = []
+        touched: dict[Path, list[int]] = {}
+        for item in request.items:
+            try:
+                dirs = self._delete_one(item)
+                outcome = FileOutcome.success(item.key, locator=item.locator)
+            except Exception as exc:
+                dirs = ()
+                outcome = failure_outcome(item.key, f"deleting {item.locator}", exc, request)
+            for directory in dirs:
+                touched.setdefault(directory, []).append(len(outcomes))
+            outcomes.append(outcome)
+            if len(outcomes) >= _DELETE_CHUNK:
+                yield from self._settle_deletes(outcomes, touched)
+                outcomes, touched = [], {}
+        yield from self._settle_deletes(outcomes, touched)
+
+    def _delete_one(self, item: CopyRef) -> tuple[Path, ...]:
+        """Delete one copy; return the directories whose entries changed."""
+        from archive_core import transfer
+
+        root = Path(self.config.root)
+        path = transfer.safe_join(root, item.locator, what="locator")
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return ()  # already gone: deleting is idempotent
+        if stat.S_ISDIR(info.st_mode):
+            raise ArchiveCoreError(
+                f"{item.locator} in {root} is a directory, not an archived copy; left in place"
+            )
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return ()
+        touched = [path.parent]
+        directory = path.parent
+        while directory != root and directory.is_relative_to(root):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break  # not empty (or not ours to remove): stop climbing
+            touched.append(directory.parent)
+            directory = directory.parent
+        return tuple(touched)
+
+    def _settle_deletes(
+        self, outcomes: list[FileOutcome], touched: dict[Path, list[int]]
+    ) -> Iterator[FileOutcome]:
+        from archive_core import transfer
+
+        if self.config.fsync:
+            for directory, indexes in touched.items():
+                try:
+                    transfer.fsync_directory(directory)
+                except FileNotFoundError:
+                    continue  # removed itself as empty; its parent is in the set
+                except OSError as exc:
+                    for index in indexes:
+                        outcomes[index] = FileOutcome.failure(
+                            outcomes[index].key,
+                            f"removed {outcomes[index].locator}, but {directory} could not be "
+                            f"synced ({_reason(exc)}); the copy may reappear after a crash",
+                            locator=outcomes[index].locator,
+                            retryable=True,
+                        )
+        yield from outcomes
+
+    # --- the batch machinery -----------------------------------------------------------------
+
+    def _sweep(self, directory: str) -> None:
+        """Remove temporary files stopped workers left in `directory`, at most once an hour.
+
+        A worker killed mid-batch cannot clean up after itself; the next one to write into
+        the same directory does, so a re-run leaves nothing behind. Listing a directory costs
+        in proportion to its size, hence once per hour per directory and process.
+        """
+        from archive_core import transfer
+
+        now = time.monotonic()
+        last = self._swept.get(directory)
+        if last is not None and now - last < _SWEEP_EVERY_SECONDS:
+            return
+        self._swept[directory] = now
+        try:
+            removed = transfer.sweep_partials(directory)
+        except OSError as exc:
+            log.warning("target %s: could not sweep %s: %s", self.context.target, directory, exc)
+            return
+        if removed:
+            log.info(
+                "target %s: removed %d temporary file%s left by stopped workers in %s",
+                self.context.target,
+                len(removed),
+                "" if len(removed) == 1 else "s",
+                directory,
+            )
+
+    def _run(
+        self,
+        items: Sequence[Any],
+        work: Callable[[Any], Result],
+        describe: Callable[[Any], str],
+        request: Any,
+    ) -> Iterator[FileOutcome]:
+        """Per-file `work` over `items`, staged copies published in durable chunks."""
+        from archive_core_filesys._batch import run_batch
+
+        return run_batch(
+            items,
+            work,
+            describe,
+            request,
+            parallel=self.config.parallel,
+            fsync=self.config.fsync,
+            target=self.context.target,
+        )
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _serialized(progress: ProgressCallback | None) -> ProgressCallback | None:
+    """The core's progress callback made safe to call from several worker threads."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(count: int) -> None:
+        with lock:
+            progress(count)
+
+    return report
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def human_bytes(count: int) -> str:
+    """`count` bytes in binary units as an admin reads them: "512 bytes", "1.5 GiB", "120 GiB"."""
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            break
+        value /= 1024
+    if unit == "bytes":
+        return f"{count} bytes"
+    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+
+
+__all__ = ["LAYOUTS", "FilesysConfig", "FilesysDriver", "human_bytes"]

@@ -1,0 +1,724 @@
+"""The filesys driver driven directly with request objects, on real files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import pickle
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+from archive_core_filesys.driver import FilesysConfig, FilesysDriver, human_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from archive_core import transfer
+from archive_core.driver import API_VERSION, Capability, DriverContext
+from archive_core.model import (
+    ArchiveItem,
+    ArchiveRequest,
+    CopyRef,
+    DeleteRequest,
+    FileOutcome,
+    RestoreItem,
+    RestoreRequest,
+    VerifyRequest,
+)
+from archive_core.naming import archive_name
+from archive_core.policies import structure
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def make_driver(root: Path, **settings: Any) -> FilesysDriver:
+    settings.setdefault("min_free_bytes", 0)
+    return FilesysDriver(
+        FilesysConfig(root=root, **settings),
+        DriverContext(target="vault", state_dir=root.parent),
+    )
+
+
+def sha1_of(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def source(directory: Path, name: str, data: bytes, *, key: str, item_id: str = "VX-1", **kw):
+    """A real source file and the ArchiveItem the core would build for it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(data)
+    sha1 = sha1_of(data)
+    fields: dict[str, Any] = {
+        "key": key,
+        "sources": [str(path)],
+        "name": archive_name(str(path), item_id=item_id, sha1=sha1),
+        "item_id": item_id,
+        "sha1": sha1,
+    }
+    fields.update(kw)
+    return ArchiveItem(**fields)
+
+
+def run(operation: Callable[[Any], Any], items: list[Any], request_type: type, **kw: Any):
+    """Call an operation; check it reports exactly once per item; outcomes by key."""
+    outcomes = list(
+        operation(request_type(policy="p-1", target="vault", job_id="job-1", items=items, **kw))
+    )
+    assert sorted(o.key for o in outcomes) == sorted(i.key for i in items)
+    return {o.key: o for o in outcomes}
+
+
+def archive(driver: FilesysDriver, items: list[ArchiveItem], **kw: Any) -> dict[str, FileOutcome]:
+    return run(driver.archive, items, ArchiveRequest, **kw)
+
+
+def files_under(path: Path) -> set[str]:
+    return {os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs}
+
+
+def everything_under(path: Path) -> set[str]:
+    found = set()
+    for d, dirs, fs in os.walk(path):
+        found.update(os.path.relpath(os.path.join(d, n), path) for n in (*dirs, *fs))
+    return found
+
+
+def partials(path: Path) -> list[str]:
+    return [f for f in files_under(path) if f.endswith(".partial")]
+
+
+def in_child(function: Callable[[], Any]) -> Any:
+    """Run `function` in a forked child (to drop privileges or set limits) and return its value."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.write(write_end, pickle.dumps(function()))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    os.waitpid(pid, 0)
+    assert payload, "the child process failed before answering"
+    return pickle.loads(payload)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "archive"
+    path.mkdir()
+    return path
+
+
+# --- declaration -------------------------------------------------------------------------------
+
+
+def test_driver_is_found_through_its_entry_point_and_declares_itself() -> None:
+    (found,) = [ep for ep in entry_points(group="archive_core.drivers") if ep.name == "filesys"]
+    driver_class = found.load()
+    assert driver_class is FilesysDriver
+    assert driver_class.name == "filesys"
+    assert driver_class.scheme == "filesys"
+    assert driver_class.api_version == API_VERSION
+    assert driver_class.capabilities == {
+        Capability.ARCHIVE,
+        Capability.RESTORE,
+        Capability.DELETE,
+        Capability.VERIFY,
+        Capability.BULK,
+    }
+    assert driver_class.Config is FilesysConfig
+
+
+def test_construction_does_no_io(root: Path) -> None:
+    config = FilesysConfig(root=root)
+    root.rmdir()  # gone before the driver is built: building must not notice
+    driver = FilesysDriver(config, DriverContext(target="vault", state_dir=root.parent))
+    assert "vault" in repr(driver)
+    assert not root.exists()
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def test_config_from_toml_settings_gets_defaults(root: Path) -> None:
+    config, problems = structure(FilesysConfig, {"root": str(root)}, path="targets.v.settings")
+    assert problems == []
+    assert config == FilesysConfig(
+        root=root, layout="flat", min_free_bytes=1024**3, parallel=4, fsync=True, direct_io=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"root": "{tmp}/missing"}, "targets.v.settings.root: directory does not exist"),
+        ({"root": "{tmp}/file"}, "targets.v.settings.root: is not a directory"),
+        ({"root": "relative/dir"}, "targets.v.settings.root: must be an absolute path"),
+        (
+            {"root": "{tmp}", "layout": "by-day"},
+            "targets.v.settings.layout: must be one of flat, item, date",
+        ),
+        ({"root": "{tmp}", "parallel": 0}, "targets.v.settings.parallel: must be between 1 and 64"),
+        ({"root": "{tmp}", "min_free_bytes": -1}, "targets.v.settings.min_free_bytes: must be 0"),
+        ({"root": "{tmp}", "colour": "blue"}, "targets.v.settings: unknown setting (colour)"),
+    ],
+)
+def test_config_problems_name_the_setting(
+    tmp_path: Path, settings: dict[str, Any], problem: str
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    raw = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in settings.items()}
+    config, problems = structure(FilesysConfig, raw, path="targets.v.settings")
+    assert config is None
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+# --- archive and restore -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["flat", "item", "date"])
+def test_archive_then_restore_gives_back_equal_bytes(
+    tmp_path: Path, root: Path, layout: str
+) -> None:
+    driver = make_driver(root, layout=layout)
+    data = os.urandom(100_000)
+    item = source(tmp_path / "online", "clip one.mov", data, key="a", item_id="VX-7")
+    outcome = archive(driver, [item])["a"]
+    assert outcome.ok, outcome.error
+    expected_locator = {
+        "flat": item.name,
+        "item": f"VX-7/{item.name}",
+        "date": f"{dt.datetime.now(dt.UTC):%Y/%m/%d}/{item.name}",
+    }[layout]
+    assert outcome.locator == expected_locator
+    assert (outcome.size, outcome.sha1) == (len(data), item.sha1)
+    assert outcome.sha256 == hashlib.sha256(data).hexdigest()
+    assert not outcome.reused
+    assert (root / outcome.locator).read_bytes() == data
+
+    destination = tmp_path / "restored" / "deep" / "clip one.mov"
+    restored = run(
+        driver.restore,
+        [
+            RestoreItem(
+                key="r", locator=outcome.locator, destination=str(destination), sha1=item.sha1
+            )
+        ],
+        RestoreRequest,
+    )["r"]
+    assert restored.ok, restored.error
+    assert restored.sha1 == item.sha1
+    assert destination.read_bytes() == data
+    assert partials(tmp_path) == []
+
+
+def test_large_file_round_trip_through_direct_io(tmp_path: Path, root: Path) -> None:
+    data = os.urandom(transfer.LARGE_FILE + transfer.CHUNK_SIZE + 999)
+    item = source(tmp_path / "online", "master.mxf", data, key="big", size=len(data))
+    driver = make_driver(root)
+    outcome = archive(driver, [item])["big"]
+    assert outcome.ok, outcome.error
+    assert (root / outcome.locator).read_bytes() == data
+    verified = run(
+        driver.verify, [CopyRef(key="v", locator=outcome.locator, sha1=item.sha1)], VerifyRequest
+    )["v"]
+    assert verified.ok
+    assert verified.sha256 == outcome.sha256
+
+
+def test_fixity_mismatch_is_a_per_file_failure_and_publishes_nothing(
+    tmp_path: Path, root: Path
+) -> None:
+    good = source(tmp_path / "online", "good.wav", b"good audio", key="good")
+    bad = source(tmp_path / "online", "bad.wav", b"changed since Vidispine hashed it", key="bad")
+    bad = ArchiveItem(
+        key="bad", sources=bad.sources, name=bad.name, item_id="VX-1", sha1=sha1_of(b"original")
+    )
+    outcomes = archive(make_driver(root, layout="item"), [good, bad])
+    assert outcomes["good"].ok
+    assert not outcomes["bad"].ok
+    assert "Checksum mismatch" in outcomes["bad"].error
+    assert sha1_of(b"original") in outcomes["bad"].error
+    assert "bad.wav" in outcomes["bad"].error
+    assert files_under(root) == {outcomes["good"].locator}
+
+
+def test_rerun_reuses_an_identical_copy_without_writing(tmp_path: Path, root: Path) -> None:
+    driver = make_driver(root)
+    item = source(tmp_path / "online", "a.mov", os.urandom(5000), key="a")
+    first = archive(driver, [item])["a"]
+    before = os.stat(root / first.locator)
+    again = archive(driver, [item])["a"]
+    assert again.ok and again.reused
+    assert (again.locator, again.sha1, again.sha256) == (first.locator, first.sha1, first.sha256)
+    after = os.stat(root / first.locator)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert files_under(root) == {first.locator}
+
+
+def test_existing_file_with_other_content_is_replaced_not_reused(
+    tmp_path: Path, root: Path
+) -> None:
+    data = os.urandom(5000)
+    item = source(tmp_path / "online", "a.mov", data, key="a")
+    (root / item.name).write_bytes(os.urandom(5000))  # same size, different bytes
+    outcome = archive(make_driver(root), [item])["a"]
+    assert outcome.ok and not outcome.reused
+    assert (root / item.name).read_bytes() == data
+
+
+def test_first_readable_source_is_read(tmp_path: Path, root: Path) -> None:
+    data = b"identical content on two storages"
+    (tmp_path / "nas").mkdir()
+    (tmp_path / "nas" / "clip.mov").write_bytes(b"the other copy is never opened")
+    item = source(tmp_path / "san", "clip.mov", data, key="a")
+    item = ArchiveItem(
+        key="a",
+        sources=[str(tmp_path / "offline" / "clip.mov"), item.sources[0], str(tmp_path / "nas")],
+        name=item.name,
+        sha1=item.sha1,
+    )
+    outcome = archive(make_driver(root), [item])["a"]
+    assert outcome.ok, outcome.error
+    assert (root / outcome.locator).read_bytes() == data
+
+
+def test_unreadable_sources_fail_with_every_path_and_reason(tmp_path: Path, root: Path) -> None:
+    item = ArchiveItem(
+        key="a",
+        sources=[str(tmp_path / "gone1.mov"), str(tmp_path / "gone2.mov")],
+        name="gone_VX-1_" + "a" * 40 + ".mov",
+        sha1="a" * 40,
+    )
+    outcome = archive(make_driver(root), [item])["a"]
+    assert not outcome.ok
+    assert f"{tmp_path / 'gone1.mov'} (No such file or directory)" in outcome.error
+    assert f"{tmp_path / 'gone2.mov'} (No such file or directory)" in outcome.error
+    assert everything_under(root) == set()
+
+
+def test_item_layout_without_item_id_is_a_per_file_error(tmp_path: Path, root: Path) -> None:
+    item = source(tmp_path / "online", "a.mov", b"x", key="a", item_id=None)
+    outcome = archive(make_driver(root, layout="item"), [item])["a"]
+    assert not outcome.ok
+    assert "item id" in outcome.error
+
+
+def test_many_small_files_are_archived_in_chunks_with_progress(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs: list[Path] = []
+    real_sync = transfer.sync_filesystem
+    monkeypatch.setattr(
+        transfer, "sync_filesystem", lambda path: (syncs.append(Path(path)), real_sync(path))
+    )
+    items = [
+        source(tmp_path / "online", f"f{i:04d}.bin", os.urandom(i % 2000), key=str(i))
+        for i in range(700)
+    ]
+    progressed: list[int] = []
+    outcomes = archive(make_driver(root, parallel=3), items, progress=progressed.append)
+    assert all(o.ok for o in outcomes.values())
+    assert sum(progressed) == sum(o.size for o in outcomes.values())
+    assert len(files_under(root)) == 700
+    for item in items[:50]:
+        assert (root / outcomes[item.key].locator).read_bytes() == Path(
+            item.sources[0]
+        ).read_bytes()
+    # Small files share their chunk's sync: a few syncs for 700 files, not one per file.
+    assert 3 <= len(syncs) <= 20
+    assert partials(root) == []
+
+
+def test_outcomes_stream_before_the_batch_ends(tmp_path: Path, root: Path) -> None:
+    items = [
+        source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(600)
+    ]
+    stream = make_driver(root).archive(
+        ArchiveRequest(policy="p", target="vault", job_id="j", items=items)
+    )
+    first = next(stream)
+    assert first.ok
+    stream.close()  # the core stops listening: workers stop, nothing half-done remains
+    assert partials(root) == []
+    assert 0 < len(files_under(root)) < 600
+
+
+def slow_storage(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[str]:
+    """Make every source open wait, as on a NAS; returns the names of the threads that opened."""
+    opened_by: list[str] = []
+    real_open = transfer.open_first_readable
+
+    def open_slowly(sources):
+        opened_by.append(threading.current_thread().name)
+        time.sleep(seconds)
+        return real_open(sources)
+
+    monkeypatch.setattr(transfer, "open_first_readable", open_slowly)
+    return opened_by
+
+
+def test_slow_storage_moves_work_to_parallel_threads(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened_by = slow_storage(monkeypatch, 0.003)
+    items = [
+        source(tmp_path / "online", f"f{i}.bin", os.urandom(300 + i), key=str(i))
+        for i in range(300)
+    ]
+    started = time.monotonic()
+    outcomes = archive(make_driver(root, parallel=4), items)
+    took = time.monotonic() - started
+    assert all(o.ok for o in outcomes.values())
+    workers = {name for name in opened_by if name.startswith("filesys-vault-")}
+    assert len(workers) >= 2, opened_by[-5:]
+    assert took < 300 * 0.003  # faster than one file after another
+    for item in items:
+        assert (root / outcomes[item.key].locator).read_bytes() == Path(
+            item.sources[0]
+        ).read_bytes()
+    assert partials(root) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("filesys-vault-")]
+
+
+def test_closing_early_in_parallel_mode_stops_workers_and_cleans_up(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened_by = slow_storage(monkeypatch, 0.003)
+    items = [
+        source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(800)
+    ]
+    stream = make_driver(root, parallel=3).archive(
+        ArchiveRequest(policy="p", target="vault", job_id="j", items=items)
+    )
+    seen = 0
+    for outcome in stream:
+        assert outcome.ok
+        seen += 1
+        if any(name.startswith("filesys-vault-") for name in opened_by) and seen > 300:
+            break
+    stream.close()
+    assert any(name.startswith("filesys-vault-") for name in opened_by)
+    assert not [t for t in threading.enumerate() if t.name.startswith("filesys-")]
+    assert partials(root) == []
+    assert seen <= len(files_under(root)) < 800
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path: Path, root: Path) -> None:
+    """A file-size limit makes the kernel refuse the write midway, as a full disk would."""
+    import resource
+    import signal
+
+    small = source(tmp_path / "online", "small.bin", b"fits", key="small")
+    big = source(tmp_path / "online", "big.bin", os.urandom(3 * 1024 * 1024), key="big")
+    driver = make_driver(root, layout="date")
+
+    def archive_under_limit() -> dict[str, tuple[bool, str | None]]:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, resource.RLIM_INFINITY))
+        return {k: (o.ok, o.error) for k, o in archive(driver, [small, big]).items()}
+
+    outcomes = in_child(archive_under_limit)
+    assert outcomes["small"] == (True, None)
+    ok, error = outcomes["big"]
+    assert not ok
+    assert "File too large" in error
+    assert partials(root) == []
+    assert len(files_under(root)) == 1
+
+
+def test_rerun_after_a_killed_worker_removes_its_temporary_file(tmp_path: Path, root: Path) -> None:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()  # a worker that is gone, as after SIGKILL
+    item = source(tmp_path / "online", "a.mov", b"bytes", key="a")
+    host = transfer.temporary_name(item.name).split(".")[-4]
+    left = root / f".{item.name}.{host}.{child.pid}.00000000.partial"
+    left.write_bytes(b"half a copy")
+    outcome = archive(make_driver(root), [item])["a"]
+    assert outcome.ok
+    assert files_under(root) == {item.name}
+
+
+# --- hostile names -------------------------------------------------------------------------
+
+hostile_text = st.one_of(
+    st.sampled_from(
+        ["..", ".", "", "/", "../../etc/passwd", "/etc/passwd", "a\0b", "escape", "a b", "x" * 256]
+    ),
+    st.text(min_size=0, max_size=30),
+    st.text(alphabet="./\0 éü名", min_size=0, max_size=12),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=hostile_text,
+    item_id=st.one_of(st.none(), hostile_text),
+    layout=st.sampled_from(["flat", "item", "date"]),
+)
+def test_hostile_names_never_write_outside_root(
+    name: str, item_id: str | None, layout: str
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        root = base / "archive"
+        root.mkdir()
+        (base / "outside").mkdir()
+        (root / "escape").symlink_to(base / "outside")
+        (base / "online").mkdir()
+        (base / "online" / "src.bin").write_bytes(b"payload")
+        before = everything_under(base) - {
+            p for p in everything_under(base) if p.startswith("archive/")
+        }
+        item = ArchiveItem(
+            key="k",
+            sources=[str(base / "online" / "src.bin")],
+            name=name,
+            item_id=item_id,
+            sha1=sha1_of(b"payload"),
+        )
+        outcome = archive(make_driver(root, layout=layout), [item])["k"]
+        after = {p for p in everything_under(base) if not p.startswith("archive/")}
+        assert after == before
+        assert os.listdir(base / "outside") == []
+        if outcome.ok:
+            stored = Path(os.path.realpath(root / outcome.locator))
+            assert stored.is_relative_to(root.resolve())
+            assert stored.read_bytes() == b"payload"
+        else:
+            assert outcome.error
+            assert outcome.error.startswith("Refusing") or "item id" in outcome.error
+        assert partials(root) == []
+
+
+def test_symlinked_item_directory_escaping_root_is_refused(tmp_path: Path, root: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "VX-66").symlink_to(outside)
+    item = source(tmp_path / "online", "a.mov", b"x", key="a", item_id="VX-66")
+    outcome = archive(make_driver(root, layout="item"), [item])["a"]
+    assert not outcome.ok
+    assert "'VX-66/" in outcome.error and "symbolic link" in outcome.error
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["Ünïcødé clip.mov", "with spaces  .mov", "名前.mp4", "-dash"])
+def test_unusual_but_harmless_names_are_archived(tmp_path: Path, root: Path, name: str) -> None:
+    item = source(tmp_path / "online", name, b"ok", key="a", item_id="VX 1")
+    outcome = archive(make_driver(root, layout="item"), [item])["a"]
+    assert outcome.ok, outcome.error
+    assert (root / "VX 1" / item.name).read_bytes() == b"ok"
+
+
+@pytest.mark.parametrize(
+    "locator", ["../outside/x", "/etc/passwd", "a/../../x", "a\0", "", "escape/x"]
+)
+def test_restore_refuses_locator_escaping_root(tmp_path: Path, root: Path, locator: str) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "x").write_bytes(b"secret")
+    (root / "escape").symlink_to(tmp_path / "outside")
+    destination = tmp_path / "restored" / "x"
+    outcome = run(
+        make_driver(root).restore,
+        [RestoreItem(key="r", locator=locator, destination=str(destination))],
+        RestoreRequest,
+    )["r"]
+    assert not outcome.ok
+    assert outcome.error.startswith("Refusing")
+    assert not destination.exists()
+
+
+# --- restore -----------------------------------------------------------------------------------
+
+
+def test_restore_of_missing_copy_names_locator_and_root(tmp_path: Path, root: Path) -> None:
+    outcome = run(
+        make_driver(root).restore,
+        [RestoreItem(key="r", locator="VX-1/gone.mov", destination=str(tmp_path / "out.mov"))],
+        RestoreRequest,
+    )["r"]
+    assert not outcome.ok
+    assert outcome.error == f"archived copy VX-1/gone.mov does not exist in {root}"
+
+
+def test_restore_of_corrupted_copy_fails_and_leaves_destination_alone(
+    tmp_path: Path, root: Path
+) -> None:
+    driver = make_driver(root)
+    item = source(tmp_path / "online", "a.mov", b"original bytes", key="a")
+    locator = archive(driver, [item])["a"].locator
+    (root / locator).write_bytes(b"bit-rotted bytes")
+    destination = tmp_path / "restore" / "a.mov"
+    destination.parent.mkdir()
+    destination.write_bytes(b"whatever Portal had there")
+    outcome = run(
+        driver.restore,
+        [RestoreItem(key="r", locator=locator, destination=str(destination), sha1=item.sha1)],
+        RestoreRequest,
+    )["r"]
+    assert not outcome.ok
+    assert "Checksum mismatch" in outcome.error
+    assert destination.read_bytes() == b"whatever Portal had there"
+    assert partials(tmp_path) == []
+
+
+def test_restore_refuses_a_relative_destination(tmp_path: Path, root: Path) -> None:
+    (root / "a").write_bytes(b"x")
+    outcome = run(
+        make_driver(root).restore,
+        [RestoreItem(key="r", locator="a", destination="relative/out")],
+        RestoreRequest,
+    )["r"]
+    assert not outcome.ok
+    assert "not an absolute path" in outcome.error
+
+
+# --- delete ------------------------------------------------------------------------------------
+
+
+def test_delete_removes_copy_and_empty_layout_directories_but_not_root(
+    tmp_path: Path, root: Path
+) -> None:
+    driver = make_driver(root, layout="date")
+    a = source(tmp_path / "online", "a.mov", b"a", key="a")
+    b = source(tmp_path / "online", "b.mov", b"b", key="b")
+    outcomes = archive(driver, [a, b])
+    deleted = run(driver.delete, [CopyRef(key="a", locator=outcomes["a"].locator)], DeleteRequest)[
+        "a"
+    ]
+    assert deleted.ok
+    assert files_under(root) == {outcomes["b"].locator}  # the shared date directory stays
+    run(driver.delete, [CopyRef(key="b", locator=outcomes["b"].locator)], DeleteRequest)
+    assert root.is_dir()
+    assert everything_under(root) == set()
+
+
+def test_delete_of_absent_copy_succeeds(root: Path) -> None:
+    outcome = run(
+        make_driver(root).delete, [CopyRef(key="a", locator="VX-1/never.mov")], DeleteRequest
+    )["a"]
+    assert outcome.ok
+
+
+def test_delete_refuses_hostile_locator_and_directories(tmp_path: Path, root: Path) -> None:
+    (tmp_path / "precious").write_bytes(b"keep me")
+    (root / "VX-1").mkdir()
+    outcomes = run(
+        make_driver(root).delete,
+        [
+            CopyRef(key="up", locator="../precious"),
+            CopyRef(key="abs", locator=str(tmp_path / "precious")),
+            CopyRef(key="dir", locator="VX-1"),
+        ],
+        DeleteRequest,
+    )
+    assert outcomes["up"].error.startswith("Refusing")
+    assert outcomes["abs"].error.startswith("Refusing")
+    assert "is a directory" in outcomes["dir"].error
+    assert (tmp_path / "precious").read_bytes() == b"keep me"
+    assert (root / "VX-1").is_dir()
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def test_verify_reports_good_corrupted_and_missing_copies(tmp_path: Path, root: Path) -> None:
+    driver = make_driver(root)
+    good = source(tmp_path / "online", "good.mov", b"good", key="good")
+    rotten = source(tmp_path / "online", "rot.mov", b"rot!", key="rot")
+    outcomes = archive(driver, [good, rotten])
+    (root / outcomes["rot"].locator).write_bytes(b"r0t!")
+    progressed: list[int] = []
+    verified = run(
+        driver.verify,
+        [
+            CopyRef(key="good", locator=outcomes["good"].locator, sha1=good.sha1),
+            CopyRef(key="rot", locator=outcomes["rot"].locator, sha1=rotten.sha1),
+            CopyRef(key="gone", locator="gone.mov", sha1=good.sha1),
+        ],
+        VerifyRequest,
+        progress=progressed.append,
+    )
+    assert verified["good"].ok
+    assert verified["good"].sha256 == hashlib.sha256(b"good").hexdigest()
+    assert not verified["rot"].ok
+    assert sha1_of(b"r0t!") in verified["rot"].error and rotten.sha1 in verified["rot"].error
+    assert verified["gone"].error == f"archived copy gone.mov does not exist in {root}"
+    assert sum(progressed) == 8
+
+
+# --- readiness ---------------------------------------------------------------------------------
+
+
+def test_ready_root_reports_writable_and_free_space(root: Path) -> None:
+    readiness = make_driver(root).check_ready()
+    assert readiness.ok
+    assert readiness.reason.startswith(f"root {root} writable, ")
+    assert readiness.reason.endswith(" free")
+    assert files_under(root) == set()  # the probe file is gone
+
+
+def test_missing_root_is_not_ready(root: Path) -> None:
+    driver = make_driver(root)
+    root.rmdir()
+    readiness = driver.check_ready()
+    assert not readiness.ok
+    assert readiness.reason == f"archive root {root} does not exist"
+
+
+def test_root_that_became_a_file_is_not_ready(root: Path) -> None:
+    driver = make_driver(root)
+    root.rmdir()
+    root.write_text("oops")
+    readiness = driver.check_ready()
+    assert not readiness.ok
+    assert readiness.reason == f"archive root {root} is not a directory"
+
+
+def test_too_little_free_space_is_not_ready_with_both_numbers(root: Path) -> None:
+    readiness = make_driver(root, min_free_bytes=2**60).check_ready()
+    assert not readiness.ok
+    assert readiness.reason.startswith(f"archive root {root} has ")
+    assert readiness.reason.endswith(" free, below the 1024 PiB floor (min_free_bytes)")
+
+
+def test_unwritable_root_is_not_ready() -> None:
+    """Run as an unprivileged user (tests often run as root, which may write anywhere)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "readonly"
+        root.mkdir(mode=0o755)
+        os.chmod(tmp, 0o755)
+        driver = make_driver(root)
+
+        def check_as_nobody() -> tuple[bool, str]:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            else:
+                os.chmod(root, 0o555)
+            readiness = driver.check_ready()
+            return readiness.ok, readiness.reason
+
+        ok, reason = in_child(check_as_nobody)
+    assert not ok
+    assert reason == f"archive root {root} is not writable: Permission denied"
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KiB"), (120 * 1024**3, "120 GiB")],
+)
+def test_human_bytes_reads_like_an_admin_expects(count: int, shown: str) -> None:
+    assert human_bytes(count) == shown
