@@ -671,6 +671,33 @@ def sweep_partials(
     return removed
 
 
+def remove_partials(directory: str | os.PathLike[str], name: str) -> list[str]:
+    """Remove every temporary file made for `name` in `directory`, whoever made it.
+
+    For a caller that knows the attempts that made them are over (the core's journal marked
+    them abandoned). Names cut to fit NAME_MAX are matched by the part that was kept.
+    """
+    removed: list[str] = []
+    wanted = os.fsencode(name)
+    try:
+        entries = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    with entries:
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(".partial")):
+                continue
+            fields = entry.name[1 : -len(".partial")].rsplit(".", 3)
+            kept = os.fsencode(fields[0]) if len(fields) == 4 else b""
+            was_cut = len(os.fsencode(entry.name)) >= NAME_MAX - 8
+            if kept != wanted and not (was_cut and kept and wanted.startswith(kept)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
 def _process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -468,3 +468,24 @@ def test_sweep_removes_what_stopped_workers_left_and_keeps_live_copies(tmp_path:
 
 def test_sweep_of_a_missing_directory_removes_nothing(tmp_path: Path) -> None:
     assert transfer.sweep_partials(tmp_path / "missing") == []
+
+
+def test_remove_partials_clears_every_attempt_at_one_name_and_nothing_else(tmp_path):
+    from archive_core.transfer import remove_partials, temporary_name
+
+    name = "clip_VX-1_" + "a" * 40 + ".mov"
+    mine = [temporary_name(name), ".clip_VX-1_" + "a" * 40 + ".mov.otherhost.77.9.partial"]
+    others = [temporary_name("other.mov"), name, ".hidden"]
+    for entry in mine + others:
+        (tmp_path / entry).write_bytes(b"x")
+    assert sorted(remove_partials(tmp_path, name)) == sorted(mine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
+
+
+def test_remove_partials_matches_a_name_cut_to_fit_name_max(tmp_path):
+    from archive_core.transfer import remove_partials, temporary_name
+
+    long_name = "é" * 120 + "_VX-1.mov"  # 249 bytes: its temporary name must be cut
+    (tmp_path / temporary_name(long_name)).write_bytes(b"x")
+    assert len(remove_partials(tmp_path, long_name)) == 1
+    assert list(tmp_path.iterdir()) == []

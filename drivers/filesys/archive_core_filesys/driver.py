@@ -235,6 +235,10 @@ class FilesysDriver(BaseDriver):
         locator = self.locator(item, today=today)
         destination, existing = transfer.safe_lookup(root, locator, what="archive location")
         self._sweep(os.path.dirname(destination))
+        if item.resumed:
+            # The core's journal says the last attempt at this name died mid-transfer,
+            # possibly on another host whose processes the sweep cannot check.
+            transfer.remove_partials(os.path.dirname(destination), os.path.basename(destination))
         expected = item.sha1.strip().lower() if item.sha1 else None
         opened: tuple[str, Any] | None = None
         try:

@@ -722,3 +722,17 @@ def test_unwritable_root_is_not_ready() -> None:
 )
 def test_human_bytes_reads_like_an_admin_expects(count: int, shown: str) -> None:
     assert human_bytes(count) == shown
+
+
+@pytest.mark.parametrize("resumed", [True, False])
+def test_resumed_item_clears_a_dead_attempt_left_by_another_host(tmp_path, resumed):
+    root = tmp_path / "root"
+    root.mkdir()
+    item = source(tmp_path / "src", "take.mov", b"take two", key="0", resumed=resumed)
+    leftover = root / f".{item.name}.other-host.4242.1.partial"
+    leftover.write_bytes(b"half a t")
+    outcomes = archive(make_driver(root), [item])
+    assert outcomes["0"].ok
+    # Without the journal's word, a fresh temp file from another host may be a live copy.
+    assert leftover.exists() is not resumed
+    assert (root / item.name).read_bytes() == b"take two"
