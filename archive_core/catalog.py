@@ -64,7 +64,6 @@ class JournalResult:
 
     key: str
     ok: bool
-    locator: str | None = None
     error: str | None = None
     copy: CopyRecord | None = None  # archive: the copy to record
     removed: str | None = None  # delete: the external id whose copy is gone
@@ -302,26 +301,24 @@ class Catalog:
         engine, t = self._connect()
         now = _now()
         with self._tx() as conn:
-            conn.execute(
-                t.journal.update()
-                .where(t.journal.c.batch == batch, t.journal.c.key == sa.bindparam("b_key"))
-                .values(
-                    state=sa.bindparam("b_state"),
-                    locator=sa.bindparam("b_locator"),
-                    error=sa.bindparam("b_error"),
-                    finished=now,
-                ),
-                [
-                    {
-                        "b_key": r.key,
-                        "b_state": DONE if r.ok else FAILED,
-                        "b_locator": r.locator,
-                        "b_error": r.error,
-                    }
-                    for r in results
-                ],
-            )
-            new = [attrs.asdict(r.copy) for r in results if r.copy is not None]
+            # Successes carry nothing per row, so one statement per chunk marks them done;
+            # only failures need a row each, for their error.
+            done = [r.key for r in results if r.ok]
+            for chunk in _chunks(done, _CHUNK):
+                conn.execute(
+                    t.journal.update()
+                    .where(t.journal.c.batch == batch, t.journal.c.key.in_(chunk))
+                    .values(state=DONE, finished=now)
+                )
+            failed = [{"b_key": r.key, "b_error": r.error} for r in results if not r.ok]
+            if failed:
+                conn.execute(
+                    t.journal.update()
+                    .where(t.journal.c.batch == batch, t.journal.c.key == sa.bindparam("b_key"))
+                    .values(state=FAILED, error=sa.bindparam("b_error"), finished=now),
+                    failed,
+                )
+            new = [_copy_row(r.copy) for r in results if r.copy is not None]
             if new:
                 _upsert_copies(conn, engine, t.copies, new)
             removed = [r.removed for r in results if r.removed]
@@ -451,7 +448,6 @@ def _schema(sa):
         sa.Column("item_id", sa.String(255)),
         sa.Column("sha1", sa.String(40)),
         sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("locator", sa.String(2048)),
         sa.Column("error", sa.Text),
         sa.Column("worker", sa.String(255), nullable=False),
         sa.Column("started", ts, nullable=False),
@@ -477,6 +473,14 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
+
+
+def _copy_row(copy: CopyRecord) -> dict[str, Any]:
+    # attrs.asdict recurses and copies; this runs once per archived file.
+    return {f: getattr(copy, f) for f in _COPY_FIELDS}
+
+
+_COPY_FIELDS = tuple(a.name for a in attrs.fields(CopyRecord))
 
 
 def _copy(row) -> CopyRecord:

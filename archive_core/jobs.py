@@ -298,7 +298,6 @@ class JobRunner:
                     JournalResult(
                         key=outcome.key,
                         ok=outcome.ok,
-                        locator=outcome.locator,
                         error=outcome.error,
                         copy=copy,
                     )
@@ -337,7 +336,6 @@ class JobRunner:
                     JournalResult(
                         key=outcome.key,
                         ok=outcome.ok,
-                        locator=items[outcome.key].locator,
                         error=outcome.error,
                     )
                 )
@@ -405,7 +403,6 @@ class JobRunner:
                         JournalResult(
                             key=outcome.key,
                             ok=outcome.ok,
-                            locator=copy.locator,
                             error=outcome.error,
                             removed=copy.external_id
                             if outcome.ok and capability is Capability.DELETE

@@ -39,7 +39,7 @@ def _archive_one(catalog: Catalog, copy: CopyRecord, *, job: str = "j") -> None:
         operation="archive",
         entries=[JournalEntry(key="0", name=copy.name, sha1=copy.sha1)],
     )
-    catalog.finish(batch.id, [JournalResult(key="0", ok=True, locator=copy.locator, copy=copy)])
+    catalog.finish(batch.id, [JournalResult(key="0", ok=True, copy=copy)])
 
 
 def test_recorded_copy_is_found_only_with_its_own_sha1(catalog_url):
