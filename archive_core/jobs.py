@@ -162,12 +162,9 @@ class JobRunner:
                     errors.setdefault(item.key, handle.message)
                 continue
             outcomes = self._archive_to(handle, [i for i in items if i.key not in errors])
-            for key, outcome in outcomes.items():
+            for key, (outcome, external_id) in outcomes.items():
                 if outcome.ok:
-                    external = ExternalId(
-                        scheme=handle.scheme, target=handle.name, locator=outcome.locator or ""
-                    )
-                    copies[key].append(str(external))
+                    copies[key].append(external_id)
                 else:
                     errors.setdefault(key, _on_target(handle, outcome.error))
         results = [
@@ -228,10 +225,13 @@ class JobRunner:
 
     # --- per target ----------------------------------------------------------------------------
 
-    def _archive_to(self, handle: TargetHandle, items: list[ArchiveItem]) -> dict[str, FileOutcome]:
+    def _archive_to(
+        self, handle: TargetHandle, items: list[ArchiveItem]
+    ) -> dict[str, tuple[FileOutcome, str | None]]:
+        """Archive `items` to one target: each key's outcome and, when ok, its external id."""
         catalog = self.site.catalog
         known = catalog.find_copies(handle.name, [(i.name, i.sha1) for i in items if i.sha1])
-        outcomes: dict[str, FileOutcome] = {}
+        results: dict[str, tuple[FileOutcome, str | None]] = {}
         todo = []
         for item in items:
             record = known.get(item.name)
@@ -246,18 +246,26 @@ class JobRunner:
                 sha256=record.sha256,
                 reused=True,
             )
-            outcomes[item.key] = outcome
+            results[item.key] = (outcome, record.external_id)
             self._file_done(outcome)
         if not todo:
-            return outcomes
+            return results
         log.info(
             "policy=%s job=%s archiving %d files to target %s (%d already archived)",
             self.policy.uuid,
             self.job_id,
             len(todo),
             handle.name,
-            len(outcomes),
+            len(results),
         )
+        journal = self._journal(
+            handle,
+            [JournalEntry(key=i.key, name=i.name, item_id=i.item_id, sha1=i.sha1) for i in todo],
+        )
+        if journal.abandoned:
+            todo = [
+                attrs.evolve(i, resumed=True) if i.name in journal.abandoned else i for i in todo
+            ]
         request = ArchiveRequest(
             policy=self.policy.uuid,
             target=handle.name,
@@ -266,45 +274,35 @@ class JobRunner:
             progress=self._progress,
         )
         by_key = {i.key: i for i in todo}
-        journal = self._journal(
-            handle,
-            [JournalEntry(key=i.key, name=i.name, item_id=i.item_id, sha1=i.sha1) for i in todo],
-        )
+        created = _utcnow()
         with journal:
             for outcome in self._drive(handle, handle.instance.archive, request, by_key):
                 item = by_key[outcome.key]
                 outcome = _check_archived(outcome, item)
-                copy = None
+                copy = external_id = None
                 if outcome.ok:
+                    locator = outcome.locator or ""
+                    external_id = str(
+                        ExternalId(scheme=handle.scheme, target=handle.name, locator=locator)
+                    )
                     copy = CopyRecord(
                         policy=self.policy.uuid,
                         target=handle.name,
-                        external_id=str(
-                            ExternalId(
-                                scheme=handle.scheme,
-                                target=handle.name,
-                                locator=outcome.locator or "",
-                            )
-                        ),
-                        locator=outcome.locator or "",
+                        external_id=external_id,
+                        locator=locator,
                         name=item.name,
                         item_id=item.item_id,
                         sha1=outcome.sha1,
                         sha256=outcome.sha256,
                         size=outcome.size,
-                        created=_utcnow(),
+                        created=created,
                     )
                 journal.add(
-                    JournalResult(
-                        key=outcome.key,
-                        ok=outcome.ok,
-                        error=outcome.error,
-                        copy=copy,
-                    )
+                    JournalResult(key=outcome.key, ok=outcome.ok, error=outcome.error, copy=copy)
                 )
-                outcomes[outcome.key] = outcome
+                results[outcome.key] = (outcome, external_id)
                 self._file_done(outcome)
-        return outcomes
+        return results
 
     def _restore_from(
         self, handle: TargetHandle, pairs: list[tuple[FileJob, _Copy]]

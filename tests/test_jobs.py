@@ -183,3 +183,36 @@ def test_observer_that_raises_never_fails_a_job_and_others_are_told(tmp_path):
     archived, _, error, _ = plugin.archive(_batch(tmp_path, 2), "p", "job-1")
     assert len(archived) == 2 and error == ""
     assert seen == [("p", "job-1", "0"), ("p", "job-1", "1"), ("finished", 2, 0)]
+
+
+class Recording(MemoryDriver):
+    name = "recording"
+    seen: list = []
+
+    def archive(self, request):
+        Recording.seen.extend((i.name, i.resumed) for i in request.items)
+        yield from super().archive(request)
+
+
+def test_driver_is_told_which_files_a_dead_worker_left_unfinished(tmp_path):
+    from archive_core.catalog import JournalEntry
+    from archive_core.naming import archive_name
+
+    plugin = _plugin(tmp_path, Recording)
+    batch = _batch(tmp_path, 2)
+    dead = archive_name(batch[0].files[0], item_id=batch[0].item_id, sha1=batch[0].sha1)
+    plugin.site().catalog.begin(
+        job_id="killed",
+        policy="p",
+        target="t",
+        operation="archive",
+        entries=[JournalEntry(key="0", name=dead, sha1=batch[0].sha1)],
+    )
+    Recording.seen = []
+    archived, _, error, _ = plugin.archive(batch, "p", "retry")
+    assert len(archived) == 2 and error == ""
+    assert dict(Recording.seen) == {
+        dead: True,
+        archive_name(batch[1].files[0], item_id=batch[1].item_id, sha1=batch[1].sha1): False,
+    }
+    assert [r.state for r in plugin.site().catalog.journal(job_id="killed")] == ["abandoned"]
