@@ -24,6 +24,7 @@ from archive_core.errors import CatalogError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Journal states. "abandoned" marks an intent a later run superseded (its worker died).
 INTENT, DONE, FAILED, ABANDONED = "intent", "done", "failed", "abandoned"
@@ -191,7 +192,7 @@ class Catalog:
                 )
                 for row in rows.mappings():
                     if row["sha1"] and row["sha1"] == wanted.get(row["name"]):
-                        found[row["name"]] = _copy(row)
+                        found[row["name"]] = _record(CopyRecord, row)
         return found
 
     def copy(self, external_id: str) -> CopyRecord | None:
@@ -202,7 +203,7 @@ class Catalog:
                 .mappings()
                 .first()
             )
-        return _copy(row) if row else None
+        return _record(CopyRecord, row) if row else None
 
     def copies(self, *, policy: str | None = None, target: str | None = None) -> list[CopyRecord]:
         _, t = self._connect()
@@ -212,7 +213,7 @@ class Catalog:
         if target is not None:
             query = query.where(t.copies.c.target == target)
         with self._tx() as conn:
-            return [_copy(r) for r in conn.execute(query).mappings()]
+            return [_record(CopyRecord, r) for r in conn.execute(query).mappings()]
 
     def mark_verified(self, external_ids: Iterable[str], when: dt.datetime | None = None) -> None:
         _, t = self._connect()
@@ -334,7 +335,7 @@ class Catalog:
         if target is not None:
             query = query.where(t.journal.c.target == target)
         with self._tx() as conn:
-            return [_journal(r) for r in conn.execute(query).mappings()]
+            return [_record(JournalRow, r) for r in conn.execute(query).mappings()]
 
     def journal(self, *, job_id: str | None = None, batch: str | None = None) -> list[JournalRow]:
         _, t = self._connect()
@@ -344,7 +345,7 @@ class Catalog:
         if batch is not None:
             query = query.where(t.journal.c.batch == batch)
         with self._tx() as conn:
-            return [_journal(r) for r in conn.execute(query).mappings()]
+            return [_record(JournalRow, r) for r in conn.execute(query).mappings()]
 
 
 class _Transaction:
@@ -512,37 +513,13 @@ def _copy_row(copy: CopyRecord) -> dict[str, Any]:
 _COPY_FIELDS = tuple(a.name for a in attrs.fields(CopyRecord))
 
 
-def _copy(row) -> CopyRecord:
-    return CopyRecord(
-        policy=row["policy"],
-        target=row["target"],
-        external_id=row["external_id"],
-        locator=row["locator"],
-        name=row["name"],
-        item_id=row["item_id"],
-        sha1=row["sha1"],
-        sha256=row["sha256"],
-        size=row["size"],
-        created=_utc(row["created"]),
-        last_verified=_utc(row["last_verified"]),
-    )
-
-
-def _journal(row) -> JournalRow:
-    return JournalRow(
-        batch=row["batch"],
-        job_id=row["job_id"],
-        policy=row["policy"],
-        target=row["target"],
-        operation=row["operation"],
-        key=row["key"],
-        name=row["name"],
-        state=row["state"],
-        worker=row["worker"],
-        started=_utc(row["started"]),
-        finished=_utc(row["finished"]),
-        error=row["error"],
-    )
+def _record(cls: type[R], row: Any) -> R:
+    """A frozen record from a result row, its datetimes normalised to UTC."""
+    values = {}
+    for field in attrs.fields(cls):
+        value = row[field.name]
+        values[field.name] = _utc(value) if isinstance(value, dt.datetime) else value
+    return cls(**values)
 
 
 def _db_reason(exc: Exception) -> str:

@@ -362,20 +362,39 @@ def archive(
         archived, not_archived, error, _ = _four_tuple(
             plugin.archive(file_sets, policy, job_id), file_sets
         )
+    _report(
+        ctx,
+        as_json,
+        ("archived", archived),
+        ("not_archived", not_archived),
+        error,
+        lambda fs: f"archived {fs.files[0]} -> {', '.join(fs.external_ids)}",
+    )
+
+
+def _report(
+    ctx: click.Context,
+    as_json: bool,
+    done: tuple[str, list],
+    failed: tuple[str, list],
+    error: str,
+    line: Any,
+) -> None:
+    """Print an operation's FileSets (JSON or one line each) and exit 1 if any failed."""
     if as_json:
         _emit_json(
             {
-                "archived": [_file_set_json(fs) for fs in archived],
-                "not_archived": [_file_set_json(fs) for fs in not_archived],
+                done[0]: [_file_set_json(fs) for fs in done[1]],
+                failed[0]: [_file_set_json(fs) for fs in failed[1]],
                 "error": error,
             }
         )
     else:
-        for fs in archived:
-            click.echo(f"archived {fs.files[0]} -> {', '.join(fs.external_ids)}")
+        for fs in done[1]:
+            click.echo(line(fs))
         if error:
             click.secho(error, fg="red", err=True)
-    if not_archived:
+    if failed[1]:
         ctx.exit(EXIT_FAILED)
 
 
@@ -526,21 +545,14 @@ def verify(
         else:
             file_sets = _many(external_ids, from_json)
         verified, failed, error = plugin.verify(file_sets, policy)
-    if as_json:
-        _emit_json(
-            {
-                "verified": [_file_set_json(fs) for fs in verified],
-                "failed": [_file_set_json(fs) for fs in failed],
-                "error": error,
-            }
-        )
-    else:
-        for fs in verified:
-            click.echo(f"verified {', '.join(fs.external_ids)}")
-        if error:
-            click.secho(error, fg="red", err=True)
-    if failed:
-        ctx.exit(EXIT_FAILED)
+    _report(
+        ctx,
+        as_json,
+        ("verified", verified),
+        ("failed", failed),
+        error,
+        lambda fs: f"verified {', '.join(fs.external_ids)}",
+    )
 
 
 def _many(external_ids: tuple[str, ...], from_json: Path | None) -> list[CliFileSet]:
