@@ -72,7 +72,7 @@ def run_batch(
     feed = iter(items)
     chunk = _Chunk()
     pacer = _Pacer()
-    publisher = _Publisher(lambda ready, synced: _outcomes(ready, synced, fsync=fsync), sync=fsync)
+    publisher = _Publisher(fsync=fsync)
     workers: _Workers | None = None
     try:
         for item in feed:
@@ -130,10 +130,10 @@ def run_batch(
                 left.staged.discard()
 
 
-def _outcomes(ready: list[Staged], synced: list[Any] | None, *, fsync: bool) -> list[FileOutcome]:
-    """Publish a chunk whose sync is done (`synced`, or None to sync now); its outcomes."""
+def published_outcomes(ready: list[Staged], *, fsync: bool) -> list[FileOutcome]:
+    """Publish a chunk (sync, renames, directory fsyncs); the outcome of each of its files."""
     try:
-        errors = transfer.publish_staged([s.staged for s in ready], sync=fsync, synced=synced)
+        errors = transfer.publish_staged([s.staged for s in ready], sync=fsync)
     except BaseException:
         for entry in ready:
             entry.staged.discard()
@@ -199,63 +199,60 @@ class _Chunk:
 
 
 class _Publisher:
-    """Publishes chunks; a chunk's sync runs in a background thread while the next is staged.
+    """Publishes chunks in a background thread while the next chunk is staged.
 
-    The sync (syncfs) is mostly waiting for the disk, so overlapping it with staging hides
-    it; renames and directory fsyncs stay in the calling thread. Only one chunk is in sync
-    at a time, so outcomes keep their order and at most one chunk's files are pending.
+    The sync (syncfs), the renames and the directory fsyncs are mostly waiting for the
+    kernel and the disk, with the GIL released, so running them beside the staging (and
+    beside the core's own work on the outcomes) hides most of their time. Only one chunk
+    is in flight at a time, so outcomes keep their order and at most one chunk's files
+    are pending. A chunk's outcomes are reported once all of it is published.
     """
 
-    def __init__(
-        self,
-        publish: Callable[[list[Staged], list[Any] | None], list[FileOutcome]],
-        *,
-        sync: bool,
-    ) -> None:
-        self._publish = publish
-        self._sync = sync
+    def __init__(self, *, fsync: bool) -> None:
+        self._fsync = fsync
         self._pending: tuple[list[Staged], Any] | None = None
         self._executor: Any = None
 
     def submit(self, chunk: list[Staged]) -> Iterator[FileOutcome]:
         """Start publishing `chunk`; yields the outcomes of the chunk before it."""
-        yield from self.finish()
-        if not self._sync:
-            yield from self._publish(chunk, None)
-            return
+        try:
+            yield from self.finish()
+        except BaseException:  # closed while reporting the chunk before: nobody takes this one
+            for entry in chunk:
+                entry.staged.discard()
+            raise
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="filesys-sync")
-        future = self._executor.submit(transfer.sync_staged, [s.staged for s in chunk])
-        self._pending = (chunk, future)
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="filesys-publish")
+        self._pending = (
+            chunk,
+            self._executor.submit(published_outcomes, chunk, fsync=self._fsync),
+        )
 
     def ready(self) -> Iterator[FileOutcome]:
-        """Outcomes of the pending chunk if its sync has finished (never waits)."""
+        """Outcomes of the pending chunk if it is published (never waits)."""
         if self._pending is not None and self._pending[1].done():
             yield from self.finish()
 
     def finish(self) -> Iterator[FileOutcome]:
-        """Wait for the pending chunk's sync, publish it, yield its outcomes."""
+        """Wait for the pending chunk to be published; yield its outcomes."""
         if self._pending is None:
             return
-        chunk, future = self._pending
+        future = self._pending[1]
         self._pending = None
-        try:
-            synced = future.result()
-        except BaseException:
-            for entry in chunk:
-                entry.staged.discard()
-            raise
-        yield from self._publish(chunk, synced)
+        yield from future.result()
 
     def abandon(self) -> list[Staged]:
-        """Stop: the staged files nobody will publish, once their sync has returned."""
+        """Stop: the staged files nobody will report, once their publish has returned.
+
+        Those already renamed stay published: a re-run finds them and reports them reused.
+        """
         left: list[Staged] = []
         if self._pending is not None:
             chunk, future = self._pending
             self._pending = None
-            future.exception()  # wait: the sync must not run on files being removed
+            future.exception()  # wait: the publish must not run on files being removed
             left = chunk
         if self._executor is not None:
             self._executor.shutdown(wait=True)

@@ -33,6 +33,7 @@ from archive_core.model import (
 # drivers`, Portal's start) loads this module, and must not pay for the copy machinery.
 if TYPE_CHECKING:
     from archive_core_filesys._batch import Result
+    from archive_core_filesys._pool import StagingPool
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,19 @@ class FilesysDriver(BaseDriver):
         super().__init__(config, context)
         # directory -> when stale temporary files were last swept from it (no I/O here)
         self._swept: dict[str, float] = {}
+        self._root = os.fspath(config.root)
+        # Worker processes stage big batches of small files: the GIL keeps threads from
+        # using a second core for them. Not with one core, nor when `parallel` asks for one
+        # file at a time. Started at the first big batch, kept until close().
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self._staging_workers = min(cores or 1, config.parallel)
+        self._staging: StagingPool | None = None
+
+    def close(self) -> None:
+        """Stop the staging processes, if a big batch started them."""
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
 
     # --- readiness ---------------------------------------------------------------------------
 
@@ -216,8 +230,30 @@ class FilesysDriver(BaseDriver):
         return name
 
     def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
-        progress = _serialized(request.progress)
+        from archive_core_filesys import _pool
+
         today = dt.datetime.now(dt.UTC).date()  # one date per batch, even across midnight
+        if (
+            self._staging_workers > 1
+            and _pool.worth_pooling(request.items)
+            and _pool.can_start_workers()
+        ):
+            if self._staging is None:
+                self._staging = _pool.StagingPool(
+                    self._staging_workers, f"filesys-{self.context.target}"
+                )
+            yield from _pool.run_pooled(
+                self._staging,
+                request.items,
+                lambda item: self._locate(item, today),
+                request,
+                root=self._root,
+                fsync=self.config.fsync,
+                direct_io=self.config.direct_io,
+                progress=request.progress,
+            )
+            return
+        progress = _serialized(request.progress)
         yield from self._run(
             request.items,
             lambda item: self._archive_one(item, today, progress),
@@ -225,59 +261,25 @@ class FilesysDriver(BaseDriver):
             request,
         )
 
+    def _locate(self, item: ArchiveItem, today: dt.date) -> str:
+        """The item's locator, its directory swept of stale temporary files first."""
+        locator = self.locator(item, today=today)
+        self._sweep(os.path.dirname(os.path.join(self._root, locator)))
+        return locator
+
     def _archive_one(
         self, item: ArchiveItem, today: dt.date, progress: ProgressCallback | None
     ) -> Result:
-        from archive_core import transfer
-        from archive_core_filesys._batch import Staged
+        from archive_core_filesys._archive import stage_archive
 
-        root = self.config.root
-        locator = self.locator(item, today=today)
-        destination, existing = transfer.safe_lookup(root, locator, what="archive location")
-        self._sweep(os.path.dirname(destination))
-        if item.resumed:
-            # The core's journal says the last attempt at this name died mid-transfer,
-            # possibly on another host whose processes the sweep cannot check.
-            transfer.remove_partials(os.path.dirname(destination), os.path.basename(destination))
-        expected = item.sha1.strip().lower() if item.sha1 else None
-        opened: tuple[str, Any] | None = None
-        try:
-            size = item.size
-            if expected and existing is not None and stat.S_ISREG(existing.st_mode):
-                # A copy is already there: if it is this very file (a re-run after a crash
-                # between publish and the core's journal), report it instead of copying.
-                if size is None:
-                    opened = transfer.open_first_readable(item.sources)
-                    size = os.fstat(opened[1].fileno()).st_size
-                if existing.st_size == size:
-                    digests = transfer.hash_file(
-                        destination, progress=progress, follow_symlinks=False
-                    )
-                    if digests.sha1 == expected:
-                        return FileOutcome.success(
-                            item.key,
-                            locator=locator,
-                            size=digests.size,
-                            sha1=digests.sha1,
-                            sha256=digests.sha256,
-                            reused=True,
-                        )
-            if opened is None:
-                opened = transfer.open_first_readable(item.sources)
-            staged = transfer.stage_file(
-                opened[1],
-                destination,
-                expected_sha1=expected,
-                progress=progress,
-                durable=None if self.config.fsync else False,
-                direct_io=self.config.direct_io,
-                root=root,
-                size=size,
-            )
-        finally:
-            if opened is not None:
-                opened[1].close()
-        return Staged(key=item.key, locator=locator, staged=staged)
+        return stage_archive(
+            item,
+            self._locate(item, today),
+            root=self._root,
+            fsync=self.config.fsync,
+            direct_io=self.config.direct_io,
+            progress=progress,
+        )
 
     # --- restore -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from archive_core_filesys.driver import FilesysConfig, FilesysDriver, human_bytes
 from hypothesis import HealthCheck, given, settings
@@ -736,3 +737,234 @@ def test_resumed_item_clears_a_dead_attempt_left_by_another_host(tmp_path, resum
     # Without the journal's word, a fresh temp file from another host may be a live copy.
     assert leftover.exists() is not resumed
     assert (root / item.name).read_bytes() == b"take two"
+
+
+# --- big batches: staging in worker processes --------------------------------------------------
+
+
+@pytest.fixture
+def small_pool_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a few dozen files count as a big batch, split into several worker tasks."""
+    from archive_core_filesys import _pool
+
+    monkeypatch.setattr(_pool, "POOL_MIN_FILES", 20)
+    monkeypatch.setattr(_pool, "TASK_FILES", 7)
+
+
+def pooled_driver(root: Path, **settings: Any) -> FilesysDriver:
+    driver = make_driver(root, **settings)
+    if driver._staging_workers < 2:
+        pytest.skip("one core: the driver never stages in worker processes")
+    return driver
+
+
+def child_processes() -> list[int]:
+    """The pids of this process's children that are still running."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def test_worker_processes_archive_a_big_batch_like_the_driver_itself(
+    tmp_path: Path, small_pool_batches: None
+) -> None:
+    datas = [os.urandom(n * 97) for n in range(40)]
+    items = [
+        source(tmp_path / "online", f"clip{i}.wav", data, key=str(i), item_id=f"VX-{i % 3}")
+        for i, data in enumerate(datas)
+    ]
+    results = {}
+    for mode in ("pooled", "in-process"):
+        root = tmp_path / mode
+        root.mkdir()
+        driver = pooled_driver(root, layout="item")
+        if mode == "in-process":
+            driver._staging_workers = 1
+        progressed: list[int] = []
+        outcomes = archive(driver, items, progress=progressed.append)
+        driver.close()
+        assert sum(progressed) == sum(len(d) for d in datas)
+        assert partials(root) == []
+        results[mode] = (
+            {k: attrs.asdict(o) for k, o in outcomes.items()},
+            {name: (root / name).read_bytes() for name in files_under(root)},
+        )
+    assert results["pooled"] == results["in-process"]
+    for item, data in zip(items, datas, strict=True):
+        outcome = results["pooled"][0][item.key]
+        assert outcome["ok"] and outcome["sha256"] == hashlib.sha256(data).hexdigest()
+        assert results["pooled"][1][outcome["locator"]] == data
+
+
+def test_files_failing_mid_task_in_a_worker_fail_alone(
+    tmp_path: Path, root: Path, small_pool_batches: None
+) -> None:
+    items = [
+        source(tmp_path / "online", f"f{i}.bin", os.urandom(300), key=str(i)) for i in range(30)
+    ]
+    os.unlink(items[3].sources[0])  # unreadable, in the middle of the first task
+    items[9] = attrs.evolve(items[9], sha1="0" * 40)  # wrong bytes, in the second task
+    items[10] = attrs.evolve(items[10], name="../escape.bin")  # refused before any task
+    driver = pooled_driver(root)
+    outcomes = archive(driver, items)
+    driver.close()
+    failed = {k for k, o in outcomes.items() if not o.ok}
+    assert failed == {"3", "9", "10"}
+    assert "could not be read" in outcomes["3"].error and outcomes["3"].retryable
+    assert "0" * 40 in outcomes["9"].error
+    assert "'../escape.bin'" in outcomes["10"].error
+    assert len(files_under(root)) == 27 and partials(root) == []
+    assert not (tmp_path / "escape.bin").exists()
+
+
+def test_closing_a_pooled_batch_early_stops_its_workers_and_leaves_only_whole_copies(
+    tmp_path: Path, root: Path, small_pool_batches: None
+) -> None:
+    datas = {str(i): os.urandom(5000) for i in range(60)}
+    items = [source(tmp_path / "online", f"f{k}.bin", data, key=k) for k, data in datas.items()]
+    os.unlink(items[0].sources[0])  # its failure is reported while the workers copy
+    others = set(child_processes())  # a test server, say
+    driver = pooled_driver(root)
+    stream = driver.archive(ArchiveRequest(policy="p", target="vault", job_id="j", items=items))
+    first = next(stream)
+    stream.close()
+    assert first.key == "0" and not first.ok
+    assert set(child_processes()) == others  # the busy workers were stopped
+    assert partials(root) == []
+    by_name = {item.name: datas[item.key] for item in items}
+    for name in files_under(root):  # what a worker had published is a complete, checked copy
+        assert (root / name).read_bytes() == by_name[name]
+    driver.close()
+
+
+def test_a_worker_process_dying_fails_its_files_and_the_next_batch_works(
+    tmp_path: Path, root: Path, small_pool_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from archive_core_filesys import _pool
+
+    items = [
+        source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(21)
+    ]
+    driver = pooled_driver(root)
+    real_send = _pool._Worker.send
+
+    def send_then_die(self: Any, task: Any) -> None:
+        monkeypatch.setattr(_pool._Worker, "send", real_send)
+        os.kill(self.pid, signal.SIGKILL)  # before it can answer, as the OOM killer would
+        real_send(self, task)
+
+    monkeypatch.setattr(_pool._Worker, "send", send_then_die)
+    outcomes = archive(driver, items)
+    lost = [o for o in outcomes.values() if not o.ok]
+    assert len(lost) == 7  # exactly the first task's files
+    assert all("stopped unexpectedly" in o.error and o.retryable for o in lost)
+    assert "killed by signal 9" in lost[0].error
+    again = archive(driver, items)
+    driver.close()
+    assert all(o.ok for o in again.values())
+    assert len(files_under(root)) == 21 and partials(root) == []
+
+
+def test_a_script_without_a_main_guard_archives_a_big_batch_once(tmp_path: Path) -> None:
+    """Workers never re-import the caller's __main__ (multiprocessing's spawn would)."""
+    import subprocess
+    import sys
+
+    online = tmp_path / "online"
+    online.mkdir()
+    for i in range(30):
+        (online / f"f{i}.bin").write_bytes(os.urandom(64))
+    root = tmp_path / "archive"
+    root.mkdir()
+    runs = tmp_path / "runs.log"
+    script = tmp_path / "adhoc.py"
+    script.write_text(
+        f"""
+import hashlib, os
+from pathlib import Path
+from archive_core_filesys import _pool
+from archive_core_filesys.driver import FilesysConfig, FilesysDriver
+from archive_core.driver import DriverContext
+from archive_core.model import ArchiveItem, ArchiveRequest
+
+with open({str(runs)!r}, "a") as log:
+    log.write("ran\\n")
+_pool.POOL_MIN_FILES = 20
+_pool.TASK_FILES = 7
+driver = FilesysDriver(
+    FilesysConfig(root=Path({str(root)!r}), min_free_bytes=0, parallel=2),
+    DriverContext(target="vault", state_dir=Path({str(tmp_path)!r})),
+)
+items = []
+for path in sorted(Path({str(online)!r}).iterdir()):
+    sha1 = hashlib.sha1(path.read_bytes()).hexdigest()
+    items.append(ArchiveItem(key=path.name, sources=[str(path)], name=path.name, sha1=sha1))
+outcomes = list(driver.archive(ArchiveRequest(policy="p", target="vault", job_id="j", items=items)))
+driver.close()
+print(sum(o.ok for o in outcomes), "archived")
+"""
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "30 archived"
+    assert runs.read_text() == "ran\n"
+    assert len(files_under(root)) == 30
+
+
+def test_closing_while_a_chunk_is_reported_removes_the_next_chunk_staged(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive_core_filesys import _batch
+
+    real_sync = transfer.sync_staged
+
+    def slow_sync(staged: Any) -> Any:
+        time.sleep(0.2)  # the next chunk is staged before this one's outcomes are out
+        return real_sync(staged)
+
+    monkeypatch.setattr(_batch, "_CHUNK_FILES", 5)
+    monkeypatch.setattr(transfer, "sync_staged", slow_sync)
+    items = [
+        source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(12)
+    ]
+    stream = make_driver(root, parallel=1).archive(
+        ArchiveRequest(policy="p", target="vault", job_id="j", items=items)
+    )
+    first = next(stream)
+    stream.close()
+    assert first.ok
+    assert partials(root) == []
+    assert len(files_under(root)) == 5
+
+
+def test_staging_processes_run_from_a_big_batch_until_close_and_never_with_parallel_1(
+    tmp_path: Path, small_pool_batches: None
+) -> None:
+    items = [
+        source(tmp_path / "online", f"f{i}.bin", os.urandom(50), key=str(i)) for i in range(25)
+    ]
+    others = set(child_processes())  # a test server, say
+    for parallel in (1, 2):
+        root = tmp_path / f"parallel-{parallel}"
+        root.mkdir()
+        driver = make_driver(root, parallel=parallel)
+        outcomes = archive(driver, items)
+        assert all(o.ok for o in outcomes.values())
+        started = set(child_processes()) - others
+        driver.close()
+        assert set(child_processes()) == others
+        workers = min(len(os.sched_getaffinity(0)), parallel)
+        assert len(started) == (workers if workers > 1 else 0)
