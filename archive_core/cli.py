@@ -95,14 +95,26 @@ def _emit_json(data: Any) -> None:
 
 
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A table: drawn with rich on a terminal; plain aligned columns for scripts and pipes.
+
+    Piped, rich would fold long values to fit 80 columns, which grep and awk cannot use.
+    """
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    if not sys.stdout.isatty():
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+        lines = [columns, ["-" * w for w in widths], *cells]
+        click.echo(title)
+        for line in lines:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+        return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+    for row in cells:
+        table.add_row(*row)
     Console().print(table)
 
 
