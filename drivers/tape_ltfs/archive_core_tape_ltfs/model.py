@@ -1,0 +1,318 @@
+"""Frozen values the tape port speaks in: inventory, drive identity and state, volumes, requests."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterator
+
+import attrs
+
+CLEANING_PREFIX = "CLN"
+
+# TapeAlert flag numbers the driver acts on (tape-facts §2.5, PBS classification).
+ALERT_CLEANING_MEDIA = 11
+ALERT_CLEANING_REQUIRED = 20
+ALERT_CLEANING_REQUESTED = 21
+ALERT_EXPIRED_CLEANING_MEDIA = 22
+ALERT_INVALID_CLEANING_TAPE = 23
+CRITICAL_ALERTS = frozenset(
+    {4, 5, 6, 9, 14, 16, 22, 23, 30, 31, 33, 38, 41, 45, 52, 53, 54, 55, 56, 57}
+)
+MEDIA_LIFE_ALERTS = frozenset({7, 19})
+CLEANING_ALERTS = frozenset({ALERT_CLEANING_REQUIRED, ALERT_CLEANING_REQUESTED})
+
+_VOLSER = re.compile(r"^[0-9A-Z]{6}$")
+
+
+def is_cleaning_barcode(barcode: str | None) -> bool:
+    """Cleaning cartridges carry the `CLN` barcode prefix in every library studied."""
+    return bool(barcode) and barcode.upper().startswith(CLEANING_PREFIX)
+
+
+def volume_serial_for(barcode: str) -> str | None:
+    """The 6-character LTFS volume serial of a barcode (`ABC123L9` -> `ABC123`), or None."""
+    serial = barcode.strip().upper()[:6]
+    return serial if _VOLSER.match(serial) else None
+
+
+class SlotKind(enum.Enum):
+    STORAGE = "storage"
+    IMPORT_EXPORT = "import/export"
+
+
+@attrs.frozen(kw_only=True)
+class Slot:
+    """A storage or import/export element, numbered 1.. as `mtx` numbers them."""
+
+    number: int
+    kind: SlotKind = SlotKind.STORAGE
+    full: bool = False
+    barcode: str | None = None  # None for an empty slot or an unreadable label
+
+    @property
+    def is_import_export(self) -> bool:
+        return self.kind is SlotKind.IMPORT_EXPORT
+
+    @property
+    def holds_cleaning(self) -> bool:
+        return self.full and is_cleaning_barcode(self.barcode)
+
+
+@attrs.frozen(kw_only=True)
+class DriveBay:
+    """A data transfer element of the changer, numbered 0.. as `mtx` numbers them."""
+
+    index: int
+    full: bool = False
+    barcode: str | None = None
+    # The slot the library will return the cartridge to; None when it does not know
+    # (cartridge inserted by hand: `Unknown Storage Element Loaded`).
+    source_slot: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Inventory:
+    """One snapshot of the library: drive bays and slots with the barcodes the robot read."""
+
+    changer: str = ""
+    drives: tuple[DriveBay, ...] = ()
+    slots: tuple[Slot, ...] = ()
+
+    def slot(self, number: int) -> Slot | None:
+        return next((s for s in self.slots if s.number == number), None)
+
+    def drive(self, index: int) -> DriveBay | None:
+        return next((d for d in self.drives if d.index == index), None)
+
+    def locate(self, barcode: str) -> Slot | DriveBay | None:
+        """Where the cartridge with `barcode` is now (a slot or a drive bay), if in the library."""
+        wanted = barcode.strip()
+        for element in (*self.drives, *self.slots):
+            if element.full and element.barcode == wanted:
+                return element
+        return None
+
+    def storage_slots(self) -> Iterator[Slot]:
+        return (s for s in self.slots if s.kind is SlotKind.STORAGE)
+
+    def import_export_slots(self) -> Iterator[Slot]:
+        return (s for s in self.slots if s.kind is SlotKind.IMPORT_EXPORT)
+
+    def free_storage_slots(self) -> tuple[Slot, ...]:
+        return tuple(s for s in self.storage_slots() if not s.full)
+
+    def cleaning_slots(self) -> tuple[Slot, ...]:
+        """Storage slots holding a cleaning cartridge (never those in I/E slots: offline)."""
+        return tuple(s for s in self.storage_slots() if s.holds_cleaning)
+
+    def data_barcodes(self) -> tuple[str, ...]:
+        """Barcodes of data cartridges online in the library (storage slots and drives)."""
+        found = [d.barcode for d in self.drives if d.full and d.barcode]
+        found += [s.barcode for s in self.storage_slots() if s.full and s.barcode]
+        return tuple(b for b in found if not is_cleaning_barcode(b))
+
+
+class DriveState(enum.Enum):
+    EMPTY = "empty"
+    LOADING = "loading"
+    CALIBRATING = "calibrating"
+    READY = "ready"
+    NOT_READY = "not ready"
+
+
+@attrs.frozen(kw_only=True)
+class DriveStatus:
+    """What the drive says about itself and its medium right now."""
+
+    state: DriveState
+    write_protected: bool = False
+    at_bot: bool = False
+    density_code: int | None = None
+    file_number: int | None = None
+    block_number: int | None = None
+    partition: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DriveIdentity:
+    vendor: str
+    model: str
+    serial: str
+    revision: str = ""
+    generation: int | None = None  # LTO generation, when the model name tells it
+
+
+_GENERATION = (
+    re.compile(r"ULTRIUM[- ]?(?:TD|HH)?(\d{1,2})", re.IGNORECASE),
+    re.compile(r"Ultrium (\d{1,2})-", re.IGNORECASE),
+    re.compile(r"LTO[- ]?(\d{1,2})", re.IGNORECASE),
+    re.compile(r"ULT3580-(?:TD|HH)(\d{1,2})", re.IGNORECASE),
+)
+
+
+def generation_from_model(model: str) -> int | None:
+    """LTO generation from a drive's product id (`ULTRIUM-TD5`, `Ultrium 8-SCSI`, `LTO-5 HH`)."""
+    for pattern in _GENERATION:
+        if match := pattern.search(model):
+            return int(match.group(1))
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class TapeAlerts:
+    """The TapeAlert flags a drive has set (numbers 1..64)."""
+
+    flags: frozenset[int] = frozenset()
+
+    @property
+    def needs_cleaning(self) -> bool:
+        return bool(self.flags & CLEANING_ALERTS)
+
+    @property
+    def critical(self) -> frozenset[int]:
+        return self.flags & CRITICAL_ALERTS
+
+    @property
+    def media_end_of_life(self) -> bool:
+        return bool(self.flags & MEDIA_LIFE_ALERTS)
+
+
+@attrs.frozen(kw_only=True)
+class Capacity:
+    """statvfs of an LTFS mount: bytes in the data partition, total and still writable."""
+
+    block_size: int
+    total_bytes: int
+    free_bytes: int
+    files: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class FileLocation:
+    """Where a file's first extent starts on tape; restores sort by (partition, startblock)."""
+
+    partition: str  # "a" index partition, "b" data partition
+    startblock: int
+
+
+# Bits of `ltfs.volumeLockState`: 0x04 is the write-perm state a field report shows on a
+# cartridge LTFS dropped to read-only (tape-facts §3.4); the IP bit is our reading of the same
+# flag set and is only ever produced by the simulator.
+LOCK_UNLOCKED = 0x00
+LOCK_LOCKED = 0x01
+LOCK_PERM_LOCKED = 0x02
+LOCK_WRITE_PERM_DP = 0x04
+LOCK_WRITE_PERM_IP = 0x08
+LOCK_WRITE_PERM_BOTH = 0x0C
+
+
+@attrs.frozen(kw_only=True)
+class VolumeInfo:
+    serial: str
+    uuid: str
+    generation: int
+    lock_state: int = LOCK_UNLOCKED
+    name: str = ""
+    block_size: int = 524288
+
+    @property
+    def write_perm_error(self) -> bool:
+        return bool(self.lock_state & LOCK_WRITE_PERM_BOTH)
+
+
+class CheckMode(enum.Enum):
+    """ltfsck modes (tape-facts §3.4)."""
+
+    VERIFY = "verify"  # plain ltfsck: check and fix the latest generation
+    SALVAGE = "salvage"  # -f: keep data written after the last index in _ltfs_lostandfound
+    DEEP = "deep"  # -z: recover a cartridge with a missing EOD
+    LIST_ROLLBACK = "list-rollback"  # -l: list generations
+    ROLLBACK = "rollback"  # -r -g N: go back to generation N
+
+
+# ltfsck exit status bits (fsck-like).
+CHECK_CORRECTED = 1
+CHECK_REBOOT = 2
+CHECK_UNCORRECTED = 4
+CHECK_OPERATIONAL = 8
+CHECK_USAGE = 16
+CHECK_CANCELLED = 32
+CHECK_LIBRARY = 64
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    exit_code: int
+    generations: tuple[int, ...] = ()  # rollback points, for LIST_ROLLBACK
+    output: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def corrected(self) -> bool:
+        return bool(self.exit_code & CHECK_CORRECTED)
+
+    @property
+    def uncorrected(self) -> bool:
+        return bool(self.exit_code & (CHECK_UNCORRECTED | CHECK_OPERATIONAL))
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class LoadRequest:
+    """Move the cartridge in `slot` into drive `drive`; `barcode`, if given, must be there."""
+
+    slot: int
+    drive: int
+    barcode: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UnloadRequest:
+    """Return drive `drive`'s cartridge to `slot` (None: the slot it came from)."""
+
+    drive: int
+    slot: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TransferRequest:
+    source: int
+    destination: int
+    barcode: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FormatRequest:
+    """Format the cartridge in `drive` with LTFS; the serial is the barcode's first 6 characters."""
+
+    drive: int
+    barcode: str
+    name: str = ""
+    force: bool = False
+    rules: str | None = None  # index-partition placement (`size=1M/name=*.xml`)
+
+    @property
+    def serial(self) -> str | None:
+        return volume_serial_for(self.barcode)
+
+
+@attrs.frozen(kw_only=True)
+class MountRequest:
+    """Mount the LTFS volume in `drive`; `barcode`, if given, must match the volume serial."""
+
+    drive: int
+    barcode: str | None = None
+    read_only: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CheckRequest:
+    drive: int
+    mode: CheckMode = CheckMode.VERIFY
+    generation: int | None = None  # for ROLLBACK

@@ -1,0 +1,1 @@
+"""Parsers for the text the tape tools print; the simulator's renderings go through them too."""

@@ -1,0 +1,135 @@
+"""The tape port: the three small interfaces the driver reaches hardware through.
+
+Two implementations satisfy them and must behave the same: `real` runs the system tools and
+parses their output, `sim` drives a virtual library on a virtual clock. Every method may raise
+the typed errors of `errors.py`; none of them makes a policy decision (which cartridge, when to
+clean, how to retry a media error): that belongs to the driver above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from archive_core_tape_ltfs.model import (
+    Capacity,
+    CheckRequest,
+    CheckResult,
+    DriveIdentity,
+    DriveStatus,
+    FileLocation,
+    FormatRequest,
+    Inventory,
+    LoadRequest,
+    MountRequest,
+    TapeAlerts,
+    TransferRequest,
+    UnloadRequest,
+    VolumeInfo,
+)
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Time as the library sees it: wall time for real hardware, virtual time in the simulator."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+@runtime_checkable
+class Changer(Protocol):
+    def inventory(self, *, rescan: bool = False) -> Inventory:
+        """Drives and slots with barcodes; `rescan` makes the robot re-read every slot first."""
+
+    def load(self, request: LoadRequest) -> None:
+        """Move a cartridge from a slot into a drive (the drive may still be loading after)."""
+
+    def unload(self, request: UnloadRequest) -> int:
+        """Move a drive's cartridge back to a slot; returns the slot it went to."""
+
+    def transfer(self, request: TransferRequest) -> None:
+        """Move a cartridge between two slots (storage or import/export)."""
+
+
+@runtime_checkable
+class Drive(Protocol):
+    index: int  # the changer's data transfer element number
+
+    def status(self) -> DriveStatus: ...
+
+    def wait_ready(
+        self, timeout: float | None = None, *, new_cartridge: bool = False
+    ) -> DriveStatus:
+        """Block until the loaded cartridge is ready; DriveNotReady after `timeout` seconds.
+
+        None uses the configured timeout; `new_cartridge` picks the long one that covers a new
+        LTO-9 cartridge's media optimisation (up to two hours), which nothing else needs.
+        """
+
+    def identity(self) -> DriveIdentity: ...
+
+    def alerts(self) -> TapeAlerts: ...
+
+    def eject(self) -> None:
+        """Rewind and unthread the cartridge so the robot can take it; refused while LTFS holds
+        the drive (DriveHeldByLtfs)."""
+
+
+@runtime_checkable
+class Mount(Protocol):
+    """A mounted LTFS volume. Data moves through `open_write`/`open_read`, whole files at a time."""
+
+    drive: int
+    read_only: bool
+
+    def capacity(self) -> Capacity: ...
+
+    def volume(self) -> VolumeInfo: ...
+
+    def sync(self) -> int:
+        """Write the index to tape now (`user.ltfs.sync`); returns the new index generation."""
+
+    def location(self, path: str) -> FileLocation | None:
+        """Partition and start block of the file's first extent; None for an empty file."""
+
+    def open_write(self, path: str, *, source_rate: float | None = None) -> BinaryIO:
+        """A new file at `path` (relative to the volume root); `source_rate` (bytes/s) is how
+        fast the caller can feed it, which decides whether the drive streams or back-hitches."""
+
+    def open_read(self, path: str) -> BinaryIO: ...
+
+    def remove(self, path: str) -> None:
+        """Drop a file from the index (LTFS never reclaims its space)."""
+
+    def files(self) -> Iterator[tuple[str, int]]:
+        """Every regular file as (path, size)."""
+
+
+@runtime_checkable
+class LtfsVolume(Protocol):
+    def format(self, request: FormatRequest) -> VolumeInfo: ...
+
+    def mount(self, request: MountRequest) -> Mount: ...
+
+    def unmount(self, mount: Mount, *, eject: bool = False) -> None:
+        """Unmount and return only once the LTFS process has exited and the index is on tape."""
+
+    def check(self, request: CheckRequest) -> CheckResult: ...
+
+    def release(self, drive: int) -> None:
+        """Clear a stale SCSI reservation left by a crashed LTFS process."""
+
+
+@runtime_checkable
+class Library(Protocol):
+    """One tape library: its changer, its drives by changer index, LTFS on them, its clock."""
+
+    changer: Changer
+    ltfs: LtfsVolume
+    clock: Clock
+
+    def drive(self, index: int) -> Drive: ...
+
+    def drive_indexes(self) -> tuple[int, ...]: ...

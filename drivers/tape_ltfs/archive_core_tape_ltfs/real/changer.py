@@ -1,0 +1,150 @@
+"""The changer over `mtx`: inventory, load, unload, transfer, with checks before every move."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.model import Inventory, LoadRequest, TransferRequest, UnloadRequest
+from archive_core_tape_ltfs.moves import bay as _bay
+from archive_core_tape_ltfs.moves import free_slot, full_slot
+from archive_core_tape_ltfs.parse import mtx
+from archive_core_tape_ltfs.retry import TransientRetry
+from archive_core_tape_ltfs.runner import Command, CommandResult, Runner
+
+logger = logging.getLogger(__name__)
+
+
+class MtxChanger:
+    """A SCSI medium changer driven with `mtx -f <device>`.
+
+    Slot numbers are never trusted across calls: each move re-reads the element status first
+    and checks that the source holds what the caller expects (libraries get rearranged by
+    hand).
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str,
+        runner: Runner,
+        retry: TransientRetry,
+        move_timeout: float,
+        status_timeout: float,
+        inventory_timeout: float,
+        held: Callable[[int], bool] = lambda _drive: False,
+    ) -> None:
+        self.device = device
+        self._runner = runner
+        self._retry = retry
+        self._move_timeout = move_timeout
+        self._status_timeout = status_timeout
+        self._inventory_timeout = inventory_timeout
+        self._held = held
+
+    def _mtx(self, *args: str | int, timeout: float) -> Command:
+        return Command(argv=("mtx", "-f", self.device, *map(str, args)), timeout=timeout)
+
+    def _run(self, command: Command, *, what: str, slot=None, drive=None) -> CommandResult:
+        result = self._runner.run(command)
+        if not result.ok:
+            raise mtx.failure(
+                result.stderr or result.stdout,
+                device=self.device,
+                what=what,
+                slot=slot,
+                drive=drive,
+            )
+        return result
+
+    def _status(self) -> Inventory:
+        result = self._run(self._mtx("status", timeout=self._status_timeout), what="read status")
+        return mtx.parse_status(result.stdout)
+
+    def inventory(self, *, rescan: bool = False) -> Inventory:
+        if rescan:
+            self._retry(
+                "mtx inventory",
+                lambda: self._run(
+                    self._mtx("inventory", timeout=self._inventory_timeout),
+                    what="rescan the library",
+                ),
+            )
+        return self._retry("mtx status", self._status)
+
+    def load(self, request: LoadRequest) -> None:
+        def attempt() -> None:
+            inventory = self._status()
+            slot = full_slot(inventory, request.slot, request.barcode, what="load")
+            bay = _bay(inventory, request.drive)
+            if bay.full:
+                raise errors.DestinationFull(
+                    f"Cannot load slot {request.slot} into drive {request.drive}: the drive "
+                    f"already holds {bay.barcode or 'a cartridge without barcode'}.",
+                    drive=request.drive,
+                    barcode=bay.barcode,
+                    device=self.device,
+                )
+            self._run(
+                self._mtx("load", slot.number, request.drive, timeout=self._move_timeout),
+                what=f"load slot {slot.number} into drive {request.drive}",
+                slot=slot.number,
+                drive=request.drive,
+            )
+
+        self._retry("mtx load", attempt)
+
+    def unload(self, request: UnloadRequest) -> int:
+        if self._held(request.drive):
+            raise errors.UnloadRefused(
+                f"Drive {request.drive} is still held by LTFS; unmount the volume and wait "
+                f"for the ltfs process to exit before unloading (moving the tape earlier "
+                f"corrupts its index).",
+                drive=request.drive,
+                device=self.device,
+            )
+
+        def attempt() -> int:
+            inventory = self._status()
+            bay = _bay(inventory, request.drive)
+            if not bay.full:
+                raise errors.SourceEmpty(
+                    f"Cannot unload drive {request.drive}: it holds no cartridge.",
+                    drive=request.drive,
+                    device=self.device,
+                )
+            target = request.slot if request.slot is not None else bay.source_slot
+            if target is None:
+                raise errors.ChangerError(
+                    f"Cannot unload drive {request.drive}: the library does not know which "
+                    f"slot {bay.barcode or 'its cartridge'} came from. Name a free slot.",
+                    drive=request.drive,
+                    barcode=bay.barcode,
+                    device=self.device,
+                )
+            free_slot(inventory, target, what=f"unload drive {request.drive} into")
+            self._run(
+                self._mtx("unload", target, request.drive, timeout=self._move_timeout),
+                what=f"unload drive {request.drive} into slot {target}",
+                slot=target,
+                drive=request.drive,
+            )
+            return target
+
+        return self._retry("mtx unload", attempt)
+
+    def transfer(self, request: TransferRequest) -> None:
+        def attempt() -> None:
+            inventory = self._status()
+            full_slot(inventory, request.source, request.barcode, what="move")
+            free_slot(inventory, request.destination, what=f"move slot {request.source} to")
+            self._run(
+                self._mtx(
+                    "transfer", request.source, request.destination, timeout=self._move_timeout
+                ),
+                what=f"move slot {request.source} to slot {request.destination}",
+                slot=request.source,
+            )
+
+        self._retry("mtx transfer", attempt)

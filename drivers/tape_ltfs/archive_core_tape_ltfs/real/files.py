@@ -1,0 +1,91 @@
+"""File objects on an LTFS mount whose OS errors come out as typed tape errors."""
+
+from __future__ import annotations
+
+import errno
+import io
+from typing import Any
+
+from archive_core_tape_ltfs import errors
+
+_EUCLEAN = getattr(errno, "EUCLEAN", 117)
+_ENOMEDIUM = getattr(errno, "ENOMEDIUM", 123)
+
+
+def translate(exc: OSError, *, path: str, drive: int, barcode: str | None, what: str):
+    """The typed error for an errno LTFS returned (tape-facts §3.8)."""
+    where = {"drive": drive, "barcode": barcode, "paths": (path,), "detail": str(exc)}
+    tape = f"cartridge {barcode}" if barcode else f"the cartridge in drive {drive}"
+    code = exc.errno
+    if code == errno.ENOSPC:
+        return errors.NoSpace(
+            f"Cannot {what} {path}: {tape} reached early warning; no more file data fits. "
+            f"The partial file stays on tape and must be removed and written elsewhere.",
+            **where,
+        )
+    if code == errno.EROFS:
+        return errors.ReadOnlyVolume(
+            f"Cannot {what} {path}: the LTFS volume on {tape} is read-only.", **where
+        )
+    if code == errno.EIO:
+        return errors.MediaError(
+            f"Cannot {what} {path}: {tape} or drive {drive} reported a media error.", **where
+        )
+    if code == _EUCLEAN:
+        return errors.NeedsCleaning(f"Cannot {what} {path}: drive {drive} needs cleaning.", **where)
+    if code == _ENOMEDIUM:
+        return errors.DriveNotReady(
+            f"Cannot {what} {path}: drive {drive} lost its cartridge.", **where
+        )
+    if code == errno.EAGAIN:
+        return errors.DriveBusy(
+            f"Cannot {what} {path}: drive {drive} is revalidating its medium; try again.",
+            **where,
+        )
+    if code == errno.EIDRM:
+        return errors.InconsistentIndex(
+            f"Cannot {what} {path}: {tape} was removed while LTFS held it.", **where
+        )
+    return errors.TapeError(f"Cannot {what} {path} on {tape}: {exc.strerror}.", **where)
+
+
+class TapeFile(io.RawIOBase):
+    """Wraps an open file on an LTFS mount; OSErrors become typed tape errors."""
+
+    def __init__(self, raw: Any, *, path: str, drive: int, barcode: str | None) -> None:
+        super().__init__()
+        self._raw = raw
+        self._path = path
+        self._drive = drive
+        self._barcode = barcode
+
+    def _fail(self, exc: OSError, what: str):
+        return translate(exc, path=self._path, drive=self._drive, barcode=self._barcode, what=what)
+
+    def readable(self) -> bool:
+        return self._raw.readable()
+
+    def writable(self) -> bool:
+        return self._raw.writable()
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._raw.readinto(buffer)
+        except OSError as exc:
+            raise self._fail(exc, "read") from exc
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._raw.write(data)
+        except OSError as exc:
+            raise self._fail(exc, "write") from exc
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._raw.close()
+        except OSError as exc:
+            raise self._fail(exc, "close") from exc
+        finally:
+            super().close()

@@ -1,0 +1,128 @@
+"""The real library: changer, drives and LTFS wired to one Runner and the wall clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.config import LibraryConfig
+from archive_core_tape_ltfs.parse import ltfs as ltfs_text
+from archive_core_tape_ltfs.real.changer import MtxChanger
+from archive_core_tape_ltfs.real.drive import ScsiDrive
+from archive_core_tape_ltfs.real.ltfs import LtfsTools, RealMount
+from archive_core_tape_ltfs.real.mountfs import MountFs
+from archive_core_tape_ltfs.retry import TransientRetry
+from archive_core_tape_ltfs.runner import Command, Runner, SubprocessRunner
+
+
+class WallClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class RealLibrary:
+    """The port over the system tools. Drive bays are bound to devices by configured serial."""
+
+    def __init__(
+        self,
+        config: LibraryConfig,
+        *,
+        runner: Runner | None = None,
+        clock=None,
+        fs: MountFs | None = None,
+    ) -> None:
+        self.config = config
+        self.runner = runner or SubprocessRunner()
+        self.clock = clock or WallClock()
+        self._holding: dict[int, RealMount] = {}
+        self._sg_cache: dict[int, str] = {}
+        self._lock = threading.Lock()
+        timeouts = config.timeouts
+        retry = TransientRetry(
+            clock=self.clock,
+            unit_attention_retries=config.unit_attention_retries,
+            becoming_ready=timeouts.becoming_ready,
+            interval=timeouts.poll_interval,
+        )
+        assert config.changer is not None
+        self.changer = MtxChanger(
+            device=config.changer,
+            runner=self.runner,
+            retry=retry,
+            move_timeout=timeouts.changer_move,
+            status_timeout=timeouts.status,
+            inventory_timeout=timeouts.inventory,
+            held=self._held,
+        )
+        self._drives = {
+            b.index: ScsiDrive(
+                binding=b,
+                sg_device=lambda i=b.index: self._sg_of(i),
+                runner=self.runner,
+                clock=self.clock,
+                timeouts=timeouts,
+                held=self._held,
+            )
+            for b in config.drives
+        }
+        self.ltfs = LtfsTools(
+            config=config,
+            runner=self.runner,
+            clock=self.clock,
+            device_of=self._ltfs_device,
+            holding=self._holding,
+            eject=lambda i: self.drive(i).eject(),
+            fs=fs,
+        )
+
+    def __repr__(self) -> str:
+        return f"<RealLibrary changer={self.config.changer} drives={sorted(self._drives)}>"
+
+    def _held(self, index: int) -> bool:
+        return index in self._holding
+
+    def drive(self, index: int) -> ScsiDrive:
+        try:
+            return self._drives[index]
+        except KeyError:
+            raise errors.TapeError(
+                f"Drive {index} is not in the library config (configured: "
+                f"{', '.join(map(str, sorted(self._drives))) or 'none'}).",
+                drive=index,
+            ) from None
+
+    def drive_indexes(self) -> tuple[int, ...]:
+        return tuple(sorted(self._drives))
+
+    def _ltfs_device(self, index: int) -> str:
+        binding = self.config.binding(index)
+        if binding is None:
+            raise errors.TapeError(f"Drive {index} is not in the library config.", drive=index)
+        return binding.ltfs_device
+
+    def _sg_of(self, index: int) -> str:
+        binding = self.config.binding(index)
+        if binding is None:
+            raise errors.TapeError(f"Drive {index} is not in the library config.", drive=index)
+        if binding.sg:
+            return binding.sg
+        with self._lock:
+            if index not in self._sg_cache:
+                done = self.runner.run(
+                    Command(argv=("ltfs", "-o", "device_list"), timeout=self.config.timeouts.status)
+                )
+                for listed in ltfs_text.parse_device_list(done.stdout):
+                    for b in self.config.drives:
+                        if listed.serial == b.serial:
+                            self._sg_cache[b.index] = listed.device
+            if index not in self._sg_cache:
+                raise errors.DriveError(
+                    f"No tape drive with serial {binding.serial} (drive {index}) is attached "
+                    f"to this host: `ltfs -o device_list` does not list it.",
+                    drive=index,
+                )
+            return self._sg_cache[index]
