@@ -6,14 +6,24 @@ import errno
 import io
 from typing import Any
 
+from archive_core.errors import CopyNotFound
 from archive_core_tape_ltfs import errors
 
 _EUCLEAN = getattr(errno, "EUCLEAN", 117)
 _ENOMEDIUM = getattr(errno, "ENOMEDIUM", 123)
 
 
-def translate(exc: OSError, *, path: str, drive: int, barcode: str | None, what: str):
-    """The typed error for an errno LTFS returned (tape-facts §3.8)."""
+def translate(
+    exc: OSError,
+    *,
+    path: str,
+    drive: int,
+    barcode: str | None,
+    what: str,
+    write_protected: bool = False,
+):
+    """The typed error for an errno LTFS returned (tape-facts §3.8); EROFS on a cartridge LTFS
+    mounted read-only because of its write-protect tab is WriteProtected."""
     where = {"drive": drive, "barcode": barcode, "paths": (path,), "detail": str(exc)}
     tape = f"cartridge {barcode}" if barcode else f"the cartridge in drive {drive}"
     code = exc.errno
@@ -23,6 +33,8 @@ def translate(exc: OSError, *, path: str, drive: int, barcode: str | None, what:
             f"The partial file stays on tape and must be removed and written elsewhere.",
             **where,
         )
+    if code == errno.EROFS and write_protected:
+        return errors.WriteProtected(f"Cannot {what} {path}: {tape} is write-protected.", **where)
     if code == errno.EROFS:
         return errors.ReadOnlyVolume(
             f"Cannot {what} {path}: the LTFS volume on {tape} is read-only.", **where
@@ -46,21 +58,39 @@ def translate(exc: OSError, *, path: str, drive: int, barcode: str | None, what:
         return errors.InconsistentIndex(
             f"Cannot {what} {path}: {tape} was removed while LTFS held it.", **where
         )
+    if code == errno.ENOENT:
+        return CopyNotFound(f"{path} is not on {tape}.", paths=(path,))
     return errors.TapeError(f"Cannot {what} {path} on {tape}: {exc.strerror}.", **where)
 
 
 class TapeFile(io.RawIOBase):
     """Wraps an open file on an LTFS mount; OSErrors become typed tape errors."""
 
-    def __init__(self, raw: Any, *, path: str, drive: int, barcode: str | None) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        *,
+        path: str,
+        drive: int,
+        barcode: str | None,
+        write_protected: bool = False,
+    ) -> None:
         super().__init__()
+        self._write_protected = write_protected
         self._raw = raw
         self._path = path
         self._drive = drive
         self._barcode = barcode
 
     def _fail(self, exc: OSError, what: str):
-        return translate(exc, path=self._path, drive=self._drive, barcode=self._barcode, what=what)
+        return translate(
+            exc,
+            path=self._path,
+            drive=self._drive,
+            barcode=self._barcode,
+            what=what,
+            write_protected=self._write_protected,
+        )
 
     def readable(self) -> bool:
         return self._raw.readable()

@@ -83,7 +83,11 @@ class RealLibrary:
         return f"<RealLibrary changer={self.config.changer} drives={sorted(self._drives)}>"
 
     def _held(self, index: int) -> bool:
-        return index in self._holding
+        mount = self._holding.get(index)
+        if mount is not None and mount.process.poll() is not None:
+            self._holding.pop(index, None)  # its ltfs process is gone
+            return False
+        return mount is not None
 
     def drive(self, index: int) -> ScsiDrive:
         try:

@@ -44,8 +44,10 @@ class RealMount:
         fs: MountFs,
         read_only: bool,
         barcode: str | None,
+        write_protected: bool = False,
     ) -> None:
         self.drive = drive
+        self.write_protected = write_protected
         self.mountpoint = mountpoint
         self.process = process
         self.read_only = read_only
@@ -123,9 +125,20 @@ class RealMount:
             raw = self._fs.open(self._path(path), "xb")
         except OSError as exc:
             raise translate(
-                exc, path=path, drive=self.drive, barcode=self.barcode, what="create"
+                exc,
+                path=path,
+                drive=self.drive,
+                barcode=self.barcode,
+                what="create",
+                write_protected=self.write_protected,
             ) from exc
-        return TapeFile(raw, path=path, drive=self.drive, barcode=self.barcode)  # type: ignore[return-value]
+        return TapeFile(
+            raw,
+            path=path,
+            drive=self.drive,
+            barcode=self.barcode,
+            write_protected=self.write_protected,
+        )  # type: ignore[return-value]
 
     def open_read(self, path: str) -> BinaryIO:
         try:
@@ -141,7 +154,12 @@ class RealMount:
             self._fs.remove(self._path(path))
         except OSError as exc:
             raise translate(
-                exc, path=path, drive=self.drive, barcode=self.barcode, what="remove"
+                exc,
+                path=path,
+                drive=self.drive,
+                barcode=self.barcode,
+                what="remove",
+                write_protected=self.write_protected,
             ) from exc
 
     def files(self) -> Iterator[tuple[str, int]]:
@@ -172,6 +190,10 @@ class LtfsTools:
         self._fs = fs or MountFs()
 
     def _guard(self, drive: int, what: str) -> None:
+        held = self._holding.get(drive)
+        if held is not None and held.process.poll() is not None:
+            # The ltfs process died (crash, kill): nothing holds the drive any more.
+            self._holding.pop(drive, None)
         if drive in self._holding:
             raise errors.DriveHeldByLtfs(
                 f"Cannot {what} drive {drive}: its volume is mounted at "
@@ -219,6 +241,17 @@ class LtfsTools:
         device = self._device_of(request.drive)
         mountpoint = self._config.mount_root / f"drive{request.drive}"
         mountpoint.mkdir(parents=True, exist_ok=True)
+        if self._fs.mount_options(mountpoint) is not None:
+            # A dead ltfs leaves its FUSE mount behind ("transport endpoint is not connected").
+            self._runner.run(
+                Command(argv=("umount", str(mountpoint)), timeout=self._config.timeouts.status)
+            )
+            if self._fs.mount_options(mountpoint) is not None:
+                raise errors.DriveBusy(
+                    f"Cannot mount drive {request.drive}: {mountpoint} is still mounted and "
+                    f"could not be unmounted.",
+                    drive=request.drive,
+                )
         work = self._config.work_directory
         work.mkdir(parents=True, exist_ok=True)
         options = [
@@ -263,6 +296,7 @@ class LtfsTools:
             fs=self._fs,
             read_only="ro" in mount_options,
             barcode=request.barcode,
+            write_protected="LTFS14019I" in process.stderr_text(),
         )
         self._holding[request.drive] = mount
         if request.barcode:

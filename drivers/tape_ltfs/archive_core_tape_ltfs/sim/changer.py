@@ -104,34 +104,35 @@ class SimChanger:
         return mtx.parse_status(render.mtx_status(state))
 
     def inventory(self, *, rescan: bool = False) -> Inventory:
-        def attempt() -> Inventory:
-            with self._library.step("inventory") as state:
-                self._checked_fault(state, "inventory")
-                if rescan:
-                    state.clock += self._library.timing(state.drives[0]).inventory(len(state.slots))
-                return self._inventory(state)
+        return self._retry("inventory", lambda: self.inventory_once(rescan=rescan))
 
-        return self._retry("inventory", attempt)
+    def inventory_once(self, *, rescan: bool = False) -> Inventory:
+        """One READ ELEMENT STATUS, without retrying a transient condition."""
+        with self._library.step("inventory") as state:
+            self._checked_fault(state, "inventory")
+            if rescan:
+                state.clock += self._library.timing(state.drives[0]).inventory(len(state.slots))
+            return self._inventory(state)
 
     def load(self, request: LoadRequest) -> None:
-        def attempt() -> None:
-            with self._library.step("load") as state:
-                self._checked_fault(
-                    state, "load", slot=request.slot, drive=request.drive, barcode=request.barcode
-                )
-                inventory = self._inventory(state)
-                full_slot(inventory, request.slot, request.barcode, what="load")
-                target = bay(inventory, request.drive)
-                if target.full:
-                    raise errors.DestinationFull(
-                        f"Cannot load slot {request.slot} into drive {request.drive}: the drive "
-                        f"already holds {target.barcode or 'a cartridge without barcode'}.",
-                        drive=request.drive,
-                        barcode=target.barcode,
-                    )
-                self._move_to_drive(state, request)
+        self._retry("load", lambda: self.load_once(request))
 
-        self._retry("load", attempt)
+    def load_once(self, request: LoadRequest) -> None:
+        with self._library.step("load") as state:
+            self._checked_fault(
+                state, "load", slot=request.slot, drive=request.drive, barcode=request.barcode
+            )
+            inventory = self._inventory(state)
+            full_slot(inventory, request.slot, request.barcode, what="load")
+            target = bay(inventory, request.drive)
+            if target.full:
+                raise errors.DestinationFull(
+                    f"Cannot load slot {request.slot} into drive {request.drive}: the drive "
+                    f"already holds {target.barcode or 'a cartridge without barcode'}.",
+                    drive=request.drive,
+                    barcode=target.barcode,
+                )
+            self._move_to_drive(state, request)
 
     def _move_to_drive(self, state: SimState, request: LoadRequest) -> None:
         library = self._library
@@ -172,29 +173,29 @@ class SimChanger:
         cartridge.new = False
 
     def unload(self, request: UnloadRequest) -> int:
-        def attempt() -> int:
-            with self._library.step("unload") as state:
-                self._checked_fault(state, "unload", drive=request.drive, slot=request.slot)
-                inventory = self._inventory(state)
-                source = bay(inventory, request.drive)
-                if not source.full:
-                    raise errors.SourceEmpty(
-                        f"Cannot unload drive {request.drive}: it holds no cartridge.",
-                        drive=request.drive,
-                    )
-                target = request.slot if request.slot is not None else source.source_slot
-                if target is None:
-                    raise errors.ChangerError(
-                        f"Cannot unload drive {request.drive}: the library does not know which "
-                        f"slot {source.barcode or 'its cartridge'} came from. Name a free slot.",
-                        drive=request.drive,
-                        barcode=source.barcode,
-                    )
-                free_slot(inventory, target, what=f"unload drive {request.drive} into")
-                self._move_to_slot(state, request.drive, target)
-                return target
+        return self._retry("unload", lambda: self.unload_once(request))
 
-        return self._retry("unload", attempt)
+    def unload_once(self, request: UnloadRequest) -> int:
+        with self._library.step("unload") as state:
+            self._checked_fault(state, "unload", drive=request.drive, slot=request.slot)
+            inventory = self._inventory(state)
+            source = bay(inventory, request.drive)
+            if not source.full:
+                raise errors.SourceEmpty(
+                    f"Cannot unload drive {request.drive}: it holds no cartridge.",
+                    drive=request.drive,
+                )
+            target = request.slot if request.slot is not None else source.source_slot
+            if target is None:
+                raise errors.ChangerError(
+                    f"Cannot unload drive {request.drive}: the library does not know which "
+                    f"slot {source.barcode or 'its cartridge'} came from. Name a free slot.",
+                    drive=request.drive,
+                    barcode=source.barcode,
+                )
+            free_slot(inventory, target, what=f"unload drive {request.drive} into")
+            self._move_to_slot(state, request.drive, target)
+            return target
 
     def _move_to_slot(self, state: SimState, index: int, target: int) -> None:
         library = self._library
@@ -241,17 +242,17 @@ class SimChanger:
             drive.alerts = sorted(set(drive.alerts) - {ALERT_CLEANING_MEDIA})
 
     def transfer(self, request: TransferRequest) -> None:
-        def attempt() -> None:
-            with self._library.step("transfer") as state:
-                self._checked_fault(state, "transfer", slot=request.source, barcode=request.barcode)
-                inventory = self._inventory(state)
-                full_slot(inventory, request.source, request.barcode, what="move")
-                free_slot(inventory, request.destination, what=f"move slot {request.source} to")
-                source = state.slot(request.source)
-                destination = state.slot(request.destination)
-                assert source is not None and destination is not None
-                state.clock += self._library.timing(state.drives[0]).library.robot_move_seconds
-                state.robot_moves += 1
-                destination.cartridge, source.cartridge = source.cartridge, None
+        self._retry("transfer", lambda: self.transfer_once(request))
 
-        self._retry("transfer", attempt)
+    def transfer_once(self, request: TransferRequest) -> None:
+        with self._library.step("transfer") as state:
+            self._checked_fault(state, "transfer", slot=request.source, barcode=request.barcode)
+            inventory = self._inventory(state)
+            full_slot(inventory, request.source, request.barcode, what="move")
+            free_slot(inventory, request.destination, what=f"move slot {request.source} to")
+            source = state.slot(request.source)
+            destination = state.slot(request.destination)
+            assert source is not None and destination is not None
+            state.clock += self._library.timing(state.drives[0]).library.robot_move_seconds
+            state.robot_moves += 1
+            destination.cartridge, source.cartridge = source.cartridge, None

@@ -50,7 +50,7 @@ class VirtualClock:
         self._library = library
 
     def now(self) -> float:
-        with self._library.transaction() as state:
+        with self._library.transaction(readonly=True) as state:
             return state.clock
 
     def sleep(self, seconds: float) -> None:
@@ -179,7 +179,9 @@ class SimLibrary:
     # --- transactions ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[SimState]:
+    def transaction(self, *, readonly: bool = False) -> Iterator[SimState]:
+        """The state under the directory lock; written back unless `readonly` (and no process
+        exit had to be recorded)."""
         current = getattr(self._local, "state", None)
         if current is not None:  # nested call from within a step
             yield current
@@ -188,13 +190,17 @@ class SimLibrary:
             state = self.store.read()
             self._local.state = state
             try:
-                self._reap(state)
+                reaped = self._reap(state)
                 yield state
             except errors.TapeError:
                 self.store.write(state)
                 raise
+            except BaseException:
+                self.store.forget()
+                raise
             else:
-                self.store.write(state)
+                if reaped or not readonly:
+                    self.store.write(state)
             finally:
                 self._local.state = None
 
@@ -207,13 +213,16 @@ class SimLibrary:
                 self._apply(state, fault)
             yield state
 
-    def _reap(self, state: SimState) -> None:
+    def _reap(self, state: SimState) -> bool:
         """Finish unmounts whose ltfs process has exited by now on the virtual clock."""
+        reaped = False
         for drive in state.drives:
             if drive.ltfs and drive.ltfs.exit_at is not None and drive.ltfs.exit_at <= state.clock:
                 from archive_core_tape_ltfs.sim.ltfs import finish_unmount
 
                 finish_unmount(self, state, drive, charge=False)
+                reaped = True
+        return reaped
 
     # --- helpers for the port objects ----------------------------------------------------
 
@@ -300,11 +309,11 @@ class SimLibrary:
 
     def cartridge(self, barcode: str) -> SimCartridge:
         """A copy of the cartridge's simulated state (tests look at volumes through it)."""
-        with self.transaction() as state:
+        with self.transaction(readonly=True) as state:
             return attrs.evolve(state.cartridges[barcode])
 
     def snapshot(self) -> SimState:
-        with self.transaction() as state:
+        with self.transaction(readonly=True) as state:
             return state
 
     def _apply(self, state: SimState, fault: SimFault) -> None:

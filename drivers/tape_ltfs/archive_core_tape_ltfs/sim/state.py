@@ -153,10 +153,16 @@ class SimState:
         return None
 
 
-def _converter():
-    import cattrs
+_CONVERTER = None
 
-    return cattrs.Converter()
+
+def _converter():
+    global _CONVERTER
+    if _CONVERTER is None:
+        import cattrs
+
+        _CONVERTER = cattrs.Converter()
+    return _CONVERTER
 
 
 class StateStore:
@@ -164,6 +170,17 @@ class StateStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # The state as this process last read or wrote it, keyed by the file's identity, so a
+        # step needs no parse when no other process changed the library meanwhile.
+        self._cached: tuple[tuple[int, int, int], SimState] | None = None
+
+    def _key(self) -> tuple[int, int, int]:
+        stat = (self.root / STATE_FILE).stat()
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def forget(self) -> None:
+        """Drop the cached state (after a step failed half way with an unexpected error)."""
+        self._cached = None
 
     @property
     def exists(self) -> bool:
@@ -183,11 +200,17 @@ class StateStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def read(self) -> SimState:
+        key = self._key()
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
         data = json.loads((self.root / STATE_FILE).read_text(encoding="utf-8"))
-        return _converter().structure(data, SimState)
+        state = _converter().structure(data, SimState)
+        self._cached = (key, state)
+        return state
 
     def write(self, state: SimState) -> None:
         data: Any = _converter().unstructure(state)
         tmp = self.root / f".{STATE_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
         os.replace(tmp, self.root / STATE_FILE)
+        self._cached = (self._key(), state)
