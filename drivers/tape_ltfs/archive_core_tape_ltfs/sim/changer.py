@@ -148,7 +148,7 @@ class SimChanger:
         drive.source_slot = slot.number
         drive.threaded = True
         drive.partition, drive.block = 0, 0
-        hang = faults.take(state, "load", drive=drive.index, barcode=cartridge.key)
+        hang = faults.take(state, "drive-load", drive=drive.index, barcode=cartridge.key)
         drive.hung = hang is not None and hang.kind == "load_hang"
         if cartridge.cleaning:
             if cartridge.uses_left <= 0:

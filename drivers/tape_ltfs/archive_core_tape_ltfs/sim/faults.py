@@ -14,7 +14,7 @@ STEP_FAULTS: dict[str, frozenset[str]] = {
     "move_failure": frozenset({"load", "unload", "transfer"}),
     "source_empty": frozenset({"load", "transfer"}),
     "destination_full": frozenset({"unload", "transfer"}),
-    "load_hang": frozenset({"load"}),
+    "load_hang": frozenset({"drive-load"}),
     "stale_reservation": frozenset({"mount"}),
     "write_error": frozenset({"write"}),
     "read_error": frozenset({"read"}),

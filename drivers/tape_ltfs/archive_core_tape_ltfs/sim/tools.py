@@ -110,10 +110,10 @@ class _LtfsProcess:
         assert self.library is not None
         with self.library.transaction() as state:
             ltfs = state.drives[self.drive].ltfs
-            if ltfs is not None and ltfs.pid == self.pid and ltfs.exit_at is not None:
-                # Blocking in wait() is what lets the virtual time pass until ltfs exits.
-                if ltfs.exit_at - state.clock <= timeout:
-                    state.clock = max(state.clock, ltfs.exit_at)
+            pending = ltfs is not None and ltfs.pid == self.pid and ltfs.exit_at is not None
+            # Blocking in wait() is what lets the virtual time pass until ltfs exits.
+            if pending and ltfs.exit_at - state.clock <= timeout:
+                state.clock = max(state.clock, ltfs.exit_at)
         code = self.poll()
         if code is None:
             raise errors.ToolTimeout(f"ltfs (pid {self.pid}) is still running.")
