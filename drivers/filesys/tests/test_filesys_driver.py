@@ -831,13 +831,12 @@ def test_closing_a_pooled_batch_early_stops_its_workers_and_leaves_only_whole_co
 ) -> None:
     datas = {str(i): os.urandom(5000) for i in range(60)}
     items = [source(tmp_path / "online", f"f{k}.bin", data, key=k) for k, data in datas.items()]
-    os.unlink(items[0].sources[0])  # its failure is reported while the workers copy
     others = set(child_processes())  # a test server, say
     driver = pooled_driver(root)
     stream = driver.archive(ArchiveRequest(policy="p", target="vault", job_id="j", items=items))
-    first = next(stream)
+    first = next(stream)  # whichever worker answered first; both have a task now
     stream.close()
-    assert first.key == "0" and not first.ok
+    assert first.ok and first.key in datas
     assert set(child_processes()) == others  # the busy workers were stopped
     assert partials(root) == []
     by_name = {item.name: datas[item.key] for item in items}
