@@ -488,6 +488,40 @@ def _unavailable(found: DriverState) -> DriverUnavailable:
     return DriverUnavailable(message, reason=found.reason, driver=found.name)
 
 
+class FixedRegistry:
+    """Driver classes given directly instead of found through entry points.
+
+    For the conformance kit and tests: a driver under test need not be installed. Each class
+    is checked as an installed one would be, so bad declarations show up the same way.
+    """
+
+    def __init__(self, drivers: Mapping[str, type]) -> None:
+        self._drivers = dict(drivers)
+
+    def __repr__(self) -> str:
+        return f"<FixedRegistry {sorted(self._drivers)}>"
+
+    def load(self, name: str) -> type:
+        cls = self._drivers.get(name)
+        if cls is None:
+            raise DriverUnavailable(
+                f"No driver named {name!r} is given.",
+                reason=f"driver {name!r} is not installed",
+                driver=name,
+            )
+        entry = DriverEntry(
+            name=name,
+            distribution="(given directly)",
+            version="",
+            value=f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', cls)!s}",
+        )
+        problems = _metadata_problems(cls, entry)
+        if problems:
+            reason = f"driver {name!r} ({entry.value}) is invalid: {'; '.join(problems)}"
+            raise DriverUnavailable(reason[:1].upper() + reason[1:], reason=reason, driver=name)
+        return cls
+
+
 # --- the process-wide registry -------------------------------------------------------------
 
 _default: DriverRegistry | None = None

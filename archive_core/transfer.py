@@ -329,6 +329,90 @@ def _ignore(_count: int) -> None:
     pass
 
 
+class HashingReader:
+    """A reader over `source` that hashes what passes through and checks it at the end.
+
+    For drivers whose storage pulls bytes from a stream (an object store's upload, a remote
+    file write): hand this to the upload instead of the source. At the end of the source it
+    compares the size and sha1 with what was expected and raises FixityMismatch (or
+    TransferFailed for a short or long file) *instead of* reporting the end, so the upload
+    fails before it completes and nothing is stored under the final name. `digests` is set
+    once the end was reached and checked.
+    """
+
+    def __init__(
+        self,
+        source: BinaryIO,
+        *,
+        label: str,
+        expected_sha1: str | None = None,
+        expected_size: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self._source = source
+        self.name = label
+        self._expected_sha1 = expected_sha1.strip().lower() if expected_sha1 else None
+        self._expected_size = expected_size
+        self._progress = progress or _ignore
+        self._sha1, self._sha256 = hashlib.sha1(), hashlib.sha256()
+        self._size = 0
+        self.digests: Digests | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, count: int = -1) -> bytes:
+        if count is None or count < 0:
+            parts = []
+            while part := self.read(CHUNK_SIZE):
+                parts.append(part)
+            return b"".join(parts)
+        buffer = bytearray(count)
+        got = self.readinto(buffer)
+        return bytes(memoryview(buffer)[:got])
+
+    def readinto(self, view: Any) -> int:
+        if self.digests is not None or not len(view):
+            return 0
+        try:
+            if hasattr(self._source, "readinto"):
+                count = self._source.readinto(view) or 0
+            else:
+                data = self._source.read(len(view)) or b""
+                count = len(data)
+                view[:count] = data
+        except OSError as exc:
+            raise TransferFailed(
+                f"Could not read {self.name}: {exc.strerror or exc}.",
+                paths=(self.name,),
+                retryable=True,
+            ) from exc
+        if count:
+            chunk = memoryview(view)[:count]
+            self._sha1.update(chunk)
+            self._sha256.update(chunk)
+            self._size += count
+            self._progress(count)
+            return count
+        self._finish()
+        return 0
+
+    def _finish(self) -> None:
+        digests = Digests(
+            size=self._size, sha1=self._sha1.hexdigest(), sha256=self._sha256.hexdigest()
+        )
+        if self._expected_size is not None and digests.size != self._expected_size:
+            raise TransferFailed(
+                f"{self.name} ended after {digests.size} bytes, expected {self._expected_size}; "
+                "it changed while it was read. It was not stored.",
+                paths=(self.name,),
+                retryable=True,
+            )
+        if self._expected_sha1 and digests.sha1 != self._expected_sha1:
+            raise FixityMismatch(path=self.name, expected=self._expected_sha1, actual=digests.sha1)
+        self.digests = digests
+
+
 def _move_inline(
     fill: Callable[[memoryview], int],
     sink: _FdSink | _ObjectSink | None,
@@ -471,6 +555,32 @@ def check_name(name: str, *, what: str = "file name") -> str:
     return name
 
 
+def check_locator(locator: str, *, what: str = "locator") -> str:
+    """Return `locator` if it is a safe relative posix path; raise UnsafeName naming it if not.
+
+    For storage without a file system (object stores, tape indexes), where `safe_join` has
+    no root to resolve against: the same refusals (empty, NUL bytes, absolute, '.' or '..'
+    components, empty components, components over 255 bytes), no symlink check.
+    """
+    _locator_parts(locator, what=what, root=None)
+    return locator
+
+
+def _locator_parts(locator: str, *, what: str, root: str | None) -> list[str]:
+    _check_text(locator, what=what)
+    if locator.startswith("/"):
+        where = f"the archive root {root}" if root is not None else "the archive target"
+        raise UnsafeName(
+            f"Refusing {what} {_shown(locator)}: it is an absolute path; only paths relative "
+            f"to {where} are allowed.",
+            paths=(locator,),
+        )
+    parts = locator.split("/")
+    for part in parts:
+        _check_component(part, whole=locator, what=what)
+    return parts
+
+
 def safe_join(root: str | os.PathLike[str], locator: str, *, what: str = "locator") -> Path:
     """`root / locator`, refusing any locator that could lead outside `root`.
 
@@ -490,16 +600,7 @@ def safe_lookup(
     The lstat is None when nothing exists there yet; callers that would stat the path next
     (is there a copy already?) save that call, which counts over thousands of small files.
     """
-    _check_text(locator, what=what)
-    if locator.startswith("/"):
-        raise UnsafeName(
-            f"Refusing {what} {_shown(locator)}: it is an absolute path; only paths relative "
-            f"to the archive root {os.fspath(root)} are allowed.",
-            paths=(locator,),
-        )
-    parts = locator.split("/")
-    for part in parts:
-        _check_component(part, whole=locator, what=what)
+    parts = _locator_parts(locator, what=what, root=os.fspath(root))
     base = os.fspath(root)
     current = base
     real_root: str | None = None

@@ -10,6 +10,9 @@ import pytest
 
 from tests.pgserver import PostgresServer, PostgresUnavailable, unique_database_name
 
+# The conformance kit's own tests run a vendor's test module with pytester.
+pytest_plugins = ["pytester"]
+
 # ==== PostgreSQL test server ==============================================================
 # `postgresql_url`: one real server per test session (tests/pgserver.py);
 # `catalog_url`: every catalog backend, each test with a store of its own.

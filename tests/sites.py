@@ -12,44 +12,10 @@ import attrs
 from archive_core.driver import API_VERSION, BaseDriver, Capability, setting
 from archive_core.model import FileOutcome, Readiness
 from archive_core.portal import ArchiveCorePlugin
-from tests.portal_fileset import FileSet
+from archive_core.testing.fileset import FileSet
+from archive_core.testing.siteconfig import write_config
 
 POLICY = "7c1f2a9e-1b2c-4d3e-8f40-5a6b7c8d9e01"
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(value)
-
-
-def write_config(
-    path: Path,
-    *,
-    targets: Mapping[str, Mapping[str, Any]],
-    policies: Mapping[str, Mapping[str, Any]],
-    catalog_url: str | None = None,
-    portal: Mapping[str, Any] | None = None,
-) -> Path:
-    lines = [f"state_dir = {toml_value(path.parent / 'state')}"]
-    if catalog_url:
-        lines += ["[catalog]", f"url = {toml_value(catalog_url)}"]
-    if portal:
-        lines += ["[portal]"] + [f"{k} = {toml_value(v)}" for k, v in portal.items()]
-    for name, target in targets.items():
-        lines += [f'[targets."{name}"]'] + [f"{k} = {toml_value(v)}" for k, v in target.items()]
-    for uuid, policy in policies.items():
-        lines += [f'[policies."{uuid}"]'] + [f"{k} = {toml_value(v)}" for k, v in policy.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def filesys_site(
@@ -99,23 +65,6 @@ def files_under(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
 
-class StaticRegistry:
-    """Discovery replaced by a fixed mapping, for in-test drivers that misbehave on purpose."""
-
-    def __init__(self, drivers: Mapping[str, type]) -> None:
-        self.drivers = dict(drivers)
-
-    def load(self, name: str) -> type:
-        from archive_core.errors import DriverUnavailable
-
-        try:
-            return self.drivers[name]
-        except KeyError:
-            raise DriverUnavailable(
-                f"no driver {name!r}", reason=f"driver {name!r} is not installed"
-            ) from None
-
-
 def plugin_with_drivers(
     tmp_path: Path,
     drivers: Mapping[str, type],
@@ -125,6 +74,7 @@ def plugin_with_drivers(
 ) -> ArchiveCorePlugin:
     from archive_core.hooks import Hooks
     from archive_core.policies import load_config
+    from archive_core.registry import FixedRegistry
     from archive_core.site import Site
 
     config = write_config(
@@ -134,7 +84,7 @@ def plugin_with_drivers(
         catalog_url=f"sqlite:///{tmp_path / 'catalog.sqlite'}",
         portal=portal,
     )
-    site = Site(load_config(config), registry=StaticRegistry(drivers), hooks=Hooks())
+    site = Site(load_config(config), registry=FixedRegistry(drivers), hooks=Hooks())
     return ArchiveCorePlugin(config, site=site)
 
 

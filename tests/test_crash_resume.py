@@ -14,7 +14,7 @@ from pathlib import Path
 
 from archive_core.catalog import Catalog
 from archive_core.portal import ArchiveCorePlugin
-from tests.portal_fileset import FileSet
+from archive_core.testing.fileset import FileSet
 from tests.sites import POLICY, files_under, filesys_site
 
 WORKER = Path(__file__).with_name("crash_worker.py")

@@ -115,7 +115,10 @@ def test_plugin_entry_point_that_fails_to_import_is_isolated_in_a_real_process(t
         "plugin 'metrics' from distribution 'acme-metrics 1.1' failed to import: "
         "ModuleNotFoundError: No module named 'prometheus_absent'"
     )
-    assert json.loads(listing) == {"names": ["audit"], "failures": {"metrics": reason}}
+    loaded = json.loads(listing)
+    # In-tree distributions (the tape driver's CLI) contribute plugins of their own.
+    assert "audit" in loaded["names"] and "metrics" not in loaded["names"]
+    assert loaded["failures"] == {"metrics": reason}
     assert f"archive-core plugin 'metrics' could not be loaded: {reason}" in result.stderr
 
 

@@ -18,7 +18,7 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from tests.portal_fileset import FileSet
+from archive_core.testing.fileset import FileSet
 from tests.sites import POLICY, filesys_site
 
 REPO = Path(__file__).resolve().parent.parent

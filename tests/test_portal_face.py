@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from archive_core.catalog import Catalog
 from archive_core.errors import RestoreFailed
 from archive_core.portal import PLUGIN_GUID, ArchiveCorePlugin
-from tests.portal_fileset import FileSet
+from archive_core.testing.fileset import FileSet
 from tests.sites import POLICY, files_under, filesys_site, media
 
 

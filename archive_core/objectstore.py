@@ -1,0 +1,207 @@
+"""A base for drivers whose storage keeps each archived copy as one object under a key.
+
+Object stores, key-value services, a vendor's archive API: anything that can store a stream
+under a key, open it again, and remove it. A subclass fills in `put`, `get` and `remove`
+(and `probe` for readiness); this base does the rest of the contract the same way for all of
+them: keys checked against hostile names, bytes hashed while they move, Portal's sha1
+checked before an upload may complete, restores published atomically and verified, one
+outcome per file with a message an admin can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any, BinaryIO, ClassVar
+
+from archive_core.driver import BaseDriver, Capability
+from archive_core.errors import ArchiveCoreError, CopyNotFound
+from archive_core.model import (
+    ArchiveItem,
+    ArchiveRequest,
+    CopyRef,
+    DeleteRequest,
+    FileOutcome,
+    Readiness,
+    RestoreItem,
+    RestoreRequest,
+    VerifyRequest,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ObjectStoreDriver(BaseDriver):
+    """Archive, restore, delete and verify over `put` / `get` / `remove` of whole objects.
+
+    The contract for the three methods a subclass fills in:
+
+    - `put(key, stream, size)` stores every byte read from `stream` under `key`, reading it to
+      its end. If reading raises (the sha1 did not match, the source changed), `put` must let
+      the exception out and leave nothing under `key`: upload to a temporary key and rename,
+      or use an upload that only completes when the stream ended (S3 multipart, a PUT with
+      a body). An object already under `key` is replaced.
+    - `get(key)` returns a binary stream of the object (closed by the caller); raises
+      `CopyNotFound` (or `FileNotFoundError`, `KeyError`) when there is none.
+    - `remove(key)` deletes the object; an absent object is not an error.
+
+    Anything else they raise fails that one file: `ArchiveCoreError` with its message,
+    `OSError` as retryable, other exceptions logged and reported with their type.
+    """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.ARCHIVE, Capability.RESTORE, Capability.DELETE, Capability.VERIFY}
+    )
+
+    # --- what a subclass fills in ------------------------------------------------------------
+
+    def put(self, key: str, stream: BinaryIO, size: int | None) -> None:
+        """Store all of `stream` under `key`, atomically (see the class docstring)."""
+        raise NotImplementedError(f"{type(self).__name__}.put() is not written yet")
+
+    def get(self, key: str) -> BinaryIO:
+        """Open the object under `key` for reading; CopyNotFound when there is none."""
+        raise NotImplementedError(f"{type(self).__name__}.get() is not written yet")
+
+    def remove(self, key: str) -> None:
+        """Delete the object under `key`; nothing to do when it is absent."""
+        raise NotImplementedError(f"{type(self).__name__}.remove() is not written yet")
+
+    def probe(self) -> Readiness:
+        """Whether the storage answers now, and why not; keep it quick (Portal waits)."""
+        return Readiness.ready()
+
+    # --- what a subclass may change ----------------------------------------------------------
+
+    def key_for(self, item: ArchiveItem) -> str:
+        """The key a file is stored under: Portal's file name by default."""
+        return item.name
+
+    # --- the contract, done once -------------------------------------------------------------
+
+    def check_ready(self) -> Readiness:
+        return self.probe()
+
+    def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
+        for item in request.items:
+            yield self._each(item.key, f"archiving {item.name}", self._archive_one, item, request)
+
+    def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
+        for item in request.items:
+            yield self._each(
+                item.key, f"restoring {item.locator}", self._restore_one, item, request
+            )
+
+    def delete(self, request: DeleteRequest) -> Iterator[FileOutcome]:
+        for item in request.items:
+            yield self._each(item.key, f"deleting {item.locator}", self._delete_one, item, None)
+
+    def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
+        for item in request.items:
+            yield self._each(item.key, f"verifying {item.locator}", self._verify_one, item, request)
+
+    def _archive_one(self, item: ArchiveItem, request: ArchiveRequest) -> FileOutcome:
+        from archive_core import transfer
+
+        key = transfer.check_locator(self.key_for(item), what="object key")
+        path, source = transfer.open_first_readable(item.sources)
+        with source:
+            reader = transfer.HashingReader(
+                source,
+                label=path,
+                expected_sha1=item.sha1,
+                expected_size=source.size,
+                progress=request.progress,
+            )
+            self.put(key, reader, source.size)
+        if reader.digests is None:
+            # The upload stopped before the end, so the sha1 was never checked: whatever it
+            # stored must not stay under the final key.
+            self._remove_quietly(key)
+            raise ArchiveCoreError(
+                f"{type(self).__name__}.put() returned before reading all of {path}; "
+                "the copy was removed."
+            )
+        digests = reader.digests
+        return FileOutcome.success(
+            item.key, locator=key, size=digests.size, sha1=digests.sha1, sha256=digests.sha256
+        )
+
+    def _restore_one(self, item: RestoreItem, request: RestoreRequest) -> FileOutcome:
+        import os
+
+        from archive_core import transfer
+
+        key = transfer.check_locator(item.locator)
+        destination = item.destination
+        if not destination or not os.path.isabs(destination) or "\0" in destination:
+            raise ArchiveCoreError(f"restore destination {destination!r} is not an absolute path")
+        with self._open(key) as stream:
+            digests = transfer.publish_file(
+                stream, destination, expected_sha1=item.sha1, progress=request.progress
+            )
+        return FileOutcome.success(
+            item.key, locator=key, size=digests.size, sha1=digests.sha1, sha256=digests.sha256
+        )
+
+    def _verify_one(self, item: CopyRef, request: VerifyRequest) -> FileOutcome:
+        from archive_core import transfer
+
+        key = transfer.check_locator(item.locator)
+        with self._open(key) as stream:
+            digests = transfer.hash_stream(stream, progress=request.progress)
+        found = {"locator": key, "size": digests.size, "sha1": digests.sha1}
+        expected = item.sha1.strip().lower() if item.sha1 else None
+        if expected and digests.sha1 != expected:
+            return FileOutcome.failure(
+                item.key,
+                f"archived copy {key} hashes to sha1 {digests.sha1}, expected {expected}",
+                **found,
+            )
+        return FileOutcome.success(item.key, sha256=digests.sha256, **found)
+
+    def _delete_one(self, item: CopyRef, _request: None) -> FileOutcome:
+        from archive_core import transfer
+
+        key = transfer.check_locator(item.locator)
+        with contextlib.suppress(CopyNotFound, FileNotFoundError, KeyError):
+            self.remove(key)  # an object already gone counts as deleted
+        return FileOutcome.success(item.key, locator=key)
+
+    def _open(self, key: str) -> BinaryIO:
+        try:
+            return self.get(key)
+        except (FileNotFoundError, KeyError):
+            raise CopyNotFound(
+                f"archived copy {key} does not exist in target {self.context.target}"
+            ) from None
+
+    def _remove_quietly(self, key: str) -> None:
+        try:
+            self.remove(key)
+        except Exception as exc:
+            log.warning("target %s: could not remove %s: %s", self.context.target, key, exc)
+
+    def _each(self, key: str, what: str, work: Any, item: Any, request: Any) -> FileOutcome:
+        """One file's work, its failure turned into that file's outcome."""
+        try:
+            return work(item, request)
+        except ArchiveCoreError as exc:
+            return FileOutcome.failure(key, exc.message, retryable=exc.retryable)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            return FileOutcome.failure(
+                key, f"{what} failed: {exc.strerror or exc}{where}", retryable=True
+            )
+        except NotImplementedError as exc:
+            return FileOutcome.failure(key, f"{what} failed: {exc}")
+        except Exception as exc:
+            log.exception(
+                "policy=%s job=%s target %s: %s failed",
+                getattr(request, "policy", None),
+                getattr(request, "job_id", None),
+                self.context.target,
+                what,
+            )
+            return FileOutcome.failure(key, f"{what} failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,764 @@
+"""The contract every driver proves, as plain check functions over a `Harness`.
+
+Each check raises `ContractViolation` (an AssertionError) with a sentence saying what the
+driver did wrong. The pytest mixin (`DriverContract`) turns each into a test, and
+`check_driver` runs them without pytest. A check names the capabilities it needs and the
+optional input it uses; it is skipped, with the reason, when the driver lacks either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from archive_core.driver import API_VERSION, Capability, DriverContext
+from archive_core.errors import ArchiveCoreError
+from archive_core.testing.harness import KIT_TARGET, Harness
+
+
+class ContractViolation(AssertionError):
+    """A driver broke the contract; the message says how."""
+
+
+@attrs.frozen(kw_only=True)
+class Check:
+    name: str
+    function: Callable[[Harness], None] = attrs.field(repr=False)
+    needs: frozenset[Capability] = frozenset()
+    uses: str | None = None  # a DriverUnderTest field the check needs set
+    doc: str = ""
+
+    def skip_reason(self, harness: Harness) -> str | None:
+        """Why this check does not apply to the driver, or None."""
+        missing = sorted(c.value for c in self.needs - harness.capabilities)
+        if missing:
+            return f"driver {harness.driver_name!r} does not declare {', '.join(missing)}"
+        if self.uses is not None and not getattr(harness.subject, self.uses):
+            return f"no {self.uses} given for driver {harness.driver_name!r}"
+        return None
+
+
+CHECKS: list[Check] = []
+
+
+def check(*needs: Capability, uses: str | None = None) -> Callable[[Callable], Callable]:
+    def register(function: Callable[[Harness], None]) -> Callable[[Harness], None]:
+        CHECKS.append(
+            Check(
+                name=function.__name__,
+                function=function,
+                needs=frozenset(needs),
+                uses=uses,
+                doc=(function.__doc__ or "").strip().splitlines()[0],
+            )
+        )
+        return function
+
+    return register
+
+
+def expect(condition: Any, message: str) -> None:
+    if not condition:
+        raise ContractViolation(message)
+
+
+# --- declarations and configuration ------------------------------------------------------------
+
+
+@check()
+def declares_its_metadata_without_io(h: Harness) -> None:
+    """The class declares name, api version, capabilities and Config; every setting has help."""
+    from archive_core.registry import FixedRegistry
+
+    cls = h.driver_class
+    try:
+        FixedRegistry({h.driver_name: cls}).load(h.driver_name)
+    except ArchiveCoreError as exc:
+        raise ContractViolation(exc.message) from None
+    expect(cls.api_version == API_VERSION, f"api_version is {cls.api_version}, not {API_VERSION}")
+    undocumented = [f.name for f in attrs.fields(cls.Config) if not f.metadata.get("help")]
+    expect(
+        not undocumented,
+        f"settings without help text (declare them with archive_core.setting(help=...)): "
+        f"{', '.join(undocumented)}",
+    )
+    expected = h.subject.expected_capabilities
+    if expected is not None:
+        expect(
+            h.capabilities == frozenset(expected),
+            f"declares {sorted(c.value for c in h.capabilities)}, "
+            f"expected {sorted(c.value for c in expected)}",
+        )
+
+
+@check()
+def construction_does_no_io(h: Harness) -> None:
+    """Building a driver instance opens no file, socket or process: Portal builds them at start."""
+    config = _config_of(h, h.subject.settings)
+    context = DriverContext(target=KIT_TARGET, state_dir=h.workdir / "no-io-state")
+    with _recording_io() as events:
+        instance = h.driver_class(config, context)
+    try:
+        expect(
+            not events,
+            f"{h.driver_class.__name__}(config, context) did I/O: {'; '.join(events[:5])}. "
+            "Connect or open storage in the operations or check_ready(), not in __init__.",
+        )
+        expect(
+            not (h.workdir / "no-io-state").exists(),
+            "the driver created its state directory while being constructed",
+        )
+    finally:
+        instance.close()
+
+
+@check()
+def config_rejects_unknown_settings(h: Harness) -> None:
+    """An unknown setting is refused with its path; the target is not ready; files fail cleanly."""
+    from archive_core.policies import structure
+
+    bad = {**h.subject.settings, "no_such_setting": 1}
+    _, problems = structure(h.driver_class.Config, bad, path=f"targets.{KIT_TARGET}.settings")
+    expect(
+        any(f"targets.{KIT_TARGET}.settings" in p and "no_such_setting" in p for p in problems),
+        f"the unknown setting no_such_setting was not reported with its path: {problems}",
+    )
+    plugin = h.plugin_for(bad)
+    expect(not plugin.is_ready(), "is_ready() is True for a target with an unknown setting")
+    archived, not_archived, error = _archive(plugin, [h.media("a.bin", b"abc")])
+    expect(not archived and len(not_archived) == 1, "a misconfigured target archived a file")
+    expect("no_such_setting" in error, f"the error does not name the bad setting: {error!r}")
+
+
+@check(uses="invalid_settings")
+def invalid_settings_are_refused_with_their_path(h: Harness) -> None:
+    """Each of the author's invalid settings is refused, the message naming the setting's path."""
+    from archive_core.policies import structure
+
+    for settings, text in h.subject.invalid_settings:
+        config, problems = structure(
+            h.driver_class.Config, settings, path=f"targets.{KIT_TARGET}.settings"
+        )
+        expect(config is None, f"settings {dict(settings)!r} were accepted")
+        joined = "; ".join(problems)
+        expect(text in joined, f"refusing {dict(settings)!r} said {joined!r}, without {text!r}")
+        expect(f"targets.{KIT_TARGET}.settings" in joined, f"no setting path in {joined!r}")
+
+
+@check()
+def secrets_never_show(h: Harness) -> None:
+    """Secret settings never appear in repr, errors, logs or results."""
+    secret_fields = [f for f in attrs.fields(h.driver_class.Config) if f.metadata.get("secret")]
+    if not secret_fields:
+        return  # nothing secret to leak
+    values = {f.name: f"kit-secret-{uuid.uuid4().hex}" for f in secret_fields}
+    names = {f.name: f"ARCHIVE_CORE_KIT_SECRET_{f.name.upper()}" for f in secret_fields}
+    saved = {n: os.environ.get(n) for n in names.values()}
+    os.environ.update({names[k]: v for k, v in values.items()})
+    try:
+        settings = {**h.subject.settings, **{k: f"env:{names[k]}" for k in values}}
+        config = _config_of(h, settings)
+        instance = h.driver_class(config, DriverContext(target=KIT_TARGET, state_dir=h.workdir))
+        shown = [repr(config), str(config), repr(instance)]
+        instance.close()
+        from archive_core.policies import structure
+
+        _, problems = structure(
+            h.driver_class.Config, {**settings, "no_such_setting": 1}, path="settings"
+        )
+        shown.extend(problems)
+        with _captured_logs() as records:
+            plugin = h.plugin_for(settings)
+            plugin.is_ready()
+            archived, _, error = _archive(plugin, [h.media("secret.bin", b"s" * 100)])
+            shown.append(error)
+            shown.extend(repr(fs) for fs in archived)
+            if archived and h.supports(Capability.RESTORE):
+                try:
+                    plugin.restore([h.elsewhere(fs) for fs in archived], _policy())
+                except ArchiveCoreError as exc:
+                    shown.append(exc.message)
+        shown.extend(records)
+        for name, value in values.items():
+            leaks = [text for text in shown if value in text]
+            if leaks:
+                where = leaks[0].replace(value, "<the secret>")[:300]
+                raise ContractViolation(f"the secret setting {name} was shown: {where!r}")
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+# --- readiness ---------------------------------------------------------------------------------
+
+
+@check()
+def ready_with_a_reason_when_configured(h: Harness) -> None:
+    """A well configured target is ready, and says why in words."""
+    readiness = h.site().readiness(h.site().policy(_policy()))
+    expect(readiness.ok, f"a well configured target is not ready: {readiness.reason}")
+    expect(readiness.reason.strip(), "check_ready() gave no reason")
+    expect(h.plugin.is_ready(), "is_ready() is False for a well configured target")
+
+
+@check(uses="unreachable_settings")
+def not_ready_with_a_reason_when_unreachable(h: Harness) -> None:
+    """A target whose storage does not answer is not ready, with a reason; files fail cleanly."""
+    plugin = h.plugin_for(h.subject.unreachable_settings or {})
+    site = plugin.site()
+    readiness = site.readiness(site.policy(_policy()))
+    expect(not readiness.ok, "a target whose storage does not answer reports ready")
+    expect(readiness.reason.strip(), "not ready, but no reason given")
+    expect(not plugin.is_ready(), "is_ready() is True for an unreachable target")
+    archived, not_archived, error = _archive(plugin, [h.media("u.bin", b"unreachable")])
+    expect(not archived and len(not_archived) == 1, "a file was archived to unreachable storage")
+    expect(error.strip(), "the failure has no message for the admin")
+
+
+# --- archive and restore ---------------------------------------------------------------------
+
+
+@check(Capability.ARCHIVE, Capability.RESTORE)
+def archive_then_restore_gives_back_equal_bytes_and_sha1(h: Harness) -> None:
+    """Archived files come back byte for byte, with Portal's sha1, as the FileSets Portal passed."""
+    originals = [
+        h.media("clip.mov", os.urandom(300_000)),
+        h.media("notes.txt", b"take 3 is the good one\n"),
+        h.media("empty.wav", b""),
+        h.media("big.mxf", size=h.subject.max_file_size),
+    ]
+    archived, not_archived, error = _archive(h.plugin, originals)
+    expect(not not_archived and error == "", f"archive failed: {error}")
+    expect(len(archived) == len(originals), "archive did not return every FileSet")
+    for before, after in zip(originals, archived, strict=True):
+        expect(type(after) is type(before), "archive returned a type other than Portal's FileSet")
+        expect(
+            after._replace(external_ids=before.external_ids) == before,
+            "archive changed more of a FileSet than its external_ids",
+        )
+        expect(after.external_ids, f"{before.files[0]} came back without external_ids")
+        for text in after.external_ids:
+            expect(
+                text.startswith(f"{h.scheme}://{KIT_TARGET}/"),
+                f"external id {text!r} is not {h.scheme}://{KIT_TARGET}/<locator>",
+            )
+    wanted = [h.elsewhere(fs) for fs in archived]
+    restored = h.plugin.restore(wanted, _policy())
+    expect(list(restored) == wanted, "restore did not return the FileSets it was given")
+    for before, after in zip(originals, wanted, strict=True):
+        data = h.bytes_of(after)
+        expect(data == h.bytes_of(before), f"{after.files[0]} differs from what was archived")
+        expect(hashlib.sha1(data).hexdigest() == before.sha1, "the restored sha1 differs")
+
+
+@check(Capability.ARCHIVE)
+def repeated_archive_is_idempotent(h: Harness) -> None:
+    """Archiving the same FileSets again gives the same external ids and no second copy."""
+    originals = [h.media(f"again{i}.bin", os.urandom(1000 + i)) for i in range(3)]
+    first, _, error = _archive(h.plugin, originals)
+    expect(error == "", f"archive failed: {error}")
+    second, _, error = _archive(h.plugin, originals)
+    expect(error == "", f"archiving again failed: {error}")
+    expect(
+        [fs.external_ids for fs in first] == [fs.external_ids for fs in second],
+        "archiving again gave other external ids",
+    )
+    copies = h.site().catalog.copies(target=KIT_TARGET)
+    expect(len(copies) == len(originals), f"{len(copies)} catalog copies for 3 files")
+    # A fresh site (catalog lost, or another worker) finds the driver's copies by itself.
+    other = h.plugin_for(h.subject.settings)
+    third, _, error = _archive(other, originals)
+    expect(error == "", f"archiving from a second site failed: {error}")
+    expect(
+        [fs.external_ids for fs in third] == [fs.external_ids for fs in first],
+        "a second site archived the same files under other external ids",
+    )
+
+
+@check(Capability.ARCHIVE, Capability.RESTORE)
+def items_sharing_bytes_get_copies_of_their_own(h: Harness) -> None:
+    """Two items whose files hold the same bytes (one sha1) are archived as two copies."""
+    content = os.urandom(4000)
+    first, second = h.media("shared.mov", content), h.media("shared.mov", content)
+    archived, _, error = _archive(h.plugin, [first, second])
+    expect(error == "", f"archive failed: {error}")
+    expect(
+        archived[0].external_ids != archived[1].external_ids,
+        f"items {first.item_id} and {second.item_id} share one copy: {archived[0].external_ids}",
+    )
+    if h.supports(Capability.DELETE):  # removing one item's copy must leave the other's
+        h.plugin.delete([archived[0]], _policy())
+    wanted = h.elsewhere(archived[1])
+    h.plugin.restore([wanted], _policy())
+    expect(h.bytes_of(wanted) == content, "the second item's copy came back different")
+
+
+@check(Capability.ARCHIVE)
+def partial_failure_is_returned_as_not_archived(h: Harness) -> None:
+    """Bad files of a batch come back in not_archived with reasons; the good ones are archived."""
+    good = [h.media("good1.bin", b"1" * 500), h.media("good2.bin", b"2" * 500)]
+    missing = h.media("gone.bin", b"will be removed")
+    os.unlink(missing.files[0])
+    wrong = h.media("wrong.bin", b"bytes that are not what Portal hashed")._replace(
+        sha1=hashlib.sha1(b"other bytes").hexdigest()
+    )
+    batch = [good[0], missing, wrong, good[1]]
+    try:
+        archived, not_archived, error = _archive(h.plugin, batch)
+    except Exception as exc:
+        raise ContractViolation(f"archive raised for a partial failure: {exc!r}") from None
+    expect(len(archived) == 2 and all(fs.external_ids for fs in archived), "good files failed")
+    expect(not_archived == [missing, wrong], "not_archived is not exactly the two bad FileSets")
+    for bad in (missing, wrong):
+        expect(bad.files[0] in error, f"the error does not name {bad.files[0]}: {error!r}")
+    expect("Traceback" not in error, "the error shown to the admin holds a Python traceback")
+
+
+@check(Capability.RESTORE)
+def restore_of_a_missing_copy_raises_an_admin_readable_error(h: Harness) -> None:
+    """Restoring a copy that is not there raises one error naming the file and the copy."""
+    sha1 = hashlib.sha1(b"never archived").hexdigest()
+    locator = f"never-archived_VX-404_{sha1}.bin"
+    missing = h.media("never.bin", b"never archived")._replace(
+        external_ids=[f"{h.scheme}://{KIT_TARGET}/{locator}"]
+    )
+    target = h.elsewhere(missing)
+    try:
+        h.plugin.restore([target], _policy())
+    except ArchiveCoreError as exc:
+        message = exc.message
+        expect(target.files[0] in message, f"the error does not name the file: {message!r}")
+        expect(locator in message, f"the error does not name the copy: {message!r}")
+        expect("Traceback" not in message, "the error holds a Python traceback")
+    except Exception as exc:
+        raise ContractViolation(
+            f"restore raised {type(exc).__name__}, not an archive-core error with a message "
+            f"for the admin: {exc}"
+        ) from None
+    else:
+        raise ContractViolation("restore of a copy that does not exist did not raise")
+    expect(not os.path.exists(target.files[0]), "a failed restore left a file behind")
+
+
+@check(Capability.ARCHIVE, Capability.DELETE)
+def delete_removes_the_copy(h: Harness) -> None:
+    """Delete removes every copy and returns the FileSets; deleting again is not an error."""
+    archived, _, error = _archive(h.plugin, [h.media("doomed.bin", os.urandom(2000))])
+    expect(error == "", f"archive failed: {error}")
+    deleted = h.plugin.delete(archived, _policy())
+    expect(list(deleted) == archived, "delete did not return the deleted FileSets")
+    expect(not h.site().catalog.copies(target=KIT_TARGET), "the catalog still lists the copy")
+    if h.supports(Capability.RESTORE):
+        try:
+            h.plugin.restore([h.elsewhere(fs) for fs in archived], _policy())
+        except ArchiveCoreError:
+            pass
+        else:
+            raise ContractViolation("a deleted copy could still be restored")
+    again = h.plugin.delete(archived, _policy())
+    expect(list(again) == archived, "deleting an already deleted copy failed")
+
+
+@check(Capability.ARCHIVE, Capability.VERIFY)
+def verify_reads_back_what_was_archived(h: Harness) -> None:
+    """Verify reads each archived copy back and finds Portal's sha1."""
+    archived, _, error = _archive(
+        h.plugin, [h.media("v1.bin", os.urandom(5000)), h.media("v2.bin", b"")]
+    )
+    expect(error == "", f"archive failed: {error}")
+    verified, failed, error = h.plugin.verify(archived, _policy())
+    expect(not failed and len(verified) == 2, f"verify failed: {error}")
+
+
+@check(Capability.ARCHIVE, Capability.BULK)
+def a_bulk_batch_of_many_files_is_archived_in_one_call(h: Harness) -> None:
+    """A bulk policy takes hundreds of FileSets in one call."""
+    batch = [h.media(f"bulk{i:04d}.bin", os.urandom(64)) for i in range(300)]
+    archived, not_archived, error = _archive(h.plugin, batch)
+    expect(len(archived) == 300 and not not_archived, f"bulk archive failed: {error[:500]}")
+    policies = {p["uuid"]: p for p in h.plugin.get_policies()}
+    expect(policies[_policy()]["bulk_support"], "a bulk policy is not offered as bulk to Portal")
+
+
+@check(Capability.ARCHIVE, Capability.RESTORE)
+def awkward_file_sets_round_trip(h: Harness) -> None:
+    """Unicode, spaces, deep folders, empty and large sparse files, shared content, big batches."""
+    from hypothesis import HealthCheck, given, settings
+
+    from archive_core.testing.strategies import batches
+
+    @settings(
+        max_examples=h.subject.examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(batches(h.subject.max_file_size))
+    def round_trip(specs: list[Any]) -> None:
+        originals = [spec.on(h) for spec in specs]
+        archived, not_archived, error = _archive(h.plugin, originals)
+        expect(not not_archived, f"archive failed: {error}")
+        ids = [fs.external_ids for fs in archived]
+        expect(len({tuple(i) for i in ids}) == len(ids), "two files got the same external id")
+        wanted = [h.elsewhere(fs) for fs in archived]
+        h.plugin.restore(wanted, _policy())
+        for before, after in zip(originals, wanted, strict=True):
+            expect(
+                h.bytes_of(after) == h.bytes_of(before),
+                f"{before.files[0]} came back different",
+            )
+
+    round_trip()
+
+
+# --- hostile names -----------------------------------------------------------------------------
+
+HOSTILE_ITEM_IDS = ["../../../escaped", "/absolute", "a/../../..", "..", "VX-1/../../x", "x\0y"]
+
+
+@check(Capability.ARCHIVE)
+def hostile_names_never_escape_the_target(h: Harness) -> None:
+    """Item ids and names with '..', '/', NUL or 255 bytes are stored safely or refused per file."""
+    before = _tree(h.base)
+    batch = [h.media("clip.mov", b"hostile", item_id=item) for item in HOSTILE_ITEM_IDS]
+    batch.append(h.media("n" * 255, b"long name"))
+    batch.append(h.media("..data", b"dots"))
+    archived, not_archived, error = _archive(h.plugin, batch)
+    expect(len(archived) + len(not_archived) == len(batch), "a FileSet went missing")
+    for fs in not_archived:
+        expect(fs.files[0] in error, f"a refused file is not named in the error: {error!r}")
+    _expect_nothing_escaped(h, before)
+
+
+@check(Capability.RESTORE)
+def hostile_external_ids_never_read_outside_the_target(h: Harness) -> None:
+    """External ids that climb out of the target fail to restore and read nothing outside it."""
+    planted = h.base / "level-1" / "planted.txt"
+    planted.write_bytes(b"outside the archive")
+    hostile = [
+        "../../planted.txt",
+        "../../../level-1/planted.txt",
+        "%2E%2E/%2E%2E/planted.txt",
+        "a/../../../planted.txt",
+        f"/{planted}",
+        str(planted),
+    ]
+    for locator in hostile:
+        target = h.elsewhere(h.media("restore.bin", b"x"))._replace(
+            external_ids=[f"{h.scheme}://{KIT_TARGET}/{locator}"]
+        )
+        try:
+            h.plugin.restore([target], _policy())
+        except ArchiveCoreError:
+            pass
+        else:
+            if Path(target.files[0]).read_bytes() == planted.read_bytes():
+                raise ContractViolation(f"external id locator {locator!r} read {planted}")
+
+
+# --- faults at the author's seams ------------------------------------------------------------
+
+
+@check(Capability.ARCHIVE, uses="write_seam")
+def a_failing_write_fails_only_that_file(h: Harness) -> None:
+    """An I/O error on one write fails that file alone, retryably, with no copy left for it."""
+    from archive_core.testing import faults
+
+    owner, attribute = h.subject.write_seam  # type: ignore[misc]
+    batch = [h.media(f"w{i}.bin", os.urandom(3000)) for i in range(3)]
+    with faults.injected(owner, attribute, faults.fail_on_call(2)) as fault:
+        archived, not_archived, error = _archive(h.plugin, batch)
+    expect(fault.calls >= 2, f"the write seam {attribute} was called {fault.calls} times")
+    expect(len(not_archived) == 1, f"{len(not_archived)} files failed, expected exactly one")
+    expect(not_archived[0].files[0] in error, f"the failed file is not named: {error!r}")
+    archived_again, failed_again, error = _archive(h.plugin, not_archived)
+    expect(not failed_again, f"the failed file could not be archived afterwards: {error}")
+    _expect_restorable(h, [*archived, *archived_again], batch)
+
+
+@check(Capability.ARCHIVE, uses="read_seam")
+def a_truncated_read_is_caught_by_the_sha1_check(h: Harness) -> None:
+    """A source that ends early never becomes an archived copy."""
+    from archive_core.testing import faults
+
+    owner, attribute = h.subject.read_seam  # type: ignore[misc]
+    victim = h.media("cut.bin", os.urandom(200_000))
+    with faults.injected(owner, attribute, faults.truncate(after=50_000)):
+        archived, not_archived, error = _archive(h.plugin, [victim])
+    expect(not archived and not_archived == [victim], "a truncated read was archived")
+    expect(victim.files[0] in error, f"the failure does not name the file: {error!r}")
+    expect(not h.site().catalog.copies(target=KIT_TARGET), "the catalog records the bad copy")
+    archived, _, error = _archive(h.plugin, [victim])
+    expect(archived, f"after the fault the file could not be archived: {error}")
+    _expect_restorable(h, archived, [victim])
+
+
+@check(Capability.ARCHIVE, uses="read_seam")
+def a_transient_read_error_is_retried_or_reported_retryable(h: Harness) -> None:
+    """A connection reset while reading either is retried or fails the file with its reason."""
+    from archive_core.testing import faults
+
+    owner, attribute = h.subject.read_seam  # type: ignore[misc]
+    victim = h.media("flaky.bin", os.urandom(10_000))
+    with faults.injected(owner, attribute, faults.transient(failures=1)):
+        archived, _, error = _archive(h.plugin, [victim])
+    if archived:
+        _expect_restorable(h, archived, [victim])
+    else:
+        expect(victim.files[0] in error, f"the failure does not name the file: {error!r}")
+        expect("Traceback" not in error, "the error holds a Python traceback")
+
+
+# --- running the checks ------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    name: str
+    outcome: str  # passed, failed, skipped, xfailed (known failure), xpassed (no longer fails)
+    message: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ConformanceReport:
+    """What `check_driver` found: one result per check."""
+
+    driver: str
+    results: tuple[CheckResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.outcome in ("failed", "xpassed") for r in self.results)
+
+    def outcome(self, name: str) -> str:
+        return next(r.outcome for r in self.results if r.name == name)
+
+    def __str__(self) -> str:
+        width = max(len(r.name) for r in self.results)
+        lines = [f"conformance of driver {self.driver!r}: {'ok' if self.ok else 'FAILED'}"]
+        for r in self.results:
+            note = f"  {r.message}" if r.message else ""
+            lines.append(f"  {r.outcome:8} {r.name.ljust(width)}{note}")
+        return "\n".join(lines)
+
+
+def run_check(item: Check, harness: Harness) -> CheckResult:
+    """Run one check with its gating and the known-failures table applied."""
+    reason = item.skip_reason(harness)
+    if reason is not None:
+        return CheckResult(name=item.name, outcome="skipped", message=reason)
+    known = harness.subject.known_failures.get(item.name)
+    try:
+        item.function(harness)
+    except Exception as exc:  # the check's own AssertionError, or the driver breaking
+        message = str(exc) if isinstance(exc, ContractViolation) else f"{type(exc).__name__}: {exc}"
+        if known is not None:
+            return CheckResult(name=item.name, outcome="xfailed", message=known)
+        return CheckResult(name=item.name, outcome="failed", message=message)
+    if known is not None:
+        return CheckResult(
+            name=item.name,
+            outcome="xpassed",
+            message=f"listed as a known failure ({known}) but passes: take it off the list",
+        )
+    return CheckResult(name=item.name, outcome="passed")
+
+
+def check_driver(
+    factory: type,
+    config: dict[str, Any],
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    only: Sequence[str] | None = None,
+    **options: Any,
+) -> ConformanceReport:
+    """Run the whole contract against driver class `factory` with settings `config`.
+
+    For runners other than pytest. `options` are the other fields of `DriverUnderTest`
+    (storage, unreachable_settings, invalid_settings, expected_capabilities, max_file_size,
+    write_seam, read_seam, known_failures, examples). Every check gets a scratch directory
+    of its own under `workdir` (default: a temporary directory, removed afterwards).
+    """
+    import tempfile
+
+    from archive_core.testing.harness import DriverUnderTest
+
+    unknown = set(options.get("known_failures", {})) - {c.name for c in CHECKS}
+    if unknown:
+        raise ValueError(f"known_failures names checks the kit does not have: {sorted(unknown)}")
+    subject = DriverUnderTest(driver_class=factory, settings=config, **options)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="archive-core-kit-", dir=workdir) as scratch:
+        for number, item in enumerate(CHECKS):
+            if only is not None and item.name not in only:
+                continue
+            harness = Harness(subject, Path(scratch) / f"{number:02d}-{item.name}")
+            try:
+                results.append(run_check(item, harness))
+            finally:
+                harness.close()
+    return ConformanceReport(driver=getattr(factory, "name", repr(factory)), results=tuple(results))
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _policy() -> str:
+    from archive_core.testing.harness import KIT_POLICY
+
+    return KIT_POLICY
+
+
+def _archive(plugin: Any, file_sets: list[Any]) -> tuple[list[Any], list[Any], str]:
+    from archive_core.testing.harness import KIT_POLICY
+
+    result = plugin.archive(file_sets, KIT_POLICY, f"kit-{uuid.uuid4().hex[:8]}")
+    expect(
+        isinstance(result, tuple) and len(result) == 4,
+        f"archive() returned {type(result).__name__}, not Portal's 4-tuple",
+    )
+    archived, not_archived, error, extra = result
+    expect(isinstance(error, str) and isinstance(extra, dict), "archive()'s 4-tuple is malformed")
+    return list(archived), list(not_archived), error
+
+
+def _config_of(h: Harness, settings: Any) -> Any:
+    from archive_core.policies import structure
+
+    config, problems = structure(
+        h.driver_class.Config, settings, path=f"targets.{KIT_TARGET}.settings"
+    )
+    expect(config is not None, f"the kit's valid settings were refused: {'; '.join(problems)}")
+    return config
+
+
+def _tree(base: Path) -> set[str]:
+    return {str(p.relative_to(base)) for p in base.rglob("*")}
+
+
+def _expect_nothing_escaped(h: Harness, before: set[str]) -> None:
+    """Every path new under `base` is inside the driver's storage or the kit's own folders."""
+    allowed = [h.workdir]
+    if h.subject.storage is not None:
+        allowed.append(Path(h.subject.storage))
+    for name in sorted(_tree(h.base) - before):
+        path = h.base / name
+        if not any(path == a or a in path.parents for a in allowed):
+            raise ContractViolation(f"a hostile name wrote {path}, outside the target")
+    storage = h.subject.storage
+    if storage is not None:
+        real = os.path.realpath(storage)
+        for directory, _, files in os.walk(storage):
+            for file in files:
+                resolved = os.path.realpath(os.path.join(directory, file))
+                expect(
+                    resolved == real or resolved.startswith(real + os.sep),
+                    f"{os.path.join(directory, file)} resolves outside the storage",
+                )
+
+
+def _expect_restorable(h: Harness, archived: list[Any], originals: list[Any]) -> None:
+    if not h.supports(Capability.RESTORE):
+        return
+    by_sha1 = {fs.sha1: h.bytes_of(fs) for fs in originals}
+    wanted = [h.elsewhere(fs) for fs in archived]
+    h.plugin.restore(wanted, _policy())
+    for fs in wanted:
+        expect(h.bytes_of(fs) == by_sha1[fs.sha1], f"{fs.files[0]} came back different")
+
+
+_recording: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "archive_core_kit_io", default=None
+)
+_IO_EVENTS = (
+    "open",
+    "os.listdir",
+    "os.scandir",
+    "os.mkdir",
+    "os.remove",
+    "os.rename",
+    "os.rmdir",
+    "os.truncate",
+    "os.chmod",
+    "os.chown",
+    "os.link",
+    "os.symlink",
+    "os.system",
+    "os.posix_spawn",
+    "os.exec",
+    "os.fork",
+    "subprocess.Popen",
+    "socket.connect",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "sqlite3.connect",
+    "shutil.copyfile",
+    "shutil.rmtree",
+)
+_hook_installed = False
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    events = _recording.get()
+    if events is None or event not in _IO_EVENTS:
+        return
+    if event == "open" and args and _is_code(args[0]):
+        return  # the import machinery reading a module is not the driver doing I/O
+    shown = ", ".join(repr(a) for a in args[:2])
+    events.append(f"{event}({shown})")
+
+
+def _is_code(path: Any) -> bool:
+    text = os.fsdecode(path) if isinstance(path, str | bytes | os.PathLike) else ""
+    if text.endswith((".py", ".pyc", ".so", ".pth", ".pyd")):
+        return True
+    return any(text.startswith(entry) for entry in sys.path if entry and os.path.isabs(entry))
+
+
+@contextlib.contextmanager
+def _recording_io() -> Iterator[list[str]]:
+    global _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_audit)  # audit hooks cannot be removed; this one is idle when unused
+        _hook_installed = True
+    events: list[str] = []
+    token = _recording.set(events)
+    try:
+        yield events
+    finally:
+        _recording.reset(token)
+
+
+@contextlib.contextmanager
+def _captured_logs() -> Iterator[list[str]]:
+    """Every log record emitted meanwhile (any logger, any level), as formatted text."""
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Collect(level=logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
