@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from collections import namedtuple
 from collections.abc import Iterable, Sequence
@@ -121,10 +122,22 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) ->
 # --- inspection --------------------------------------------------------------------------------
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def drivers(as_json: bool) -> None:
-    """Installed drivers: distribution, version, API version, capabilities, status."""
+@click.pass_context
+def drivers(ctx: click.Context, as_json: bool) -> None:
+    """Installed drivers: distribution, version, API version, capabilities, status.
+
+    With a command instead, work on drivers: `drivers new NAME` starts a new one.
+    """
+    if ctx.invoked_subcommand is not None:
+        if as_json:
+            raise click.UsageError("--json applies to the listing of drivers, not to a command")
+        return
+    _list_drivers(as_json)
+
+
+def _list_drivers(as_json: bool) -> None:
     from archive_core.registry import default_registry
 
     states = default_registry().states(load=True)
@@ -162,6 +175,58 @@ def drivers(as_json: bool) -> None:
             for r in rows
         ],
     )
+
+
+@drivers.command("new")
+@click.argument("name")
+@click.option(
+    "--directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    metavar="DIR",
+    help="Where to create the distribution's directory. Default: the current directory.",
+)
+def new_driver(name: str, directory: Path) -> None:
+    """Start a new driver distribution, ready for the conformance kit.
+
+    NAME is the driver's name: a lowercase letter, then lowercase letters, digits or '_'.
+
+    Writes DIR/archive-core-driver-NAME/ (with '_' as '-'): a pyproject with the entry point
+    and the archive-core range, the driver package, a conformance test module and a README.
+    Never overwrites: an existing directory is refused.
+    """
+    from archive_core import scaffold
+
+    try:
+        names = scaffold.names_for(name)
+    except scaffold.InvalidDriverName as exc:
+        raise click.BadParameter(exc.message, param_hint="NAME") from None
+    created = scaffold.scaffold(name, directory)
+    click.echo(f"Created the driver distribution {created}:")
+    for path in sorted(p for p in created.rglob("*") if p.is_file()):
+        click.echo(f"  {path}")
+    package = created / names.package
+    methods = ", ".join(f"{m}()" for m in scaffold.MARKED_METHODS)
+    click.echo("Next steps:")
+    click.echo(f"  1. Fill in the methods marked FILL IN in {package / 'driver.py'}: {methods}.")
+    click.echo(f"  2. pip install -e {shlex.quote(f'{created}[testing]')}")
+    click.echo(f"  3. pytest {shlex.quote(str(created))}")
+    _warn_if_name_is_taken(name)
+
+
+def _warn_if_name_is_taken(name: str) -> None:
+    """Say so when an installed distribution already registers driver `name`."""
+    from archive_core.registry import default_registry
+
+    taken = [e.source for e in default_registry().entries() if e.name == name]
+    if taken:
+        click.secho(
+            f"warning: an installed distribution already registers a driver named {name!r} "
+            f"({', '.join(taken)}). Two drivers of one name are refused at discovery: "
+            f"rename the new one before installing it next to that one.",
+            fg="yellow",
+            err=True,
+        )
 
 
 @main.command()
