@@ -6,8 +6,6 @@ import inspect
 import re
 from pathlib import Path
 
-import pytest
-
 from archive_core.driver import Capability
 from archive_core.hooks import HookSpecs
 from archive_core.testing import CHECKS
@@ -54,9 +52,3 @@ def test_every_kit_fixture_an_author_may_override_is_documented() -> None:
     assert fixtures, "no fixtures found on DriverContract (pytest changed how it marks them?)"
     missing = fixtures - table_names(section("The conformance kit"))
     assert not missing, f"kit fixtures missing from the guide: {sorted(missing)}"
-
-
-@pytest.mark.parametrize("name", ["docs-example: fill-in"])
-def test_the_worked_example_code_is_in_the_guide(name: str) -> None:
-    blocks = re.findall(r"```python\n# (docs-example: [a-z-]+)\n", GUIDE.read_text("utf-8"))
-    assert name in blocks

@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -329,55 +330,52 @@ def _imported_driver(top: Path, name: str) -> Iterator[type]:
             del sys.modules[loaded]
 
 
-#: Directory-backed bodies for the marked methods, as an author would write them.
-FILLED_IN = {
-    "put": """
-        import contextlib
-        import os
-        import shutil
-        import tempfile
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "writing-drivers.md"
 
-        path = os.path.join(self.config.location, key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.config.location, prefix=".put-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                shutil.copyfileobj(stream, out)
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-    """,
-    "get": """
-        import os
 
-        return open(os.path.join(self.config.location, key), "rb")
-    """,
-    "remove": """
-        import contextlib
-        import os
+def _guide_example() -> tuple[list[str], dict[str, str]]:
+    """The worked example's fill-in from docs/writing-drivers.md: its imports, each method's body.
 
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.config.location, key))
-    """,
-}
+    The test fills the scaffold in with exactly what the guide tells authors to write.
+    """
+    text = GUIDE.read_text(encoding="utf-8")
+    match = re.search(r"```python\n# docs-example: fill-in\n(.*?)```", text, re.S)
+    assert match, "the guide lost its worked example (docs-example: fill-in)"
+    code = match.group(1)
+    lines = code.splitlines()
+    tree = ast.parse(code)
+    imports = [
+        ast.get_source_segment(code, node) or ""
+        for node in tree.body
+        if isinstance(node, ast.Import)
+    ]
+    [klass] = [node for node in tree.body if isinstance(node, ast.ClassDef)]
+    bodies = {
+        node.name: textwrap.dedent("\n".join(lines[node.body[0].lineno - 1 : node.end_lineno]))
+        for node in klass.body
+        if isinstance(node, ast.FunctionDef)
+    }
+    return imports, bodies
 
 
 def _fill_in(top: Path, name: str) -> None:
-    """Replace each marker comment and its raise with the body from FILLED_IN."""
+    """Replace each marker comment and its raise with the guide's body; add its imports."""
     names = names_for(name)
     path = top / names.package / "driver.py"
+    imports, bodies = _guide_example()
+    assert sorted(bodies) == sorted(MARKED_METHODS), "the guide fills in other methods"
     lines = path.read_text().splitlines(keepends=True)
-    statements = [_method("".join(lines), f"{names.camel}Driver", m).body[-1] for m in FILLED_IN]
+    statements = [_method("".join(lines), f"{names.camel}Driver", m).body[-1] for m in bodies]
     # Bottom up, so that earlier line numbers stay right.
     for method, statement in sorted(
-        zip(FILLED_IN, statements, strict=True), key=lambda pair: -pair[1].lineno
+        zip(bodies, statements, strict=True), key=lambda pair: -pair[1].lineno
     ):
         marker = statement.lineno - 2
         assert lines[marker].strip() == f"# FILL IN: {method}"
-        body = textwrap.indent(textwrap.dedent(FILLED_IN[method]).strip("\n"), " " * 8) + "\n"
+        body = textwrap.indent(bodies[method].strip("\n"), " " * 8) + "\n"
         lines[marker : statement.end_lineno] = [body]
+    future = lines.index("from __future__ import annotations\n")
+    lines[future + 1 : future + 1] = ["\n", *(f"{line}\n" for line in imports)]
     path.write_text("".join(lines))
 
 

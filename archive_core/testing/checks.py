@@ -325,6 +325,7 @@ def partial_failure_is_returned_as_not_archived(h: Harness) -> None:
     for bad in (missing, wrong):
         expect(bad.files[0] in error, f"the error does not name {bad.files[0]}: {error!r}")
     expect("Traceback" not in error, "the error shown to the admin holds a Python traceback")
+    _expect_nothing_stored_for(h, wrong)
 
 
 @check(Capability.RESTORE)
@@ -501,6 +502,7 @@ def a_truncated_read_is_caught_by_the_sha1_check(h: Harness) -> None:
     expect(not archived and not_archived == [victim], "a truncated read was archived")
     expect(victim.files[0] in error, f"the failure does not name the file: {error!r}")
     expect(not h.site().catalog.copies(target=KIT_TARGET), "the catalog records the bad copy")
+    _expect_nothing_stored_for(h, victim)
     archived, _, error = _archive(h.plugin, [victim])
     expect(archived, f"after the fault the file could not be archived: {error}")
     _expect_restorable(h, archived, [victim])
@@ -547,7 +549,7 @@ class ConformanceReport:
         return next(r.outcome for r in self.results if r.name == name)
 
     def __str__(self) -> str:
-        width = max(len(r.name) for r in self.results)
+        width = max((len(r.name) for r in self.results), default=0)
         lines = [f"conformance of driver {self.driver!r}: {'ok' if self.ok else 'FAILED'}"]
         for r in self.results:
             note = f"  {r.message}" if r.message else ""
@@ -596,9 +598,12 @@ def check_driver(
 
     from archive_core.testing.harness import DriverUnderTest
 
-    unknown = set(options.get("known_failures", {})) - {c.name for c in CHECKS}
-    if unknown:
-        raise ValueError(f"known_failures names checks the kit does not have: {sorted(unknown)}")
+    names = {c.name for c in CHECKS}
+    for what, given in (("known_failures", options.get("known_failures", {})), ("only", only)):
+        unknown = set(given or ()) - names
+        if unknown:
+            raise ValueError(f"{what} names checks the kit does not have: {sorted(unknown)}")
+    options.setdefault("read_seam", default_read_seam(factory))
     subject = DriverUnderTest(driver_class=factory, settings=config, **options)
     results = []
     with tempfile.TemporaryDirectory(prefix="archive-core-kit-", dir=workdir) as scratch:
@@ -611,6 +616,17 @@ def check_driver(
             finally:
                 harness.close()
     return ConformanceReport(driver=getattr(factory, "name", repr(factory)), results=tuple(results))
+
+
+def default_read_seam(driver_class: type) -> tuple[Any, str] | None:
+    """Where a driver reads sources, when the kit knows: ObjectStoreDriver reads them all
+    through `transfer.RegularFile.readinto`."""
+    from archive_core import transfer
+    from archive_core.objectstore import ObjectStoreDriver
+
+    if isinstance(driver_class, type) and issubclass(driver_class, ObjectStoreDriver):
+        return (transfer.RegularFile, "readinto")
+    return None
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -668,6 +684,40 @@ def _expect_nothing_escaped(h: Harness, before: set[str]) -> None:
                     resolved == real or resolved.startswith(real + os.sep),
                     f"{os.path.join(directory, file)} resolves outside the storage",
                 )
+
+
+def _expect_nothing_stored_for(h: Harness, file_set: Any) -> None:
+    """A file that failed left nothing behind: no object under its key, no file named for it."""
+    from archive_core.model import ArchiveItem
+    from archive_core.naming import archive_name
+    from archive_core.objectstore import ObjectStoreDriver
+
+    tag = f"_{file_set.item_id}_{file_set.sha1}"
+    if h.subject.storage is not None:
+        for directory, _, files in os.walk(h.subject.storage):
+            leftover = [f for f in files if tag in f]
+            if leftover:
+                raise ContractViolation(
+                    f"a failed file left {os.path.join(directory, leftover[0])}"
+                )
+    if issubclass(h.driver_class, ObjectStoreDriver):
+        config = _config_of(h, h.subject.settings)
+        driver = h.driver_class(config, DriverContext(target=KIT_TARGET, state_dir=h.workdir))
+        name = archive_name(file_set.files[0], item_id=file_set.item_id, sha1=file_set.sha1)
+        key = driver.key_for(
+            ArchiveItem(key="0", sources=file_set.files, name=name, item_id=file_set.item_id)
+        )
+        try:
+            driver.get(key).close()
+        except (ArchiveCoreError, FileNotFoundError, KeyError):
+            pass
+        else:
+            raise ContractViolation(
+                f"put() left an object under {key!r} for a file whose upload failed: put must "
+                "store nothing when reading its stream raises"
+            )
+        finally:
+            driver.close()
 
 
 def _expect_restorable(h: Harness, archived: list[Any], originals: list[Any]) -> None:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import pytest
 
 from archive_core.driver import Capability
-from archive_core.testing.checks import CHECKS, Check
+from archive_core.testing.checks import CHECKS, Check, default_read_seam
 from archive_core.testing.harness import DriverUnderTest, Harness, MiB
 
 
@@ -119,9 +119,12 @@ class DriverContract:
         return None
 
     @pytest.fixture
-    def read_seam(self) -> tuple[Any, str] | None:
-        """(object, attribute) of what the driver calls to read a source's bytes; None skips."""
-        return None
+    def read_seam(self, driver_class: type) -> tuple[Any, str] | None:
+        """(object, attribute) of what the driver calls to read a source's bytes; None skips.
+
+        Known for ObjectStoreDriver subclasses; others name theirs.
+        """
+        return default_read_seam(driver_class)
 
     @pytest.fixture
     def examples(self) -> int:
