@@ -1093,25 +1093,16 @@ def sync_staged(staged: Sequence[StagedFile]) -> list[TransferFailed | None]:
 
 
 def publish_staged(
-    staged: Sequence[StagedFile],
-    *,
-    sync: bool = True,
-    synced: Sequence[TransferFailed | None] | None = None,
+    staged: Sequence[StagedFile], *, sync: bool = True
 ) -> list[TransferFailed | None]:
     """Publish staged files under their final names, durably, with one sync for the batch.
 
-    Order: `sync_staged` (skipped when its result is passed as `synced`, e.g. because it
-    ran in the background), then every rename, then one fsync per distinct directory.
+    Order: `sync_staged`, then every rename, then one fsync per distinct directory.
     Returns, aligned with `staged`, None for each file published or the error that kept it
     back (its temporary file is removed). `sync=False` skips the syncs (faster, not
     crash-safe).
     """
-    if synced is not None:
-        results = list(synced)
-    elif sync:
-        results = sync_staged(staged)
-    else:
-        results = [None] * len(staged)
+    results = sync_staged(staged) if sync else [None] * len(staged)
     for index, item in enumerate(staged):
         if results[index] is not None:
             item.discard()

@@ -72,7 +72,7 @@ class TestMemoryDriver(DriverContract):
         return (transfer.RegularFile, "readinto")
 
 
-class TestMinimalDriver(DriverContract):
+class TestMinimalDriver(TestMemoryDriver):
     """No optional capability: delete, verify and bulk checks are skipped, the rest pass."""
 
     @pytest.fixture
@@ -80,14 +80,8 @@ class TestMinimalDriver(DriverContract):
         return MinimalDriver
 
     @pytest.fixture
-    def storage(self) -> Iterator[str]:
-        bucket = create_bucket()
-        yield bucket
-        drop_bucket(bucket)
-
-    @pytest.fixture
-    def driver_settings(self, storage: str) -> dict[str, Any]:
-        return {"bucket": storage}
+    def expected_capabilities(self) -> frozenset[Capability]:
+        return frozenset({Capability.ARCHIVE, Capability.RESTORE})
 
 
 # --- the function form, and drivers that break the contract ------------------------------------
