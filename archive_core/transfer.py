@@ -52,6 +52,7 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOCTTY = getattr(os, "O_NOCTTY", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 
 #: How many times a temporary file is re-tried when its directory vanished under it (a
 #: concurrent delete removed the empty layout directory between mkdir and open).
@@ -593,12 +594,14 @@ def safe_join(root: str | os.PathLike[str], locator: str, *, what: str = "locato
 
 
 def safe_lookup(
-    root: str | os.PathLike[str], locator: str, *, what: str = "locator"
+    root: str | os.PathLike[str], locator: str, *, what: str = "locator", look: bool = True
 ) -> tuple[str, os.stat_result | None]:
     """`safe_join` for hot paths: the path as a string, and the lstat of its last component.
 
     The lstat is None when nothing exists there yet; callers that would stat the path next
     (is there a copy already?) save that call, which counts over thousands of small files.
+    With `look=False` the last component is not looked at at all (None): for a caller
+    that will only ever create it without following links (an O_EXCL create, a link).
     """
     parts = _locator_parts(locator, what=what, root=os.fspath(root))
     base = os.fspath(root)
@@ -608,6 +611,8 @@ def safe_lookup(
     final: os.stat_result | None = None
     for index, part in enumerate(parts):
         current = os.path.join(current, part)
+        if index == last and not look:
+            return current, None
         try:
             info = os.lstat(current)
         except OSError:
@@ -739,24 +744,53 @@ def open_first_readable(
 # --- atomic publish --------------------------------------------------------------------------
 
 
-@attrs.frozen(kw_only=True)
-class StagedFile:
-    """Bytes written and checked under a temporary name beside their destination.
+class _Unnamed:
+    """An open file without a name (O_TMPFILE) in its destination's directory.
 
-    Nothing is visible under `destination` until `publish_staged` renames it; `discard`
-    removes the temporary file. Paths are plain strings: thousands of these are made per
-    batch, and Path objects would be most of their cost.
+    Nothing about it is visible in the directory until it is linked there, and a process
+    that dies holding it leaves nothing behind: the kernel frees it. It also spares the
+    directory the temporary name's entry and the rename's second update.
     """
 
-    temp: str
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+@attrs.frozen(kw_only=True)
+class StagedFile:
+    """Bytes written and checked beside their destination, not yet under its name.
+
+    Small files are held as an open unnamed file (`unnamed`) where the file system allows
+    it, others under a temporary name (`temp`). Nothing is visible under `destination`
+    until `publish_staged` links or renames it; `discard` drops it. Paths are plain
+    strings: thousands of these are made per batch, and Path objects would be most of
+    their cost.
+    """
+
+    temp: str | None
     destination: str
     digests: Digests
     source: str  # what was read, for messages
     durable: bool  # already fsynced on its own (large files): the batch sync may skip it
     sync_dirs: tuple[str, ...]  # directories whose fsync makes the published name durable
+    unnamed: _Unnamed | None = attrs.field(default=None, eq=False)
 
     def discard(self) -> None:
+        if self.unnamed is not None:
+            self.unnamed.close()
         _abandon(self.temp, ())
+
+
+#: Returned by `publish_staged` for a file whose destination already held the very same bytes
+#: (a re-run after a crash between publish and the journal): nothing was changed there.
+ALREADY_PUBLISHED = "already published"
 
 
 def _host_label() -> str:
@@ -956,6 +990,77 @@ def _create_temp(parent: str, name: str, *, direct: bool) -> tuple[str, int, boo
     raise AssertionError("unreachable")
 
 
+#: Directories whose file system refused O_TMPFILE (NFS, FUSE): named temporaries there.
+_NO_UNNAMED: set[str] = set()
+_linkat: Any = None  # libc's linkat once looked up; False where files cannot be linked by fd
+
+
+def _create_unnamed(parent: str) -> tuple[_Unnamed, list[str]] | None:
+    """An unnamed file in `parent` (made when missing), or None where there cannot be one."""
+    if not _O_TMPFILE or parent in _NO_UNNAMED or not _load_linkat():
+        return None
+    created: list[str] = []
+    flags = _O_TMPFILE | os.O_WRONLY | _O_CLOEXEC
+    for attempt in range(_CREATE_ATTEMPTS + 1):
+        try:
+            return _Unnamed(os.open(parent, flags, 0o666)), created
+        except FileNotFoundError:
+            if attempt == _CREATE_ATTEMPTS:
+                _abandon(None, created)
+                raise
+            try:
+                created.extend(make_directories(parent))
+            except BaseException:
+                _abandon(None, created)
+                raise
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                _NO_UNNAMED.add(parent)  # the file system has no O_TMPFILE
+            elif exc.errno not in (errno.EMFILE, errno.ENFILE):
+                _abandon(None, created)
+                raise
+            # Out of descriptors (a big chunk held open): this one gets a temporary name.
+            _abandon(None, created)
+            return None
+    raise AssertionError("unreachable")
+
+
+def _load_linkat() -> Any:
+    global _linkat
+    if _linkat is None:
+        try:
+            import ctypes
+
+            function = ctypes.CDLL(None, use_errno=True).linkat
+            function.argtypes = [
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+            ]
+            function.restype = ctypes.c_int
+            _linkat = function if os.path.isdir("/proc/self/fd") else False
+        except (OSError, AttributeError):
+            _linkat = False
+    return _linkat
+
+
+def _link_unnamed(handle: _Unnamed, destination: str) -> None:
+    """Give the unnamed file `destination` as its name; FileExistsError if it is taken."""
+    import ctypes
+
+    # Through /proc, linkat needs no privilege (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
+    source = f"/proc/self/fd/{handle.fd}".encode()
+    if _linkat(_AT_FDCWD, source, _AT_FDCWD, os.fsencode(destination), _AT_SYMLINK_FOLLOW):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), destination)
+
+
+_AT_FDCWD = -100
+_AT_SYMLINK_FOLLOW = 0x400
+
+
 def stage_file(
     source: str | os.PathLike[str] | BinaryIO,
     destination: str | os.PathLike[str],
@@ -997,8 +1102,14 @@ def stage_file(
         if size is None:
             size = _size_of(stream)
         large = size is None or size >= LARGE_FILE
+        unnamed: _Unnamed | None = None
         try:
-            temp, fd, direct, created = _create_temp(parent, name, direct=direct_io and large)
+            made = None if large else _create_unnamed(parent)
+            if made is not None:
+                (unnamed, created), temp, direct = made, None, False
+                fd = unnamed.fd
+            else:
+                temp, fd, direct, created = _create_temp(parent, name, direct=direct_io and large)
         except OSError as exc:
             raise TransferFailed(
                 f"Could not create a file in {parent}: {exc.strerror or exc}.",
@@ -1017,8 +1128,11 @@ def stage_file(
                 if synced:
                     os.fsync(fd)
             finally:
-                os.close(fd)
+                if unnamed is None:
+                    os.close(fd)
         except OSError as exc:
+            if unnamed is not None:
+                unnamed.close()
             _abandon(temp, created)
             raise TransferFailed(
                 f"Could not write {target}: {exc.strerror or exc}.",
@@ -1026,6 +1140,8 @@ def stage_file(
                 retryable=True,
             ) from exc
         except BaseException:
+            if unnamed is not None:
+                unnamed.close()
             _abandon(temp, created)
             raise
     finally:
@@ -1038,6 +1154,7 @@ def stage_file(
         source=source_label,
         durable=synced,
         sync_dirs=_sync_dirs(parent, os.fspath(root) if root is not None else None, created),
+        unnamed=unnamed,
     )
 
 
@@ -1071,7 +1188,7 @@ def sync_staged(staged: Sequence[StagedFile]) -> list[TransferFailed | None]:
     for index, item in enumerate(staged):
         if item.durable:
             continue
-        parent = os.path.dirname(item.temp)
+        parent = os.path.dirname(item.destination)
         device = devices.get(parent)
         if device is None:
             try:
@@ -1094,28 +1211,35 @@ def sync_staged(staged: Sequence[StagedFile]) -> list[TransferFailed | None]:
 
 def publish_staged(
     staged: Sequence[StagedFile], *, sync: bool = True
-) -> list[TransferFailed | None]:
+) -> list[TransferFailed | str | None]:
     """Publish staged files under their final names, durably, with one sync for the batch.
 
-    Order: `sync_staged`, then every rename, then one fsync per distinct directory.
-    Returns, aligned with `staged`, None for each file published or the error that kept it
-    back (its temporary file is removed). `sync=False` skips the syncs (faster, not
-    crash-safe).
+    Order: `sync_staged`, then every link or rename, then one fsync per distinct directory.
+    Returns, aligned with `staged`, None for each file published, ALREADY_PUBLISHED where
+    the destination already held the same bytes, or the error that kept it back (its
+    staged bytes are dropped). `sync=False` skips the syncs (faster, not crash-safe).
     """
-    results = sync_staged(staged) if sync else [None] * len(staged)
+    results: list[TransferFailed | str | None] = (
+        sync_staged(staged) if sync else [None] * len(staged)  # type: ignore[assignment]
+    )
     for index, item in enumerate(staged):
         if results[index] is not None:
             item.discard()
             continue
         try:
-            os.replace(item.temp, item.destination)
+            if item.unnamed is None:
+                os.replace(item.temp, item.destination)  # type: ignore[arg-type]
+            elif _publish_unnamed(item):
+                results[index] = ALREADY_PUBLISHED
         except OSError as exc:
             results[index] = _publish_error(item, exc)
             item.discard()
     if sync:
         dirs: dict[str, list[int]] = {}
         for index, item in enumerate(staged):
-            if results[index] is None:
+            # A name found already there may be as fresh as ours (a worker killed after its
+            # rename, before its directory fsync): it is made durable too.
+            if results[index] is None or results[index] is ALREADY_PUBLISHED:
                 for directory in item.sync_dirs:
                     dirs.setdefault(directory, []).append(index)
         for directory, indexes in dirs.items():
@@ -1123,7 +1247,7 @@ def publish_staged(
                 fsync_directory(directory)
             except OSError as exc:
                 for index in indexes:
-                    if results[index] is None:
+                    if not isinstance(results[index], TransferFailed):
                         results[index] = TransferFailed(
                             f"{staged[index].destination} was written, but its directory "
                             f"{directory} could not be synced ({exc.strerror or exc}), so it "
@@ -1132,6 +1256,46 @@ def publish_staged(
                             retryable=True,
                         )
     return results
+
+
+def _publish_unnamed(item: StagedFile) -> bool:
+    """Link a staged unnamed file under its destination; True when the very same bytes
+    were already there (they are kept, and the new copy dropped).
+
+    A destination holding other bytes (a damaged copy) is replaced, atomically, as a rename
+    would: linked beside it under a temporary name first.
+    """
+    handle = item.unnamed
+    assert handle is not None
+    try:
+        try:
+            _link_unnamed(handle, item.destination)
+            return False
+        except FileExistsError:
+            if _holds(item.destination, item.digests):
+                return True
+        parent, name = os.path.split(item.destination)
+        temp = os.path.join(parent, temporary_name(name))
+        _link_unnamed(handle, temp)
+        try:
+            os.replace(temp, item.destination)
+        except BaseException:
+            _abandon(temp, ())
+            raise
+        return False
+    finally:
+        handle.close()
+
+
+def _holds(path: str, digests: Digests) -> bool:
+    """Whether `path` is a regular file (not a link) holding exactly the bytes of `digests`."""
+    try:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != digests.size:
+            return False
+        return hash_file(path, follow_symlinks=False).sha1 == digests.sha1
+    except (OSError, TransferFailed):
+        return False
 
 
 def _publish_error(item: StagedFile, exc: OSError) -> TransferFailed:
@@ -1166,7 +1330,7 @@ def publish_file(
         root=root,
     )
     error = publish_staged([staged], sync=fsync)[0]
-    if error is not None:
+    if isinstance(error, TransferFailed):
         raise error
     return staged.digests
 

@@ -271,6 +271,77 @@ def test_batch_publish_reports_the_file_it_could_not_rename_and_keeps_the_others
     assert partials_under(tmp_path) == []
 
 
+def test_a_staged_small_file_has_no_name_until_it_is_published(tmp_path: Path) -> None:
+    staged = transfer.stage_file(io.BytesIO(b"clip"), tmp_path / "clip.mov")
+    assert staged.unnamed is not None and staged.temp is None
+    assert os.listdir(tmp_path) == []  # no temporary name either
+    assert transfer.publish_staged([staged]) == [None]
+    assert os.listdir(tmp_path) == ["clip.mov"]
+    dropped = transfer.stage_file(io.BytesIO(b"never"), tmp_path / "never.mov")
+    dropped.discard()
+    dropped.discard()  # twice is harmless: the descriptor is closed once
+    assert os.listdir(tmp_path) == ["clip.mov"]
+
+
+def test_a_process_killed_while_holding_staged_files_leaves_nothing(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    hold, _release = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            for n in range(20):
+                transfer.stage_file(io.BytesIO(b"x" * 1000), tmp_path / f"f{n}")
+            os.write(write_end, b"staged")
+            os.read(hold, 1)  # wait to be killed
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    assert os.read(read_end, 6) == b"staged"
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_where_unnamed_files_are_refused_temporary_names_are_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer, "_O_TMPFILE", 0)  # as on NFS, or a kernel without it
+    staged = transfer.stage_file(io.BytesIO(b"clip"), tmp_path / "clip.mov")
+    assert staged.unnamed is None and staged.temp is not None
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(staged.temp)]
+    assert transfer.publish_staged([staged]) == [None]
+    assert os.listdir(tmp_path) == ["clip.mov"]
+
+
+def test_publishing_onto_the_same_bytes_keeps_the_existing_copy(tmp_path: Path) -> None:
+    (tmp_path / "clip.mov").write_bytes(b"same bytes")
+    before = os.stat(tmp_path / "clip.mov")
+    staged = transfer.stage_file(io.BytesIO(b"same bytes"), tmp_path / "clip.mov")
+    assert transfer.publish_staged([staged]) == [transfer.ALREADY_PUBLISHED]
+    after = os.stat(tmp_path / "clip.mov")
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_publishing_replaces_other_bytes_and_a_planted_symlink_without_following_it(
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not ours")
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "damaged.mov").write_bytes(b"damaged copy")
+    (tmp_path / "archive" / "planted.mov").symlink_to(outside)
+    staged = [
+        transfer.stage_file(io.BytesIO(b"good copy"), tmp_path / "archive" / "damaged.mov"),
+        transfer.stage_file(io.BytesIO(b"good copy"), tmp_path / "archive" / "planted.mov"),
+    ]
+    assert transfer.publish_staged(staged) == [None, None]
+    for name in ("damaged.mov", "planted.mov"):
+        path = tmp_path / "archive" / name
+        assert not path.is_symlink() and path.read_bytes() == b"good copy"
+    assert outside.read_bytes() == b"not ours"
+    assert sorted(os.listdir(tmp_path / "archive")) == ["damaged.mov", "planted.mov"]
+
+
 def test_sync_primitives_accept_a_real_directory(tmp_path: Path) -> None:
     transfer.sync_filesystem(tmp_path)
     transfer.fsync_directory(tmp_path)

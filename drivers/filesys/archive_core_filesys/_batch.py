@@ -141,7 +141,7 @@ def published_outcomes(ready: list[Staged], *, fsync: bool) -> list[FileOutcome]
     outcomes = []
     for entry, error in zip(ready, errors, strict=True):
         digests = entry.staged.digests
-        if error is None:
+        if error is None or error is transfer.ALREADY_PUBLISHED:
             outcomes.append(
                 FileOutcome.success(
                     entry.key,
@@ -149,6 +149,7 @@ def published_outcomes(ready: list[Staged], *, fsync: bool) -> list[FileOutcome]
                     size=digests.size,
                     sha1=digests.sha1,
                     sha256=digests.sha256,
+                    reused=error is not None,
                 )
             )
         else:
