@@ -257,12 +257,16 @@ class Catalog:
                     t.journal.c.state == INTENT,
                     t.journal.c.name.in_(chunk),
                 )
-                abandoned.update(
+                found = set(
                     conn.execute(sa.select(t.journal.c.name).where(*open_intents)).scalars()
                 )
-                conn.execute(
-                    t.journal.update().where(*open_intents).values(state=ABANDONED, finished=now)
-                )
+                if found:  # the usual batch has none: spare the update
+                    abandoned |= found
+                    conn.execute(
+                        t.journal.update()
+                        .where(*open_intents)
+                        .values(state=ABANDONED, finished=now)
+                    )
             if entries:
                 _executemany(
                     conn,
@@ -420,13 +424,19 @@ def _executemany(conn, table, stmt, rows: list[dict[str, Any]]) -> None:
         key: proc for key in keys if (proc := table.c[key].type.bind_processor(dialect)) is not None
     }
     if processors:
-        rows = [
-            {k: (processors[k](v) if k in processors else v) for k, v in row.items()}
-            for row in rows
-        ]
+        rows = [dict(row) for row in rows]  # the caller's rows stay as they were
+        for key, processor in processors.items():
+            for row in rows:
+                row[key] = processor(row[key])
     if compiled.positional:
+        import operator
+
+        # One C-level getter per row instead of a generator: this runs for every file.
         order = compiled.positiontup
-        params: list[Any] = [tuple(row[k] for k in order) for row in rows]
+        pick = operator.itemgetter(*order)
+        params: list[Any] = (
+            [pick(row) for row in rows] if len(order) > 1 else [(row[order[0]],) for row in rows]
+        )
     else:
         params = rows
     conn.exec_driver_sql(compiled.string, params)

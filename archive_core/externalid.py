@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote, unquote
 
 import attrs
@@ -18,9 +19,15 @@ class ExternalId:
     locator: str
 
     def __str__(self) -> str:
+        return self.formatter(scheme=self.scheme, target=self.target)(self.locator)
+
+    @staticmethod
+    def formatter(*, scheme: str, target: str) -> Callable[[str], str]:
+        """The external id of each locator on one target (its prefix quoted once, not per file)."""
         # Percent-encode so spaces, `#`, `?` and non-ASCII survive Portal and URI parsers;
         # `/` stays readable because locators are paths.
-        return f"{self.scheme}://{quote(self.target, safe='')}/{quote(self.locator, safe='/')}"
+        prefix = f"{scheme}://{quote(target, safe='')}/"
+        return lambda locator: prefix + quote(locator, safe="/")
 
     @classmethod
     def parse(cls, text: str) -> ExternalId:

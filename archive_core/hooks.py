@@ -183,9 +183,12 @@ class Hooks:
                 f"Hook {hook_name} takes {', '.join(sorted(expected))}; "
                 f"it was called with {', '.join(sorted(kwargs)) or 'nothing'}."
             )
+        implementations = caller.get_hookimpls()
+        if not implementations:
+            return  # the usual case, once per file: nobody listens
         # pluggy's own call order (last registered first, tryfirst/trylast honoured); wrappers
         # exist to wrap a call chain, which observers called one by one do not have.
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in reversed(implementations):
             if impl.hookwrapper or impl.wrapper:
                 continue
             try:

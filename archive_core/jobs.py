@@ -275,6 +275,7 @@ class JobRunner:
         )
         by_key = {i.key: i for i in todo}
         created = _utcnow()
+        id_of = ExternalId.formatter(scheme=handle.scheme, target=handle.name)
         with journal:
             for outcome in self._drive(handle, handle.instance.archive, request, by_key):
                 item = by_key[outcome.key]
@@ -282,9 +283,7 @@ class JobRunner:
                 copy = external_id = None
                 if outcome.ok:
                     locator = outcome.locator or ""
-                    external_id = str(
-                        ExternalId(scheme=handle.scheme, target=handle.name, locator=locator)
-                    )
+                    external_id = id_of(locator)
                     copy = CopyRecord(
                         policy=self.policy.uuid,
                         target=handle.name,

@@ -19,7 +19,10 @@ def archive_name(source: str, *, item_id: str | None, sha1: str | None) -> str:
     stem, ext = os.path.splitext(base)
     if not stem:  # ".bashrc": splitext gives the whole name as stem; keep that shape
         stem, ext = ext, ""
-    suffix = "".join(f"_{part}" for part in (item_id, sha1) if part) + ext
+    suffix = (f"_{item_id}" if item_id else "") + (f"_{sha1}" if sha1 else "") + ext
+    name = stem + suffix
+    if len(name) <= NAME_MAX and (name.isascii() or len(name) * 4 <= NAME_MAX):
+        return name  # fits in bytes too (UTF-8 takes at most 4 per character)
     budget = NAME_MAX - len(suffix.encode("utf-8"))
     encoded = stem.encode("utf-8")
     if len(encoded) > budget:
