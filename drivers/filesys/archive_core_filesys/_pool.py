@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import select
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 #: one sync) is small beside the copying, few enough that outcomes reach the core's journal
 #: often and every worker gets several tasks per batch.
 TASK_FILES = 500
+
+#: Tasks queued at each worker: it starts the next the moment it finishes one, whatever the
+#: core is doing with the outcomes.
+TASKS_AHEAD = 2
 
 #: Batches from this many files are staged in worker processes; smaller ones finish before
 #: the workers would have paid for their start-up and hand-offs.
@@ -72,6 +77,9 @@ class _Worker:
                 [sys.executable, "-c", _BOOT],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                # Unbuffered: select() watches the pipe itself, so no answer may wait in a
+                # buffer of ours while select waits for the pipe.
+                bufsize=0,
                 env=env,
                 close_fds=True,
             )
@@ -179,7 +187,8 @@ def run_pooled(
     """
     feed = iter(items)
     refused: list[FileOutcome] = []
-    busy: dict[int, tuple[_Worker, list[tuple[ArchiveItem, str]]]] = {}
+    # worker's answer pipe -> the worker and its queued tasks, oldest first
+    busy: dict[int, tuple[_Worker, collections.deque[list[tuple[ArchiveItem, str]]]]] = {}
     task_args = (root, fsync, direct_io)
 
     def next_task() -> list[tuple[ArchiveItem, str]]:
@@ -193,47 +202,51 @@ def run_pooled(
                 break
         return work
 
-    def start(work: list[tuple[ArchiveItem, str]], worker: _Worker | None) -> list[FileOutcome]:
-        """Hand `work` to a worker; the outcomes to report instead if none can take it."""
-        try:
-            worker = worker or pool.take()
-        except WorkerLost as exc:
-            return _lost(work, exc, request, root)
-        try:
-            worker.send((*task_args, work))
-        except WorkerLost as exc:
-            worker.stop(kill=True)
-            return _lost(work, exc, request, root)
-        busy[worker.fileno()] = (worker, work)
+    def feed_worker(worker: _Worker) -> list[FileOutcome]:
+        """Queue tasks at `worker` up to TASKS_AHEAD; outcomes to report if it died."""
+        queued = busy.setdefault(worker.fileno(), (worker, collections.deque()))[1]
+        while len(queued) < TASKS_AHEAD:
+            work = next_task()
+            if not work:
+                break
+            queued.append(work)
+            try:
+                worker.send((*task_args, work))
+            except WorkerLost as exc:
+                return drop(worker, exc)
+        if not queued:
+            del busy[worker.fileno()]
+            pool.give_back(worker)
         return []
+
+    def drop(worker: _Worker, exc: WorkerLost) -> list[FileOutcome]:
+        """A worker died: kill it for sure and fail every task it had."""
+        _, queued = busy.pop(worker.fileno())
+        worker.stop(kill=True)
+        return [outcome for work in queued for outcome in _lost(work, exc, request, root)]
 
     finished = False
     try:
         lost: list[FileOutcome] = []
         for _ in range(pool.size):
-            work = next_task()
-            if not work:
-                break
-            lost.extend(start(work, None))
+            try:
+                lost.extend(feed_worker(pool.take()))
+            except WorkerLost as exc:
+                work = next_task()
+                lost.extend(_lost(work, exc, request, root))
         yield from refused
         refused.clear()
         yield from lost
         while busy:
             for fd in select.select(list(busy), [], [])[0]:
-                worker, work = busy.pop(fd)
+                worker, queued = busy[fd]
                 try:
                     outcomes = worker.receive()
                 except WorkerLost as exc:
-                    worker.stop(kill=True)
-                    outcomes = _lost(work, exc, request, root)
-                    next_worker = None
+                    outcomes = drop(worker, exc)
                 else:
-                    next_worker = worker
-                work = next_task()
-                if work:
-                    outcomes.extend(start(work, next_worker))
-                elif next_worker is not None:
-                    pool.give_back(next_worker)
+                    queued.popleft()
+                    outcomes.extend(feed_worker(worker))
                 outcomes.extend(refused)
                 refused.clear()
                 for outcome in outcomes:
@@ -243,9 +256,10 @@ def run_pooled(
         finished = True
     finally:
         if not finished:
-            for worker, work in busy.values():
+            for worker, queued in busy.values():
                 worker.stop(kill=True)
-                _remove_temporaries(work, root)
+                for work in queued:
+                    _remove_temporaries(work, root)
 
 
 def _lost(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import struct
 import sys
+import threading
 from typing import Any, BinaryIO
 
 from archive_core.model import ArchiveItem, FileOutcome
@@ -23,7 +25,9 @@ _LENGTH = struct.Struct(">Q")
 
 def write_frame(stream: BinaryIO, message: Any) -> None:
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_LENGTH.pack(len(payload)) + payload)
+    frame = memoryview(_LENGTH.pack(len(payload)) + payload)
+    while frame:  # an unbuffered pipe may take part of it (a signal in between)
+        frame = frame[stream.write(frame) or 0 :]
     stream.flush()
 
 
@@ -34,10 +38,16 @@ def read_frame(stream: BinaryIO) -> Any:
 
 
 def _read_exactly(stream: BinaryIO, count: int) -> bytes:
-    data = stream.read(count)
-    if data is None or len(data) < count:
-        raise EOFError("the other end of the pipe closed")
-    return data
+    # The driver's side reads its pipes unbuffered (a buffer would hide a second answer
+    # from select), where a read returns what has arrived so far.
+    parts = []
+    while count:
+        data = stream.read(count)
+        if not data:
+            raise EOFError("the other end of the pipe closed")
+        parts.append(data)
+        count -= len(data)
+    return b"".join(parts)
 
 
 def run_task(
@@ -59,16 +69,37 @@ def run_task(
 
 
 def serve() -> None:
-    """The worker's loop: one task in, its outcomes out, until stdin closes."""
+    """The worker's loop: tasks in, their outcomes out, until stdin closes.
+
+    A reader and a writer thread keep both pipes moving while a task runs, so the driver's
+    process can queue the next task, and take this one's outcomes, whenever it gets to it:
+    the worker never waits on a core busy journaling.
+    """
     tasks = sys.stdin.buffer
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not land in the answer pipe
-    while True:
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def read_tasks() -> None:
         try:
-            root, fsync, direct_io, work = read_frame(tasks)
-        except EOFError:
-            return
-        try:
-            write_frame(answers, run_task(work, root=root, fsync=fsync, direct_io=direct_io))
-        except BrokenPipeError:
-            return  # the driver's process is gone: nobody reads the answer
+            while True:
+                inbox.put(read_frame(tasks))
+        except (EOFError, OSError):
+            inbox.put(None)
+
+    def write_answers() -> None:
+        while (answer := outbox.get()) is not None:
+            try:
+                write_frame(answers, answer)
+            except OSError:
+                os._exit(0)  # the driver's process is gone: nobody reads the answers
+
+    threading.Thread(target=read_tasks, name="stager-in", daemon=True).start()
+    writer = threading.Thread(target=write_answers, name="stager-out")
+    writer.start()
+    while (task := inbox.get()) is not None:
+        root, fsync, direct_io, work = task
+        outbox.put(run_task(work, root=root, fsync=fsync, direct_io=direct_io))
+    outbox.put(None)
+    writer.join()
