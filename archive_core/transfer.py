@@ -1072,14 +1072,16 @@ def stage_file(
     root: str | os.PathLike[str] | None = None,
     size: int | None = None,
 ) -> StagedFile:
-    """Copy `source` to a temporary name beside `destination` and check its sha1 there.
+    """Copy `source` beside `destination`, not under its name yet, and check its sha1 there.
 
-    Missing parent directories are created. `durable=None` fsyncs large files on their own
+    A small file (size known, under LARGE_FILE) becomes an unnamed file in the destination's
+    directory where the file system allows it, anything else a temporary name. Missing
+    parent directories are created. `durable=None` fsyncs large files on their own
     (in the calling thread, so several stage in parallel) and leaves small ones to the one
     sync of `publish_staged`. `root`, when given, adds every directory between the
     destination and root to those fsynced at publish time, so new layout directories are
     durable too. `size`, when the caller already knows it, saves asking the source again.
-    A sha1 mismatch raises FixityMismatch; any failure removes the temporary file (and
+    A sha1 mismatch raises FixityMismatch; any failure drops what was written (and
     directories made for it) before raising.
     """
     target = os.fspath(destination)
