@@ -228,12 +228,16 @@ def run_pooled(
     finished = False
     try:
         lost: list[FileOutcome] = []
+        failure: WorkerLost | None = None
         for _ in range(pool.size):
             try:
                 lost.extend(feed_worker(pool.take()))
             except WorkerLost as exc:
-                work = next_task()
-                lost.extend(_lost(work, exc, request, root))
+                failure = exc
+        if not busy and failure is not None:
+            # No worker could be started at all: every file fails with the reason.
+            while work := next_task():
+                lost.extend(_lost(work, failure, request, root))
         yield from refused
         refused.clear()
         yield from lost

@@ -879,6 +879,25 @@ def test_a_worker_process_dying_fails_its_files_and_the_next_batch_works(
     assert len(files_under(root)) == 21 and partials(root) == []
 
 
+def test_when_no_worker_can_start_every_file_fails_with_the_reason(
+    tmp_path: Path, root: Path, small_pool_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive_core_filesys import _pool
+
+    def cannot_start(self: Any) -> Any:
+        raise _pool.WorkerLost("could not start /opt/python/bin/python: No such file")
+
+    monkeypatch.setattr(_pool.StagingPool, "take", cannot_start)
+    items = [
+        source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(30)
+    ]
+    outcomes = archive(pooled_driver(root), items)
+    assert not any(o.ok for o in outcomes.values())
+    assert all("could not start /opt/python/bin/python" in o.error for o in outcomes.values())
+    assert all(o.retryable for o in outcomes.values())
+    assert files_under(root) == set()
+
+
 def test_a_script_without_a_main_guard_archives_a_big_batch_once(tmp_path: Path) -> None:
     """Workers never re-import the caller's __main__ (multiprocessing's spawn would)."""
     import subprocess
