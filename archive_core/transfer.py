@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import attrs
 
@@ -30,6 +30,8 @@ from archive_core.model import ProgressCallback
 from archive_core.naming import NAME_MAX
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Bytes moved per read and write; large enough that hashlib and the kernel dominate Python.
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -956,37 +958,44 @@ def _sync_dirs(parent: str, root: str | None, created: Sequence[str]) -> tuple[s
 def _create_temp(parent: str, name: str, *, direct: bool) -> tuple[str, int, bool, list[str]]:
     """Create a fresh temporary file in `parent` for `name`.
 
-    Returns (path, fd, whether O_DIRECT is on, directories created). The directory is made
-    only when the create says it is missing, which saves a stat per file in the usual case
-    and also covers a concurrent delete pruning it between mkdir and create.
+    Returns (path, fd, whether O_DIRECT is on, directories created).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+
+    def create() -> tuple[str, int, bool]:
+        temp = os.path.join(parent, temporary_name(name))
+        if direct and _O_DIRECT:
+            try:
+                return temp, os.open(temp, flags | _O_DIRECT, 0o666), True
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # This file system does not do O_DIRECT (tmpfs, some FUSE): write buffered.
+        return temp, os.open(temp, flags, 0o666), False
+
+    (temp, fd, direct_on), created = _in_directory(parent, create)
+    return temp, fd, direct_on, created
+
+
+def _in_directory(parent: str, create: Callable[[], T]) -> tuple[T, list[str]]:
+    """`create()` a file in `parent`; returns its result and the directories made for it.
+
+    The directory is made only when the create says it is missing, which saves a stat per
+    file in the usual case and also covers a concurrent delete pruning it between mkdir and
+    create. On any failure the directories made are removed again.
     """
     created: list[str] = []
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
-    use_direct = direct and bool(_O_DIRECT)
-    for attempt in range(_CREATE_ATTEMPTS + 1):
-        temp = os.path.join(parent, temporary_name(name))
-        try:
-            if use_direct:
-                try:
-                    return temp, os.open(temp, flags | _O_DIRECT, 0o666), True, created
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    # This file system does not do O_DIRECT (tmpfs, some FUSE): write buffered.
-                    use_direct = False
-            return temp, os.open(temp, flags, 0o666), False, created
-        except FileNotFoundError:
-            if attempt == _CREATE_ATTEMPTS:
-                _abandon(None, created)
-                raise
+    try:
+        for attempt in range(_CREATE_ATTEMPTS + 1):
             try:
+                return create(), created
+            except FileNotFoundError:
+                if attempt == _CREATE_ATTEMPTS:
+                    raise
                 created.extend(make_directories(parent))
-            except BaseException:
-                _abandon(None, created)
-                raise
-        except BaseException:
-            _abandon(None, created)
-            raise
+    except BaseException:
+        _abandon(None, created)
+        raise
     raise AssertionError("unreachable")
 
 
@@ -999,30 +1008,26 @@ def _create_unnamed(parent: str) -> tuple[_Unnamed, list[str]] | None:
     """An unnamed file in `parent` (made when missing), or None where there cannot be one."""
     if not _O_TMPFILE or parent in _NO_UNNAMED or not _load_linkat():
         return None
-    created: list[str] = []
     flags = _O_TMPFILE | os.O_WRONLY | _O_CLOEXEC
-    for attempt in range(_CREATE_ATTEMPTS + 1):
+
+    def create() -> _Unnamed | None:
         try:
-            return _Unnamed(os.open(parent, flags, 0o666)), created
+            return _Unnamed(os.open(parent, flags, 0o666))
         except FileNotFoundError:
-            if attempt == _CREATE_ATTEMPTS:
-                _abandon(None, created)
-                raise
-            try:
-                created.extend(make_directories(parent))
-            except BaseException:
-                _abandon(None, created)
-                raise
+            raise
         except OSError as exc:
             if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 _NO_UNNAMED.add(parent)  # the file system has no O_TMPFILE
-            elif exc.errno not in (errno.EMFILE, errno.ENFILE):
-                _abandon(None, created)
-                raise
-            # Out of descriptors (a big chunk held open): this one gets a temporary name.
-            _abandon(None, created)
-            return None
-    raise AssertionError("unreachable")
+                return None
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                return None  # out of descriptors (a big chunk held open): use a named one
+            raise
+
+    handle, created = _in_directory(parent, create)
+    if handle is None:
+        _abandon(None, created)
+        return None
+    return handle, created
 
 
 def _load_linkat() -> Any:
