@@ -81,6 +81,38 @@ def free_slot(inventory: Inventory, number: int, *, what: str) -> Slot:
     return slot
 
 
+def empty_bay(inventory: Inventory, index: int, *, loading: int) -> DriveBay:
+    """Drive `index`, checked to be empty before slot `loading` is loaded into it."""
+    target = bay(inventory, index)
+    if target.full:
+        raise errors.DestinationFull(
+            f"Cannot load slot {loading} into drive {index}: the drive already holds "
+            f"{target.barcode or 'a cartridge without barcode'}.",
+            drive=index,
+            barcode=target.barcode,
+        )
+    return target
+
+
+def unload_target(inventory: Inventory, index: int, slot: int | None) -> int:
+    """The free slot drive `index`'s cartridge goes to: `slot`, or the one it came from."""
+    source = bay(inventory, index)
+    if not source.full:
+        raise errors.SourceEmpty(
+            f"Cannot unload drive {index}: it holds no cartridge.", drive=index
+        )
+    target = slot if slot is not None else source.source_slot
+    if target is None:
+        raise errors.ChangerError(
+            f"Cannot unload drive {index}: the library does not know which "
+            f"slot {source.barcode or 'its cartridge'} came from. Name a free slot.",
+            drive=index,
+            barcode=source.barcode,
+        )
+    free_slot(inventory, target, what=f"unload drive {index} into")
+    return target
+
+
 def describe(element: Slot | DriveBay | None) -> str:
     if isinstance(element, DriveBay):
         return f"in drive {element.index}"

@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.model import Inventory, LoadRequest, TransferRequest, UnloadRequest
-from archive_core_tape_ltfs.moves import bay as _bay
-from archive_core_tape_ltfs.moves import free_slot, full_slot
+from archive_core_tape_ltfs.moves import empty_bay, free_slot, full_slot, unload_target
 from archive_core_tape_ltfs.parse import mtx
 from archive_core_tape_ltfs.retry import TransientRetry
 from archive_core_tape_ltfs.runner import Command, CommandResult, Runner
@@ -77,15 +76,7 @@ class MtxChanger:
         def attempt() -> None:
             inventory = self._status()
             slot = full_slot(inventory, request.slot, request.barcode, what="load")
-            bay = _bay(inventory, request.drive)
-            if bay.full:
-                raise errors.DestinationFull(
-                    f"Cannot load slot {request.slot} into drive {request.drive}: the drive "
-                    f"already holds {bay.barcode or 'a cartridge without barcode'}.",
-                    drive=request.drive,
-                    barcode=bay.barcode,
-                    device=self.device,
-                )
+            empty_bay(inventory, request.drive, loading=slot.number)
             self._run(
                 self._mtx("load", slot.number, request.drive, timeout=self._move_timeout),
                 what=f"load slot {slot.number} into drive {request.drive}",
@@ -106,24 +97,7 @@ class MtxChanger:
             )
 
         def attempt() -> int:
-            inventory = self._status()
-            bay = _bay(inventory, request.drive)
-            if not bay.full:
-                raise errors.SourceEmpty(
-                    f"Cannot unload drive {request.drive}: it holds no cartridge.",
-                    drive=request.drive,
-                    device=self.device,
-                )
-            target = request.slot if request.slot is not None else bay.source_slot
-            if target is None:
-                raise errors.ChangerError(
-                    f"Cannot unload drive {request.drive}: the library does not know which "
-                    f"slot {bay.barcode or 'its cartridge'} came from. Name a free slot.",
-                    drive=request.drive,
-                    barcode=bay.barcode,
-                    device=self.device,
-                )
-            free_slot(inventory, target, what=f"unload drive {request.drive} into")
+            target = unload_target(self._status(), request.drive, request.slot)
             self._run(
                 self._mtx("unload", target, request.drive, timeout=self._move_timeout),
                 what=f"unload drive {request.drive} into slot {target}",

@@ -14,7 +14,7 @@ from archive_core_tape_ltfs.model import (
     TransferRequest,
     UnloadRequest,
 )
-from archive_core_tape_ltfs.moves import bay, free_slot, full_slot
+from archive_core_tape_ltfs.moves import empty_bay, free_slot, full_slot, unload_target
 from archive_core_tape_ltfs.parse import mtx
 from archive_core_tape_ltfs.retry import TransientRetry
 from archive_core_tape_ltfs.sim import faults, render
@@ -124,14 +124,7 @@ class SimChanger:
             )
             inventory = self._inventory(state)
             full_slot(inventory, request.slot, request.barcode, what="load")
-            target = bay(inventory, request.drive)
-            if target.full:
-                raise errors.DestinationFull(
-                    f"Cannot load slot {request.slot} into drive {request.drive}: the drive "
-                    f"already holds {target.barcode or 'a cartridge without barcode'}.",
-                    drive=request.drive,
-                    barcode=target.barcode,
-                )
+            empty_bay(inventory, request.drive, loading=request.slot)
             self._move_to_drive(state, request)
 
     def _move_to_drive(self, state: SimState, request: LoadRequest) -> None:
@@ -178,22 +171,7 @@ class SimChanger:
     def unload_once(self, request: UnloadRequest) -> int:
         with self._library.step("unload") as state:
             self._checked_fault(state, "unload", drive=request.drive, slot=request.slot)
-            inventory = self._inventory(state)
-            source = bay(inventory, request.drive)
-            if not source.full:
-                raise errors.SourceEmpty(
-                    f"Cannot unload drive {request.drive}: it holds no cartridge.",
-                    drive=request.drive,
-                )
-            target = request.slot if request.slot is not None else source.source_slot
-            if target is None:
-                raise errors.ChangerError(
-                    f"Cannot unload drive {request.drive}: the library does not know which "
-                    f"slot {source.barcode or 'its cartridge'} came from. Name a free slot.",
-                    drive=request.drive,
-                    barcode=source.barcode,
-                )
-            free_slot(inventory, target, what=f"unload drive {request.drive} into")
+            target = unload_target(self._inventory(state), request.drive, request.slot)
             self._move_to_slot(state, request.drive, target)
             return target
 
