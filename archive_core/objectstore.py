@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO, ClassVar
 
@@ -129,8 +130,6 @@ class ObjectStoreDriver(BaseDriver):
         )
 
     def _restore_one(self, item: RestoreItem, request: RestoreRequest) -> FileOutcome:
-        import os
-
         from archive_core import transfer
 
         key = transfer.check_locator(item.locator)

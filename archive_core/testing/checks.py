@@ -23,7 +23,7 @@ import attrs
 
 from archive_core.driver import API_VERSION, Capability, DriverContext
 from archive_core.errors import ArchiveCoreError
-from archive_core.testing.harness import KIT_TARGET, Harness
+from archive_core.testing.harness import KIT_POLICY, KIT_TARGET, Harness
 
 
 class ContractViolation(AssertionError):
@@ -185,7 +185,7 @@ def secrets_never_show(h: Harness) -> None:
             shown.extend(repr(fs) for fs in archived)
             if archived and h.supports(Capability.RESTORE):
                 try:
-                    plugin.restore([h.elsewhere(fs) for fs in archived], _policy())
+                    plugin.restore([h.elsewhere(fs) for fs in archived], KIT_POLICY)
                 except ArchiveCoreError as exc:
                     shown.append(exc.message)
         shown.extend(records)
@@ -208,7 +208,7 @@ def secrets_never_show(h: Harness) -> None:
 @check()
 def ready_with_a_reason_when_configured(h: Harness) -> None:
     """A well configured target is ready, and says why in words."""
-    readiness = h.site().readiness(h.site().policy(_policy()))
+    readiness = h.site().readiness(h.site().policy(KIT_POLICY))
     expect(readiness.ok, f"a well configured target is not ready: {readiness.reason}")
     expect(readiness.reason.strip(), "check_ready() gave no reason")
     expect(h.plugin.is_ready(), "is_ready() is False for a well configured target")
@@ -219,7 +219,7 @@ def not_ready_with_a_reason_when_unreachable(h: Harness) -> None:
     """A target whose storage does not answer is not ready, with a reason; files fail cleanly."""
     plugin = h.plugin_for(h.subject.unreachable_settings or {})
     site = plugin.site()
-    readiness = site.readiness(site.policy(_policy()))
+    readiness = site.readiness(site.policy(KIT_POLICY))
     expect(not readiness.ok, "a target whose storage does not answer reports ready")
     expect(readiness.reason.strip(), "not ready, but no reason given")
     expect(not plugin.is_ready(), "is_ready() is True for an unreachable target")
@@ -256,7 +256,7 @@ def archive_then_restore_gives_back_equal_bytes_and_sha1(h: Harness) -> None:
                 f"external id {text!r} is not {h.scheme}://{KIT_TARGET}/<locator>",
             )
     wanted = [h.elsewhere(fs) for fs in archived]
-    restored = h.plugin.restore(wanted, _policy())
+    restored = h.plugin.restore(wanted, KIT_POLICY)
     expect(list(restored) == wanted, "restore did not return the FileSets it was given")
     for before, after in zip(originals, wanted, strict=True):
         data = h.bytes_of(after)
@@ -300,9 +300,9 @@ def items_sharing_bytes_get_copies_of_their_own(h: Harness) -> None:
         f"items {first.item_id} and {second.item_id} share one copy: {archived[0].external_ids}",
     )
     if h.supports(Capability.DELETE):  # removing one item's copy must leave the other's
-        h.plugin.delete([archived[0]], _policy())
+        h.plugin.delete([archived[0]], KIT_POLICY)
     wanted = h.elsewhere(archived[1])
-    h.plugin.restore([wanted], _policy())
+    h.plugin.restore([wanted], KIT_POLICY)
     expect(h.bytes_of(wanted) == content, "the second item's copy came back different")
 
 
@@ -338,7 +338,7 @@ def restore_of_a_missing_copy_raises_an_admin_readable_error(h: Harness) -> None
     )
     target = h.elsewhere(missing)
     try:
-        h.plugin.restore([target], _policy())
+        h.plugin.restore([target], KIT_POLICY)
     except ArchiveCoreError as exc:
         message = exc.message
         expect(target.files[0] in message, f"the error does not name the file: {message!r}")
@@ -359,17 +359,17 @@ def delete_removes_the_copy(h: Harness) -> None:
     """Delete removes every copy and returns the FileSets; deleting again is not an error."""
     archived, _, error = _archive(h.plugin, [h.media("doomed.bin", os.urandom(2000))])
     expect(error == "", f"archive failed: {error}")
-    deleted = h.plugin.delete(archived, _policy())
+    deleted = h.plugin.delete(archived, KIT_POLICY)
     expect(list(deleted) == archived, "delete did not return the deleted FileSets")
     expect(not h.site().catalog.copies(target=KIT_TARGET), "the catalog still lists the copy")
     if h.supports(Capability.RESTORE):
         try:
-            h.plugin.restore([h.elsewhere(fs) for fs in archived], _policy())
+            h.plugin.restore([h.elsewhere(fs) for fs in archived], KIT_POLICY)
         except ArchiveCoreError:
             pass
         else:
             raise ContractViolation("a deleted copy could still be restored")
-    again = h.plugin.delete(archived, _policy())
+    again = h.plugin.delete(archived, KIT_POLICY)
     expect(list(again) == archived, "deleting an already deleted copy failed")
 
 
@@ -380,7 +380,7 @@ def verify_reads_back_what_was_archived(h: Harness) -> None:
         h.plugin, [h.media("v1.bin", os.urandom(5000)), h.media("v2.bin", b"")]
     )
     expect(error == "", f"archive failed: {error}")
-    verified, failed, error = h.plugin.verify(archived, _policy())
+    verified, failed, error = h.plugin.verify(archived, KIT_POLICY)
     expect(not failed and len(verified) == 2, f"verify failed: {error}")
 
 
@@ -391,7 +391,7 @@ def a_bulk_batch_of_many_files_is_archived_in_one_call(h: Harness) -> None:
     archived, not_archived, error = _archive(h.plugin, batch)
     expect(len(archived) == 300 and not not_archived, f"bulk archive failed: {error[:500]}")
     policies = {p["uuid"]: p for p in h.plugin.get_policies()}
-    expect(policies[_policy()]["bulk_support"], "a bulk policy is not offered as bulk to Portal")
+    expect(policies[KIT_POLICY]["bulk_support"], "a bulk policy is not offered as bulk to Portal")
 
 
 @check(Capability.ARCHIVE, Capability.RESTORE)
@@ -415,7 +415,7 @@ def awkward_file_sets_round_trip(h: Harness) -> None:
         ids = [fs.external_ids for fs in archived]
         expect(len({tuple(i) for i in ids}) == len(ids), "two files got the same external id")
         wanted = [h.elsewhere(fs) for fs in archived]
-        h.plugin.restore(wanted, _policy())
+        h.plugin.restore(wanted, KIT_POLICY)
         for before, after in zip(originals, wanted, strict=True):
             expect(
                 h.bytes_of(after) == h.bytes_of(before),
@@ -462,7 +462,7 @@ def hostile_external_ids_never_read_outside_the_target(h: Harness) -> None:
             external_ids=[f"{h.scheme}://{KIT_TARGET}/{locator}"]
         )
         try:
-            h.plugin.restore([target], _policy())
+            h.plugin.restore([target], KIT_POLICY)
         except ArchiveCoreError:
             pass
         else:
@@ -632,15 +632,7 @@ def default_read_seam(driver_class: type) -> tuple[Any, str] | None:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _policy() -> str:
-    from archive_core.testing.harness import KIT_POLICY
-
-    return KIT_POLICY
-
-
 def _archive(plugin: Any, file_sets: list[Any]) -> tuple[list[Any], list[Any], str]:
-    from archive_core.testing.harness import KIT_POLICY
-
     result = plugin.archive(file_sets, KIT_POLICY, f"kit-{uuid.uuid4().hex[:8]}")
     expect(
         isinstance(result, tuple) and len(result) == 4,
@@ -725,7 +717,7 @@ def _expect_restorable(h: Harness, archived: list[Any], originals: list[Any]) ->
         return
     by_sha1 = {fs.sha1: h.bytes_of(fs) for fs in originals}
     wanted = [h.elsewhere(fs) for fs in archived]
-    h.plugin.restore(wanted, _policy())
+    h.plugin.restore(wanted, KIT_POLICY)
     for fs in wanted:
         expect(h.bytes_of(fs) == by_sha1[fs.sha1], f"{fs.files[0]} came back different")
 
