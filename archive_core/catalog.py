@@ -2,8 +2,9 @@
 
 One `copies` row per archived copy; one `journal` row per file per operation attempt, written
 as "intent" before the transfer and "done"/"failed" after it. A worker killed mid-batch leaves
-intents without results; the next run of the batch marks those "abandoned", finds copies that
-were completed (here or by the driver's own idempotence) and never reports a partial copy.
+intents without results; the next run of the batch marks those "abandoned" (once it knows
+their worker is dead: a live one's are left alone), finds copies that were completed (here or
+by the driver's own idempotence) and never reports a partial copy.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import socket
+import random
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
+from archive_core import workers
 from archive_core.errors import CatalogError
+from archive_core.secret import Secret
+from archive_core.workers import WorkerId
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +77,14 @@ class JournalResult:
 
 @attrs.frozen(kw_only=True)
 class JournalBatch:
-    """A batch whose intent is journaled; `abandoned` names had a dead worker's intent."""
+    """A batch whose intent is journaled.
+
+    `abandoned` maps each name that had a dead worker's open intent to those workers' ids
+    (`archive_core.workers.WorkerId` strings): their leftovers for that name may go.
+    """
 
     id: str
-    abandoned: frozenset[str] = frozenset()
+    abandoned: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -98,21 +107,54 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _worker() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+#: While a worker has batches open it refreshes its heartbeat this often; another worker
+#: takes its open intents for dead once the heartbeat is older than HEARTBEAT_STALE (and only
+#: when liveness cannot be told from the process table, i.e. on another host).
+HEARTBEAT_SECONDS = 20.0
+HEARTBEAT_STALE = dt.timedelta(seconds=120)
+
+#: A transaction that lost a lock conflict (PostgreSQL deadlock or serialization failure,
+#: SQLite busy) is run again this many times, with growing pauses, before it is an error.
+_RETRIES = 8
+
+#: Batches this process has open, across every Catalog object in it: an open intent of this
+#: very process is live work (another thread runs it) exactly when its batch is in here.
+_open_batches: set[str] = set()
+_open_lock = threading.Lock()
 
 
 class Catalog:
-    """Copies and journal in one database; safe for several workers on several machines."""
+    """Copies and journal in one database; safe for several workers on several machines.
 
-    def __init__(self, url: str) -> None:
+    `worker` (default: this process) and `clock` are injectable so that tests can play a
+    worker that died on another host without waiting for its heartbeat to go stale.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: Secret | None = None,
+        worker: WorkerId | None = None,
+        clock: Callable[[], dt.datetime] = _now,
+    ) -> None:
         self.url = url
+        self._password = password
+        self._worker = worker
+        self._clock = clock
         self._engine: Any = None
         self._tables: Any = None
+        self._file: tuple[str, int, int] | None = None  # SQLite: path, device, inode opened
         self._lock = threading.Lock()
+        self._batches: set[str] = set()  # this object's open batches (the heartbeat's reason)
+        self._heartbeat: _Heartbeat | None = None
 
     def __repr__(self) -> str:
         return f"<Catalog {self._safe_url()}>"
+
+    @property
+    def worker(self) -> WorkerId:
+        return self._worker or workers.current()
 
     def _safe_url(self) -> str:
         try:
@@ -127,7 +169,7 @@ class Catalog:
     def _connect(self):
         with self._lock:
             if self._engine is None:
-                self._engine, self._tables = self._open()
+                self._engine, self._tables, self._file = self._open()
         return self._engine, self._tables
 
     def _open(self):
@@ -137,40 +179,134 @@ class Catalog:
             url = sa.engine.make_url(self.url)
         except Exception as exc:
             raise CatalogError(f"Catalog URL is not a valid database URL: {exc}") from None
+        if self._password is not None:
+            url = url.set(password=self._password.reveal())
         kwargs: dict[str, Any] = {"future": True}
-        if url.get_backend_name() == "sqlite":
-            database = url.database
-            if database and database != ":memory:":
-                os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+        sqlite = url.get_backend_name() == "sqlite"
+        database = _sqlite_file(url) if sqlite else None
+        if sqlite:
+            if database and url.query.get("mode") != "ro":
+                os.makedirs(os.path.dirname(database), exist_ok=True)
             kwargs["connect_args"] = {"timeout": 60}
         else:
             kwargs["pool_pre_ping"] = True
+            if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+                # A database host that drops packets would otherwise hold a restore, which
+                # needs no catalog, for the minutes a TCP connect takes to give up.
+                kwargs["connect_args"] = {"connect_timeout": 10}
         try:
             engine = sa.create_engine(url, **kwargs)
         except Exception as exc:  # missing DBAPI module, bad options
             raise CatalogError(f"Cannot open catalog {self._safe_url()}: {exc}") from None
-        if url.get_backend_name() == "sqlite":
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        if sqlite:
+            sa.event.listen(engine, "connect", _sqlite_connect)
+            sa.event.listen(engine, "begin", _sqlite_begin)
         tables = _schema(sa)
         try:
-            tables.metadata.create_all(engine)
+            with engine.connect() as conn:
+                conn.execution_options(archive_core_write=True)
+                with conn.begin():
+                    if engine.dialect.name == "postgresql":
+                        # Workers starting together on a new database would race to create
+                        # the same tables (a duplicate key in pg_type): one at a time.
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+                    tables.metadata.create_all(conn)
         except sa.exc.SQLAlchemyError as exc:
+            engine.dispose()
             raise CatalogError(
                 f"Cannot reach catalog {self._safe_url()}: {_db_reason(exc)}", retryable=True
             ) from None
-        return engine, tables
+        identity = None
+        if database:
+            info = os.stat(database)
+            identity = (database, info.st_dev, info.st_ino)
+        return engine, tables, identity
 
     def close(self) -> None:
         with self._lock:
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
+                self._heartbeat = None
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine = None
 
-    def _tx(self):
+    def _reopen(self) -> None:
+        """Drop the engine: the next transaction opens the database file now at the path."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+            self._engine, self._file = None, None
+
+    def _check_file(self, *, after_write: bool) -> None:
+        """Refuse to go on writing into a SQLite file that was deleted or replaced.
+
+        SQLite keeps writing into an unlinked file as if nothing happened: every record
+        would vanish with the last handle. Checked before each transaction and again after
+        each write commits, so a write that landed in a deleted file is reported, not kept
+        as a silent success.
+        """
+        if self._file is None:
+            return
+        path, device, inode = self._file
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise CatalogError(
+                f"The catalog file {path} was deleted while archive-core was using it"
+                + (", so the results just written to it are lost" if after_write else "")
+                + ". Nothing is recorded until it is back: restore it from a backup, or "
+                "restart the Portal workers to start a new, empty catalog there."
+            ) from None
+        except OSError as exc:
+            raise CatalogError(
+                f"The catalog file {path} cannot be checked: {exc.strerror}.", retryable=True
+            ) from None
+        if (info.st_dev, info.st_ino) == (device, inode):
+            return
+        log.warning("catalog file %s was replaced on disk; opening the new file", path)
+        self._reopen()
+        if after_write:
+            raise CatalogError(
+                f"The catalog file {path} was replaced while results were being written to "
+                "it, so they are lost; the new file is used from now on.",
+                retryable=True,
+            )
+
+    def _run(self, work: Callable[[Any, Any], T], *, write: bool) -> T:
+        """`work(connection, tables)` in one transaction; lock conflicts are retried.
+
+        Several workers writing overlapping batches may deadlock on PostgreSQL, or find a
+        SQLite file busy; such a transaction was rolled back whole, so running it again is
+        safe. Any other database error, or the last failed retry, is a CatalogError.
+        """
         import sqlalchemy as sa
 
-        engine, _ = self._connect()
-        return _Transaction(engine, sa)
+        for attempt in range(_RETRIES + 1):
+            self._check_file(after_write=False)  # first: it may drop the engine for a new one
+            engine, tables = self._connect()
+            try:
+                with engine.connect() as conn:
+                    if write:
+                        conn.execution_options(archive_core_write=True)
+                    with conn.begin():
+                        result = work(conn, tables)
+            except sa.exc.DBAPIError as exc:
+                if attempt < _RETRIES and _conflict(exc):
+                    log.info("catalog: %s; running the transaction again", _db_reason(exc))
+                    time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+                    continue
+                raise CatalogError(
+                    f"Catalog operation failed: {_db_reason(exc)}", retryable=True
+                ) from None
+            except sa.exc.SQLAlchemyError as exc:
+                raise CatalogError(
+                    f"Catalog operation failed: {_db_reason(exc)}", retryable=True
+                ) from None
+            if write:
+                self._check_file(after_write=True)
+            return result
+        raise AssertionError("unreachable")
 
     # --- copies --------------------------------------------------------------------------------
 
@@ -178,14 +314,15 @@ class Catalog:
         """Completed copies on `target` among (name, sha1) pairs, keyed by name.
 
         Only a copy whose recorded sha1 equals the asked one counts, so a name reused for
-        different content never resolves to the old bytes.
+        different content never resolves to the old bytes. A record is what the catalog
+        remembers, not proof: the caller asks the target before it relies on one.
         """
         wanted = dict(names)
         if not wanted:
             return {}
-        _, t = self._connect()
-        found: dict[str, CopyRecord] = {}
-        with self._tx() as conn:
+
+        def work(conn, t) -> dict[str, CopyRecord]:
+            found: dict[str, CopyRecord] = {}
             for chunk in _chunks(list(wanted), _CHUNK):
                 rows = conn.execute(
                     t.copies.select().where(t.copies.c.target == target, t.copies.c.name.in_(chunk))
@@ -193,39 +330,44 @@ class Catalog:
                 for row in rows.mappings():
                     if row["sha1"] and row["sha1"] == wanted.get(row["name"]):
                         found[row["name"]] = _record(CopyRecord, row)
-        return found
+            return found
+
+        return self._run(work, write=False)
 
     def copy(self, external_id: str) -> CopyRecord | None:
-        _, t = self._connect()
-        with self._tx() as conn:
-            row = (
-                conn.execute(t.copies.select().where(t.copies.c.external_id == external_id))
-                .mappings()
-                .first()
-            )
-        return _record(CopyRecord, row) if row else None
+        def work(conn, t) -> CopyRecord | None:
+            query = t.copies.select().where(t.copies.c.external_id == external_id)
+            row = conn.execute(query).mappings().first()
+            return _record(CopyRecord, row) if row else None
+
+        return self._run(work, write=False)
 
     def copies(self, *, policy: str | None = None, target: str | None = None) -> list[CopyRecord]:
-        _, t = self._connect()
-        query = t.copies.select().order_by(t.copies.c.id)
-        if policy is not None:
-            query = query.where(t.copies.c.policy == policy)
-        if target is not None:
-            query = query.where(t.copies.c.target == target)
-        with self._tx() as conn:
+        def work(conn, t) -> list[CopyRecord]:
+            query = t.copies.select().order_by(t.copies.c.id)
+            if policy is not None:
+                query = query.where(t.copies.c.policy == policy)
+            if target is not None:
+                query = query.where(t.copies.c.target == target)
             return [_record(CopyRecord, r) for r in conn.execute(query).mappings()]
 
+        return self._run(work, write=False)
+
     def mark_verified(self, external_ids: Iterable[str], when: dt.datetime | None = None) -> None:
-        _, t = self._connect()
-        stamp = when or _now()
-        ids = list(external_ids)
-        with self._tx() as conn:
+        ids = sorted(set(external_ids))
+        if not ids:
+            return
+        stamp = when or self._clock()
+
+        def work(conn, t) -> None:
             for chunk in _chunks(ids, _CHUNK):
                 conn.execute(
                     t.copies.update()
                     .where(t.copies.c.external_id.in_(chunk))
                     .values(last_verified=stamp)
                 )
+
+        self._run(work, write=True)
 
     # --- journal -------------------------------------------------------------------------------
 
@@ -240,64 +382,123 @@ class Catalog:
     ) -> JournalBatch:
         """Write the intent of a batch in one transaction.
 
-        Older intents for the same names that never got a result belong to a worker that died;
-        they are marked abandoned so `unfinished()` shows only live work.
+        Older intents for the same names that never got a result are marked abandoned when
+        the worker that wrote them is dead (see `_dead_intents`); a live worker's stay open,
+        since it is still moving that file. `abandoned` names the dead workers per name.
+        Call `end()` once the batch is over.
         """
-        import sqlalchemy as sa
-
-        _, t = self._connect()
         batch = uuid.uuid4().hex
-        now, worker = _now(), _worker()
-        abandoned: set[str] = set()
-        with self._tx() as conn:
-            for chunk in _chunks([e.name for e in entries], _CHUNK):
-                open_intents = (
-                    t.journal.c.target == target,
-                    t.journal.c.operation == operation,
-                    t.journal.c.state == INTENT,
-                    t.journal.c.name.in_(chunk),
+        worker = str(self.worker)
+        names = sorted({e.name for e in entries})
+        rows = [
+            {
+                "batch": batch,
+                "job_id": job_id,
+                "policy": policy,
+                "target": target,
+                "operation": operation,
+                "key": e.key,
+                "name": e.name,
+                "item_id": e.item_id,
+                "sha1": e.sha1,
+                "state": INTENT,
+                "worker": worker,
+            }
+            for e in entries
+        ]
+
+        def work(conn, t) -> dict[str, tuple[str, ...]]:
+            now = self._clock()
+            _beat(conn, t.workers, worker, now)
+            dead = self._dead_intents(conn, t, target, operation, names, now)
+            for chunk in _chunks(sorted(dead), _CHUNK):
+                conn.execute(
+                    t.journal.update()
+                    .where(t.journal.c.id.in_(chunk), t.journal.c.state == INTENT)
+                    .values(state=ABANDONED, finished=now)
                 )
-                found = set(
-                    conn.execute(sa.select(t.journal.c.name).where(*open_intents)).scalars()
-                )
-                if found:  # the usual batch has none: spare the update
-                    abandoned |= found
-                    conn.execute(
-                        t.journal.update()
-                        .where(*open_intents)
-                        .values(state=ABANDONED, finished=now)
-                    )
-            if entries:
+            if rows:
                 _executemany(
-                    conn,
-                    t.journal,
-                    t.journal.insert(),
-                    [
-                        {
-                            "batch": batch,
-                            "job_id": job_id,
-                            "policy": policy,
-                            "target": target,
-                            "operation": operation,
-                            "key": e.key,
-                            "name": e.name,
-                            "item_id": e.item_id,
-                            "sha1": e.sha1,
-                            "state": INTENT,
-                            "worker": worker,
-                            "started": now,
-                        }
-                        for e in entries
-                    ],
+                    conn, t.journal, t.journal.insert(), [{**r, "started": now} for r in rows]
                 )
+            abandoned: dict[str, set[str]] = {}
+            for name, owner in dead.values():
+                abandoned.setdefault(name, set()).add(owner)
+            return {name: tuple(sorted(owners)) for name, owners in abandoned.items()}
+
+        # Registered before the intents exist, so no other thread can take them for dead.
+        with _open_lock:
+            _open_batches.add(batch)
+        try:
+            abandoned = self._run(work, write=True)
+        except BaseException:
+            self.end(batch)
+            raise
+        with self._lock:
+            self._batches.add(batch)
+            if self._heartbeat is None:
+                self._heartbeat = _Heartbeat(self)
         if abandoned:
             log.warning(
-                "target %s: %d files had an unfinished %s by a worker that stopped; redoing them",
+                "policy=%s job=%s target %s: %d files had an unfinished %s by a worker that "
+                "stopped; redoing them",
+                policy,
+                job_id,
                 target,
                 len(abandoned),
                 operation,
             )
-        return JournalBatch(id=batch, abandoned=frozenset(abandoned))
+        return JournalBatch(id=batch, abandoned=abandoned)
+
+    def _dead_intents(
+        self, conn, t, target: str, operation: str, names: Sequence[str], now: dt.datetime
+    ) -> dict[int, tuple[str, str]]:
+        """Open intents for `names` whose worker is dead: journal id -> (name, worker).
+
+        Dead means: this very process, but the batch is no longer open in it; a process of
+        this pid space that is gone; or, where the process table cannot tell (another host,
+        container or boot), a heartbeat older than HEARTBEAT_STALE, or none at all.
+        """
+        import sqlalchemy as sa
+
+        j = t.journal
+        rows = []
+        for chunk in _chunks(names, _CHUNK):
+            rows.extend(
+                conn.execute(
+                    sa.select(j.c.id, j.c.name, j.c.worker, j.c.batch).where(
+                        j.c.target == target,
+                        j.c.operation == operation,
+                        j.c.state == INTENT,
+                        j.c.name.in_(chunk),
+                    )
+                )
+            )
+        if not rows:  # the usual batch: nothing left open by anyone
+            return {}
+        me = str(self.worker)
+        verdict: dict[str, bool | None] = {}
+        for _, _, owner, _ in rows:
+            if owner not in verdict and owner != me:
+                parsed = WorkerId.parse(owner)
+                verdict[owner] = False if parsed is None else parsed.is_alive()
+        unknown = sorted(w for w, alive in verdict.items() if alive is None)
+        for chunk in _chunks(unknown, _CHUNK):
+            beats = conn.execute(
+                sa.select(t.workers.c.worker, t.workers.c.heartbeat).where(
+                    t.workers.c.worker.in_(chunk)
+                )
+            )
+            for owner, beat in beats:
+                verdict[owner] = now - _utc(beat) < HEARTBEAT_STALE
+        with _open_lock:
+            running = set(_open_batches)
+        dead = {}
+        for row_id, name, owner, batch in rows:
+            alive = batch in running if owner == me else bool(verdict[owner])
+            if not alive:
+                dead[row_id] = (name, owner)
+        return dead
 
     def finish(self, batch: str, results: Sequence[JournalResult]) -> None:
         """Record results of part of a batch, and the copies they made or removed, atomically."""
@@ -305,19 +506,26 @@ class Catalog:
 
         if not results:
             return
-        engine, t = self._connect()
-        now = _now()
-        with self._tx() as conn:
+        # Rows in one fixed order: two workers recording overlapping copies then take the
+        # same row locks in the same order, which cannot deadlock.
+        new = sorted(
+            (_copy_row(r.copy) for r in results if r.copy is not None),
+            key=lambda row: (row["target"], row["locator"]),
+        )
+        removed = sorted({r.removed for r in results if r.removed})
+        done = [r.key for r in results if r.ok]
+        failed = [{"b_key": r.key, "b_error": r.error} for r in results if not r.ok]
+
+        def work(conn, t) -> None:
+            now = self._clock()
             # Successes carry nothing per row, so one statement per chunk marks them done;
             # only failures need a row each, for their error.
-            done = [r.key for r in results if r.ok]
             for chunk in _chunks(done, _CHUNK):
                 conn.execute(
                     t.journal.update()
                     .where(t.journal.c.batch == batch, t.journal.c.key.in_(chunk))
                     .values(state=DONE, finished=now)
                 )
-            failed = [{"b_key": r.key, "b_error": r.error} for r in results if not r.ok]
             if failed:
                 conn.execute(
                     t.journal.update()
@@ -325,65 +533,127 @@ class Catalog:
                     .values(state=FAILED, error=sa.bindparam("b_error"), finished=now),
                     failed,
                 )
-            new = [_copy_row(r.copy) for r in results if r.copy is not None]
             if new:
-                _upsert_copies(conn, engine, t.copies, new)
-            removed = [r.removed for r in results if r.removed]
+                _upsert(conn, t.copies, new, keys=("target", "locator"), keep=("created",))
             for chunk in _chunks(removed, _CHUNK):
                 conn.execute(t.copies.delete().where(t.copies.c.external_id.in_(chunk)))
 
+        self._run(work, write=True)
+
+    def end(self, batch: str) -> None:
+        """The batch is over in this process: its results are given, or given up on."""
+        with _open_lock:
+            _open_batches.discard(batch)
+        with self._lock:
+            self._batches.discard(batch)
+
+    def beat(self) -> None:
+        """Refresh this worker's heartbeat now (the heartbeat thread does it while busy)."""
+        worker = str(self.worker)
+        self._run(lambda conn, t: _beat(conn, t.workers, worker, self._clock()), write=True)
+
+    def busy(self) -> bool:
+        """Whether a batch begun through this catalog is still open."""
+        with self._lock:
+            return bool(self._batches)
+
     def unfinished(self, *, target: str | None = None) -> list[JournalRow]:
         """Intents with no result: files a worker was moving when it stopped."""
-        _, t = self._connect()
-        query = t.journal.select().where(t.journal.c.state == INTENT).order_by(t.journal.c.id)
-        if target is not None:
-            query = query.where(t.journal.c.target == target)
-        with self._tx() as conn:
+
+        def work(conn, t) -> list[JournalRow]:
+            query = t.journal.select().where(t.journal.c.state == INTENT).order_by(t.journal.c.id)
+            if target is not None:
+                query = query.where(t.journal.c.target == target)
             return [_record(JournalRow, r) for r in conn.execute(query).mappings()]
+
+        return self._run(work, write=False)
 
     def journal(self, *, job_id: str | None = None, batch: str | None = None) -> list[JournalRow]:
-        _, t = self._connect()
-        query = t.journal.select().order_by(t.journal.c.id)
-        if job_id is not None:
-            query = query.where(t.journal.c.job_id == job_id)
-        if batch is not None:
-            query = query.where(t.journal.c.batch == batch)
-        with self._tx() as conn:
+        def work(conn, t) -> list[JournalRow]:
+            query = t.journal.select().order_by(t.journal.c.id)
+            if job_id is not None:
+                query = query.where(t.journal.c.job_id == job_id)
+            if batch is not None:
+                query = query.where(t.journal.c.batch == batch)
             return [_record(JournalRow, r) for r in conn.execute(query).mappings()]
 
-
-class _Transaction:
-    """One connection in one transaction; database errors become CatalogError."""
-
-    def __init__(self, engine: Any, sa: Any) -> None:
-        self._engine = engine
-        self._sa = sa
-        self._ctx: Any = None
-
-    def __enter__(self):
-        try:
-            self._ctx = self._engine.begin()
-            return self._ctx.__enter__()
-        except self._sa.exc.SQLAlchemyError as exc:
-            raise CatalogError(
-                f"Cannot reach the catalog: {_db_reason(exc)}", retryable=True
-            ) from None
-
-    def __exit__(self, *exc_info) -> bool:
-        try:
-            self._ctx.__exit__(*exc_info)
-        except self._sa.exc.SQLAlchemyError as exc:
-            raise CatalogError(f"Catalog write failed: {_db_reason(exc)}", retryable=True) from None
-        if exc_info[1] is not None and isinstance(exc_info[1], self._sa.exc.SQLAlchemyError):
-            raise CatalogError(
-                f"Catalog operation failed: {_db_reason(exc_info[1])}", retryable=True
-            ) from None
-        return False
+        return self._run(work, write=False)
 
 
-def _upsert_copies(conn, engine, table, rows: list[dict[str, Any]]) -> None:
-    """Insert copies; a copy another worker recorded first (same locator) is updated instead."""
-    backend = engine.dialect.name
+class _Heartbeat:
+    """Refreshes its catalog's worker heartbeat while that catalog has batches open.
+
+    A daemon thread: it never keeps a process from exiting, and a process that dies takes it
+    along, which is exactly what lets other workers see the death.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="archive-core-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_SECONDS):
+            if not self._catalog.busy():
+                continue
+            try:
+                self._catalog.beat()
+            except CatalogError as exc:
+                log.warning("catalog heartbeat failed: %s", exc.message)
+
+
+def _beat(conn, table, worker: str, now: dt.datetime) -> None:
+    _upsert(conn, table, [{"worker": worker, "heartbeat": now}], keys=("worker",))
+
+
+#: The advisory lock key under which a PostgreSQL catalog's schema is created.
+_SCHEMA_LOCK = 0x61726368  # "arch"
+
+
+def _sqlite_file(url: Any) -> str | None:
+    """The absolute path of a SQLite URL's database file; None for an in-memory database.
+
+    A URI form (`sqlite:///file:/path?mode=ro&uri=true`) names the file after `file:`.
+    """
+    database = url.database
+    if not database or database == ":memory:":
+        return None
+    if url.query.get("uri") in ("true", "1") and database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+        if database.startswith("//"):  # file://host/path: only the local host is possible
+            database = "/" + database[2:].split("/", 1)[-1]
+        if not database or database == ":memory:":
+            return None
+    return os.path.abspath(database)
+
+
+def _conflict(exc: Exception) -> bool:
+    """Whether a database error is a lost lock conflict, so the transaction may run again."""
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state in ("40P01", "40001", "55P03"):  # deadlock, serialization failure, lock timeout
+        return True
+    text = str(orig or exc).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _upsert(
+    conn, table, rows: list[dict[str, Any]], *, keys: tuple[str, ...], keep: tuple[str, ...] = ()
+) -> None:
+    """Insert rows; a row whose `keys` another worker wrote first is updated instead.
+
+    Every column but the keys and `keep` (and `last_verified`, which only verify sets) is
+    overwritten. Rows must come sorted by `keys`, so concurrent writers lock in one order.
+    """
+    backend = conn.dialect.name
+    fixed = {*keys, *keep, "id", "last_verified"}
+    columns = [c for c in rows[0] if c not in fixed]
     if backend in ("sqlite", "postgresql"):
         if backend == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
@@ -391,20 +661,14 @@ def _upsert_copies(conn, engine, table, rows: list[dict[str, Any]]) -> None:
             from sqlalchemy.dialects.postgresql import insert
         stmt = insert(table)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.target, table.c.locator],
-            set_={
-                c: stmt.excluded[c]
-                for c in ("policy", "external_id", "name", "item_id", "sha1", "sha256", "size")
-            },
+            index_elements=[table.c[k] for k in keys],
+            set_={c: stmt.excluded[c] for c in columns},
         )
         _executemany(conn, table, stmt, rows)
         return
     for row in rows:  # portable path for other backends
-        updated = conn.execute(
-            table.update()
-            .where(table.c.target == row["target"], table.c.locator == row["locator"])
-            .values(**{k: v for k, v in row.items() if k not in ("created", "last_verified")})
-        )
+        match = [table.c[k] == row[k] for k in keys]
+        updated = conn.execute(table.update().where(*match).values({c: row[c] for c in columns}))
         if updated.rowcount == 0:
             conn.execute(table.insert().values(**row))
 
@@ -442,7 +706,10 @@ def _executemany(conn, table, stmt, rows: list[dict[str, Any]]) -> None:
     conn.exec_driver_sql(compiled.string, params)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    # The sqlite3 module's own implicit BEGIN would start every write transaction DEFERRED;
+    # `_sqlite_begin` says which kind each one is instead.
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     # WAL lets readers (CLI, is_ready) run while a worker writes; NORMAL sync is safe with WAL
     # here because a lost "done" only means the next run re-verifies an existing copy.
@@ -450,6 +717,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.close()
+
+
+def _sqlite_begin(conn) -> None:
+    # A write transaction takes the write lock up front (IMMEDIATE): one that began as a
+    # reader and then writes fails at once with "database is locked" when another process
+    # wrote in between, without waiting for busy_timeout. Readers stay DEFERRED (WAL lets
+    # them run beside the writer).
+    write = conn.get_execution_options().get("archive_core_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _schema(sa):
@@ -496,7 +772,15 @@ def _schema(sa):
         sa.Index("ix_archive_core_journal_open", "target", "operation", "state", "name"),
         sa.Index("ix_archive_core_journal_job", "job_id"),
     )
-    return _Tables(metadata=metadata, copies=copies, journal=journal)
+    # One row per worker process that wrote intents: its heartbeat tells workers on other
+    # hosts whether those intents are still live work.
+    workers = sa.Table(
+        "archive_core_workers",
+        metadata,
+        sa.Column("worker", sa.String(255), primary_key=True),
+        sa.Column("heartbeat", ts, nullable=False),
+    )
+    return _Tables(metadata=metadata, copies=copies, journal=journal, workers=workers)
 
 
 @attrs.frozen
@@ -504,6 +788,7 @@ class _Tables:
     metadata: Any
     copies: Any
     journal: Any
+    workers: Any
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:

@@ -614,7 +614,16 @@ def verify(
     with _observer(as_json) as observer:
         plugin = _plugin(ctx, observer)
         if every:
+            plugin.site().policy(policy)  # an unknown policy is an error, not "no copies"
             records = plugin.site().catalog.copies(policy=policy)
+            if not records:
+                if as_json:
+                    _emit_json({"verified": [], "failed": [], "error": ""})
+                else:
+                    click.echo(
+                        f"The catalog records no copies of policy {policy}: nothing to verify."
+                    )
+                return
             file_sets = [
                 CliFileSet(external_ids=(r.external_id,), item_id=r.item_id, sha1=r.sha1)
                 for r in records

@@ -6,6 +6,9 @@ core needs before any I/O is class-level metadata (`name`, `api_version`, `capab
 operation or `check_ready()` is called. Operations take one frozen request and yield exactly
 one `FileOutcome` per item, so partial success is normal and the core can journal and show
 progress as files finish.
+
+Every driver answers `stat()`, whatever it declares: the core never reports a file archived
+because the catalog remembers a copy, only once the target says the copy is there.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from archive_core.model import (
     FileOutcome,
     Readiness,
     RestoreRequest,
+    StatRequest,
     VerifyRequest,
 )
 
@@ -83,6 +87,8 @@ class Driver(Protocol):
     def __init__(self, config: Any, context: DriverContext) -> None: ...
 
     def check_ready(self) -> Readiness: ...
+
+    def stat(self, request: StatRequest) -> Iterable[FileOutcome]: ...
 
     def archive(self, request: ArchiveRequest) -> Iterable[FileOutcome]: ...
 

@@ -97,14 +97,35 @@ class UnsafeName(ArchiveCoreError):
 
 
 class FixityMismatch(ArchiveCoreError):
-    """The bytes that moved do not hash to the expected sha1."""
+    """The bytes that moved do not hash to the expected sha1, so they were not published.
 
-    def __init__(self, *, path: str, expected: str, actual: str, **fields) -> None:
+    `path` is what was read. `destination`, where they were going, lets the message say
+    what it means there: with `replacing` (a restore into a file of Portal's) that file was
+    not written and is left as it was; without it (an archive copy) nothing was stored.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        expected: str,
+        actual: str,
+        destination: str | None = None,
+        replacing: bool = False,
+        **fields,
+    ) -> None:
         self.expected = expected
         self.actual = actual
+        self.destination = destination
+        if destination is None:
+            consequence = "Nothing was stored."
+        elif replacing:
+            consequence = f"{destination} was not written; a file already there is left as it was."
+        else:
+            consequence = f"Nothing was stored under {destination}."
         super().__init__(
             f"Checksum mismatch for {path}: expected sha1 {expected}, the bytes read hash to "
-            f"{actual}. The file was not stored.",
+            f"{actual}. {consequence}",
             paths=(path,),
             **fields,
         )

@@ -43,9 +43,15 @@ class ArchiveItem:
     item_id: str | None = None
     sha1: str | None = None  # Vidispine's hash: the bytes must hash to it
     size: int | None = None
-    # The journal shows an earlier attempt at this name whose worker died mid-transfer: the
-    # driver may remove that attempt's leftovers (temporary files) before writing.
-    resumed: bool = False
+    # Workers (`archive_core.workers.WorkerId` strings) whose earlier attempt at this name
+    # died mid-transfer, as the journal shows: the driver may remove the leftovers (temporary
+    # files) those workers made for this name before writing. Never a live worker's.
+    abandoned_by: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+
+    @property
+    def resumed(self) -> bool:
+        """An earlier attempt at this name died mid-transfer."""
+        return bool(self.abandoned_by)
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +63,13 @@ class RestoreItem:
     destination: str
     sha1: str | None = None
     size: int | None = None
+    # Workers whose earlier restore to this destination died mid-transfer (see ArchiveItem):
+    # only their leftovers for this destination may be removed, nothing else in its folder.
+    abandoned_by: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.abandoned_by)
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +102,23 @@ class RestoreRequest:
 
 @attrs.frozen(kw_only=True)
 class DeleteRequest:
+    policy: str
+    target: str
+    job_id: str | None
+    items: tuple[CopyRef, ...] = attrs.field(converter=_tuple)
+
+
+@attrs.frozen(kw_only=True)
+class StatRequest:
+    """Does each copy exist on the target, and how big is it? Cheap: no bytes are read.
+
+    The core asks before it counts a copy the catalog remembers as archived, because the
+    catalog alone is not proof (an admin's `rm`, a catalog restored from backup, a delete
+    killed before it was journaled). A driver answers one outcome per item: ok with `size`
+    (and `sha1` only where the storage keeps one it can hand out without reading the
+    bytes) when a copy is there, a failure when it is not or cannot be checked.
+    """
+
     policy: str
     target: str
     job_id: str | None

@@ -27,6 +27,7 @@ from archive_core.model import (
     Readiness,
     RestoreItem,
     RestoreRequest,
+    StatRequest,
     VerifyRequest,
 )
 
@@ -46,6 +47,12 @@ class ObjectStoreDriver(BaseDriver):
     - `get(key)` returns a binary stream of the object (closed by the caller); raises
       `CopyNotFound` (or `FileNotFoundError`, `KeyError`) when there is none.
     - `remove(key)` deletes the object; an absent object is not an error.
+    - `size_of(key)` (optional) returns the object's size, or None when there is none, without
+      reading it (a HEAD request, a stat). The default opens the object with `get` and
+      measures it, which is correct but reads what it cannot seek: override it when the
+      storage can tell a size cheaply. The core asks it before it counts a copy the catalog
+      remembers, and archive asks it before `put`, so an object with other bytes under a key
+      is never replaced.
 
     Anything else they raise fails that one file: `ArchiveCoreError` with its message,
     `OSError` as retryable, other exceptions logged and reported with their type.
@@ -73,6 +80,21 @@ class ObjectStoreDriver(BaseDriver):
         """Whether the storage answers now, and why not; keep it quick (Portal waits)."""
         return Readiness.ready()
 
+    def size_of(self, key: str) -> int | None:
+        """The size of the object under `key`, None when there is none (see the class doc)."""
+        try:
+            stream = self.get(key)
+        except (CopyNotFound, FileNotFoundError, KeyError):
+            return None
+        with stream:
+            try:
+                return stream.seek(0, os.SEEK_END)
+            except (AttributeError, OSError, ValueError):
+                size = 0
+                while chunk := stream.read(1024 * 1024):
+                    size += len(chunk)
+                return size
+
     # --- what a subclass may change ----------------------------------------------------------
 
     def key_for(self, item: ArchiveItem) -> str:
@@ -83,6 +105,10 @@ class ObjectStoreDriver(BaseDriver):
 
     def check_ready(self) -> Readiness:
         return self.probe()
+
+    def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
+        for item in request.items:
+            yield self._each(item.key, f"looking for {item.locator}", self._stat_one, item, None)
 
     def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
         for item in request.items:
@@ -102,10 +128,25 @@ class ObjectStoreDriver(BaseDriver):
         for item in request.items:
             yield self._each(item.key, f"verifying {item.locator}", self._verify_one, item, request)
 
+    def _stat_one(self, item: CopyRef, _request: None) -> FileOutcome:
+        from archive_core import transfer
+
+        key = transfer.check_locator(item.locator)
+        size = self.size_of(key)
+        if size is None:
+            return FileOutcome.failure(
+                item.key, f"archived copy {key} does not exist in target {self.context.target}"
+            )
+        return FileOutcome.success(item.key, locator=key, size=size)
+
     def _archive_one(self, item: ArchiveItem, request: ArchiveRequest) -> FileOutcome:
         from archive_core import transfer
 
         key = transfer.check_locator(self.key_for(item), what="object key")
+        if self.size_of(key) is not None:
+            # Found after a crash between put and the journal, or after the catalog was lost:
+            # kept when it holds these very bytes, never replaced when it holds others.
+            return self._existing(item, key, request)
         path, source = transfer.open_first_readable(item.sources)
         with source:
             reader = transfer.HashingReader(
@@ -127,6 +168,26 @@ class ObjectStoreDriver(BaseDriver):
         digests = reader.digests
         return FileOutcome.success(
             item.key, locator=key, size=digests.size, sha1=digests.sha1, sha256=digests.sha256
+        )
+
+    def _existing(self, item: ArchiveItem, key: str, request: ArchiveRequest) -> FileOutcome:
+        from archive_core import transfer
+
+        with self._open(key) as stream:
+            digests = transfer.hash_stream(stream, progress=request.progress)
+        if item.sha1 and digests.sha1 == item.sha1.strip().lower():
+            return FileOutcome.success(
+                item.key,
+                locator=key,
+                size=digests.size,
+                sha1=digests.sha1,
+                sha256=digests.sha256,
+                reused=True,
+            )
+        return FileOutcome.failure(
+            item.key,
+            f"a different object already exists under {key} in target {self.context.target} "
+            f"(sha1 {digests.sha1}); it was left in place and nothing was stored",
         )
 
     def _restore_one(self, item: RestoreItem, request: RestoreRequest) -> FileOutcome:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import attrs
 
 from archive_core.errors import ConfigError
+from archive_core.secret import Secret
 
 CONFIG_ENV = "ARCHIVE_CORE_CONFIG"
 DEFAULT_CONFIG_PATH = Path("/etc/archive-core/archive-core.toml")
@@ -80,12 +81,24 @@ class Policy:
     offered_by: str | None = None  # the target whose driver offered this policy
 
 
+def _url_without_password(url: str) -> str:
+    """A database URL as it may be shown: any password replaced by a mask."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except Exception:
+        return "'<a database URL>'"
+
+
 @attrs.frozen(kw_only=True)
 class SiteConfig:
     """The whole validated configuration of one site."""
 
     source: str | None
-    catalog_url: str
+    catalog_url: str = attrs.field(repr=_url_without_password)
+    # Given by reference (`[catalog] password = "env:NAME"`), so the URL needs none.
+    catalog_password: Secret | None = None
     state_dir: Path
     portal: PortalSettings
     targets: Mapping[str, Target]
@@ -98,6 +111,7 @@ class SiteConfig:
 @attrs.frozen(kw_only=True)
 class _CatalogSection:
     url: str | None = None
+    password: Secret | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -195,6 +209,7 @@ def parse_config(
     return SiteConfig(
         source=source,
         catalog_url=catalog_url,
+        catalog_password=section.catalog.password,
         state_dir=state_dir,
         portal=section.portal,
         targets=targets,

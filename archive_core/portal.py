@@ -9,10 +9,11 @@ the app, and a broken config must show up as "not ready" with its reason, not as
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +47,28 @@ class ArchiveCorePlugin:
 
         self.config_path = Path(config_path) if config_path else default_config_path()
         self.observer = observer  # progress for the CLI; Portal leaves it None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._site = site
-        self._loaded_mtime: float | None = None
+        self._users: dict[int, int] = {}  # id(site) -> calls using it now
+        self._loaded_stamp: tuple[int, int, int] | None = None
         self._config_error: ConfigError | None = None
         if site is None:
-            self._load()
+            with self._lock:
+                self._load()
 
     def __repr__(self) -> str:
         return f"<ArchiveCorePlugin config={str(self.config_path)!r}>"
 
     # --- Portal's contract ---------------------------------------------------------------------
 
-    def archive(self, file_sets: Sequence[Any], policy_uuid: str, job_id: Any = None):
+    def archive(self, file_sets: Sequence[Any] | None, policy_uuid: str, job_id: Any = None):
         """Archive every FileSet; return (archived, not_archived, error_string, extra_data).
 
         Each archived FileSet comes back with `external_ids` set to one URI per copy. Files
         that fail are returned in `not_archived`, never as an exception, so one bad file does
         not fail the batch. The legacy setting returns only the archived list.
         """
-        file_sets = list(file_sets)
+        file_sets = list(file_sets or ())
         jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
         try:
             report = self._run("archive", policy_uuid, _job(job_id), jobs)
@@ -80,9 +83,9 @@ class ArchiveCorePlugin:
                 not_archived.append(fs)
         return self._archive_result(archived, not_archived, report.error_text(), policy_uuid)
 
-    def restore(self, file_sets: Sequence[Any], policy_uuid: str, job_id: Any = None):
+    def restore(self, file_sets: Sequence[Any] | None, policy_uuid: str, job_id: Any = None):
         """Restore every FileSet to its first path; raise one admin-readable error on failure."""
-        file_sets = list(file_sets)
+        file_sets = list(file_sets or ())
         jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
         report = self._run("restore", policy_uuid, _job(job_id), jobs)
         if report.failed:
@@ -93,42 +96,47 @@ class ArchiveCorePlugin:
             )
         return file_sets
 
-    def delete(self, file_sets: Sequence[Any], policy_uuid: str, job_id: Any = None):
+    def delete(self, file_sets: Sequence[Any] | None, policy_uuid: str, job_id: Any = None):
         """Delete the archived copies; return the FileSets whose every copy is gone."""
-        file_sets = list(file_sets)
+        file_sets = list(file_sets or ())
         jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
         report = self._run("delete", policy_uuid, _job(job_id), jobs)
         if report.failed:
-            log.error("policy=%s delete incomplete: %s", policy_uuid, report.error_text())
+            log.error(
+                "policy=%s job=%s delete incomplete: %s",
+                policy_uuid,
+                report.job_id,
+                report.error_text(),
+            )
         return [fs for fs, r in zip(file_sets, report.results, strict=True) if r.ok]
 
     def get_policies(self) -> list[dict[str, Any]]:
-        site = self._current_site()
-        if site is None:
-            return []
-        return [
-            {"uuid": p.uuid, "name": p.name, "bulk_support": site.bulk_support(p)}
-            for p in site.policies()
-        ]
+        with self._held() as site:
+            if site is None:
+                return []
+            return [
+                {"uuid": p.uuid, "name": p.name, "bulk_support": site.bulk_support(p)}
+                for p in site.policies()
+            ]
 
     def get_policy_constrains(self) -> list[dict[str, Any]]:
         """Limits of bulk policies, one dict per bulk policy (spelling as Portal calls it)."""
-        site = self._current_site()
-        if site is None:
-            return []
-        constraints = []
-        for policy in site.policies():
-            if not site.bulk_support(policy):
-                continue
-            limits = policy.bulk
-            constraints.append(
-                {
-                    "uuid": policy.uuid,
-                    "max_files": limits.max_files if limits else None,
-                    "max_bytes": limits.max_bytes if limits else None,
-                }
-            )
-        return constraints
+        with self._held() as site:
+            if site is None:
+                return []
+            constraints = []
+            for policy in site.policies():
+                if not site.bulk_support(policy):
+                    continue
+                limits = policy.bulk
+                constraints.append(
+                    {
+                        "uuid": policy.uuid,
+                        "max_files": limits.max_files if limits else None,
+                        "max_bytes": limits.max_bytes if limits else None,
+                    }
+                )
+            return constraints
 
     def is_ready(self) -> bool:
         """True when the config loads and at least one policy's targets answer.
@@ -136,11 +144,11 @@ class ArchiveCorePlugin:
         Bounded by `ready_timeout_seconds` and cached for `ready_cache_seconds`; a policy
         that is not ready fails its own jobs with the reason, the others keep working.
         """
-        site = self._current_site()
-        if site is None:
-            log.warning("archive-core is not ready: %s", self._config_error)
-            return False
-        states = site.all_readiness()
+        with self._held() as site:
+            if site is None:
+                log.warning("archive-core is not ready: %s", self._config_error)
+                return False
+            states = site.all_readiness()
         for state in states:
             if not state.readiness.ok:
                 log.warning("policy %s is not ready: %s", state.policy.uuid, state.readiness.reason)
@@ -148,9 +156,9 @@ class ArchiveCorePlugin:
 
     # --- beyond Portal: used by the CLI ------------------------------------------------------
 
-    def verify(self, file_sets: Sequence[Any], policy_uuid: str, job_id: Any = None):
+    def verify(self, file_sets: Sequence[Any] | None, policy_uuid: str, job_id: Any = None):
         """Read archived copies back and check their sha1; (verified, failed, error_string)."""
-        file_sets = list(file_sets)
+        file_sets = list(file_sets or ())
         jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
         report = self._run("verify", policy_uuid, _job(job_id), jobs)
         pairs = list(zip(file_sets, report.results, strict=True))
@@ -175,8 +183,8 @@ class ArchiveCorePlugin:
     # --- internals -----------------------------------------------------------------------------
 
     def _archive_result(self, archived, not_archived, error: str, policy_uuid: str):
-        site = self._current_site()
-        legacy = site.config.portal.legacy_archive_result if site is not None else False
+        with self._held() as site:
+            legacy = site.config.portal.legacy_archive_result if site is not None else False
         if legacy:
             if error:
                 log.error("policy=%s archive: %s", policy_uuid, error)
@@ -186,71 +194,139 @@ class ArchiveCorePlugin:
     def _run(self, operation: str, policy_uuid: str, job_id: str | None, jobs):
         from archive_core.jobs import JobRunner
 
-        runner = JobRunner(
-            self.site(),
-            policy_uuid=policy_uuid,
-            job_id=job_id,
-            operation=operation,
-            observer=self.observer,
-        )
-        return getattr(runner, operation)(jobs)
+        with self._held() as site:
+            if site is None:
+                assert self._config_error is not None
+                raise self._config_error
+            runner = JobRunner(
+                site,
+                policy_uuid=policy_uuid,
+                job_id=job_id,
+                operation=operation,
+                observer=self.observer,
+            )
+            return getattr(runner, operation)(jobs)
 
     def _current_site(self):
         """The Site for the config on disk, reloaded when the file changed."""
-        if self._loaded_mtime is not None or self._config_error is not None:
-            try:
-                mtime = self.config_path.stat().st_mtime
-            except OSError:
-                mtime = None
-            if mtime != self._loaded_mtime:
-                self._load()
-        return self._site
+        with self._lock:
+            self._reload_if_changed()
+            return self._site
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[Any]:
+        """The current Site, kept open until the block ends even if the config reloads.
+
+        A reload swaps in a new Site at once; the old one is closed (drivers, catalog) only
+        when the last call that was using it is done.
+        """
+        with self._lock:
+            self._reload_if_changed()
+            site = self._site
+            if site is not None:
+                self._users[id(site)] = self._users.get(id(site), 0) + 1
+        try:
+            yield site
+        finally:
+            if site is not None:
+                self._release(site)
+
+    def _release(self, site: Any) -> None:
+        with self._lock:
+            left = self._users[id(site)] - 1
+            if left:
+                self._users[id(site)] = left
+                return
+            del self._users[id(site)]
+            retired = site is not self._site
+        if retired:
+            site.close()
+
+    def _reload_if_changed(self) -> None:
+        """Reload the config when its file changed (called with the lock held)."""
+        if self._loaded_stamp is None and self._config_error is None:
+            return  # a Site handed in by the caller: no file to follow
+        if _stamp(self.config_path) != self._loaded_stamp:
+            self._load()
 
     def _load(self) -> None:
+        """Load the config file into a new Site (called with the lock held)."""
         from archive_core.policies import load_config
         from archive_core.site import Site
 
-        with self._lock:
-            try:
-                mtime = self.config_path.stat().st_mtime
-            except OSError:
-                mtime = None
-            try:
-                config = load_config(self.config_path)
-            except ConfigError as exc:
-                log.error("%s", exc.message)
-                self._config_error = exc
-                self._loaded_mtime = mtime
-                return
-            old, self._site = self._site, Site(config)
-            self._config_error = None
-            self._loaded_mtime = mtime
-        if old is not None:
-            old.close()
+        stamp = _stamp(self.config_path)
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("%s", exc.message)
+            self._config_error = exc
+            self._loaded_stamp = stamp
+            return
+        old, self._site = self._site, Site(config)
+        self._config_error = None
+        self._loaded_stamp = stamp
+        if old is not None and id(old) not in self._users:
+            old.close()  # nobody is using it; otherwise the last user closes it
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells a changed config file: inode, size and modification time (None: missing)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 # --- reading and writing Portal's FileSets ------------------------------------------------------
 
 
 def _read_file_set(fs: Any, index: int):
-    """A FileJob from a FileSet of any Portal release (missing optional fields are fine)."""
+    """A FileJob from a FileSet of any Portal release (missing optional fields are fine).
+
+    Whatever is wrong with one FileSet (a path that is no path, no FileSet at all) becomes
+    that file's `problem`, answered per file; the rest of the batch goes on.
+    """
     from archive_core.jobs import FileJob
 
     files = getattr(fs, "files", None) or ()
-    if isinstance(files, str | os.PathLike):
+    if isinstance(files, str | bytes | os.PathLike):
         files = (files,)
     external_ids = getattr(fs, "external_ids", None) or ()
-    if isinstance(external_ids, str):
+    if isinstance(external_ids, str | bytes):
         external_ids = (external_ids,)
     sha1 = getattr(fs, "sha1", None) or getattr(fs, "hash", None)
     item_id = getattr(fs, "item_id", None)
+    problem = None
+    paths: list[str] = []
+    try:
+        for path in files:
+            if path:
+                paths.append(_text_path(path))
+        ids = [_text(e) for e in external_ids if e]
+    except (TypeError, ValueError) as exc:
+        problem, ids = f"Portal passed a file set archive-core cannot read: {exc}", []
+    if not hasattr(fs, "files") and not hasattr(fs, "external_ids"):
+        problem = f"Portal passed {type(fs).__name__} {fs!r:.80}, not a FileSet"
     return FileJob(
         key=str(index),
-        files=tuple(os.fspath(f) for f in files if f),
-        external_ids=tuple(str(e) for e in external_ids if e),
+        files=tuple(paths),
+        external_ids=tuple(ids),
         item_id=str(item_id) if item_id is not None else None,
         sha1=str(sha1) if sha1 else None,
+        problem=problem,
     )
+
+
+def _text_path(path: Any) -> str:
+    """A path as text; bytes paths (a POSIX file name in no encoding) decode losslessly."""
+    if isinstance(path, str | bytes | os.PathLike):
+        return os.fsdecode(path)
+    raise TypeError(f"the path {path!r} is a {type(path).__name__}, not a file path")
+
+
+def _text(value: Any) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else str(value)
 
 
 def _replace_external_ids(fs: Any, external_ids: tuple[str, ...]) -> Any:

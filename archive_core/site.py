@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -75,10 +75,11 @@ class Site:
         self._catalog = catalog
         self._clock = clock
         self._lock = threading.RLock()
-        self._handles: dict[str, TargetHandle | DriverUnavailable] = {}
+        # target -> its driver instance, or why there is none and since when (retried)
+        self._handles: dict[str, TargetHandle] = {}
+        self._unusable: dict[str, tuple[float, DriverUnavailable]] = {}
         self._checks: dict[str, tuple[float, Future]] = {}
         self._ready_cache: dict[str, tuple[float, Readiness]] = {}
-        self._executor: ThreadPoolExecutor | None = None
 
     # --- shared services, built on first use -------------------------------------------------
 
@@ -104,35 +105,46 @@ class Site:
             if self._catalog is None:
                 from archive_core.catalog import Catalog
 
-                self._catalog = Catalog(self.config.catalog_url)
+                self._catalog = Catalog(
+                    self.config.catalog_url, password=self.config.catalog_password
+                )
             return self._catalog
 
     def close(self) -> None:
         with self._lock:
             for handle in self._handles.values():
-                if isinstance(handle, TargetHandle):
-                    try:
-                        handle.instance.close()
-                    except Exception:
-                        log.exception("closing target %s failed", handle.name)
+                try:
+                    handle.instance.close()
+                except Exception:
+                    log.exception("closing target %s failed", handle.name)
             self._handles.clear()
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
             if self._catalog is not None:
                 self._catalog.close()
 
     # --- targets -------------------------------------------------------------------------------
 
     def target(self, name: str) -> TargetHandle:
-        """The driver instance for target `name`; DriverUnavailable says why there is none."""
+        """The driver instance for target `name`; DriverUnavailable says why there is none.
+
+        A target that could not be built is tried again once `ready_cache_seconds` have
+        passed: a driver installed or fixed meanwhile, or a validator that looked at storage
+        not mounted yet, must not keep the target down until Portal restarts.
+        """
         with self._lock:
             handle = self._handles.get(name)
-            if handle is None:
-                handle = self._build(name)
-                self._handles[name] = handle
-        if isinstance(handle, DriverUnavailable):
-            raise handle
-        return handle
+            if handle is not None:
+                return handle
+            failed = self._unusable.get(name)
+            now = self._clock()
+            if failed is None or now - failed[0] >= self.config.portal.ready_cache_seconds:
+                built = self._build(name)
+                if isinstance(built, TargetHandle):
+                    self._handles[name] = built
+                    self._unusable.pop(name, None)
+                    return built
+                failed = (now, built)
+                self._unusable[name] = failed
+        raise failed[1]
 
     def _build(self, name: str) -> TargetHandle | DriverUnavailable:
         target = self.config.targets.get(name)
@@ -177,17 +189,6 @@ class Site:
             capabilities=declared_capabilities(cls),
             instance=instance,
         )
-
-    def target_for_scheme(self, scheme: str, name: str) -> TargetHandle:
-        """The target an external id names, checking the id's scheme matches its driver."""
-        handle = self.target(name)
-        if handle.scheme != scheme:
-            raise ArchiveCoreError(
-                f"External id names target {name!r} with scheme {scheme!r}, but that target "
-                f"uses driver {handle.driver_name!r} (scheme {handle.scheme!r}).",
-                target=name,
-            )
-        return handle
 
     # --- policies ------------------------------------------------------------------------------
 
@@ -237,15 +238,25 @@ class Site:
         return policy
 
     def bulk_support(self, policy: Policy) -> bool:
-        if policy.bulk is not None:
-            return True
+        """A bulk policy for Portal when every target's driver declares bulk.
+
+        `bulk` limits in the config only bound the batches; they cannot make a driver that
+        handles files one by one into a bulk one (that is logged, for the admin to fix).
+        """
         for name in policy.targets:
             try:
                 if Capability.BULK not in self.target(name).capabilities:
+                    if policy.bulk is not None:
+                        log.warning(
+                            "policy %s has bulk limits, but target %s's driver does not "
+                            "declare bulk: Portal is not offered it as a bulk policy",
+                            policy.uuid,
+                            name,
+                        )
                     return False
             except DriverUnavailable:
                 return False
-        return False
+        return True
 
     # --- readiness -----------------------------------------------------------------------------
 
@@ -288,11 +299,7 @@ class Site:
             if future is None or future.done():
                 # A check that hung earlier still holds its thread; start a new one only when
                 # the previous has answered, so a dead NFS mount cannot pile up threads.
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(
-                        max_workers=8, thread_name_prefix="archive-core-ready"
-                    )
-                started, future = now, self._executor.submit(handle.instance.check_ready)
+                started, future = now, _in_daemon_thread(handle.instance.check_ready, name)
                 self._checks[name] = (started, future)
         return started, future
 
@@ -316,6 +323,26 @@ class Site:
         with self._lock:
             self._ready_cache[name] = (self._clock(), readiness)
         return readiness
+
+
+def _in_daemon_thread(call: Callable[[], Any], name: str) -> Future:
+    """Run `call` in a daemon thread of its own; its result or error arrive in the Future.
+
+    Not a ThreadPoolExecutor: the interpreter joins those at exit, so one hung probe (a dead
+    NFS mount) would keep `archive-core check`, or a Portal worker, from exiting.
+    """
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(call())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"archive-core-ready-{name}", daemon=True).start()
+    return future
 
 
 def _combine(policy: Policy, states: dict[str, Readiness]) -> Readiness:

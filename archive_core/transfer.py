@@ -19,12 +19,13 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import attrs
 
+from archive_core import workers
 from archive_core.errors import FixityMismatch, TransferFailed, UnsafeName
 from archive_core.model import ProgressCallback
 from archive_core.naming import NAME_MAX
@@ -93,11 +94,15 @@ class _BufferPool:
         return mmap.mmap(-1, self._size)
 
     def release(self, buffer: mmap.mmap) -> None:
+        """Keep `buffer` for the next copy, or let it go when the pool is full.
+
+        A buffer let go is never closed here: views of it (a copy's chunk, a frame held by a
+        traceback) may still be exported, and mmap.close() would then raise BufferError and
+        fail a file that was copied perfectly well. The mapping is freed with its last view.
+        """
         with self._lock:
             if len(self._free) < self._keep:
                 self._free.append(buffer)
-                return
-        buffer.close()
 
 
 _POOL = _BufferPool(CHUNK_SIZE, keep=2 * _PIPELINE_DEPTH)
@@ -781,6 +786,9 @@ class StagedFile:
     digests: Digests
     source: str  # what was read, for messages
     durable: bool  # already fsynced on its own (large files): the batch sync may skip it
+    # Whether publishing may replace what is under `destination` (a restore into Portal's
+    # folder) or must leave it in place and fail (an archive copy: never overwritten).
+    replace: bool
     sync_dirs: tuple[str, ...]  # directories whose fsync makes the published name durable
     unnamed: _Unnamed | None = attrs.field(default=None, eq=False)
 
@@ -795,14 +803,12 @@ class StagedFile:
 ALREADY_PUBLISHED = "already published"
 
 
-def _host_label() -> str:
-    """This machine's name as it appears in temporary names (no dots: they separate fields)."""
-    label = "".join(c if c.isalnum() or c == "-" else "-" for c in os.uname().nodename)
-    return label[:32] or "host"
-
-
 class _TempTokens:
-    """Host, pid, random per process and a counter: unique names without a syscall each."""
+    """Host, pid, random per process and a counter: unique names without a syscall each.
+
+    Host and pid are those of `archive_core.workers.current()`, so a temporary name tells
+    which worker made it in the terms the journal records (`WorkerId`).
+    """
 
     def __init__(self) -> None:
         self._prefix = ""
@@ -815,7 +821,8 @@ class _TempTokens:
 
     def next(self) -> str:
         if not self._prefix:
-            self._prefix = f"{_host_label()}.{os.getpid()}.{os.urandom(4).hex()}"
+            me = workers.current()
+            self._prefix = f"{me.host}.{me.pid}.{os.urandom(4).hex()}"
         return f"{self._prefix}{next(self._counter):x}"
 
 
@@ -848,7 +855,7 @@ def sweep_partials(
     the directory, whose processes cannot be checked from here). Live copies are kept.
     """
     removed: list[str] = []
-    host, me, now = _host_label(), os.getpid(), time.time()
+    host, me, now = workers.current().host, os.getpid(), time.time()
     try:
         entries = os.scandir(directory)
     except (FileNotFoundError, NotADirectoryError):
@@ -876,13 +883,34 @@ def sweep_partials(
     return removed
 
 
-def remove_partials(directory: str | os.PathLike[str], name: str) -> list[str]:
-    """Remove every temporary file made for `name` in `directory`, whoever made it.
+def remove_partials(
+    directory: str | os.PathLike[str],
+    name: str,
+    *,
+    made_by: Collection[workers.WorkerId | str],
+) -> list[str]:
+    """Remove the temporary files the workers `made_by` made for `name` in `directory`.
 
-    For a caller that knows the attempts that made them are over (the core's journal marked
-    them abandoned). Names cut to fit NAME_MAX are matched by the part that was kept.
+    For a caller the core's journal told that those workers' attempts at this name died
+    (`abandoned_by`); any other worker's temporary file may be a live copy and stays, so
+    two workers writing one name never remove each other's. Workers are matched on the
+    host label and pid a temporary name carries. A pid of this host that runs again (a
+    reused pid looks the same in a name) is kept too: the sweep removes it once it is
+    gone. Names cut to fit NAME_MAX are matched by the part that was kept.
     """
+    here = workers.current().host
+    owners: set[tuple[str, str]] = set()
+    for worker in made_by:
+        parsed = workers.WorkerId.parse(worker) if isinstance(worker, str) else worker
+        if parsed is None:
+            log.warning("ignoring %r: it is not a worker id", worker)
+            continue
+        if parsed.host == here and _process_exists(parsed.pid):
+            continue
+        owners.add((parsed.host, str(parsed.pid)))
     removed: list[str] = []
+    if not owners:
+        return removed
     wanted = os.fsencode(name)
     try:
         entries = os.scandir(directory)
@@ -893,7 +921,9 @@ def remove_partials(directory: str | os.PathLike[str], name: str) -> list[str]:
             if not (entry.name.startswith(".") and entry.name.endswith(".partial")):
                 continue
             fields = entry.name[1 : -len(".partial")].rsplit(".", 3)
-            kept = os.fsencode(fields[0]) if len(fields) == 4 else b""
+            if len(fields) != 4 or (fields[1], fields[2]) not in owners:
+                continue
+            kept = os.fsencode(fields[0])
             was_cut = len(os.fsencode(entry.name)) >= NAME_MAX - 8
             if kept != wanted and not (was_cut and kept and wanted.startswith(kept)):
                 continue
@@ -913,15 +943,27 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def make_directories(path: str | os.PathLike[str]) -> tuple[str, ...]:
-    """Create `path` and missing parents; return the directories this call created."""
+def make_directories(
+    path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+) -> tuple[str, ...]:
+    """Create `path` and missing parents; return the directories this call created.
+
+    With `root`, only directories strictly below root are made. A missing root is most
+    often the mount point of a share that is not mounted: creating it would write the
+    archive onto whatever disk holds its parent, so TransferFailed says so instead.
+    """
+    current = os.path.normpath(os.fspath(path))
+    top = os.path.normpath(os.fspath(root)) if root is not None else None
+    if top is not None and current != top and not current.startswith(top.rstrip("/") + "/"):
+        raise ValueError(f"{current} is not inside the archive root {top}")
     missing: list[str] = []
-    current = os.fspath(path)
     while True:
         try:
             os.stat(current)
             break
         except FileNotFoundError:
+            if current == top:
+                raise root_missing(current) from None
             missing.append(current)
             parent = os.path.dirname(current)
             if parent == current:
@@ -937,6 +979,16 @@ def make_directories(path: str | os.PathLike[str]) -> tuple[str, ...]:
             continue  # another worker made it at the same moment
         created.append(directory)
     return tuple(created)
+
+
+def root_missing(root: str | os.PathLike[str]) -> TransferFailed:
+    """The error for an archive root that is not there: nothing is written, try again later."""
+    return TransferFailed(
+        f"archive root {os.fspath(root)} does not exist (is the share mounted?); "
+        "nothing was written",
+        paths=(os.fspath(root),),
+        retryable=True,
+    )
 
 
 def _sync_dirs(parent: str, root: str | None, created: Sequence[str]) -> tuple[str, ...]:
@@ -955,8 +1007,10 @@ def _sync_dirs(parent: str, root: str | None, created: Sequence[str]) -> tuple[s
     return tuple(dict.fromkeys(dirs))
 
 
-def _create_temp(parent: str, name: str, *, direct: bool) -> tuple[str, int, bool, list[str]]:
-    """Create a fresh temporary file in `parent` for `name`.
+def _create_temp(
+    parent: str, name: str, *, direct: bool, root: str | None
+) -> tuple[str, int, bool, list[str]]:
+    """Create a fresh temporary file in `parent` for `name` (directories only below `root`).
 
     Returns (path, fd, whether O_DIRECT is on, directories created).
     """
@@ -973,16 +1027,17 @@ def _create_temp(parent: str, name: str, *, direct: bool) -> tuple[str, int, boo
                 # This file system does not do O_DIRECT (tmpfs, some FUSE): write buffered.
         return temp, os.open(temp, flags, 0o666), False
 
-    (temp, fd, direct_on), created = _in_directory(parent, create)
+    (temp, fd, direct_on), created = _in_directory(parent, create, root)
     return temp, fd, direct_on, created
 
 
-def _in_directory(parent: str, create: Callable[[], T]) -> tuple[T, list[str]]:
+def _in_directory(parent: str, create: Callable[[], T], root: str | None) -> tuple[T, list[str]]:
     """`create()` a file in `parent`; returns its result and the directories made for it.
 
     The directory is made only when the create says it is missing, which saves a stat per
     file in the usual case and also covers a concurrent delete pruning it between mkdir and
-    create. On any failure the directories made are removed again.
+    create. With `root`, nothing is made at or above it (see `make_directories`). On any
+    failure the directories made are removed again.
     """
     created: list[str] = []
     try:
@@ -992,7 +1047,7 @@ def _in_directory(parent: str, create: Callable[[], T]) -> tuple[T, list[str]]:
             except FileNotFoundError:
                 if attempt == _CREATE_ATTEMPTS:
                     raise
-                created.extend(make_directories(parent))
+                created.extend(make_directories(parent, root=root))
     except BaseException:
         _abandon(None, created)
         raise
@@ -1004,8 +1059,9 @@ _NO_UNNAMED: set[str] = set()
 _linkat: Any = None  # libc's linkat once looked up; False where files cannot be linked by fd
 
 
-def _create_unnamed(parent: str) -> tuple[_Unnamed, list[str]] | None:
-    """An unnamed file in `parent` (made when missing), or None where there cannot be one."""
+def _create_unnamed(parent: str, root: str | None) -> tuple[_Unnamed, list[str]] | None:
+    """An unnamed file in `parent` (made when missing, below `root`), or None where there
+    cannot be one."""
     if not _O_TMPFILE or parent in _NO_UNNAMED or not _load_linkat():
         return None
     flags = _O_TMPFILE | os.O_WRONLY | _O_CLOEXEC
@@ -1023,7 +1079,7 @@ def _create_unnamed(parent: str) -> tuple[_Unnamed, list[str]] | None:
                 return None  # out of descriptors (a big chunk held open): use a named one
             raise
 
-    handle, created = _in_directory(parent, create)
+    handle, created = _in_directory(parent, create, root)
     if handle is None:
         _abandon(None, created)
         return None
@@ -1070,6 +1126,7 @@ def stage_file(
     source: str | os.PathLike[str] | BinaryIO,
     destination: str | os.PathLike[str],
     *,
+    replace: bool,
     expected_sha1: str | None = None,
     progress: ProgressCallback | None = None,
     durable: bool | None = None,
@@ -1080,17 +1137,21 @@ def stage_file(
     """Copy `source` beside `destination`, not under its name yet, and check its sha1 there.
 
     A small file (size known, under LARGE_FILE) becomes an unnamed file in the destination's
-    directory where the file system allows it, anything else a temporary name. Missing
-    parent directories are created. `durable=None` fsyncs large files on their own
-    (in the calling thread, so several stage in parallel) and leaves small ones to the one
-    sync of `publish_staged`. `root`, when given, adds every directory between the
-    destination and root to those fsynced at publish time, so new layout directories are
-    durable too. `size`, when the caller already knows it, saves asking the source again.
-    A sha1 mismatch raises FixityMismatch; any failure drops what was written (and
-    directories made for it) before raising.
+    directory where the file system allows it, anything else a temporary name. `replace`
+    says what publishing does with a destination that is taken: replace it atomically (a
+    restore into Portal's folder), or leave it in place and fail that file (an archive
+    copy, which is never overwritten). Missing parent directories are created: with
+    `root` (an archive root), only below it, and a missing root raises TransferFailed.
+    `durable=None` fsyncs large files on their own (in the calling thread, so several
+    stage in parallel) and leaves small ones to the one sync of `publish_staged`. `root`
+    also adds every directory between the destination and root to those fsynced at
+    publish time, so new layout directories are durable too. `size`, when the caller
+    already knows it, saves asking the source again. A sha1 mismatch raises FixityMismatch;
+    any failure drops what was written (and directories made for it) before raising.
     """
     target = os.fspath(destination)
     parent, name = os.path.split(target)
+    top = os.fspath(root) if root is not None else None
     if isinstance(source, str | os.PathLike):
         source_label = os.fspath(source)
         try:
@@ -1111,12 +1172,14 @@ def stage_file(
         large = size is None or size >= LARGE_FILE
         unnamed: _Unnamed | None = None
         try:
-            made = None if large else _create_unnamed(parent)
+            made = None if large else _create_unnamed(parent, top)
             if made is not None:
                 (unnamed, created), temp, direct = made, None, False
                 fd = unnamed.fd
             else:
-                temp, fd, direct, created = _create_temp(parent, name, direct=direct_io and large)
+                temp, fd, direct, created = _create_temp(
+                    parent, name, direct=direct_io and large, root=top
+                )
         except OSError as exc:
             raise TransferFailed(
                 f"Could not create a file in {parent}: {exc.strerror or exc}.",
@@ -1129,7 +1192,11 @@ def stage_file(
                 digests = _move(stream, source_label, size, sink, progress)
                 if expected_sha1 and digests.sha1 != expected_sha1.strip().lower():
                     raise FixityMismatch(
-                        path=source_label, expected=expected_sha1, actual=digests.sha1
+                        path=source_label,
+                        expected=expected_sha1,
+                        actual=digests.sha1,
+                        destination=target,
+                        replacing=replace,
                     )
                 synced = large if durable is None else durable
                 if synced:
@@ -1160,7 +1227,8 @@ def stage_file(
         digests=digests,
         source=source_label,
         durable=synced,
-        sync_dirs=_sync_dirs(parent, os.fspath(root) if root is not None else None, created),
+        replace=replace,
+        sync_dirs=_sync_dirs(parent, top, created),
         unnamed=unnamed,
     )
 
@@ -1217,27 +1285,40 @@ def sync_staged(staged: Sequence[StagedFile]) -> list[TransferFailed | None]:
 
 
 def publish_staged(
-    staged: Sequence[StagedFile], *, sync: bool = True
+    staged: Sequence[StagedFile],
+    *,
+    sync: bool = True,
+    stop: Callable[[], bool] | None = None,
 ) -> list[TransferFailed | str | None]:
     """Publish staged files under their final names, durably, with one sync for the batch.
 
     Order: `sync_staged`, then every link or rename, then one fsync per distinct directory.
     Returns, aligned with `staged`, None for each file published, ALREADY_PUBLISHED where
     the destination already held the same bytes, or the error that kept it back (its
-    staged bytes are dropped). `sync=False` skips the syncs (faster, not crash-safe).
+    staged bytes are dropped). A destination holding anything else is replaced or left in
+    place, as each file was staged to (`stage_file(replace=...)`). `sync=False` skips the
+    syncs (faster, not crash-safe). `stop`, asked before each name is published, ends the
+    publishing once it answers True: the rest are dropped (whoever asked for them is gone).
     """
     results: list[TransferFailed | str | None] = (
         sync_staged(staged) if sync else [None] * len(staged)  # type: ignore[assignment]
     )
     for index, item in enumerate(staged):
+        if results[index] is None and stop is not None and stop():
+            results[index] = TransferFailed(
+                f"{item.destination} was not published: its batch was stopped.",
+                paths=(item.destination,),
+                retryable=True,
+            )
         if results[index] is not None:
             item.discard()
             continue
         try:
-            if item.unnamed is None:
-                os.replace(item.temp, item.destination)  # type: ignore[arg-type]
-            elif _publish_unnamed(item):
+            if _publish(item):
                 results[index] = ALREADY_PUBLISHED
+        except TransferFailed as exc:
+            results[index] = exc
+            item.discard()
         except OSError as exc:
             results[index] = _publish_error(item, exc)
             item.discard()
@@ -1265,15 +1346,28 @@ def publish_staged(
     return results
 
 
-def _publish_unnamed(item: StagedFile) -> bool:
-    """Link a staged unnamed file under its destination; True when the very same bytes
-    were already there (they are kept, and the new copy dropped).
+def _publish(item: StagedFile) -> bool:
+    """Give a staged file its destination's name; True when the very same bytes were there
+    already (they are kept, and the staged copy dropped).
 
-    A destination holding other bytes (a damaged copy) is replaced, atomically, as a rename
-    would: linked beside it under a temporary name first.
+    Without `replace`, every step refuses to overwrite (a link, or a rename that must not
+    replace): whatever appears under the name, even between our look and our publish, is
+    never overwritten, and the file fails with TransferFailed saying what is there.
     """
+    if item.unnamed is None:
+        assert item.temp is not None
+        if item.replace:
+            os.replace(item.temp, item.destination)
+            return False
+        try:
+            _link_or_rename_no_replace(item.temp, item.destination)
+        except FileExistsError:
+            if _holds(item.destination, item.digests):
+                _abandon(item.temp, ())
+                return True
+            raise name_taken(item.destination, size=item.digests.size) from None
+        return False
     handle = item.unnamed
-    assert handle is not None
     try:
         try:
             _link_unnamed(handle, item.destination)
@@ -1281,6 +1375,10 @@ def _publish_unnamed(item: StagedFile) -> bool:
         except FileExistsError:
             if _holds(item.destination, item.digests):
                 return True
+            if not item.replace:
+                raise name_taken(item.destination, size=item.digests.size) from None
+        # A destination holding other bytes is replaced atomically, as a rename would: the
+        # file is linked beside it under a temporary name first.
         parent, name = os.path.split(item.destination)
         temp = os.path.join(parent, temporary_name(name))
         _link_unnamed(handle, temp)
@@ -1292,6 +1390,116 @@ def _publish_unnamed(item: StagedFile) -> bool:
         return False
     finally:
         handle.close()
+
+
+#: errno values of link(2) on a file system without hard links (FAT, some FUSE and SMB).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _link_or_rename_no_replace(temp: str, destination: str) -> None:
+    """Move `temp` to `destination` unless that name is taken (then FileExistsError).
+
+    A hard link refuses an existing name whatever it is (a file, a directory, a symlink,
+    which is not followed), atomically; the temporary name is dropped after it. Where the
+    file system has no hard links, renameat2(RENAME_NOREPLACE) does the same in one step.
+    """
+    try:
+        os.link(temp, destination, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        _rename_no_replace(temp, destination, exc)
+        return
+    try:
+        os.unlink(temp)
+    except OSError as exc:
+        # Published all the same: the extra name is a stray temporary file for the sweep.
+        log.warning("could not remove temporary file %s: %s", temp, exc)
+
+
+_renameat2: Any = None  # libc's renameat2 once looked up; False where there is none
+_RENAME_NOREPLACE = 1
+
+
+def _rename_no_replace(temp: str, destination: str, no_link: OSError) -> None:
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            import ctypes
+
+            function = ctypes.CDLL(None, use_errno=True).renameat2
+            function.argtypes = [
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_uint,
+            ]
+            function.restype = ctypes.c_int
+            _renameat2 = function
+        except (OSError, AttributeError):
+            _renameat2 = False
+    code = errno.ENOSYS
+    if _renameat2:
+        import ctypes
+
+        if not _renameat2(
+            _AT_FDCWD, os.fsencode(temp), _AT_FDCWD, os.fsencode(destination), _RENAME_NOREPLACE
+        ):
+            return
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            raise FileExistsError(code, os.strerror(code), destination)
+    if code in (errno.EINVAL, errno.ENOSYS):
+        raise TransferFailed(
+            f"Could not publish {destination}: its file system supports neither hard links "
+            f"({no_link.strerror or no_link}) nor renames that refuse to replace a file, so "
+            "the copy cannot be published without risking another file under that name.",
+            paths=(destination,),
+        )
+    raise OSError(code, os.strerror(code), destination)
+
+
+def name_taken(destination: str, *, size: int | None = None) -> TransferFailed:
+    """The error for a destination that holds something other than the bytes to publish there.
+
+    For an archive copy this is damage or a foreign file (archive names carry the sha1 of
+    their content): it is left for an admin to look at, never replaced.
+    """
+    kept = "It was left in place; nothing was replaced."
+    try:
+        info = os.lstat(destination)
+    except FileNotFoundError:
+        return TransferFailed(
+            f"Could not publish {destination}: another file was under this name a moment ago "
+            "and is gone now; try again. Nothing was replaced.",
+            paths=(destination,),
+            retryable=True,
+        )
+    except OSError as exc:
+        return TransferFailed(
+            f"Could not publish {destination}: something is under this name but cannot be "
+            f"looked at ({exc.strerror or exc}). {kept}",
+            paths=(destination,),
+            retryable=True,
+        )
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        if size is not None and info.st_size != size:
+            detail = f"{info.st_size} bytes, not the {size} bytes of this copy"
+        else:
+            detail = "the same size, other bytes"
+        what = f"a different file already exists under this name ({detail})"
+    elif stat.S_ISLNK(mode):
+        try:
+            what = f"a symbolic link (to {os.readlink(destination)}) is under this name"
+        except OSError:
+            what = "a symbolic link is under this name"
+    elif stat.S_ISDIR(mode):
+        what = "a directory is under this name"
+    else:
+        what = "something other than a regular file (a FIFO, socket or device) is there"
+    return TransferFailed(f"Could not publish {destination}: {what}. {kept}", paths=(destination,))
 
 
 def _holds(path: str, digests: Digests) -> bool:
@@ -1317,19 +1525,24 @@ def publish_file(
     source: str | os.PathLike[str] | BinaryIO,
     destination: str | os.PathLike[str],
     *,
+    replace: bool = True,
     expected_sha1: str | None = None,
     progress: ProgressCallback | None = None,
     fsync: bool = True,
     direct_io: bool = True,
     root: str | os.PathLike[str] | None = None,
 ) -> Digests:
-    """Copy one file atomically: temp beside destination, sha1 check, fsync, rename, fsync dir.
+    """Copy one file atomically: temp beside destination, sha1 check, fsync, publish, fsync dir.
 
-    Never leaves a partial file under `destination`. Raises FixityMismatch or TransferFailed.
+    Never leaves a partial file under `destination`. `replace` is as for `stage_file`: True
+    (a restore into a destination of Portal's) replaces what is there atomically; an archive
+    copy passes False, so a taken name fails and is left as it is. Raises FixityMismatch or
+    TransferFailed.
     """
     staged = stage_file(
         source,
         destination,
+        replace=replace,
         expected_sha1=expected_sha1,
         progress=progress,
         durable=fsync,

@@ -107,6 +107,14 @@ class MemoryDriver(BaseDriver):
     def check_ready(self) -> Readiness:
         return Readiness.ready("in memory")
 
+    def stat(self, request) -> Iterable[FileOutcome]:
+        for item in request.items:
+            data = self.store.get(item.locator)
+            if data is None:
+                yield FileOutcome.failure(item.key, f"no copy {item.locator}")
+            else:
+                yield FileOutcome.success(item.key, locator=item.locator, size=len(data))
+
     def archive(self, request) -> Iterable[FileOutcome]:
         for item in request.items:
             data = Path(item.sources[0]).read_bytes()

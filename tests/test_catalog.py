@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from archive_core.catalog import Catalog, CopyRecord, JournalEntry, JournalResult
+from archive_core import workers
+from archive_core.catalog import (
+    HEARTBEAT_STALE,
+    Catalog,
+    CopyRecord,
+    JournalEntry,
+    JournalResult,
+)
 from archive_core.errors import CatalogError
 from archive_core.portal import ArchiveCorePlugin
+from archive_core.workers import WorkerId
 from tests.sites import POLICY, filesys_site, media
 
 SHA1 = "a" * 40
@@ -65,16 +74,28 @@ def test_recording_the_same_copy_twice_keeps_one_row(catalog_url):
     catalog.close()
 
 
-def test_intent_without_result_is_unfinished_until_a_rerun_abandons_it(catalog_url):
+def _process(*, alive: bool) -> tuple[WorkerId, subprocess.Popen]:
+    """A worker id of a real process of this host: still running, or gone."""
+    child = subprocess.Popen(["sleep", "60" if alive else "0"])
+    worker = workers.of_process(child.pid)
+    if not alive:
+        child.wait()
+    return worker, child
+
+
+def _intent(catalog: Catalog, job: str, name: str = "n.mov"):
+    entry = JournalEntry(key="0", name=name, sha1=SHA1)
+    return catalog.begin(job_id=job, policy="p", target="t", operation="archive", entries=[entry])
+
+
+def test_a_dead_workers_intent_is_unfinished_until_a_rerun_abandons_it(catalog_url):
+    dead, _ = _process(alive=False)
+    _intent(Catalog(catalog_url, worker=dead), "dead")
     catalog = Catalog(catalog_url)
-    entry = JournalEntry(key="0", name="n.mov", sha1=SHA1)
-    catalog.begin(job_id="dead", policy="p", target="t", operation="archive", entries=[entry])
     [open_intent] = catalog.unfinished()
     assert (open_intent.job_id, open_intent.state) == ("dead", "intent")
-    rerun = catalog.begin(
-        job_id="again", policy="p", target="t", operation="archive", entries=[entry]
-    )
-    assert rerun.abandoned == {"n.mov"}
+    rerun = _intent(catalog, "again")
+    assert rerun.abandoned == {"n.mov": (str(dead),)}
     assert [(r.job_id, r.state) for r in catalog.journal()] == [
         ("dead", "abandoned"),
         ("again", "intent"),
@@ -82,6 +103,42 @@ def test_intent_without_result_is_unfinished_until_a_rerun_abandons_it(catalog_u
     catalog.finish(rerun.id, [JournalResult(key="0", ok=False, error="disk full")])
     assert catalog.unfinished() == []
     assert catalog.journal(job_id="again")[0].error == "disk full"
+    catalog.close()
+
+
+def test_a_live_workers_intent_is_never_taken_for_abandoned(catalog_url):
+    live, child = _process(alive=True)
+    try:
+        _intent(Catalog(catalog_url, worker=live), "live")
+        catalog = Catalog(catalog_url)
+        assert _intent(catalog, "second").abandoned == {}
+        assert {r.job_id for r in catalog.unfinished()} == {"live", "second"}
+    finally:
+        child.kill()
+        child.wait()
+    # Once that process is gone, its intent is dead work.
+    assert _intent(catalog, "third").abandoned == {"n.mov": (str(live),)}
+    catalog.close()
+
+
+def test_another_hosts_intent_is_live_while_its_heartbeat_is_fresh(catalog_url):
+    now = [dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)]
+    elsewhere = WorkerId(host="portal-worker-2", pid=4242, pid_space="b00t-1", start=99)
+    _intent(Catalog(catalog_url, worker=elsewhere, clock=lambda: now[0]), "remote")
+    catalog = Catalog(catalog_url, clock=lambda: now[0])
+    now[0] += HEARTBEAT_STALE - dt.timedelta(seconds=1)
+    assert _intent(catalog, "early").abandoned == {}
+    now[0] += dt.timedelta(seconds=2)  # its heartbeat is now stale: that worker is gone
+    assert _intent(catalog, "late").abandoned == {"n.mov": (str(elsewhere),)}
+    catalog.close()
+
+
+def test_this_processes_own_intent_is_live_until_its_batch_ends(catalog_url):
+    catalog = Catalog(catalog_url)
+    first = _intent(catalog, "thread-1")  # another thread of this worker still runs it
+    assert _intent(catalog, "thread-2").abandoned == {}
+    catalog.end(first.id)  # that batch stopped without a result for its file
+    assert _intent(catalog, "thread-3").abandoned == {"n.mov": (str(catalog.worker),)}
     catalog.close()
 
 

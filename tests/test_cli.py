@@ -99,7 +99,7 @@ def test_check_reports_reason_and_exits_1_when_a_policy_is_not_ready(tmp_path):
     assert result.exit_code == 1
     [state] = json.loads(result.output)
     assert state["ready"] is False
-    assert "targets.gone.settings.root: directory does not exist" in state["reason"]
+    assert f"archive root {tmp_path / 'nope'} does not exist" in state["reason"]
 
 
 def test_policies_lists_what_portal_sees(tmp_path):
@@ -150,3 +150,12 @@ def test_demo_keeps_its_directory_when_asked(tmp_path):
     assert (where / "archive-core.toml").is_file()
     assert len([p for p in (where / "archive").rglob("*") if p.is_file()]) == 5
     assert Path(where / "restored").is_dir()
+
+
+def test_verify_all_on_an_empty_catalog_says_there_is_nothing_to_verify(tmp_path):
+    config, _ = filesys_site(tmp_path)
+    result = _run("--config", str(config), "verify", "--policy", POLICY, "--all")
+    assert result.exit_code == 0
+    assert f"The catalog records no copies of policy {POLICY}: nothing to verify." in result.output
+    unknown = _run("--config", str(config), "verify", "--policy", "no-such-policy", "--all")
+    assert unknown.exit_code == 2 and "no-such-policy" in unknown.output

@@ -285,7 +285,7 @@ def test_pytest_mixin_gates_capabilities_and_applies_known_failures(pytester: An
         """
     )
     result = pytester.runpytest("-q", "-p", "no:cacheprovider")
-    gated = 3 + 3  # delete, verify, bulk; unreachable, invalid, the write seam
+    gated = 4 + 3  # delete (twice), verify, bulk; unreachable, invalid, the write seam
     result.assert_outcomes(passed=len(CHECKS) - gated - 1, skipped=gated, xfailed=1)
 
 

@@ -142,6 +142,7 @@ def test_driver_settings_errors_name_their_path_and_mark_the_target_not_ready(tm
 
 class Offering(MemoryDriver):
     name = "offering"
+    capabilities = MemoryDriver.capabilities | {Capability.BULK}
 
     def policies(self):
         return [OfferedPolicy(uuid="pool-a", name="Pool A", max_files=50)]
@@ -150,11 +151,12 @@ class Offering(MemoryDriver):
 def test_get_policies_is_the_union_of_configured_and_driver_offered_policies(tmp_path):
     plugin = _plugin(tmp_path, Offering)
     assert plugin.get_policies() == [
-        {"uuid": "p", "name": "P", "bulk_support": False},
+        {"uuid": "p", "name": "P", "bulk_support": True},
         {"uuid": "pool-a", "name": "Pool A", "bulk_support": True},
     ]
     assert plugin.get_policy_constrains() == [
-        {"uuid": "pool-a", "max_files": 50, "max_bytes": None}
+        {"uuid": "p", "max_files": None, "max_bytes": None},
+        {"uuid": "pool-a", "max_files": 50, "max_bytes": None},
     ]
     [archived], *_ = plugin.archive(_batch(tmp_path, 1), "pool-a", "j")
     assert archived.external_ids[0].startswith("offering://t/")
@@ -190,18 +192,24 @@ class Recording(MemoryDriver):
     seen: list = []
 
     def archive(self, request):
-        Recording.seen.extend((i.name, i.resumed) for i in request.items)
+        Recording.seen.extend((i.name, i.abandoned_by) for i in request.items)
         yield from super().archive(request)
 
 
-def test_driver_is_told_which_files_a_dead_worker_left_unfinished(tmp_path):
-    from archive_core.catalog import JournalEntry
+def test_driver_is_told_which_files_a_dead_worker_left_unfinished_and_by_whom(tmp_path):
+    import subprocess
+
+    from archive_core import workers
+    from archive_core.catalog import Catalog, JournalEntry
     from archive_core.naming import archive_name
 
     plugin = _plugin(tmp_path, Recording)
     batch = _batch(tmp_path, 2)
     dead = archive_name(batch[0].files[0], item_id=batch[0].item_id, sha1=batch[0].sha1)
-    plugin.site().catalog.begin(
+    killed = subprocess.Popen(["sleep", "0"])
+    worker = workers.of_process(killed.pid)
+    killed.wait()
+    Catalog(plugin.site().catalog.url, worker=worker).begin(
         job_id="killed",
         policy="p",
         target="t",
@@ -212,7 +220,7 @@ def test_driver_is_told_which_files_a_dead_worker_left_unfinished(tmp_path):
     archived, _, error, _ = plugin.archive(batch, "p", "retry")
     assert len(archived) == 2 and error == ""
     assert dict(Recording.seen) == {
-        dead: True,
-        archive_name(batch[1].files[0], item_id=batch[1].item_id, sha1=batch[1].sha1): False,
+        dead: (str(worker),),
+        archive_name(batch[1].files[0], item_id=batch[1].item_id, sha1=batch[1].sha1): (),
     }
     assert [r.state for r in plugin.site().catalog.journal(job_id="killed")] == ["abandoned"]

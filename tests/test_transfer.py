@@ -172,11 +172,22 @@ def test_fixity_mismatch_publishes_nothing_and_removes_temp_and_new_dirs(tmp_pat
     assert list(archive.iterdir()) == []  # no file, no temp, no empty layout directory
 
 
-def test_publish_replaces_an_existing_file_atomically(tmp_path: Path) -> None:
+def test_restore_publish_replaces_an_existing_file_atomically(tmp_path: Path) -> None:
     (tmp_path / "src").write_bytes(b"new content")
     (tmp_path / "dst").write_bytes(b"old content that is longer")
-    transfer.publish_file(tmp_path / "src", tmp_path / "dst")
+    transfer.publish_file(tmp_path / "src", tmp_path / "dst", replace=True)
     assert (tmp_path / "dst").read_bytes() == b"new content"
+    assert partials_under(tmp_path) == []
+
+
+def test_archive_publish_leaves_an_existing_file_in_place(tmp_path: Path) -> None:
+    (tmp_path / "src").write_bytes(b"new content")
+    (tmp_path / "dst").write_bytes(b"old content that is longer")
+    with pytest.raises(TransferFailed) as caught:
+        transfer.publish_file(tmp_path / "src", tmp_path / "dst", replace=False)
+    assert f"Could not publish {tmp_path / 'dst'}: a different file" in caught.value.message
+    assert "left in place; nothing was replaced" in caught.value.message
+    assert (tmp_path / "dst").read_bytes() == b"old content that is longer"
     assert partials_under(tmp_path) == []
 
 
@@ -245,6 +256,7 @@ def test_batch_publish_makes_many_files_durable_with_one_sync(
             transfer.stage_file(
                 io.BytesIO(data),
                 tmp_path / f"d{i % 3}" / f"f{i}",
+                replace=False,
                 expected_sha1=sha1_of(data),
                 root=tmp_path,
             )
@@ -261,8 +273,8 @@ def test_batch_publish_reports_the_file_it_could_not_rename_and_keeps_the_others
 ) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "inside").write_bytes(b"")
-    good = transfer.stage_file(io.BytesIO(b"good"), tmp_path / "good")
-    blocked = transfer.stage_file(io.BytesIO(b"blocked"), tmp_path / "taken")
+    good = transfer.stage_file(io.BytesIO(b"good"), tmp_path / "good", replace=False)
+    blocked = transfer.stage_file(io.BytesIO(b"blocked"), tmp_path / "taken", replace=False)
     results = transfer.publish_staged([good, blocked])
     assert results[0] is None
     assert isinstance(results[1], TransferFailed)
@@ -272,12 +284,12 @@ def test_batch_publish_reports_the_file_it_could_not_rename_and_keeps_the_others
 
 
 def test_a_staged_small_file_has_no_name_until_it_is_published(tmp_path: Path) -> None:
-    staged = transfer.stage_file(io.BytesIO(b"clip"), tmp_path / "clip.mov")
+    staged = transfer.stage_file(io.BytesIO(b"clip"), tmp_path / "clip.mov", replace=False)
     assert staged.unnamed is not None and staged.temp is None
     assert os.listdir(tmp_path) == []  # no temporary name either
     assert transfer.publish_staged([staged]) == [None]
     assert os.listdir(tmp_path) == ["clip.mov"]
-    dropped = transfer.stage_file(io.BytesIO(b"never"), tmp_path / "never.mov")
+    dropped = transfer.stage_file(io.BytesIO(b"never"), tmp_path / "never.mov", replace=False)
     dropped.discard()
     dropped.discard()  # twice is harmless: the descriptor is closed once
     assert os.listdir(tmp_path) == ["clip.mov"]
@@ -290,7 +302,7 @@ def test_a_process_killed_while_holding_staged_files_leaves_nothing(tmp_path: Pa
     if pid == 0:  # pragma: no cover - runs in the child
         try:
             for n in range(20):
-                transfer.stage_file(io.BytesIO(b"x" * 1000), tmp_path / f"f{n}")
+                transfer.stage_file(io.BytesIO(b"x" * 1000), tmp_path / f"f{n}", replace=False)
             os.write(write_end, b"staged")
             os.read(hold, 1)  # wait to be killed
         finally:
@@ -306,7 +318,7 @@ def test_where_unnamed_files_are_refused_temporary_names_are_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(transfer, "_O_TMPFILE", 0)  # as on NFS, or a kernel without it
-    staged = transfer.stage_file(io.BytesIO(b"clip"), tmp_path / "clip.mov")
+    staged = transfer.stage_file(io.BytesIO(b"clip"), tmp_path / "clip.mov", replace=False)
     assert staged.unnamed is None and staged.temp is not None
     assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(staged.temp)]
     assert transfer.publish_staged([staged]) == [None]
@@ -316,13 +328,13 @@ def test_where_unnamed_files_are_refused_temporary_names_are_used(
 def test_publishing_onto_the_same_bytes_keeps_the_existing_copy(tmp_path: Path) -> None:
     (tmp_path / "clip.mov").write_bytes(b"same bytes")
     before = os.stat(tmp_path / "clip.mov")
-    staged = transfer.stage_file(io.BytesIO(b"same bytes"), tmp_path / "clip.mov")
+    staged = transfer.stage_file(io.BytesIO(b"same bytes"), tmp_path / "clip.mov", replace=False)
     assert transfer.publish_staged([staged]) == [transfer.ALREADY_PUBLISHED]
     after = os.stat(tmp_path / "clip.mov")
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
-def test_publishing_replaces_other_bytes_and_a_planted_symlink_without_following_it(
+def test_archive_publishing_leaves_other_bytes_and_a_planted_symlink_in_place(
     tmp_path: Path,
 ) -> None:
     outside = tmp_path / "outside.txt"
@@ -331,15 +343,37 @@ def test_publishing_replaces_other_bytes_and_a_planted_symlink_without_following
     (tmp_path / "archive" / "damaged.mov").write_bytes(b"damaged copy")
     (tmp_path / "archive" / "planted.mov").symlink_to(outside)
     staged = [
-        transfer.stage_file(io.BytesIO(b"good copy"), tmp_path / "archive" / "damaged.mov"),
-        transfer.stage_file(io.BytesIO(b"good copy"), tmp_path / "archive" / "planted.mov"),
+        transfer.stage_file(io.BytesIO(b"good copy"), tmp_path / "archive" / name, replace=False)
+        for name in ("damaged.mov", "planted.mov")
     ]
-    assert transfer.publish_staged(staged) == [None, None]
-    for name in ("damaged.mov", "planted.mov"):
-        path = tmp_path / "archive" / name
-        assert not path.is_symlink() and path.read_bytes() == b"good copy"
+    damaged, planted = transfer.publish_staged(staged)
+    assert isinstance(damaged, TransferFailed) and isinstance(planted, TransferFailed)
+    assert "a different file already exists under this name" in damaged.message
+    assert f"a symbolic link (to {outside})" in planted.message
+    assert (tmp_path / "archive" / "damaged.mov").read_bytes() == b"damaged copy"
+    assert (tmp_path / "archive" / "planted.mov").is_symlink()
     assert outside.read_bytes() == b"not ours"
     assert sorted(os.listdir(tmp_path / "archive")) == ["damaged.mov", "planted.mov"]
+
+
+def test_restore_publishing_replaces_other_bytes_and_a_planted_symlink_without_following_it(
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not ours")
+    (tmp_path / "portal").mkdir()
+    (tmp_path / "portal" / "older.mov").write_bytes(b"an older file")
+    (tmp_path / "portal" / "planted.mov").symlink_to(outside)
+    staged = [
+        transfer.stage_file(io.BytesIO(b"good copy"), tmp_path / "portal" / name, replace=True)
+        for name in ("older.mov", "planted.mov")
+    ]
+    assert transfer.publish_staged(staged) == [None, None]
+    for name in ("older.mov", "planted.mov"):
+        path = tmp_path / "portal" / name
+        assert not path.is_symlink() and path.read_bytes() == b"good copy"
+    assert outside.read_bytes() == b"not ours"
+    assert sorted(os.listdir(tmp_path / "portal")) == ["older.mov", "planted.mov"]
 
 
 def test_sync_primitives_accept_a_real_directory(tmp_path: Path) -> None:
@@ -541,22 +575,30 @@ def test_sweep_of_a_missing_directory_removes_nothing(tmp_path: Path) -> None:
     assert transfer.sweep_partials(tmp_path / "missing") == []
 
 
-def test_remove_partials_clears_every_attempt_at_one_name_and_nothing_else(tmp_path):
-    from archive_core.transfer import remove_partials, temporary_name
+def test_remove_partials_clears_the_named_workers_attempts_at_one_name_and_nothing_else(tmp_path):
+    from archive_core.transfer import remove_partials
 
     name = "clip_VX-1_" + "a" * 40 + ".mov"
-    mine = [temporary_name(name), ".clip_VX-1_" + "a" * 40 + ".mov.otherhost.77.9.partial"]
-    others = [temporary_name("other.mov"), name, ".hidden"]
-    for entry in mine + others:
+    theirs = [f".{name}.otherhost.77.9.partial", f".{name}.otherhost.77.a.partial"]
+    others = [".other.mov.otherhost.77.9.partial", f".{name}.otherhost.78.9.partial", name]
+    for entry in theirs + others:
         (tmp_path / entry).write_bytes(b"x")
-    assert sorted(remove_partials(tmp_path, name)) == sorted(mine)
+    assert sorted(remove_partials(tmp_path, name, made_by=["otherhost:77"])) == sorted(theirs)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
 
 
 def test_remove_partials_matches_a_name_cut_to_fit_name_max(tmp_path):
+    from archive_core import workers
     from archive_core.transfer import remove_partials, temporary_name
 
     long_name = "é" * 120 + "_VX-1.mov"  # 249 bytes: its temporary name must be cut
-    (tmp_path / temporary_name(long_name)).write_bytes(b"x")
-    assert len(remove_partials(tmp_path, long_name)) == 1
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - a worker that leaves its temporary file and dies
+        try:
+            (tmp_path / temporary_name(long_name)).write_bytes(b"x")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    made_by = [workers.WorkerId(host=workers.current().host, pid=pid)]
+    assert len(remove_partials(tmp_path, long_name, made_by=made_by)) == 1
     assert list(tmp_path.iterdir()) == []

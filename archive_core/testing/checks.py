@@ -373,6 +373,74 @@ def delete_removes_the_copy(h: Harness) -> None:
     expect(list(again) == archived, "deleting an already deleted copy failed")
 
 
+@check(Capability.ARCHIVE)
+def stat_finds_a_copy_with_its_size_and_reports_a_missing_one(h: Harness) -> None:
+    """stat() answers for every copy: there with its size, or a failure when it is not there."""
+    from archive_core.model import CopyRef, StatRequest
+
+    content = os.urandom(3333)
+    _, _, error = _archive(h.plugin, [h.media("stat.bin", content)])
+    expect(error == "", f"archive failed: {error}")
+    [record] = h.site().catalog.copies(target=KIT_TARGET)
+    driver = h.site().target(KIT_TARGET).instance
+    expect(
+        callable(getattr(driver, "stat", None)),
+        f"{h.driver_class.__name__} has no stat(): the core must write every copy the catalog "
+        "remembers again, because it cannot ask the target whether it is still there",
+    )
+    missing = record.locator + ".not-there"
+    request = StatRequest(
+        policy=KIT_POLICY,
+        target=KIT_TARGET,
+        job_id="kit-stat",
+        items=[CopyRef(key="there", locator=record.locator), CopyRef(key="gone", locator=missing)],
+    )
+    outcomes = {o.key: o for o in driver.stat(request)}
+    expect(set(outcomes) == {"there", "gone"}, f"stat() answered for {sorted(outcomes)}")
+    there, gone = outcomes["there"], outcomes["gone"]
+    expect(there.ok, f"stat() does not find the copy just archived: {there.error}")
+    expect(there.size == len(content), f"stat() gives size {there.size}, not {len(content)}")
+    expect(
+        not there.sha1 or there.sha1 == hashlib.sha1(content).hexdigest(),
+        f"stat() gives sha1 {there.sha1}, which is not the copy's",
+    )
+    expect(not gone.ok, f"stat() reports {missing}, which was never archived, as there")
+    expect((gone.error or "").strip(), "stat() gives no reason for a missing copy")
+
+
+@check(Capability.ARCHIVE, Capability.DELETE, Capability.RESTORE)
+def a_copy_removed_behind_the_catalogs_back_is_archived_again(h: Harness) -> None:
+    """A copy gone from storage while the catalog still lists it is written again, not reused."""
+    from archive_core.model import CopyRef, DeleteRequest
+
+    original = h.media("vanishing.bin", os.urandom(2500))
+    _, _, error = _archive(h.plugin, [original])
+    expect(error == "", f"archive failed: {error}")
+    [record] = h.site().catalog.copies(target=KIT_TARGET)
+    driver = h.site().target(KIT_TARGET).instance
+    # Removed through the driver alone, so the catalog still lists it: an admin's rm, or a
+    # delete killed before it was journaled.
+    request = DeleteRequest(
+        policy=KIT_POLICY,
+        target=KIT_TARGET,
+        job_id="kit-behind",
+        items=[CopyRef(key="0", locator=record.locator)],
+    )
+    [removed] = list(driver.delete(request))
+    expect(removed.ok, f"the driver could not delete its own copy: {removed.error}")
+    again, _, error = _archive(h.plugin, [original])
+    expect(error == "", f"archiving again failed: {error}")
+    wanted = h.elsewhere(again[0])
+    try:
+        h.plugin.restore([wanted], KIT_POLICY)
+    except ArchiveCoreError as exc:
+        raise ContractViolation(
+            f"a file reported archived again cannot be restored (the copy was not rewritten): "
+            f"{exc.message}"
+        ) from None
+    expect(h.bytes_of(wanted) == h.bytes_of(original), "the rewritten copy differs")
+
+
 @check(Capability.ARCHIVE, Capability.VERIFY)
 def verify_reads_back_what_was_archived(h: Harness) -> None:
     """Verify reads each archived copy back and finds Portal's sha1."""

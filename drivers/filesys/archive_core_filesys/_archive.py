@@ -22,15 +22,21 @@ def stage_archive(
     """Write `item` beside `locator` and check it, or find it there already.
 
     Returns the staged copy, or a `reused` success when the very same bytes are already
-    published under that name. Raises for a per-file failure (the caller reports it).
+    published under that name. Anything else under that name is never replaced: the file
+    fails, saying what is there. Raises for a per-file failure (the caller reports it).
     """
     # The name's folders are checked now; the name itself is only ever created (O_EXCL, or
     # a link that refuses to overwrite), never followed.
     destination, _ = transfer.safe_lookup(root, locator, what="archive location", look=False)
-    if item.resumed:
-        # The core's journal says the last attempt at this name died mid-transfer,
-        # possibly on another host whose processes the sweep cannot check.
-        transfer.remove_partials(os.path.dirname(destination), os.path.basename(destination))
+    if item.abandoned_by:
+        # The core's journal says these workers died writing this name, possibly on another
+        # host whose processes the sweep cannot check. Only theirs go: another worker may be
+        # writing the same name right now.
+        transfer.remove_partials(
+            os.path.dirname(destination),
+            os.path.basename(destination),
+            made_by=item.abandoned_by,
+        )
     expected = item.sha1.strip().lower() if item.sha1 else None
     _, source = transfer.open_first_readable(item.sources)
     with source:
@@ -44,6 +50,7 @@ def stage_archive(
         staged = transfer.stage_file(
             source,
             destination,
+            replace=False,
             expected_sha1=expected,
             progress=progress,
             durable=None if fsync else False,
@@ -62,16 +69,19 @@ def _existing_copy(
     expected: str,
     progress: ProgressCallback | None,
 ) -> FileOutcome | None:
-    """A `reused` success when `destination` already holds these very bytes; else None."""
+    """A `reused` success when `destination` already holds these very bytes; None when
+    nothing is there. Anything else there fails the file now, before a copy that could
+    never be published is written (the publish itself refuses to replace it all the same).
+    """
     try:
         existing = os.lstat(destination)
     except FileNotFoundError:
         return None
     if not stat.S_ISREG(existing.st_mode) or existing.st_size != size:
-        return None
+        raise transfer.name_taken(destination, size=size)
     digests = transfer.hash_file(destination, progress=progress, follow_symlinks=False)
     if digests.sha1 != expected:
-        return None
+        raise transfer.name_taken(destination, size=size)
     return FileOutcome.success(
         item.key,
         locator=locator,

@@ -130,10 +130,15 @@ def run_batch(
                 left.staged.discard()
 
 
-def published_outcomes(ready: list[Staged], *, fsync: bool) -> list[FileOutcome]:
-    """Publish a chunk (sync, renames, directory fsyncs); the outcome of each of its files."""
+def published_outcomes(
+    ready: list[Staged], *, fsync: bool, stop: Callable[[], bool] | None = None
+) -> list[FileOutcome]:
+    """Publish a chunk (sync, renames, directory fsyncs); the outcome of each of its files.
+
+    `stop` is asked before each name is published (see `transfer.publish_staged`).
+    """
     try:
-        errors = transfer.publish_staged([s.staged for s in ready], sync=fsync)
+        errors = transfer.publish_staged([s.staged for s in ready], sync=fsync, stop=stop)
     except BaseException:
         for entry in ready:
             entry.staged.discard()

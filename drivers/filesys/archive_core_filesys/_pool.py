@@ -114,7 +114,11 @@ class _Worker:
         return f"it exited with status {code}"
 
     def stop(self, *, kill: bool = False) -> None:
-        """End the process: close its input (it exits after its task) or kill it at once."""
+        """End the process: close its input or kill it at once.
+
+        Closing is for an idle worker (no task in flight), which then exits; a worker whose
+        input ends mid-task takes it for its driver's death and drops the task unpublished.
+        """
         if kill:
             self.process.kill()
         for pipe in (self.process.stdin, self.process.stdout):

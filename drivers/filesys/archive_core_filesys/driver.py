@@ -26,6 +26,7 @@ from archive_core.model import (
     Readiness,
     RestoreItem,
     RestoreRequest,
+    StatRequest,
     VerifyRequest,
 )
 
@@ -60,14 +61,13 @@ def _to_path(value: Any) -> Path:
 
 
 def _archive_root(_instance: Any, _attribute: Any, value: Path) -> None:
+    # Shape only, never I/O: a share not mounted yet must not make the target misconfigured
+    # (the core keeps that verdict until Portal restarts). Whether root is there is asked by
+    # check_ready() and by every operation, file by file.
     if not isinstance(value, Path):
         raise TypeError("expected a path")
     if not value.is_absolute():
         raise ValueError("must be an absolute path")
-    if not value.exists():
-        raise ValueError("directory does not exist")
-    if not value.is_dir():
-        raise ValueError("is not a directory")
 
 
 def _layout(_instance: Any, _attribute: Any, value: str) -> None:
@@ -91,8 +91,9 @@ class FilesysConfig:
     """Settings of one filesys target."""
 
     root: Path = setting(
-        help="Directory the archived copies are written under (local disk or mounted share). "
-        "It must exist; archive-core never creates or removes it.",
+        help="Directory the archived copies are written under (local disk or mounted share), "
+        "as an absolute path. archive-core never creates or removes it: while it is missing "
+        "(a share not mounted yet) the target is not ready and its files fail, retryably.",
         converter=_to_path,
         validator=_archive_root,
     )
@@ -186,14 +187,9 @@ class FilesysDriver(BaseDriver):
 
     def _probe_root(self) -> Readiness:
         root = self.config.root
-        try:
-            info = os.stat(root)
-        except FileNotFoundError:
-            return Readiness.not_ready(f"archive root {root} does not exist")
-        except OSError as exc:
-            return Readiness.not_ready(f"archive root {root} cannot be reached: {_reason(exc)}")
-        if not stat.S_ISDIR(info.st_mode):
-            return Readiness.not_ready(f"archive root {root} is not a directory")
+        problem = self._root_problem()
+        if problem is not None:
+            return Readiness.not_ready(problem)
         probe = root / f".archive-core-ready.{os.getpid()}.{os.urandom(4).hex()}"
         try:
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -211,6 +207,73 @@ class FilesysDriver(BaseDriver):
                 f"{human_bytes(self.config.min_free_bytes)} floor (min_free_bytes)"
             )
         return Readiness.ready(f"root {root} writable, {human_bytes(free)} free")
+
+    def _root_problem(self) -> str | None:
+        """Why root cannot hold copies right now (missing, unreachable, not a directory)."""
+        root = self.config.root
+        try:
+            info = os.stat(root)
+        except FileNotFoundError:
+            return f"archive root {root} does not exist (is the share mounted?)"
+        except OSError as exc:
+            return f"archive root {root} cannot be reached: {_reason(exc)}"
+        if not stat.S_ISDIR(info.st_mode):
+            return f"archive root {root} is not a directory"
+        return None
+
+    def _not_there(self, key: str, locator: str, *, consequence: str) -> FileOutcome:
+        """The outcome for a copy that was not found: gone, or its whole root is missing.
+
+        A missing root (a share not mounted) says nothing about the copy, so it is a
+        retryable failure, never "does not exist" and never a delete that succeeded.
+        """
+        problem = self._root_problem()
+        if problem is not None:
+            return FileOutcome.failure(
+                key, f"{problem}; {consequence}", locator=locator, retryable=True
+            )
+        return FileOutcome.failure(
+            key, f"archived copy {locator} does not exist in {self.config.root}", locator=locator
+        )
+
+    # --- stat --------------------------------------------------------------------------------
+
+    def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
+        """Whether each copy is there, and its size, from one lstat each: no bytes are read."""
+        for item in request.items:
+            yield self._stat_one(item)
+
+    def _stat_one(self, item: CopyRef) -> FileOutcome:
+        from archive_core import transfer
+        from archive_core.errors import UnsafeName
+
+        root = self.config.root
+        try:
+            path, info = transfer.safe_lookup(root, item.locator, what="locator")
+        except UnsafeName as exc:
+            return FileOutcome.failure(item.key, exc.message, locator=item.locator)
+        if info is None:  # absent, or the look failed: ask again to know which
+            try:
+                info = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return self._not_there(
+                    item.key, item.locator, consequence=f"{item.locator} cannot be checked"
+                )
+            except OSError as exc:
+                return FileOutcome.failure(
+                    item.key,
+                    f"archived copy {item.locator} in {root} cannot be checked: {_reason(exc)}",
+                    locator=item.locator,
+                    retryable=True,
+                )
+        if stat.S_ISREG(info.st_mode):
+            return FileOutcome.success(item.key, locator=item.locator, size=info.st_size)
+        return FileOutcome.failure(
+            item.key,
+            f"{item.locator} in {root} is {_kind(info.st_mode)}, not a regular file: it is "
+            "not an archived copy",
+            locator=item.locator,
+        )
 
     # --- archive -----------------------------------------------------------------------------
 
@@ -304,15 +367,18 @@ class FilesysDriver(BaseDriver):
             return FileOutcome.failure(
                 item.key, f"restore destination {destination!r} {problem}", locator=item.locator
             )
-        self._sweep(os.path.dirname(destination))
+        # Portal's folder is not ours to sweep: only the leftovers of our own earlier restore
+        # to this very destination go, and only once the journal says its worker died.
+        if item.abandoned_by:
+            transfer.remove_partials(
+                os.path.dirname(destination),
+                os.path.basename(destination),
+                made_by=item.abandoned_by,
+            )
         try:
             stream = transfer.open_regular(source)
-        except FileNotFoundError:
-            return FileOutcome.failure(
-                item.key,
-                f"archived copy {item.locator} does not exist in {root}",
-                locator=item.locator,
-            )
+        except (FileNotFoundError, NotADirectoryError):
+            return self._not_there(item.key, item.locator, consequence="nothing was restored")
         except OSError as exc:
             return FileOutcome.failure(
                 item.key,
@@ -324,6 +390,7 @@ class FilesysDriver(BaseDriver):
             staged = transfer.stage_file(
                 stream,
                 destination,
+                replace=True,  # Portal asked for this file back, whatever is there now
                 expected_sha1=item.sha1,
                 progress=progress,
                 durable=None if self.config.fsync else False,
@@ -349,11 +416,9 @@ class FilesysDriver(BaseDriver):
         path = transfer.safe_join(root, item.locator, what="locator")
         try:
             digests = transfer.hash_file(path, progress=progress)
-        except FileNotFoundError:
-            return FileOutcome.failure(
-                item.key,
-                f"archived copy {item.locator} does not exist in {root}",
-                locator=item.locator,
+        except (FileNotFoundError, NotADirectoryError):
+            return self._not_there(
+                item.key, item.locator, consequence=f"{item.locator} cannot be verified"
             )
         found = {"locator": item.locator, **attrs.asdict(digests)}
         expected = item.sha1.strip().lower() if item.sha1 else None
@@ -408,8 +473,8 @@ class FilesysDriver(BaseDriver):
         path = transfer.safe_join(root, item.locator, what="locator")
         try:
             info = os.lstat(path)
-        except FileNotFoundError:
-            return ()  # already gone: deleting is idempotent
+        except (FileNotFoundError, NotADirectoryError):
+            return self._already_gone(item, path)
         if stat.S_ISDIR(info.st_mode):
             raise ArchiveCoreError(
                 f"{item.locator} in {root} is a directory, not an archived copy; left in place"
@@ -417,17 +482,36 @@ class FilesysDriver(BaseDriver):
         try:
             os.unlink(path)
         except FileNotFoundError:
-            return ()
-        touched = [path.parent]
-        directory = path.parent
+            return self._already_gone(item, path)
+        return (path.parent, *self._prune(path.parent))
+
+    def _already_gone(self, item: CopyRef, path: Path) -> tuple[Path, ...]:
+        """Deleting is idempotent, but a delete killed after its unlink left the layout
+        directories it was about to prune: they go now. A missing root is no proof that
+        the copy is gone (a share not mounted), so that fails, retryably."""
+        problem = self._root_problem()
+        if problem is not None:
+            raise ArchiveCoreError(
+                f"{problem}; {item.locator} was not deleted", paths=(item.locator,), retryable=True
+            )
+        return tuple(self._prune(path.parent))
+
+    def _prune(self, directory: Path) -> list[Path]:
+        """Remove `directory` and its parents while they are empty, up to (never including)
+        root; return the directories whose entries changed."""
+        root = Path(self.config.root)
+        touched = []
         while directory != root and directory.is_relative_to(root):
             try:
                 os.rmdir(directory)
+            except FileNotFoundError:
+                pass  # removed by the killed delete already; its parent may be empty too
             except OSError:
                 break  # not empty (or not ours to remove): stop climbing
-            touched.append(directory.parent)
+            else:
+                touched.append(directory.parent)
             directory = directory.parent
-        return tuple(touched)
+        return touched
 
     def _settle_deletes(
         self, outcomes: list[FileOutcome], touched: dict[Path, list[int]]
@@ -456,8 +540,10 @@ class FilesysDriver(BaseDriver):
     def _sweep(self, directory: str) -> None:
         """Remove temporary files stopped workers left in `directory`, at most once an hour.
 
-        A worker killed mid-batch cannot clean up after itself; the next one to write into
-        the same directory does, so a re-run leaves nothing behind. Listing a directory costs
+        Only ever a directory under root, which holds nothing but ours (never Portal's
+        folders: a restore removes only its own dead attempt's file there). A worker killed
+        mid-batch cannot clean up after itself; the next one to write into the same
+        directory does, so a re-run leaves nothing behind. Listing a directory costs
         in proportion to its size, hence once per hour per directory and process.
         """
         from archive_core import transfer
@@ -520,6 +606,19 @@ def _serialized(progress: ProgressCallback | None) -> ProgressCallback | None:
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def _kind(mode: int) -> str:
+    """What a file of `mode` is, as an admin would name it."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
 
 
 def human_bytes(count: int) -> str:

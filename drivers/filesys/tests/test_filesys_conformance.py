@@ -35,7 +35,6 @@ class TestFilesysConformance(DriverContract):
     def invalid_settings(self, storage: Path) -> list[tuple[dict[str, Any], str]]:
         return [
             ({"root": "relative/path"}, "root: must be an absolute path"),
-            ({"root": str(storage / "missing")}, "root: directory does not exist"),
             ({"root": str(storage), "layout": "by-mood"}, "layout: must be one of"),
             ({"root": str(storage), "parallel": 0}, "parallel: must be between 1 and 64"),
             ({"root": str(storage), "fsync": "yes"}, "fsync: expected true or false"),
