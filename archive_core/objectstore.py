@@ -199,7 +199,11 @@ class ObjectStoreDriver(BaseDriver):
             raise ArchiveCoreError(f"restore destination {destination!r} is not an absolute path")
         with self._open(key) as stream:
             digests = transfer.publish_file(
-                stream, destination, expected_sha1=item.sha1, progress=request.progress
+                stream,
+                destination,
+                replace=True,  # Portal's destination: a file already there is replaced
+                expected_sha1=item.sha1,
+                progress=request.progress,
             )
         return FileOutcome.success(
             item.key, locator=key, size=digests.size, sha1=digests.sha1, sha256=digests.sha256

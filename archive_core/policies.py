@@ -276,7 +276,7 @@ def structure(cls: type[T], raw: Any, *, path: str) -> tuple[T | None, list[str]
     """Structure `raw` into attrs class `cls`; return (instance or None, every problem).
 
     Each field is structured and validated on its own so that every failing field is
-    reported with its own path (`targets.x.settings.root: directory does not exist`); cattrs
+    reported with its own path (`targets.x.settings.root: must be an absolute path`); cattrs
     alone stops at the first failing validator and loses its field name.
     """
     problems: list[str] = []

@@ -1525,7 +1525,7 @@ def publish_file(
     source: str | os.PathLike[str] | BinaryIO,
     destination: str | os.PathLike[str],
     *,
-    replace: bool = True,
+    replace: bool,
     expected_sha1: str | None = None,
     progress: ProgressCallback | None = None,
     fsync: bool = True,

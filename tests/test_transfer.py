@@ -92,7 +92,9 @@ def test_large_file_goes_through_parallel_hashing_and_direct_io_with_unaligned_t
     source = tmp_path / "big.mxf"
     source.write_bytes(data)
     reported: list[int] = []
-    digests = transfer.publish_file(source, tmp_path / "out" / "big.mxf", progress=reported.append)
+    digests = transfer.publish_file(
+        source, tmp_path / "out" / "big.mxf", replace=False, progress=reported.append
+    )
     assert (tmp_path / "out" / "big.mxf").read_bytes() == data
     assert digests.sha256 == hashlib.sha256(data).hexdigest()
     assert digests.sha1 == sha1_of(data)
@@ -152,7 +154,10 @@ def test_publish_file_writes_final_name_only_with_matching_sha1(tmp_path: Path) 
     data = b"frame data" * 1000
     (tmp_path / "src").write_bytes(data)
     digests = transfer.publish_file(
-        tmp_path / "src", tmp_path / "archive" / "clip.mov", expected_sha1=sha1_of(data).upper()
+        tmp_path / "src",
+        tmp_path / "archive" / "clip.mov",
+        replace=False,
+        expected_sha1=sha1_of(data).upper(),
     )
     assert (tmp_path / "archive" / "clip.mov").read_bytes() == data
     assert digests.size == len(data)
@@ -165,7 +170,10 @@ def test_fixity_mismatch_publishes_nothing_and_removes_temp_and_new_dirs(tmp_pat
     archive.mkdir()
     with pytest.raises(FixityMismatch) as caught:
         transfer.publish_file(
-            tmp_path / "src", archive / "2024" / "05" / "clip.mov", expected_sha1="0" * 40
+            tmp_path / "src",
+            archive / "2024" / "05" / "clip.mov",
+            replace=False,
+            expected_sha1="0" * 40,
         )
     assert "0" * 40 in caught.value.message
     assert str(tmp_path / "src") in caught.value.message
@@ -193,7 +201,7 @@ def test_archive_publish_leaves_an_existing_file_in_place(tmp_path: Path) -> Non
 
 def test_failed_read_leaves_no_partial_file(tmp_path: Path) -> None:
     with pytest.raises(TransferFailed):
-        transfer.publish_file(FailingReader(b"x" * 100), tmp_path / "dst")
+        transfer.publish_file(FailingReader(b"x" * 100), tmp_path / "dst", replace=False)
     assert files_under(tmp_path) == set()
 
 
@@ -212,7 +220,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (MiB, resource.RLIM_INFINITY))
             try:
-                transfer.publish_file(tmp_path / "src", tmp_path / "out" / "dst")
+                transfer.publish_file(tmp_path / "src", tmp_path / "out" / "dst", replace=False)
             except TransferFailed as exc:
                 os.write(write_end, exc.message.encode())
                 code = 0
