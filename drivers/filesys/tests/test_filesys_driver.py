@@ -5,11 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import pickle
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -27,97 +25,22 @@ from archive_core.model import (
     ArchiveRequest,
     CopyRef,
     DeleteRequest,
-    FileOutcome,
     RestoreItem,
     RestoreRequest,
     VerifyRequest,
 )
-from archive_core.naming import archive_name
 from archive_core.policies import structure
-
-# --- helpers -----------------------------------------------------------------------------------
-
-
-def make_driver(root: Path, **settings: Any) -> FilesysDriver:
-    settings.setdefault("min_free_bytes", 0)
-    return FilesysDriver(
-        FilesysConfig(root=root, **settings),
-        DriverContext(target="vault", state_dir=root.parent),
-    )
-
-
-def sha1_of(data: bytes) -> str:
-    return hashlib.sha1(data).hexdigest()
-
-
-def source(directory: Path, name: str, data: bytes, *, key: str, item_id: str = "VX-1", **kw):
-    """A real source file and the ArchiveItem the core would build for it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_bytes(data)
-    sha1 = sha1_of(data)
-    fields: dict[str, Any] = {
-        "key": key,
-        "sources": [str(path)],
-        "name": archive_name(str(path), item_id=item_id, sha1=sha1),
-        "item_id": item_id,
-        "sha1": sha1,
-    }
-    fields.update(kw)
-    return ArchiveItem(**fields)
-
-
-def run(operation: Callable[[Any], Any], items: list[Any], request_type: type, **kw: Any):
-    """Call an operation; check it reports exactly once per item; outcomes by key."""
-    outcomes = list(
-        operation(request_type(policy="p-1", target="vault", job_id="job-1", items=items, **kw))
-    )
-    assert sorted(o.key for o in outcomes) == sorted(i.key for i in items)
-    return {o.key: o for o in outcomes}
-
-
-def archive(driver: FilesysDriver, items: list[ArchiveItem], **kw: Any) -> dict[str, FileOutcome]:
-    return run(driver.archive, items, ArchiveRequest, **kw)
-
-
-def files_under(path: Path) -> set[str]:
-    return {os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs}
-
-
-def everything_under(path: Path) -> set[str]:
-    found = set()
-    for d, dirs, fs in os.walk(path):
-        found.update(os.path.relpath(os.path.join(d, n), path) for n in (*dirs, *fs))
-    return found
-
-
-def partials(path: Path) -> list[str]:
-    return [f for f in files_under(path) if f.endswith(".partial")]
-
-
-def in_child(function: Callable[[], Any]) -> Any:
-    """Run `function` in a forked child (to drop privileges or set limits) and return its value."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        try:
-            os.write(write_end, pickle.dumps(function()))
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        payload = pipe.read()
-    os.waitpid(pid, 0)
-    assert payload, "the child process failed before answering"
-    return pickle.loads(payload)
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "archive"
-    path.mkdir()
-    return path
-
+from drivers.filesys.tests.support import (
+    archive,
+    everything_under,
+    files_under,
+    in_child,
+    make_driver,
+    partials,
+    run,
+    sha1_of,
+    source,
+)
 
 # --- declaration -------------------------------------------------------------------------------
 

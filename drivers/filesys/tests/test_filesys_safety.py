@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import os
 import signal
 import subprocess
@@ -14,89 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from archive_core_filesys.driver import FilesysConfig, FilesysDriver
+from archive_core_filesys.driver import FilesysConfig
 
 from archive_core import transfer, workers
-from archive_core.driver import DriverContext
 from archive_core.model import (
-    ArchiveItem,
     ArchiveRequest,
     CopyRef,
     DeleteRequest,
-    FileOutcome,
     RestoreItem,
     RestoreRequest,
     StatRequest,
     VerifyRequest,
 )
-from archive_core.naming import archive_name
 from archive_core.policies import structure
-
-
-def make_driver(root: Path, **settings: Any) -> FilesysDriver:
-    settings.setdefault("min_free_bytes", 0)
-    return FilesysDriver(
-        FilesysConfig(root=root, **settings),
-        DriverContext(target="vault", state_dir=root.parent),
-    )
-
-
-def source(directory: Path, name: str, data: bytes, *, key: str, **fields: Any) -> ArchiveItem:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_bytes(data)
-    sha1 = hashlib.sha1(data).hexdigest()
-    item_id = fields.pop("item_id", "VX-1")
-    return ArchiveItem(
-        key=key,
-        sources=[str(path)],
-        name=archive_name(str(path), item_id=item_id, sha1=sha1),
-        item_id=item_id,
-        sha1=sha1,
-        **fields,
-    )
-
-
-def run(operation: Any, items: list[Any], request_type: type) -> dict[str, FileOutcome]:
-    outcomes = list(
-        operation(request_type(policy="p-1", target="vault", job_id="job-1", items=items))
-    )
-    assert sorted(o.key for o in outcomes) == sorted(i.key for i in items)
-    return {o.key: o for o in outcomes}
-
-
-def everything_under(path: Path) -> set[str]:
-    found = set()
-    for d, dirs, fs in os.walk(path):
-        found.update(os.path.relpath(os.path.join(d, n), path) for n in (*dirs, *fs))
-    return found
-
-
-def published_under(path: Path) -> set[str]:
-    return {
-        os.path.relpath(os.path.join(d, f), path)
-        for d, _, fs in os.walk(path)
-        for f in fs
-        if not f.endswith(".partial")
-    }
-
-
-def dead_worker() -> workers.WorkerId:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return workers.WorkerId(host=workers.current().host, pid=child.pid)
-
-
-def temp_of(name: str, worker: workers.WorkerId, token: str = "0a1b2c3d0") -> str:
-    return f".{name}.{worker.host}.{worker.pid}.{token}.partial"
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "archive"
-    path.mkdir()
-    return path
-
+from drivers.filesys.tests.support import (
+    dead_worker,
+    everything_under,
+    make_driver,
+    published_under,
+    run,
+    source,
+    temp_of,
+)
 
 # --- stat --------------------------------------------------------------------------------------
 
