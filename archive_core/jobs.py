@@ -499,36 +499,9 @@ class JobRunner:
                 )
                 for key, (job, copy) in refs.items()
             }
-            deleting = capability is Capability.DELETE
-
-            def prepare(_abandoned, items=items, target=target, deleting=deleting):
-                fields = {"policy": self.policy.uuid, "target": target, "job_id": self.job_id}
-                if deleting:
-                    return DeleteRequest(**fields, items=items.values()), items
-                return VerifyRequest(**fields, items=items.values(), progress=self._progress), items
-
-            def check(outcome, item, deleting=deleting):
-                return outcome if deleting else _check_sha1(outcome, item.sha1, "read back")
-
-            def record(outcome, _item, refs=refs, deleting=deleting):
-                removed = refs[outcome.key][1].external_id if outcome.ok and deleting else None
-                return JournalResult(
-                    key=outcome.key, ok=outcome.ok, error=outcome.error, removed=removed
-                )
-
-            batch = _Batch(
-                entries=[
-                    JournalEntry(key=k, name=i.locator, item_id=refs[k][0].item_id, sha1=i.sha1)
-                    for k, i in items.items()
-                ],
-                prepare=prepare,
-                call=handle.instance.delete if deleting else handle.instance.verify,
-                check=check,
-                record=record,
-            )
-            outcomes = self._run_batch(
-                handle, batch, items, report_as=lambda k, r=refs: r[k][0].key
-            )
+            batch = self._copy_batch(handle, refs, items, deleting=capability is Capability.DELETE)
+            job_of = {key: job.key for key, (job, _) in refs.items()}
+            outcomes = self._run_batch(handle, batch, items, report_as=job_of.__getitem__)
             verified = []
             for key, outcome in outcomes.items():
                 job, copy = refs[key]
@@ -558,6 +531,42 @@ class JobRunner:
             for j in jobs
         ]
         return self._finish(jobs, results)
+
+    def _copy_batch(
+        self,
+        handle: TargetHandle,
+        refs: dict[str, tuple[FileJob, _Copy]],
+        items: dict[str, CopyRef],
+        *,
+        deleting: bool,
+    ) -> _Batch:
+        """What delete (or verify) hands the shared loop for the copies on one target."""
+        fields = {"policy": self.policy.uuid, "target": handle.name, "job_id": self.job_id}
+
+        def prepare(_abandoned: Mapping[str, tuple[str, ...]]):
+            if deleting:
+                return DeleteRequest(**fields, items=items.values()), items
+            return VerifyRequest(**fields, items=items.values(), progress=self._progress), items
+
+        def check(outcome: FileOutcome, item: CopyRef) -> FileOutcome:
+            return outcome if deleting else _check_sha1(outcome, item.sha1, "read back")
+
+        def record(outcome: FileOutcome, _item: CopyRef) -> JournalResult:
+            removed = refs[outcome.key][1].external_id if outcome.ok and deleting else None
+            return JournalResult(
+                key=outcome.key, ok=outcome.ok, error=outcome.error, removed=removed
+            )
+
+        return _Batch(
+            entries=[
+                JournalEntry(key=k, name=i.locator, item_id=refs[k][0].item_id, sha1=i.sha1)
+                for k, i in items.items()
+            ],
+            prepare=prepare,
+            call=handle.instance.delete if deleting else handle.instance.verify,
+            check=check,
+            record=record,
+        )
 
     # --- the loop every operation shares -------------------------------------------------------
 
