@@ -1,7 +1,7 @@
 """A Portal worker in its own process: one archive, restore or delete, its result as JSON.
 
 Run as `python kill_worker.py CONFIG MANIFEST POLICY OPERATION JOB_ID`. MANIFEST is a JSON list
-of FileSets (their fields as dicts). The kill harness (tests/killrun.py) SIGKILLs this process,
+of FileSets (their fields as dicts). The kill harness (tests/killrun/) SIGKILLs this process,
 or one of its staging children, mid-operation, then runs it again to completion.
 
 The one line printed on stdout is the result in Portal's terms:

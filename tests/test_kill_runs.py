@@ -1,7 +1,7 @@
 """A Portal worker SIGKILLed mid-archive, mid-restore or mid-delete (or one of its staging
 processes killed), then run again to completion, leaves exactly what the core promises.
 
-A CI sample of the trials in tests/killrun.py, each with a fixed kill point: every operation,
+A CI sample of the trials in tests/killrun/, each with a fixed kill point: every operation,
 both archive paths (in-process and pooled), a staging process killed once, split between
 SQLite and PostgreSQL. The long run draws hundreds over every combination:
 `python -m tests.killrun --trials 120 --backend both --seed 1`.
