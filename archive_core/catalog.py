@@ -390,22 +390,6 @@ class Catalog:
         batch = uuid.uuid4().hex
         worker = str(self.worker)
         names = sorted({e.name for e in entries})
-        rows = [
-            {
-                "batch": batch,
-                "job_id": job_id,
-                "policy": policy,
-                "target": target,
-                "operation": operation,
-                "key": e.key,
-                "name": e.name,
-                "item_id": e.item_id,
-                "sha1": e.sha1,
-                "state": INTENT,
-                "worker": worker,
-            }
-            for e in entries
-        ]
 
         def work(conn, t) -> dict[str, tuple[str, ...]]:
             now = self._clock()
@@ -417,9 +401,28 @@ class Catalog:
                     .where(t.journal.c.id.in_(chunk), t.journal.c.state == INTENT)
                     .values(state=ABANDONED, finished=now)
                 )
-            if rows:
+            if entries:
                 _executemany(
-                    conn, t.journal, t.journal.insert(), [{**r, "started": now} for r in rows]
+                    conn,
+                    t.journal,
+                    t.journal.insert(),
+                    [
+                        {
+                            "batch": batch,
+                            "job_id": job_id,
+                            "policy": policy,
+                            "target": target,
+                            "operation": operation,
+                            "key": e.key,
+                            "name": e.name,
+                            "item_id": e.item_id,
+                            "sha1": e.sha1,
+                            "state": INTENT,
+                            "worker": worker,
+                            "started": now,
+                        }
+                        for e in entries
+                    ],
                 )
             abandoned: dict[str, set[str]] = {}
             for name, owner in dead.values():

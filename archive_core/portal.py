@@ -298,14 +298,12 @@ def _read_file_set(fs: Any, index: int):
     sha1 = getattr(fs, "sha1", None) or getattr(fs, "hash", None)
     item_id = getattr(fs, "item_id", None)
     problem = None
-    paths: list[str] = []
     try:
-        for path in files:
-            if path:
-                paths.append(_text_path(path))
-        ids = [_text(e) for e in external_ids if e]
+        # Text is what Portal passes: only anything else goes through the conversions.
+        paths = [p if type(p) is str else _text_path(p) for p in files if p]
+        ids = [e if type(e) is str else _text(e) for e in external_ids if e]
     except (TypeError, ValueError) as exc:
-        problem, ids = f"Portal passed a file set archive-core cannot read: {exc}", []
+        problem, paths, ids = f"Portal passed a file set archive-core cannot read: {exc}", [], []
     if not hasattr(fs, "files") and not hasattr(fs, "external_ids"):
         problem = f"Portal passed {type(fs).__name__} {fs!r:.80}, not a FileSet"
     return FileJob(
