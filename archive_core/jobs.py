@@ -119,7 +119,6 @@ class _Copy:
     """Where one archived copy of a file is: a target and the driver's locator there."""
 
     target: str
-    scheme: str
     locator: str
     external_id: str
     sha1: str | None = None
@@ -660,9 +659,7 @@ class JobRunner:
             if problem:
                 errors.append(problem)
                 continue
-            copies.append(
-                _Copy(target=ext.target, scheme=ext.scheme, locator=ext.locator, external_id=text)
-            )
+            copies.append(_Copy(target=ext.target, locator=ext.locator, external_id=text))
         if copies or job.external_ids or not job.files:
             return copies
         if not job.sha1:
@@ -681,7 +678,6 @@ class JobRunner:
                 copies.append(
                     _Copy(
                         target=target,
-                        scheme=ExternalId.parse(record.external_id).scheme,
                         locator=record.locator,
                         external_id=record.external_id,
                         sha1=record.sha1,
