@@ -276,7 +276,10 @@ def policies(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def check(ctx: click.Context, policy: str | None, as_json: bool) -> None:
-    """Readiness of every policy (or one) with the reason; exit 1 when one is not ready."""
+    """Readiness of every policy (or one) with the reason.
+
+    Exit 1 when a policy is not ready, 2 when one cannot work until its configuration changes.
+    """
     site = _plugin(ctx).site()
     if policy is not None:
         states = [(site.policy(policy), site.readiness(site.policy(policy)))]
@@ -295,6 +298,8 @@ def check(ctx: click.Context, policy: str | None, as_json: bool) -> None:
                 else click.style("NOT READY", fg="red")
             )
             click.echo(f"{row['uuid']}  {row['name']}: {mark} - {row['reason']}")
+    if any(site.unusable(p) for p, _ in states):
+        ctx.exit(EXIT_USAGE)  # a target cannot be built: the configuration must change
     if not rows or not all(r["ready"] for r in rows):
         ctx.exit(EXIT_FAILED)
 
@@ -435,29 +440,32 @@ def archive(
         CliFileSet(files=(str(f.resolve()),), item_id=item_id, sha1=_sha1_of(f)) for f in files
     ]
     with _observer(as_json) as observer:
-        plugin = _plugin(ctx, observer)
-        archived, not_archived, error, _ = _four_tuple(
-            plugin.archive(file_sets, policy, job_id), file_sets
-        )
+        report = _plugin(ctx, observer).run("archive", file_sets, policy, job_id)
+    pairs = list(zip(file_sets, report.results, strict=True))
     _report(
         ctx,
+        report,
         as_json,
-        ("archived", archived),
-        ("not_archived", not_archived),
-        error,
+        ("archived", [fs._replace(external_ids=r.external_ids) for fs, r in pairs if r.ok]),
+        ("not_archived", [fs for fs, r in pairs if not r.ok]),
         lambda fs: f"archived {fs.files[0]} -> {', '.join(fs.external_ids)}",
     )
 
 
 def _report(
     ctx: click.Context,
+    report: Any,
     as_json: bool,
     done: tuple[str, list],
     failed: tuple[str, list],
-    error: str,
     line: Any,
 ) -> None:
-    """Print an operation's FileSets (JSON or one line each) and exit 1 if any failed."""
+    """Print an operation's FileSets (JSON or one line each) and exit 1 if any failed.
+
+    Exit 2 instead when nothing could be done because a target's driver is not usable
+    (misconfigured, not installed): a configuration problem, as the README promises.
+    """
+    error = report.error_text()
     if as_json:
         _emit_json(
             {
@@ -472,15 +480,7 @@ def _report(
         if error:
             click.secho(error, fg="red", err=True)
     if failed[1]:
-        ctx.exit(EXIT_FAILED)
-
-
-def _four_tuple(result: Any, file_sets: list[CliFileSet]):
-    if isinstance(result, tuple):
-        return result
-    archived = list(result)  # legacy shape: only the archived list
-    done = {id(fs) for fs in archived}
-    return archived, [fs for fs in file_sets if id(fs) not in done], "", {}
+        ctx.exit(EXIT_USAGE if report.unusable and not done[1] else EXIT_FAILED)
 
 
 def _selected_file_sets(
@@ -536,20 +536,16 @@ def restore(
     if sha1:
         file_sets = [fs._replace(sha1=sha1) for fs in file_sets]
     with _observer(as_json) as observer:
-        plugin = _plugin(ctx, observer)
-        try:
-            restored = plugin.restore(file_sets, policy)
-        except ArchiveCoreError as exc:
-            if as_json:
-                _emit_json({"restored": [], "error": exc.message})
-            else:
-                click.secho(exc.message, fg="red", err=True)
-            ctx.exit(EXIT_FAILED)
-    if as_json:
-        _emit_json({"restored": [_file_set_json(fs) for fs in restored], "error": ""})
-    else:
-        for fs in restored:
-            click.echo(f"restored {fs.files[0]}")
+        report = _plugin(ctx, observer).run("restore", file_sets, policy)
+    pairs = list(zip(file_sets, report.results, strict=True))
+    _report(
+        ctx,
+        report,
+        as_json,
+        ("restored", [fs for fs, r in pairs if r.ok]),
+        ("not_restored", [fs for fs, r in pairs if not r.ok]),
+        lambda fs: f"restored {fs.files[0]}",
+    )
 
 
 @main.command()
@@ -571,24 +567,16 @@ def delete(
 ) -> None:
     """Delete archived copies named by EXTERNAL_IDS (or --from-json)."""
     file_sets = _many(external_ids, from_json)
-    plugin = _plugin(ctx)
-    deleted = plugin.delete(file_sets, policy)
-    gone = {id(fs) for fs in deleted}
-    failed = [fs for fs in file_sets if id(fs) not in gone]
-    if as_json:
-        _emit_json(
-            {
-                "deleted": [_file_set_json(fs) for fs in deleted],
-                "not_deleted": [_file_set_json(fs) for fs in failed],
-            }
-        )
-    else:
-        for fs in deleted:
-            click.echo(f"deleted {', '.join(fs.external_ids)}")
-        for fs in failed:
-            click.secho(f"not deleted {', '.join(fs.external_ids)} (see log)", fg="red", err=True)
-    if failed:
-        ctx.exit(EXIT_FAILED)
+    report = _plugin(ctx).run("delete", file_sets, policy)
+    pairs = list(zip(file_sets, report.results, strict=True))
+    _report(
+        ctx,
+        report,
+        as_json,
+        ("deleted", [fs for fs, r in pairs if r.ok]),
+        ("not_deleted", [fs for fs, r in pairs if not r.ok]),
+        lambda fs: f"deleted {', '.join(fs.external_ids)}",
+    )
 
 
 @main.command()
@@ -630,13 +618,14 @@ def verify(
             ]
         else:
             file_sets = _many(external_ids, from_json)
-        verified, failed, error = plugin.verify(file_sets, policy)
+        report = plugin.run("verify", file_sets, policy)
+    pairs = list(zip(file_sets, report.results, strict=True))
     _report(
         ctx,
+        report,
         as_json,
-        ("verified", verified),
-        ("failed", failed),
-        error,
+        ("verified", [fs for fs, r in pairs if r.ok]),
+        ("failed", [fs for fs, r in pairs if not r.ok]),
         lambda fs: f"verified {', '.join(fs.external_ids)}",
     )
 

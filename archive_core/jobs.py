@@ -39,9 +39,16 @@ from archive_core.site import Site, TargetHandle
 
 log = logging.getLogger(__name__)
 
+#: The capability each operation needs of a target's driver.
+_CAPABILITY = {
+    "archive": Capability.ARCHIVE,
+    "restore": Capability.RESTORE,
+    "delete": Capability.DELETE,
+    "verify": Capability.VERIFY,
+}
+
 _FLUSH_EVERY = 256  # results per journal transaction
 _FLUSH_SECONDS = 1.0  # ...or this long, whichever comes first
-_HEX = frozenset("0123456789abcdef")
 
 #: Operations whose results must reach the catalog before they are reported: an archived
 #: copy nobody recorded, or a deletion that left its row, must not be reported done. Restore
@@ -58,7 +65,7 @@ class FileJob:
     files: tuple[str, ...] = attrs.field(converter=tuple)
     external_ids: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     item_id: str | None = None
-    sha1: str | None = None
+    sha1: str | None = None  # Portal's, as 40 lowercase hex digits (checked at the boundary)
     problem: str | None = None  # what makes the FileSet unusable as Portal passed it
 
     @property
@@ -86,6 +93,9 @@ class JobReport:
     job_id: str | None
     results: tuple[FileResult, ...]
     labels: dict[str, str] = attrs.field(factory=dict, repr=False)
+    # Why targets the call needed could not be used (a driver not installed or its settings
+    # refused): a configuration problem rather than a file's fate.
+    unusable: tuple[str, ...] = ()
 
     @property
     def failed(self) -> list[FileResult]:
@@ -162,26 +172,78 @@ class JobRunner:
         self._bytes = 0
         self._started = time.monotonic()
         self._labels: dict[str, str] = {}
+        self._unusable: tuple[str, ...] = ()
 
-    # --- the four operations -------------------------------------------------------------------
+    # --- the operations ------------------------------------------------------------------------
 
-    def archive(self, jobs: Sequence[FileJob]) -> JobReport:
-        handles = [self._handle(name, Capability.ARCHIVE) for name in self.policy.targets]
+    def run(self, jobs: Sequence[FileJob]) -> JobReport:
+        """Run this runner's operation over `jobs`; one result per job, in order.
+
+        Everything that can refuse the whole call (an unknown operation, a driver that does
+        not declare the capability) is settled before the job is reported started, so
+        observers never see a job that started and never finished.
+        """
+        try:
+            capability = _CAPABILITY[self.operation]
+        except KeyError:
+            raise ArchiveCoreError(f"archive-core has no operation {self.operation!r}.") from None
+        errors: dict[str, list[str]] = {j.key: [j.problem] if j.problem else [] for j in jobs}
+        located: dict[str, list[_Copy]] = {}
+        if capability is Capability.ARCHIVE:
+            targets: Iterable[str] = self.policy.targets
+        else:
+            for job in jobs:
+                if errors[job.key]:
+                    continue
+                if capability is Capability.RESTORE and not job.files:
+                    errors[job.key].append("Portal gave no destination path for this file")
+                    continue
+                located[job.key] = self._copies_of(job, errors[job.key])
+                if not located[job.key] and not errors[job.key]:
+                    errors[job.key].append("no archived copy is known for this file")
+            targets = dict.fromkeys(c.target for found in located.values() for c in found)
+        handles = {name: self._handle(name, capability) for name in targets}
         self._begin(jobs, total_bytes=_total_size(jobs) if self.observer else None)
-        errors: dict[str, str] = {}
+        step = {
+            Capability.ARCHIVE: self._archive,
+            Capability.RESTORE: self._restore,
+            Capability.DELETE: self._each_copy,
+            Capability.VERIFY: self._each_copy,
+        }[capability]
+        done = step(jobs, handles, located, errors)
+        self._unusable = tuple(
+            h.message for h in handles.values() if isinstance(h, DriverUnavailable)
+        )
+        results = [
+            FileResult(key=j.key, ok=True, external_ids=done[j.key])
+            if j.key in done and not errors[j.key]
+            else FileResult(key=j.key, ok=False, error="; ".join(errors[j.key]) or None)
+            for j in jobs
+        ]
+        return self._finish(jobs, results)
+
+    def _archive(
+        self,
+        jobs: Sequence[FileJob],
+        handles: Mapping[str, TargetHandle | DriverUnavailable],
+        _located: Mapping[str, list[_Copy]],
+        errors: dict[str, list[str]],
+    ) -> dict[str, tuple[str, ...]]:
+        """Archive each file to every target of the policy; the external ids of the copies."""
         items: list[ArchiveItem] = []
         hashed: set[str] = set()  # keys whose sha1 we computed: Portal gave none
         for job in jobs:
-            problem = job.problem or _archive_problem(job)
-            if problem:
-                errors[job.key] = problem
+            if errors[job.key]:
                 continue
-            sha1 = job.sha1.lower() if job.sha1 else None
+            if not job.files:
+                errors[job.key].append("Portal gave no source path for this file")
+                continue
+            sha1 = job.sha1
             if sha1 is None:
                 try:
                     sha1 = _content_sha1(job.files)
                 except ArchiveCoreError as exc:
-                    errors[job.key] = exc.message
+                    errors[job.key].append(exc.message)
                     continue
                 hashed.add(job.key)
             items.append(
@@ -195,44 +257,33 @@ class JobRunner:
                     sha1=sha1,
                 )
             )
-        copies: dict[str, list[str]] = {job.key: [] for job in jobs}
-        for handle in handles:
-            pending = [i for i in items if i.key not in errors]
+        copies: dict[str, list[str]] = {item.key: [] for item in items}
+        for handle in handles.values():
+            pending = [i for i in items if not errors[i.key]]
             if isinstance(handle, DriverUnavailable):
                 for item in pending:
-                    errors[item.key] = handle.message
+                    errors[item.key].append(handle.message)
                 continue
             for key, (outcome, external_id) in self._archive_to(handle, pending, hashed).items():
                 if outcome.ok and external_id:
                     copies[key].append(external_id)
                 else:
-                    errors.setdefault(key, f"target {handle.name}: {outcome.error}")
-        results = [
-            FileResult(key=j.key, ok=False, error=errors[j.key])
-            if j.key in errors
-            else FileResult(key=j.key, ok=True, external_ids=tuple(copies[j.key]))
-            for j in jobs
-        ]
-        return self._finish(jobs, results)
+                    errors[key].append(f"target {handle.name}: {outcome.error}")
+        return {key: tuple(ids) for key, ids in copies.items()}
 
-    def restore(self, jobs: Sequence[FileJob]) -> JobReport:
-        self._begin(jobs, total_bytes=None)
-        errors: dict[str, list[str]] = {job.key: [] for job in jobs}
-        candidates: dict[str, list[_Copy]] = {}
-        for job in jobs:
-            if job.problem:
-                errors[job.key].append(job.problem)
-                continue
-            if not job.files:
-                errors[job.key].append("Portal gave no destination path for this file")
-                continue
-            found = self._copies_of(job, errors[job.key])
-            if found:
-                candidates[job.key] = found
-            elif not errors[job.key]:
-                errors[job.key].append("no archived copy is known for this file")
+    def _restore(
+        self,
+        jobs: Sequence[FileJob],
+        handles: Mapping[str, TargetHandle | DriverUnavailable],
+        located: Mapping[str, list[_Copy]],
+        errors: dict[str, list[str]],
+    ) -> dict[str, tuple[str, ...]]:
+        """Restore each file from its first copy that works; the failures of the others are
+        kept only for the files that could not be restored at all."""
         by_key = {job.key: job for job in jobs}
-        done: set[str] = set()
+        candidates = {key: found for key, found in located.items() if found}
+        failures: dict[str, list[str]] = {key: [] for key in candidates}
+        done: dict[str, tuple[str, ...]] = {}
         # Each round restores every pending file from its next copy, one driver call per
         # target, so a batch fails over to a second copy only for the files that need it.
         while candidates:
@@ -240,7 +291,7 @@ class JobRunner:
             for key, copies in candidates.items():
                 round_.setdefault(copies[0].target, []).append((by_key[key], copies[0]))
             for target, pairs in round_.items():
-                handle = self._handle(target, Capability.RESTORE)
+                handle = handles[target]
                 if isinstance(handle, DriverUnavailable):
                     outcomes = {j.key: FileOutcome.failure(j.key, handle.message) for j, _ in pairs}
                 else:
@@ -248,23 +299,26 @@ class JobRunner:
                 for job, copy in pairs:
                     outcome = outcomes[job.key]
                     if outcome.ok:
-                        done.add(job.key)
+                        done[job.key] = job.external_ids
                     else:
-                        errors[job.key].append(f"copy {copy.external_id}: {outcome.error}")
+                        failures[job.key].append(f"copy {copy.external_id}: {outcome.error}")
             candidates = {k: c[1:] for k, c in candidates.items() if k not in done and len(c) > 1}
-        results = [
-            FileResult(key=j.key, ok=True, external_ids=j.external_ids)
-            if j.key in done
-            else FileResult(key=j.key, ok=False, error="; ".join(errors[j.key]))
-            for j in jobs
-        ]
-        return self._finish(jobs, results)
-
-    def delete(self, jobs: Sequence[FileJob]) -> JobReport:
-        return self._each_copy(jobs, Capability.DELETE)
-
-    def verify(self, jobs: Sequence[FileJob]) -> JobReport:
-        return self._each_copy(jobs, Capability.VERIFY)
+        for key, reasons in failures.items():
+            if key in done:
+                # Restored from a good copy: ids refused or copies that failed on the way
+                # are worth a log line, not a failed restore.
+                if errors[key] or reasons:
+                    log.info(
+                        "policy=%s job=%s %s restored; passed over: %s",
+                        self.policy.uuid,
+                        self.job_id,
+                        self._labels.get(key, key),
+                        "; ".join(errors[key] + reasons),
+                    )
+                errors[key].clear()
+            else:
+                errors[key].extend(reasons)
+        return done
 
     # --- per target ----------------------------------------------------------------------------
 
@@ -442,7 +496,7 @@ class JobRunner:
                 key=job.key,
                 locator=copy.locator,
                 destination=job.files[0],
-                sha1=(job.sha1 or copy.sha1 or "").lower() or None,
+                sha1=job.sha1 or copy.sha1,
             )
             for job, copy in pairs
         }
@@ -478,36 +532,32 @@ class JobRunner:
         )
         return self._run_batch(handle, batch, items)
 
-    def _each_copy(self, jobs: Sequence[FileJob], capability: Capability) -> JobReport:
-        """Delete or verify every known copy of every file."""
-        self._begin(jobs, total_bytes=None)
-        errors: dict[str, list[str]] = {job.key: [] for job in jobs}
+    def _each_copy(
+        self,
+        jobs: Sequence[FileJob],
+        handles: Mapping[str, TargetHandle | DriverUnavailable],
+        located: Mapping[str, list[_Copy]],
+        errors: dict[str, list[str]],
+    ) -> dict[str, tuple[str, ...]]:
+        """Delete or verify every known copy of every file: done when all of its copies are."""
+        deleting = self.operation == "delete"
+        by_key = {job.key: job for job in jobs}
         per_target: dict[str, list[tuple[FileJob, _Copy]]] = {}
-        for job in jobs:
-            if job.problem:
-                errors[job.key].append(job.problem)
-                continue
-            found = self._copies_of(job, errors[job.key])
-            if not found and not errors[job.key]:
-                errors[job.key].append("no archived copy is known for this file")
+        for key, found in located.items():
             for copy in found:
-                per_target.setdefault(copy.target, []).append((job, copy))
+                per_target.setdefault(copy.target, []).append((by_key[key], copy))
         for target, pairs in per_target.items():
-            handle = self._handle(target, capability)
+            handle = handles[target]
             if isinstance(handle, DriverUnavailable):
                 for job, copy in pairs:
                     errors[job.key].append(f"copy {copy.external_id}: {handle.message}")
                 continue
             refs = {f"{i}": (job, copy) for i, (job, copy) in enumerate(pairs)}
             items = {
-                key: CopyRef(
-                    key=key,
-                    locator=copy.locator,
-                    sha1=(job.sha1 or copy.sha1 or "").lower() or None,
-                )
+                key: CopyRef(key=key, locator=copy.locator, sha1=job.sha1 or copy.sha1)
                 for key, (job, copy) in refs.items()
             }
-            batch = self._copy_batch(handle, refs, items, deleting=capability is Capability.DELETE)
+            batch = self._copy_batch(handle, refs, items, deleting=deleting)
             job_of = {key: job.key for key, (job, _) in refs.items()}
             outcomes = self._run_batch(handle, batch, items, report_as=job_of.__getitem__)
             verified = []
@@ -517,7 +567,7 @@ class JobRunner:
                     verified.append(copy.external_id)
                 else:
                     errors[job.key].append(f"copy {copy.external_id}: {outcome.error}")
-            if capability is Capability.VERIFY and verified:
+            if not deleting and verified:
                 try:
                     self.site.catalog.mark_verified(verified)
                 except CatalogError as exc:
@@ -529,16 +579,7 @@ class JobRunner:
                         len(verified),
                         exc.message,
                     )
-        results = [
-            FileResult(
-                key=j.key,
-                ok=not errors[j.key],
-                external_ids=j.external_ids,
-                error="; ".join(errors[j.key]) or None,
-            )
-            for j in jobs
-        ]
-        return self._finish(jobs, results)
+        return {key: by_key[key].external_ids for key in located if not errors[key]}
 
     def _copy_batch(
         self,
@@ -664,10 +705,10 @@ class JobRunner:
             return copies
         if not job.sha1:
             return copies
-        name = archive_name(job.files[0], item_id=job.item_id, sha1=job.sha1.lower())
+        name = archive_name(job.files[0], item_id=job.item_id, sha1=job.sha1)
         for target in self.policy.targets:
             try:
-                found = self.site.catalog.find_copies(target, [(name, job.sha1.lower())])
+                found = self.site.catalog.find_copies(target, [(name, job.sha1)])
             except CatalogError as exc:
                 errors.append(
                     f"Portal gave no external id for this file, and the catalog, the only other "
@@ -858,6 +899,7 @@ class JobRunner:
             job_id=self.job_id,
             results=tuple(results),
             labels=self._labels,
+            unusable=self._unusable,
         )
         failed = len(report.failed)
         summary = JobSummary(
@@ -980,16 +1022,6 @@ def _unrecorded(outcome: FileOutcome, operation: str, error: CatalogError) -> Fi
             f"({error.message}); deleting it again finishes the job"
         )
     return FileOutcome.failure(outcome.key, what, retryable=True, locator=outcome.locator)
-
-
-def _archive_problem(job: FileJob) -> str | None:
-    if not job.files:
-        return "Portal gave no source path for this file"
-    if job.sha1 is not None:
-        sha1 = job.sha1.lower()
-        if len(sha1) != 40 or not set(sha1) <= _HEX:
-            return f"Portal's sha1 {job.sha1!r} is not 40 hexadecimal digits"
-    return None
 
 
 def _content_sha1(sources: Sequence[str]) -> str:

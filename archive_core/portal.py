@@ -15,11 +15,16 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archive_core.errors import ArchiveCoreError, ConfigError, RestoreFailed
 
+if TYPE_CHECKING:
+    from archive_core.jobs import JobReport
+
 log = logging.getLogger(__name__)
+
+_HEX = frozenset("0123456789abcdef")
 
 #: Fixed identity of this plugin in Portal's plugin registry; never change it.
 PLUGIN_GUID = "5d9b1c7e-3a6f-4e0b-9c2d-7f41a8e6b0c3"
@@ -69,9 +74,8 @@ class ArchiveCorePlugin:
         not fail the batch. The legacy setting returns only the archived list.
         """
         file_sets = list(file_sets or ())
-        jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
         try:
-            report = self._run("archive", policy_uuid, _job(job_id), jobs)
+            report = self.run("archive", file_sets, policy_uuid, job_id)
         except ArchiveCoreError as exc:
             log.error("policy=%s job=%s archive refused: %s", policy_uuid, job_id, exc.message)
             return self._archive_result([], file_sets, exc.message, policy_uuid)
@@ -86,8 +90,7 @@ class ArchiveCorePlugin:
     def restore(self, file_sets: Sequence[Any] | None, policy_uuid: str, job_id: Any = None):
         """Restore every FileSet to its first path; raise one admin-readable error on failure."""
         file_sets = list(file_sets or ())
-        jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
-        report = self._run("restore", policy_uuid, _job(job_id), jobs)
+        report = self.run("restore", file_sets, policy_uuid, job_id)
         if report.failed:
             labels = report.labels
             raise RestoreFailed(
@@ -99,8 +102,7 @@ class ArchiveCorePlugin:
     def delete(self, file_sets: Sequence[Any] | None, policy_uuid: str, job_id: Any = None):
         """Delete the archived copies; return the FileSets whose every copy is gone."""
         file_sets = list(file_sets or ())
-        jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
-        report = self._run("delete", policy_uuid, _job(job_id), jobs)
+        report = self.run("delete", file_sets, policy_uuid, job_id)
         if report.failed:
             log.error(
                 "policy=%s job=%s delete incomplete: %s",
@@ -156,11 +158,35 @@ class ArchiveCorePlugin:
 
     # --- beyond Portal: used by the CLI ------------------------------------------------------
 
+    def run(
+        self, operation: str, file_sets: Sequence[Any], policy_uuid: str, job_id: Any = None
+    ) -> JobReport:
+        """Run one operation over `file_sets` and return its report: one result per FileSet.
+
+        What each Portal call does, before its result is put in Portal's shape; the CLI
+        calls this and reads the report. Raises ArchiveCoreError when the whole call is
+        refused (a broken config, an unknown policy, an undeclared capability).
+        """
+        from archive_core.jobs import JobRunner
+
+        jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
+        with self._held() as site:
+            if site is None:
+                assert self._config_error is not None
+                raise self._config_error
+            runner = JobRunner(
+                site,
+                policy_uuid=policy_uuid,
+                job_id=_job(job_id),
+                operation=operation,
+                observer=self.observer,
+            )
+            return runner.run(jobs)
+
     def verify(self, file_sets: Sequence[Any] | None, policy_uuid: str, job_id: Any = None):
         """Read archived copies back and check their sha1; (verified, failed, error_string)."""
         file_sets = list(file_sets or ())
-        jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
-        report = self._run("verify", policy_uuid, _job(job_id), jobs)
+        report = self.run("verify", file_sets, policy_uuid, job_id)
         pairs = list(zip(file_sets, report.results, strict=True))
         return (
             [fs for fs, r in pairs if r.ok],
@@ -190,22 +216,6 @@ class ArchiveCorePlugin:
                 log.error("policy=%s archive: %s", policy_uuid, error)
             return archived
         return archived, not_archived, error, {}
-
-    def _run(self, operation: str, policy_uuid: str, job_id: str | None, jobs):
-        from archive_core.jobs import JobRunner
-
-        with self._held() as site:
-            if site is None:
-                assert self._config_error is not None
-                raise self._config_error
-            runner = JobRunner(
-                site,
-                policy_uuid=policy_uuid,
-                job_id=job_id,
-                operation=operation,
-                observer=self.observer,
-            )
-            return getattr(runner, operation)(jobs)
 
     def _current_site(self):
         """The Site for the config on disk, reloaded when the file changed."""
@@ -306,12 +316,16 @@ def _read_file_set(fs: Any, index: int):
         problem, paths, ids = f"Portal passed a file set archive-core cannot read: {exc}", [], []
     if not hasattr(fs, "files") and not hasattr(fs, "external_ids"):
         problem = f"Portal passed {type(fs).__name__} {fs!r:.80}, not a FileSet"
+    # The one place Portal's sha1 is checked and normalised: everything after relies on it.
+    sha1 = str(sha1).strip().lower() if sha1 else None
+    if sha1 is not None and (len(sha1) != 40 or not set(sha1) <= _HEX):
+        problem = problem or f"Portal's sha1 {sha1!r} is not 40 hexadecimal digits"
     return FileJob(
         key=str(index),
         files=tuple(paths),
         external_ids=tuple(ids),
         item_id=str(item_id) if item_id is not None else None,
-        sha1=str(sha1) if sha1 else None,
+        sha1=sha1,
         problem=problem,
     )
 

@@ -190,6 +190,17 @@ class Site:
             instance=instance,
         )
 
+    def unusable(self, policy: Policy) -> dict[str, str]:
+        """The policy's targets that cannot be used at all, with why: a configuration problem
+        (driver not installed or refused, settings invalid), not storage that is down."""
+        problems = {}
+        for name in policy.targets:
+            try:
+                self.target(name)
+            except DriverUnavailable as exc:
+                problems[name] = exc.reason
+        return problems
+
     # --- policies ------------------------------------------------------------------------------
 
     def policies(self) -> list[Policy]:

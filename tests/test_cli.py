@@ -159,3 +159,20 @@ def test_verify_all_on_an_empty_catalog_says_there_is_nothing_to_verify(tmp_path
     assert f"The catalog records no copies of policy {POLICY}: nothing to verify." in result.output
     unknown = _run("--config", str(config), "verify", "--policy", "no-such-policy", "--all")
     assert unknown.exit_code == 2 and "no-such-policy" in unknown.output
+
+
+def test_a_target_whose_settings_are_refused_is_a_configuration_error_exit_2(tmp_path):
+    root = tmp_path / "archive"
+    root.mkdir()
+    config = write_config(
+        tmp_path / "c.toml",
+        targets={"t": {"driver": "filesys", "settings": {"root": str(root), "colour": "red"}}},
+        policies={"p": {"name": "Misconfigured", "targets": ["t"]}},
+    )
+    check = _run("--config", str(config), "check")
+    assert check.exit_code == 2 and "unknown setting (colour)" in check.output
+    source = tmp_path / "a.mov"
+    source.write_bytes(b"a")
+    archived = _run("--config", str(config), "archive", "--policy", "p", str(source))
+    assert archived.exit_code == 2 and "colour" in archived.output
+    assert list(root.iterdir()) == []

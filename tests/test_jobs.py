@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from archive_core.driver import Capability, OfferedPolicy
-from archive_core.errors import CapabilityNotDeclared
+from archive_core.errors import ArchiveCoreError, CapabilityNotDeclared
 from archive_core.hooks import hookimpl
 from archive_core.model import FileOutcome
 from tests.sites import MemoryDriver, media, plugin_with_drivers
@@ -36,8 +36,18 @@ class ArchiveOnly(MemoryDriver):
 def test_core_refuses_undeclared_operation_naming_driver_policy_and_capability(tmp_path):
     plugin = _plugin(tmp_path, ArchiveOnly)
     [archived], *_ = plugin.archive(_batch(tmp_path, 1), "p", "j")
+    started: list[str] = []
+
+    class Observer:
+        @hookimpl
+        def archive_core_job_started(self, job):
+            started.append(job.operation)
+
+    plugin.site().hooks.register(Observer(), name="observer")
     with pytest.raises(CapabilityNotDeclared) as caught:
         plugin.restore([archived], "p")
+    # Refused before it started: observers never see a job that starts and never finishes.
+    assert started == []
     assert str(caught.value) == (
         "Policy 'p' uses driver 'archive-only', which does not support 'restore'."
     )
@@ -224,3 +234,27 @@ def test_driver_is_told_which_files_a_dead_worker_left_unfinished_and_by_whom(tm
         archive_name(batch[1].files[0], item_id=batch[1].item_id, sha1=batch[1].sha1): (),
     }
     assert [r.state for r in plugin.site().catalog.journal(job_id="killed")] == ["abandoned"]
+
+
+class Lowercase(MemoryDriver):
+    name = "lowercase"
+    sha1s: list = []
+
+    def archive(self, request):
+        Lowercase.sha1s.extend(i.sha1 for i in request.items)
+        yield from super().archive(request)
+
+
+def test_portals_sha1_is_checked_and_lowercased_once_at_the_boundary(tmp_path):
+    plugin = _plugin(tmp_path, Lowercase)
+    [good, bad] = _batch(tmp_path, 2)
+    shouting = good._replace(sha1=good.sha1.upper())
+    archived, not_archived, error, _ = plugin.archive(
+        [shouting, bad._replace(sha1="not-a-sha1")], "p", "j"
+    )
+    assert Lowercase.sha1s == [good.sha1]
+    assert good.sha1 in archived[0].external_ids[0]
+    assert not_archived[0].sha1 == "not-a-sha1"
+    assert "Portal's sha1 'not-a-sha1' is not 40 hexadecimal digits" in error
+    with pytest.raises(ArchiveCoreError, match="is not 40 hexadecimal digits"):
+        plugin.restore([archived[0]._replace(sha1="xyz")], "p")
