@@ -1,12 +1,11 @@
-"""Driver discovery: entry points listed without importing, loaded once, failures kept as states.
+"""Driver discovery: entry points listed without importing, loaded by stevedore, failures kept.
 
 Drivers are found in the entry-point group `archive_core.drivers`, exactly as a third party's
-pip package is found. Listing reads distribution metadata only; a driver module is imported the
-first time its driver is loaded, once per process. A driver that cannot be imported, declares
-the wrong metadata, or whose name two distributions claim becomes a recorded state with a reason
-an admin can act on; every other driver keeps working.
-
-Environment (read when the registry first resolves, again after `reset()`):
+pip package is found. Listing reads distribution metadata only; stevedore's `DriverManager`
+imports a driver the first time its class is needed. A driver that cannot be imported, declares
+the wrong metadata, or whose name two distributions claim becomes a state with a reason an admin
+can act on; every other driver keeps working. Environment, read at the first listing and again
+after `reset()`:
 
 - `ARCHIVE_CORE_LOAD_DRIVERS`: comma list; when set, only these drivers load.
 - `ARCHIVE_CORE_DISABLE_DRIVERS`: comma list of drivers that never load.
@@ -44,8 +43,6 @@ LOAD_DRIVERS_ENV = "ARCHIVE_CORE_LOAD_DRIVERS"
 DISABLE_DRIVERS_ENV = "ARCHIVE_CORE_DISABLE_DRIVERS"
 STRICT_DRIVERS_ENV = "ARCHIVE_CORE_STRICT_DRIVERS"
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
 
 class DriverStatus(enum.StrEnum):
     """Where a driver stands in this process."""
@@ -56,6 +53,10 @@ class DriverStatus(enum.StrEnum):
     DISABLED = "disabled"
     NOT_INSTALLED = "not installed"
     DUPLICATE = "duplicate"
+
+
+#: What strict mode raises for instead of returning the state.
+_BROKEN = frozenset({DriverStatus.FAILED, DriverStatus.NOT_INSTALLED, DriverStatus.DUPLICATE})
 
 
 @attrs.frozen(kw_only=True)
@@ -90,30 +91,13 @@ class DriverState:
         return self.status is DriverStatus.LOADED
 
 
-@attrs.frozen
-class _Selector:
-    """One item of an allow or deny list: a driver name, optionally tied to a distribution."""
-
-    name: str
-    distribution: str | None
-
-    def matches(self, entry: DriverEntry) -> bool:
-        if entry.name != self.name:
-            return False
-        return self.distribution is None or _normalise(entry.distribution) == self.distribution
-
-
 @attrs.frozen(kw_only=True)
-class _Discovery:
-    """One resolution of the entry-point group under one environment."""
+class _Listing:
+    """The group as installed metadata and the environment decide it, before any import."""
 
     entries: tuple[DriverEntry, ...]
-    #: Names with exactly one allowed registration: importable on demand.
-    candidates: Mapping[str, tuple[DriverEntry, EntryPoint]]
-    #: Names decided without importing anything: disabled, duplicate, allow-listed but missing.
-    verdicts: Mapping[str, DriverState]
-    #: Duplicate name -> the "distribution version" of each registration claiming it.
-    duplicates: Mapping[str, tuple[str, ...]]
+    states: Mapping[str, DriverState]
+    chosen: Mapping[str, EntryPoint]  # the one registration each INSTALLED name loads
     strict: bool
 
 
@@ -138,27 +122,22 @@ class DriverRegistry:
         self._environ = environ
         # Re-entrant: a driver module may itself consult the registry while it is imported.
         self._lock = threading.RLock()
-        self._discovery: _Discovery | None = None
-        self._loaded: dict[str, tuple[type, DriverState]] = {}
-        self._failed: dict[str, DriverState] = {}
-        self._reported: set[str] = set()
+        self.reset()
 
     def __repr__(self) -> str:
         return f"<DriverRegistry group={self.group!r}>"
 
     def reset(self) -> None:
-        """Forget discovery, loaded classes and recorded failures (tests, after installs)."""
+        """Forget the listing, loaded classes and recorded failures (tests, after installs)."""
         with self._lock:
-            self._discovery = None
-            self._loaded.clear()
-            self._failed.clear()
-            self._reported.clear()
-
-    # --- listing, never importing --------------------------------------------------------
+            self._listing: _Listing | None = None
+            self._imported: dict[str, DriverState] = {}  # loaded or failed, by name
+            self._classes: dict[str, type] = {}
+            self._reported: set[str] = set()
 
     def entries(self) -> tuple[DriverEntry, ...]:
         """Every registration in the group, duplicates included, without importing a driver."""
-        return self._resolve().entries
+        return self._list().entries
 
     def state(self, name: str, *, load: bool = True) -> DriverState:
         """The state of one driver; with `load`, an allowed driver is imported to find out.
@@ -166,12 +145,11 @@ class DriverRegistry:
         In strict mode a broken, duplicate or missing driver raises instead.
         """
         if load:
-            # A failure is recorded by load(); the state below carries its reason.
-            with contextlib.suppress(DriverUnavailable):
+            with contextlib.suppress(DriverUnavailable):  # load() records why
                 self.load(name)
-        found = self._current_state(name)
-        if self._resolve().strict:
-            self._raise_if_broken(found)
+        found = self._state_of(name)
+        if self._list().strict and found.status in _BROKEN:
+            raise _error(found)
         return found
 
     def states(self, *, load: bool = True) -> tuple[DriverState, ...]:
@@ -180,11 +158,7 @@ class DriverRegistry:
         With `load`, every allowed driver is imported in isolation so the listing shows real
         status and capabilities; one broken driver never hides the others.
         """
-        discovery = self._resolve()
-        names = sorted({e.name for e in discovery.entries} | set(discovery.verdicts))
-        return tuple(self.state(name, load=load) for name in names)
-
-    # --- loading ---------------------------------------------------------------------------
+        return tuple(self.state(name, load=load) for name in sorted(self._list().states))
 
     def load(self, name: str) -> type:
         """The driver class registered as `name`, imported and validated once per process.
@@ -194,99 +168,53 @@ class DriverRegistry:
         duplicate raises `DuplicateDriver` itself.
         """
         with self._lock:
-            discovery = self._resolve()
-            if name in self._loaded:
-                return self._loaded[name][0]
-            failure = self._failed.get(name) or discovery.verdicts.get(name)
-            if failure is None and name not in discovery.candidates:
-                failure = self._not_installed(name, discovery)
-            if failure is None:
-                outcome = self._import_and_validate(*discovery.candidates[name])
-                if not isinstance(outcome, DriverState):
-                    self._loaded[name] = outcome
-                    return outcome[0]
-                self._failed[name] = failure = outcome
-        if failure.status in (DriverStatus.FAILED, DriverStatus.DUPLICATE):
-            self._report_failure(failure)
-        if failure.status is DriverStatus.DUPLICATE:
-            duplicate = DuplicateDriver(name, discovery.duplicates[name])
-            if discovery.strict:
-                raise duplicate
-            raise _unavailable(failure) from duplicate
-        raise _unavailable(failure)
+            found = self._state_of(name)
+            if found.status is DriverStatus.INSTALLED:
+                found = self._imported[name] = self._import(name)
+            if found.ok:
+                return self._classes[name]
+        if found.status in (DriverStatus.FAILED, DriverStatus.DUPLICATE):
+            self._report_failure(found)
+        error = _error(found)
+        if isinstance(error, DuplicateDriver) and not self._list().strict:
+            raise _unavailable(found) from error
+        raise error
 
-    def _import_and_validate(
-        self, entry: DriverEntry, entry_point: EntryPoint
-    ) -> tuple[type, DriverState] | DriverState:
-        where = f"driver {entry.name!r} from distribution {entry.source!r}"
+    def _import(self, name: str) -> DriverState:
+        entry_point = self._list().chosen[name]
+        entry = _entry_of(entry_point)
+        where = f"driver {name!r} from distribution {entry.source!r}"
         try:
-            loaded = _load_entry_point(entry_point)
+            cls = _load_with_stevedore(entry_point)
         except (Exception, SystemExit) as exc:  # a driver's import must never take the host down
             reason = f"{where} failed to import: {_describe(exc)}"
             logger.error("%s", reason, exc_info=exc)
-            return DriverState(
-                name=entry.name, entry=entry, status=DriverStatus.FAILED, reason=reason
-            )
-        problems = _metadata_problems(loaded, entry)
-        if problems:
+            return DriverState(name=name, entry=entry, status=DriverStatus.FAILED, reason=reason)
+        api_version = _int_or_none(getattr(cls, "api_version", None))
+        if problems := _declaration_problems(cls, entry):
             reason = f"{where} was refused: {'; '.join(problems)}"
             logger.error("%s", reason)
             return DriverState(
-                name=entry.name,
+                name=name,
                 entry=entry,
                 status=DriverStatus.FAILED,
                 reason=reason,
-                api_version=_int_or_none(getattr(loaded, "api_version", None)),
+                api_version=api_version,
             )
-        capabilities = frozenset(Capability(c) for c in loaded.capabilities)
-        logger.debug("loaded %s (%s)", where, entry.value)
-        return loaded, DriverState(
-            name=entry.name,
+        self._classes[name] = cls
+        return DriverState(
+            name=name,
             entry=entry,
             status=DriverStatus.LOADED,
             reason=f"loaded from distribution {entry.source!r}",
-            api_version=loaded.api_version,
-            capabilities=capabilities,
+            api_version=api_version,
+            capabilities=frozenset(Capability(c) for c in cls.capabilities),
         )
 
-    # --- state bookkeeping -----------------------------------------------------------------
-
-    def _current_state(self, name: str) -> DriverState:
-        with self._lock:
-            discovery = self._resolve()
-            if name in self._loaded:
-                return self._loaded[name][1]
-            if name in self._failed:
-                return self._failed[name]
-            if name in discovery.verdicts:
-                return discovery.verdicts[name]
-            if name in discovery.candidates:
-                entry = discovery.candidates[name][0]
-                return DriverState(
-                    name=name,
-                    entry=entry,
-                    status=DriverStatus.INSTALLED,
-                    reason=f"installed from distribution {entry.source!r}, not loaded yet",
-                )
-            return self._not_installed(name, discovery)
-
-    def _not_installed(self, name: str, discovery: _Discovery) -> DriverState:
-        installed = sorted({e.name for e in discovery.entries})
-        return DriverState(
-            name=name,
-            entry=None,
-            status=DriverStatus.NOT_INSTALLED,
-            reason=(
-                f"no installed distribution registers driver {name!r} in entry-point group "
-                f"{self.group!r} (installed drivers: {', '.join(installed) or 'none'})"
-            ),
-        )
-
-    def _raise_if_broken(self, found: DriverState) -> None:
-        if found.status is DriverStatus.DUPLICATE:
-            raise DuplicateDriver(found.name, self._resolve().duplicates[found.name])
-        if found.status in (DriverStatus.FAILED, DriverStatus.NOT_INSTALLED):
-            raise _unavailable(found)
+    def _state_of(self, name: str) -> DriverState:
+        listing = self._list()
+        found = self._imported.get(name) or listing.states.get(name)
+        return found or _missing(name, self.group, listing.entries)
 
     def _report_failure(self, failure: DriverState) -> None:
         """Tell the hooks, once per name, outside the lock so an observer cannot deadlock us."""
@@ -303,105 +231,124 @@ class DriverRegistry:
         except Exception:
             logger.exception("could not tell plugins that driver %r failed to load", failure.name)
 
-    # --- discovery -------------------------------------------------------------------------
-
-    def _resolve(self) -> _Discovery:
+    def _list(self) -> _Listing:
         with self._lock:
-            if self._discovery is None:
+            if self._listing is None:
                 environ = os.environ if self._environ is None else self._environ
-                self._discovery = _discover(self.group, environ)
-            return self._discovery
+                self._listing = _read_listing(self.group, environ)
+            return self._listing
 
 
-def _discover(group: str, environ: Mapping[str, str]) -> _Discovery:
+def _read_listing(group: str, environ: Mapping[str, str]) -> _Listing:
+    """Decide every name from importlib.metadata, which knows each registration's distribution.
+
+    stevedore's own listing (`stevedore._cache`) keeps name and value only, so it cannot tell
+    two distributions that claim one name apart: this listing decides, and stevedore is handed
+    the one registration chosen for a name.
+    """
     from importlib.metadata import entry_points
 
-    registrations: dict[str, list[tuple[DriverEntry, EntryPoint]]] = {}
-    seen: set[DriverEntry] = set()
+    found: dict[str, dict[DriverEntry, EntryPoint]] = {}
     for entry_point in entry_points(group=group):
-        entry = _entry_of(entry_point)
-        if entry in seen:  # the same distribution reachable twice is one registration
-            continue
-        seen.add(entry)
-        registrations.setdefault(entry.name, []).append((entry, entry_point))
-
-    allow_raw = environ.get(LOAD_DRIVERS_ENV, "")
-    allow = _selectors(allow_raw)
-    deny = _selectors(environ.get(DISABLE_DRIVERS_ENV, ""))
-    candidates: dict[str, tuple[DriverEntry, EntryPoint]] = {}
-    verdicts: dict[str, DriverState] = {}
-    duplicates: dict[str, tuple[str, ...]] = {}
-
-    for name, found in sorted(registrations.items()):
-        found.sort(key=lambda pair: (pair[0].distribution, pair[0].version))
-        kept = [p for p in found if not any(s.matches(p[0]) for s in deny)]
-        denied = len(kept) < len(found)
-        if allow:
-            kept = [p for p in kept if any(s.matches(p[0]) for s in allow)]
-        if len(kept) == 1:
-            candidates[name] = kept[0]
-        elif not kept:
-            reason = (
-                f"driver {name!r} is disabled by {DISABLE_DRIVERS_ENV}"
-                if denied
-                else f"driver {name!r} is not listed in {LOAD_DRIVERS_ENV}={allow_raw.strip()!r}, "
-                "which limits the drivers that load"
-            )
-            verdicts[name] = DriverState(
-                name=name, entry=found[0][0], status=DriverStatus.DISABLED, reason=reason
-            )
-        else:
-            conflicts = tuple(p[0] for p in kept)
-            duplicate = DuplicateDriver(name, [e.source for e in conflicts])
-            duplicates[name] = duplicate.distributions
-            example = f"{name}@{conflicts[-1].distribution}"
-            verdicts[name] = DriverState(
-                name=name,
-                entry=conflicts[0],
-                status=DriverStatus.DUPLICATE,
-                reason=f"{duplicate.message} For example: {DISABLE_DRIVERS_ENV}={example}",
-                conflicts=conflicts,
-            )
-
-    for selector in allow:
-        if selector.name not in registrations and selector.name not in verdicts:
-            verdicts[selector.name] = DriverState(
-                name=selector.name,
-                entry=None,
-                status=DriverStatus.NOT_INSTALLED,
-                reason=(
-                    f"driver {selector.name!r} is listed in {LOAD_DRIVERS_ENV}, but no installed "
-                    f"distribution registers it in entry-point group {group!r}"
-                ),
-            )
-
-    entries = tuple(sorted(seen, key=lambda e: (e.name, e.distribution, e.version)))
-    return _Discovery(
+        # One distribution reachable twice on sys.path is one registration, not a duplicate.
+        found.setdefault(entry_point.name, {}).setdefault(_entry_of(entry_point), entry_point)
+    entries = tuple(sorted((e for f in found.values() for e in f), key=_entry_order))
+    allow_raw = environ.get(LOAD_DRIVERS_ENV, "").strip()
+    allow, deny = _selectors(allow_raw), _selectors(environ.get(DISABLE_DRIVERS_ENV, ""))
+    states = {
+        name: _decide(name, sorted(f, key=_entry_order), allow, deny, allow_raw)
+        for name, f in found.items()
+    }
+    for name, _ in allow:
+        if name not in states:
+            states[name] = _missing(name, group, entries, f"{LOAD_DRIVERS_ENV} lists it, but ")
+    installed = {n: s.entry for n, s in states.items() if s.status is DriverStatus.INSTALLED}
+    return _Listing(
         entries=entries,
-        candidates=candidates,
-        verdicts=verdicts,
-        duplicates=duplicates,
-        strict=environ.get(STRICT_DRIVERS_ENV, "").strip().lower() in _TRUE,
+        states=states,
+        chosen={name: found[name][entry] for name, entry in installed.items() if entry},
+        strict=environ.get(STRICT_DRIVERS_ENV, "").strip().lower() in {"1", "true", "yes", "on"},
     )
 
 
-def _entry_of(entry_point: EntryPoint) -> DriverEntry:
-    dist = getattr(entry_point, "dist", None)
-    return DriverEntry(
-        name=entry_point.name,
-        distribution=(getattr(dist, "name", None) or "unknown distribution"),
-        version=(getattr(dist, "version", None) or "unknown version"),
-        value=entry_point.value,
+def _decide(
+    name: str,
+    registered: list[DriverEntry],
+    allow: _Selectors,
+    deny: _Selectors,
+    allow_raw: str,
+) -> DriverState:
+    """One name's state from its registrations and the allow and deny lists."""
+    kept = [e for e in registered if not _picks(deny, e) and (not allow or _picks(allow, e))]
+    if len(kept) == 1:
+        reason = f"installed from distribution {kept[0].source!r}, not loaded yet"
+        return DriverState(name=name, entry=kept[0], status=DriverStatus.INSTALLED, reason=reason)
+    if kept:
+        duplicate = DuplicateDriver(name, [e.source for e in kept])
+        example = f"{DISABLE_DRIVERS_ENV}={name}@{kept[-1].distribution}"
+        return DriverState(
+            name=name,
+            entry=kept[0],
+            status=DriverStatus.DUPLICATE,
+            reason=f"{duplicate.message} For example: {example}",
+            conflicts=tuple(kept),
+        )
+    if any(_picks(deny, e) for e in registered):
+        reason = f"driver {name!r} is disabled by {DISABLE_DRIVERS_ENV}"
+    else:
+        reason = (
+            f"driver {name!r} is not listed in {LOAD_DRIVERS_ENV}={allow_raw!r}, which limits "
+            "the drivers that load"
+        )
+    return DriverState(name=name, entry=registered[0], status=DriverStatus.DISABLED, reason=reason)
+
+
+def _missing(name: str, group: str, entries: tuple[DriverEntry, ...], why: str = "") -> DriverState:
+    installed = ", ".join(sorted({e.name for e in entries})) or "none"
+    return DriverState(
+        name=name,
+        entry=None,
+        status=DriverStatus.NOT_INSTALLED,
+        reason=f"{why}no installed distribution registers driver {name!r} in entry-point group "
+        f"{group!r} (installed drivers: {installed})",
     )
 
 
-def _selectors(raw: str) -> tuple[_Selector, ...]:
-    selectors = []
-    for item in raw.split(","):
-        name, _, distribution = item.partition("@")
-        if name.strip():
-            selectors.append(_Selector(name.strip(), _normalise(distribution) or None))
-    return tuple(selectors)
+def _load_with_stevedore(entry_point: EntryPoint) -> Any:
+    """Import one chosen registration with a stevedore DriverManager, raising what it raised."""
+    from stevedore.driver import DriverManager
+    from stevedore.exception import NoMatches
+
+    class ChosenDriver(DriverManager):
+        # By name alone stevedore would import every registration of the name (a duplicate's
+        # denied twin too) from its cache, which is memoised for the process, so reset() would
+        # never see a new install: it gets the registration the listing chose instead.
+        def list_entry_points(self) -> list[EntryPoint]:
+            return [entry_point]
+
+    failures: list[BaseException] = []
+    try:
+        manager = ChosenDriver(
+            entry_point.group,
+            entry_point.name,
+            on_load_failure_callback=lambda _manager, _entry_point, exc: failures.append(exc),
+        )
+    except NoMatches:  # stevedore drops a plugin that failed to load; the callback kept why
+        raise failures[0] from None
+    return manager.driver
+
+
+_Selectors = tuple[tuple[str, str | None], ...]  # (driver name, normalised distribution or None)
+
+
+def _selectors(raw: str) -> _Selectors:
+    items = (item.partition("@") for item in raw.split(","))
+    return tuple((n.strip(), _normalise(d) or None) for n, _, d in items if n.strip())
+
+
+def _picks(selectors: _Selectors, entry: DriverEntry) -> bool:
+    dist = _normalise(entry.distribution)
+    return any(n == entry.name and d in (None, dist) for n, d in selectors)
 
 
 def _normalise(distribution: str) -> str:
@@ -409,38 +356,30 @@ def _normalise(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution.strip()).lower()
 
 
-def _load_entry_point(entry_point: EntryPoint) -> Any:
-    """Import one entry point through stevedore, raising whatever the import raised."""
-    from stevedore.extension import ExtensionManager
-
-    errors: list[BaseException] = []
-
-    class _OneEntryPoint(ExtensionManager):
-        # stevedore would list the whole group again from its own on-disk cache, which keeps no
-        # distribution and merges duplicates; give it the one registration already chosen.
-        def list_entry_points(self) -> list[EntryPoint]:
-            return [entry_point]
-
-    manager = _OneEntryPoint(
-        entry_point.group,
-        on_load_failure_callback=lambda _manager, _entry_point, exc: errors.append(exc),
+def _entry_of(entry_point: EntryPoint) -> DriverEntry:
+    dist = getattr(entry_point, "dist", None)
+    return DriverEntry(
+        name=entry_point.name,
+        distribution=getattr(dist, "name", None) or "unknown distribution",
+        version=getattr(dist, "version", None) or "unknown version",
+        value=entry_point.value,
     )
-    if errors:
-        raise errors[0]
-    return manager.extensions[0].plugin
 
 
-def _metadata_problems(loaded: Any, entry: DriverEntry) -> list[str]:
+def _entry_order(entry: DriverEntry) -> tuple[str, str, str]:
+    return entry.name, entry.distribution, entry.version
+
+
+def _declaration_problems(cls: Any, entry: DriverEntry) -> list[str]:
     """Everything wrong with a driver class's declarations, all at once for its author."""
-    if not isinstance(loaded, type):
-        return [f"{entry.value} is a {type(loaded).__name__}, not a driver class"]
+    if not isinstance(cls, type):
+        return [f"{entry.value} is a {type(cls).__name__}, not a driver class"]
     problems = []
-    declared = getattr(loaded, "name", None)
-    if declared != entry.name:
+    if (declared := getattr(cls, "name", None)) != entry.name:
         problems.append(
             f"its class declares name {declared!r}, but it is registered as {entry.name!r}"
         )
-    api_version = getattr(loaded, "api_version", None)
+    api_version = getattr(cls, "api_version", None)
     if _int_or_none(api_version) is None:
         problems.append(f"api_version must be an int, not {api_version!r}")
     elif api_version != API_VERSION:
@@ -448,30 +387,19 @@ def _metadata_problems(loaded: Any, entry: DriverEntry) -> list[str]:
             f"it implements driver API version {api_version}, but this archive-core implements "
             f"version {API_VERSION}"
         )
-    capabilities = getattr(loaded, "capabilities", None)
+    capabilities = getattr(cls, "capabilities", None)
+    known = [c.value for c in Capability]
     if isinstance(capabilities, str | bytes) or not isinstance(capabilities, Collection):
         problems.append(
             f"capabilities must be a collection of Capability values, not {capabilities!r}"
         )
-    else:
-        unknown = [c for c in capabilities if not _is_capability(c)]
-        if unknown:
-            known = ", ".join(c.value for c in Capability)
-            problems.append(
-                f"unknown capabilities {', '.join(map(repr, unknown))} (known: {known})"
-            )
-    config = getattr(loaded, "Config", None)
-    if not (isinstance(config, type) and attrs.has(config)):
+    elif unknown := [c for c in capabilities if c not in known]:
+        problems.append(
+            f"unknown capabilities {', '.join(map(repr, unknown))} (known: {', '.join(known)})"
+        )
+    if not (isinstance(config := getattr(cls, "Config", None), type) and attrs.has(config)):
         problems.append(f"Config must be an attrs class, not {config!r}")
     return problems
-
-
-def _is_capability(value: Any) -> bool:
-    try:
-        Capability(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -479,13 +407,18 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _unavailable(found: DriverState) -> DriverUnavailable:
     message = found.reason[:1].upper() + found.reason[1:]
     return DriverUnavailable(message, reason=found.reason, driver=found.name)
+
+
+def _error(found: DriverState) -> DriverUnavailable | DuplicateDriver:
+    if found.status is DriverStatus.DUPLICATE:
+        return DuplicateDriver(found.name, [e.source for e in found.conflicts])
+    return _unavailable(found)
 
 
 class FixedRegistry:
@@ -509,14 +442,10 @@ class FixedRegistry:
                 reason=f"driver {name!r} is not installed",
                 driver=name,
             )
-        entry = DriverEntry(
-            name=name,
-            distribution="(given directly)",
-            version="",
-            value=f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', cls)!s}",
-        )
-        problems = _metadata_problems(cls, entry)
-        if problems:
+        qualname = getattr(cls, "__qualname__", cls)
+        value = f"{getattr(cls, '__module__', '?')}:{qualname!s}"
+        entry = DriverEntry(name=name, distribution="(given directly)", version="", value=value)
+        if problems := _declaration_problems(cls, entry):
             reason = f"driver {name!r} ({entry.value}) is invalid: {'; '.join(problems)}"
             raise DriverUnavailable(reason[:1].upper() + reason[1:], reason=reason, driver=name)
         return cls

@@ -192,6 +192,25 @@ def test_strict_mode_raises_for_broken_and_duplicate_drivers_instead_of_recordin
     }
 
 
+def test_loading_a_driver_writes_no_entry_point_cache_under_the_home_directory(tmp_path: Path):
+    # stevedore's own listing caches every group in $XDG_CACHE_HOME; Portal's user may not own
+    # its home, and the registry hands stevedore the registration it chose instead.
+    install_real(tmp_path, "acme-archive-s3", "1.2", "s3", "acme_s3", driver_source(name="s3"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    found = run_python_json(
+        """
+        import json
+        from archive_core.registry import default_registry
+        print(json.dumps(default_registry().state("s3").status))
+        """,
+        site_dirs=[tmp_path],
+        env={"XDG_CACHE_HOME": str(cache), "HOME": str(tmp_path)},
+    )
+    assert found == "loaded"
+    assert list(cache.iterdir()) == []
+
+
 def test_driver_module_import_failure_is_logged_with_its_reason(tmp_path: Path):
     install_real(tmp_path, "acme-broken", "1.0", "broken", "acme_broken", "import boto3_absent\n")
     result = run_python(
@@ -421,6 +440,7 @@ def test_denying_one_distribution_of_a_duplicate_name_loads_the_other(site):
     assert registry.state("s3").entry == DriverEntry(
         name="s3", distribution="acme-s3", version="1.0", value=f"{loaded.__module__}:{GOOD}"
     )
+    assert site.imported() == {loaded.__module__}  # the denied twin was never imported
 
 
 def test_allowing_one_distribution_of_a_duplicate_name_loads_that_one(site):
