@@ -366,7 +366,7 @@ def test_a_hanging_readiness_probe_does_not_keep_the_process_from_exiting(tmp_pa
     script.write_text(
         textwrap.dedent(
             f"""
-            import sys, time
+            import sys, threading
             sys.path[:0] = {[str(Path.cwd()), *sys.path]!r}
             from pathlib import Path
             from tests.sites import MemoryDriver, plugin_with_drivers
@@ -374,7 +374,7 @@ def test_a_hanging_readiness_probe_does_not_keep_the_process_from_exiting(tmp_pa
             class Hangs(MemoryDriver):
                 name = "hangs"
                 def check_ready(self):
-                    time.sleep(120)
+                    threading.Event().wait()  # never answers, as on a dead NFS mount
 
             plugin = plugin_with_drivers(
                 Path({str(tmp_path)!r}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -306,11 +307,14 @@ def test_catalog_records_size_sha1_and_sha256_of_each_copy(site):
 def test_readiness_never_blocks_longer_than_the_timeout(tmp_path):
     from tests.sites import MemoryDriver, plugin_with_drivers
 
+    probing, released = threading.Event(), threading.Event()
+
     class HangingDriver(MemoryDriver):
         name = "hanging"
 
         def check_ready(self):
-            time.sleep(5)
+            probing.set()
+            released.wait()  # a dead mount: no answer until the test lets go
             return super().check_ready()
 
     plugin = plugin_with_drivers(
@@ -320,8 +324,12 @@ def test_readiness_never_blocks_longer_than_the_timeout(tmp_path):
         policies={"p": {"targets": ["slow"]}},
         portal={"ready_timeout_seconds": 0.2, "ready_cache_seconds": 60},
     )
-    started = time.monotonic()
-    assert plugin.is_ready() is False
-    assert time.monotonic() - started < 1.5
-    [state] = plugin.readiness()  # cached: answers at once, with the reason
-    assert "no answer from target" in state.readiness.reason
+    try:
+        started = time.monotonic()
+        assert plugin.is_ready() is False
+        assert time.monotonic() - started < 1.5
+        assert probing.wait(timeout=10)  # the probe ran, and hangs still
+        [state] = plugin.readiness()  # cached: answers at once, with the reason
+        assert "no answer from target" in state.readiness.reason
+    finally:
+        released.set()
