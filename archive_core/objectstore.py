@@ -43,7 +43,9 @@ class ObjectStoreDriver(BaseDriver):
       its end. If reading raises (the sha1 did not match, the source changed), `put` must let
       the exception out and leave nothing under `key`: upload to a temporary key and rename,
       or use an upload that only completes when the stream ended (S3 multipart, a PUT with
-      a body). An object already under `key` is replaced.
+      a body). An object already under `key` is replaced. The stream reads forwards only
+      (`read`, `readinto`; `seekable()` is False): stream it in bounded parts, never read it
+      whole, and pass `size` (the source's size) to an SDK that wants a length.
     - `get(key)` returns a binary stream of the object (closed by the caller); raises
       `CopyNotFound` (or `FileNotFoundError`, `KeyError`) when there is none.
     - `remove(key)` deletes the object; an absent object is not an error.
@@ -54,8 +56,15 @@ class ObjectStoreDriver(BaseDriver):
       remembers, and archive asks it before `put`, so an object with other bytes under a key
       is never replaced.
 
+    - `remove_leftovers(key, made_by)` (optional) removes what the dead workers `made_by` left
+      while storing `key` (an unfinished multipart upload, a temporary object). It is called
+      before an item the journal shows as interrupted (`item.resumed`) is stored again. The
+      default removes nothing. Mark what an upload leaves with `worker_id` to find it again.
+
     Anything else they raise fails that one file: `ArchiveCoreError` with its message,
-    `OSError` as retryable, other exceptions logged and reported with their type.
+    `OSError` as retryable, other exceptions logged and reported with their type. A `put`
+    that returns normally after reading its stream raised fails the file too, saying so,
+    and what it stored is removed.
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
@@ -95,11 +104,31 @@ class ObjectStoreDriver(BaseDriver):
                     size += len(chunk)
                 return size
 
-    # --- what a subclass may change ----------------------------------------------------------
+    def remove_leftovers(self, key: str, made_by: tuple[str, ...]) -> None:
+        """Remove what the workers `made_by`, all dead, left while storing `key`.
+
+        Called before a resumed item (one whose earlier attempt died mid-transfer) is stored
+        again. Remove only what those workers made for this key: another worker, alive, may
+        be storing the same key right now. The default removes nothing; a storage whose
+        interrupted uploads cost space (S3 multipart parts) overrides it.
+        """
+
+    # --- what a subclass may change or use -----------------------------------------------------
 
     def key_for(self, item: ArchiveItem) -> str:
         """The key a file is stored under: Portal's file name by default."""
         return item.name
+
+    @property
+    def worker_id(self) -> str:
+        """This process as the journal names it, and as `remove_leftovers` gets it in `made_by`.
+
+        Put it in what an upload leaves behind until it completes (a temporary key, a marker),
+        so that leftovers can be told apart by the worker that made them.
+        """
+        from archive_core import workers
+
+        return str(workers.current())
 
     # --- the contract, done once -------------------------------------------------------------
 
@@ -134,29 +163,36 @@ class ObjectStoreDriver(BaseDriver):
         key = transfer.check_locator(item.locator)
         size = self.size_of(key)
         if size is None:
-            return FileOutcome.failure(
-                item.key, f"archived copy {key} does not exist in target {self.context.target}"
-            )
+            return FileOutcome.failure(item.key, f"archived copy {key} does not exist")
         return FileOutcome.success(item.key, locator=key, size=size)
 
     def _archive_one(self, item: ArchiveItem, request: ArchiveRequest) -> FileOutcome:
         from archive_core import transfer
 
         key = transfer.check_locator(self.key_for(item), what="object key")
+        if item.resumed:
+            self._remove_leftovers_quietly(key, item.abandoned_by)
         if self.size_of(key) is not None:
             # Found after a crash between put and the journal, or after the catalog was lost:
             # kept when it holds these very bytes, never replaced when it holds others.
             return self._existing(item, key, request)
         path, source = transfer.open_first_readable(item.sources)
         with source:
-            reader = transfer.HashingReader(
-                source,
-                label=path,
-                expected_sha1=item.sha1,
-                expected_size=source.size,
-                progress=request.progress,
+            reader = _UploadStream(
+                transfer.HashingReader(
+                    source,
+                    label=path,
+                    expected_sha1=item.sha1,
+                    expected_size=source.size,
+                    progress=request.progress,
+                )
             )
             self.put(key, reader, source.size)
+        if reader.raised is not None:
+            # The upload may have completed with bytes that failed the sha1 check, or with
+            # part of them: nothing of it may stay under the final key.
+            self._remove_quietly(key)
+            raise _swallowed(type(self).__name__, key, reader.raised)
         if reader.digests is None:
             # The upload stopped before the end, so the sha1 was never checked: whatever it
             # stored must not stay under the final key.
@@ -186,8 +222,8 @@ class ObjectStoreDriver(BaseDriver):
             )
         return FileOutcome.failure(
             item.key,
-            f"a different object already exists under {key} in target {self.context.target} "
-            f"(sha1 {digests.sha1}); it was left in place and nothing was stored",
+            f"a different object already exists under {key} (sha1 {digests.sha1}); it was left "
+            "in place and nothing was stored",
         )
 
     def _restore_one(self, item: RestoreItem, request: RestoreRequest) -> FileOutcome:
@@ -197,6 +233,14 @@ class ObjectStoreDriver(BaseDriver):
         destination = item.destination
         if not destination or not os.path.isabs(destination) or "\0" in destination:
             raise ArchiveCoreError(f"restore destination {destination!r} is not an absolute path")
+        if item.resumed:
+            # Only the dead workers' temporary files for this destination: Portal's folder
+            # holds other files, and perhaps a live worker's restore of this one.
+            transfer.remove_partials(
+                os.path.dirname(destination),
+                os.path.basename(destination),
+                made_by=item.abandoned_by,
+            )
         with self._open(key) as stream:
             digests = transfer.publish_file(
                 stream,
@@ -237,9 +281,22 @@ class ObjectStoreDriver(BaseDriver):
         try:
             return self.get(key)
         except (FileNotFoundError, KeyError):
-            raise CopyNotFound(
-                f"archived copy {key} does not exist in target {self.context.target}"
-            ) from None
+            raise CopyNotFound(f"archived copy {key} does not exist") from None
+
+    def _remove_leftovers_quietly(self, key: str, made_by: tuple[str, ...]) -> None:
+        # Leftovers cost space, not correctness: failing the file for them would keep it
+        # from being archived at all, so a failure here is logged and the upload goes on.
+        try:
+            self.remove_leftovers(key, made_by)
+        except Exception as exc:
+            log.warning(
+                "target %s: could not remove what the interrupted upload of %s left (workers %s): "
+                "%s",
+                self.context.target,
+                key,
+                ", ".join(made_by),
+                exc,
+            )
 
     def _remove_quietly(self, key: str) -> None:
         try:
@@ -269,3 +326,51 @@ class ObjectStoreDriver(BaseDriver):
                 what,
             )
             return FileOutcome.failure(key, f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+class _UploadStream:
+    """The stream `put()` reads: a forward-only reader that remembers what reading raised.
+
+    So that a `put` which catches that error and returns normally is seen: its upload may
+    have completed, and the base must not report the file archived.
+    """
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self.name = reader.name
+        self.raised: BaseException | None = None
+
+    @property
+    def digests(self) -> Any:
+        return self._reader.digests
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False  # SDKs ask; the bytes are hashed as they pass, once
+
+    def read(self, count: int = -1) -> bytes:
+        try:
+            return self._reader.read(count)
+        except BaseException as exc:
+            self.raised = self.raised or exc
+            raise
+
+    def readinto(self, view: Any) -> int:
+        try:
+            return self._reader.readinto(view)
+        except BaseException as exc:
+            self.raised = self.raised or exc
+            raise
+
+
+def _swallowed(driver: str, key: str, raised: BaseException) -> ArchiveCoreError:
+    """The error of a `put` that returned normally although reading its stream raised."""
+    detail = raised.message if isinstance(raised, ArchiveCoreError) else f"{raised}"
+    retryable = getattr(raised, "retryable", isinstance(raised, OSError))
+    return ArchiveCoreError(
+        f"{detail} ({driver}.put() went on after this error and returned normally; it must "
+        f"let the error out and store nothing. What it stored under {key} was removed.)",
+        retryable=retryable,
+    )
