@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import attrs
 import pytest
 
 from archive_core import transfer
-from archive_core.driver import Capability
+from archive_core.driver import Capability, setting
+from archive_core.errors import ArchiveCoreError
+from archive_core.model import FileOutcome, Readiness
+from archive_core.objectstore import ObjectStoreDriver
+from archive_core.policies import PortalSettings
 from archive_core.testing import (
     CHECKS,
     DriverContract,
@@ -21,7 +29,9 @@ from archive_core.testing import (
     create_bucket,
     faults,
 )
+from archive_core.testing import checks as checks_module
 from archive_core.testing import memory as memory_module
+from archive_core.testing.harness import MiB
 from archive_core.testing.memory import drop_bucket
 
 FULL = frozenset(
@@ -70,6 +80,10 @@ class TestMemoryDriver(DriverContract):
     @pytest.fixture
     def read_seam(self) -> tuple[Any, str]:
         return (transfer.RegularFile, "readinto")
+
+    @pytest.fixture
+    def chunk_sizes(self) -> tuple[int, ...]:
+        return (1 * MiB,)  # the buffer put() copies its stream with
 
 
 class TestMinimalDriver(TestMemoryDriver):
@@ -285,7 +299,8 @@ def test_pytest_mixin_gates_capabilities_and_applies_known_failures(pytester: An
         """
     )
     result = pytester.runpytest("-q", "-p", "no:cacheprovider")
-    gated = 4 + 3  # delete (twice), verify, bulk; unreachable, invalid, the write seam
+    # delete (twice), verify, bulk; unreachable, invalid, the write seam, part sizes, memory
+    gated = 4 + 5
     result.assert_outcomes(passed=len(CHECKS) - gated - 1, skipped=gated, xfailed=1)
 
 
@@ -294,6 +309,399 @@ def test_a_known_failure_naming_no_test_is_refused_when_the_class_is_made() -> N
 
         class Mistyped(DriverContract):
             known_failures = {"test_does_not_exist": "typo"}
+
+
+# --- drivers the core's repairs would hide: caught by the checks that call them directly ---------
+
+
+class ForgetfulDriver(MemoryDriver):
+    """Reports on every file but the last of each batch."""
+
+    name = "forgetful"
+
+    def archive(self, request: Any) -> Iterator[FileOutcome]:
+        yield from list(super().archive(request))[:-1]
+
+
+class EchoingDriver(MemoryDriver):
+    """Reports each file twice."""
+
+    name = "echoing"
+
+    def archive(self, request: Any) -> Iterator[FileOutcome]:
+        for outcome in super().archive(request):
+            yield outcome
+            yield outcome
+
+
+class StrangerDriver(MemoryDriver):
+    """Reports a file the request never held, besides the real ones."""
+
+    name = "stranger"
+
+    def stat(self, request: Any) -> Iterator[FileOutcome]:
+        yield from super().stat(request)
+        yield FileOutcome.failure("not-asked-for", "no such copy")
+
+
+class BatchRaisingDriver(MemoryDriver):
+    """Raises for the whole batch when one file of it is missing."""
+
+    name = "batchraising"
+
+    def archive(self, request: Any) -> Iterator[FileOutcome]:
+        for item in request.items:
+            if not any(os.path.exists(source) for source in item.sources):
+                raise ArchiveCoreError(f"{item.sources[0]} is missing")
+        yield from super().archive(request)
+
+
+class TerseDriver(MemoryDriver):
+    """Reports failures without saying why."""
+
+    name = "terse"
+
+    def archive(self, request: Any) -> Iterator[FileOutcome]:
+        for outcome in super().archive(request):
+            yield outcome if outcome.ok else attrs.evolve(outcome, error=None)
+
+
+class RetrylessDriver(MemoryDriver):
+    """Wraps whatever its upload raised into an ArchiveCoreError, losing `retryable`."""
+
+    name = "retryless"
+
+    def put(self, key: str, stream: BinaryIO, size: int | None) -> None:
+        try:
+            super().put(key, stream, size)
+        except Exception as exc:
+            raise ArchiveCoreError(f"upload of {key} failed: {exc}") from exc
+
+
+class SwallowingDriver(MemoryDriver):
+    """Catches what reading its stream raised, and stores what it read so far."""
+
+    name = "swallowing"
+
+    def put(self, key: str, stream: BinaryIO, size: int | None) -> None:
+        upload = io.BytesIO()
+        with contextlib.suppress(Exception):
+            shutil.copyfileobj(stream, upload)
+        with memory_module._lock:
+            self._objects()[key] = upload.getvalue()
+
+
+#: The part size of PartDroppingDriver: no file of the other checks is a multiple of it.
+PART = 768 * 1024
+
+
+class PartDroppingDriver(MemoryDriver):
+    """Uploads in parts, and loses a last part that is exactly full (an off-by-one)."""
+
+    name = "partdropping"
+
+    def put(self, key: str, stream: BinaryIO, size: int | None) -> None:
+        parts = []
+        part = stream.read(PART)
+        while part:
+            following = stream.read(PART)
+            if following or len(part) < PART:
+                parts.append(part)
+            part = following
+        with memory_module._lock:
+            self._objects()[key] = b"".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("driver", "check", "options"),
+    [
+        (ForgetfulDriver, "each_operation_yields_exactly_one_outcome_per_item", {}),
+        (EchoingDriver, "each_operation_yields_exactly_one_outcome_per_item", {}),
+        (StrangerDriver, "each_operation_yields_exactly_one_outcome_per_item", {}),
+        (BatchRaisingDriver, "each_operation_yields_exactly_one_outcome_per_item", {}),
+        (TerseDriver, "a_failure_says_why_in_its_outcome", {}),
+        (RetrylessDriver, "a_transient_read_error_is_retried_or_reported_retryable", {}),
+        (SwallowingDriver, "put_lets_out_what_its_stream_raised", {}),
+        (PartDroppingDriver, "files_at_each_part_boundary_round_trip", {"chunk_sizes": [PART]}),
+    ],
+)
+def test_a_driver_the_core_would_repair_is_caught_by_calling_it_directly(
+    driver: type, check: str, options: dict[str, Any]
+) -> None:
+    report = report_for(driver, only=[check], **options)
+    assert report.outcome(check) == "failed", str(report)
+
+
+@pytest.mark.parametrize(
+    ("driver", "said"),
+    [
+        (ForgetfulDriver, "archive() reported nothing for 1 of 4 items (keys 'wrong')"),
+        (EchoingDriver, "archive() reported key 'good0' twice"),
+        (StrangerDriver, "stat() reported key 'not-asked-for', which is not in its request"),
+        (BatchRaisingDriver, "archive() raised ArchiveCoreError"),
+    ],
+)
+def test_the_one_outcome_check_says_which_rule_the_driver_broke(driver: type, said: str) -> None:
+    check = "each_operation_yields_exactly_one_outcome_per_item"
+    [result] = report_for(driver, only=[check]).results
+    assert said in result.message
+
+
+@pytest.mark.parametrize("driver", [EchoingDriver, StrangerDriver, TerseDriver, RetrylessDriver])
+def test_through_the_portal_face_alone_the_core_hides_those_faults(driver: type) -> None:
+    # Why the direct checks exist: these drivers pass the checks through the face, where the
+    # core drops repeated and unknown outcomes and gives a failure its reason.
+    faced = ["archive_then_restore_gives_back_equal_bytes_and_sha1"]
+    faced.append("partial_failure_is_returned_as_not_archived")
+    report = report_for(driver, only=faced)
+    assert report.ok, str(report)
+
+
+def test_the_retryable_check_looks_at_retryable_not_only_at_the_message() -> None:
+    check = "a_transient_read_error_is_retried_or_reported_retryable"
+    [result] = report_for(RetrylessDriver, only=[check]).results
+    assert "without retryable=True" in result.message
+    assert report_for(MemoryDriver, only=[check]).outcome(check) == "passed"
+
+
+def test_a_put_that_swallows_its_streams_error_is_named_with_the_error() -> None:
+    check = "put_lets_out_what_its_stream_raised"
+    [result] = report_for(SwallowingDriver, only=[check]).results
+    assert "put() returned normally after reading its stream raised" in result.message
+    assert "Checksum mismatch" in result.message
+
+
+def test_the_put_check_applies_only_to_object_store_drivers() -> None:
+    from archive_core_filesys.driver import FilesysDriver
+
+    assert not issubclass(FilesysDriver, ObjectStoreDriver)
+    gate = next(c for c in CHECKS if c.name == "put_lets_out_what_its_stream_raised").gate
+    assert gate is not None
+
+    class Subject:
+        driver_class = FilesysDriver
+        driver_name = "filesys"
+
+    assert "is not an ObjectStoreDriver" in (gate(Subject()) or "")  # type: ignore[arg-type]
+
+
+def test_the_fault_checks_files_span_a_declared_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[int] = []
+    media = checks_module.Harness.media
+
+    def recording(self: Any, name: str, content: bytes | None = None, **kwargs: Any) -> Any:
+        sizes.append(len(content) if content is not None else kwargs.get("size", 0))
+        return media(self, name, content, **kwargs)
+
+    monkeypatch.setattr(checks_module.Harness, "media", recording)
+    only = ["a_failing_write_fails_only_that_file", "a_truncated_read_is_caught_by_the_sha1_check"]
+    report = report_for(
+        MemoryDriver,
+        only=only,
+        chunk_sizes=[PART],
+        write_seam=(memory_module._Upload, "write"),
+    )
+    assert report.ok, str(report)
+    assert min(sizes) > PART
+
+
+# --- limits: memory per transfer, a hung probe, two workers at once -----------------------------
+
+
+@attrs.frozen(kw_only=True)
+class DirectoryConfig:
+    location: str = setting(help="Directory the copies are kept in.")
+
+
+class DirectoryDriver(ObjectStoreDriver):
+    """Keeps copies as files, streamed through a 1 MiB buffer: bounded memory per transfer."""
+
+    name = "directory"
+    Config = DirectoryConfig
+
+    def put(self, key: str, stream: BinaryIO, size: int | None) -> None:
+        path = os.path.join(self.config.location, key)
+        temp = f"{path}.{os.urandom(8).hex()}.uploading"
+        try:
+            with open(temp, "wb") as out:
+                shutil.copyfileobj(stream, out, 1 * MiB)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        os.replace(temp, path)
+
+    def get(self, key: str) -> BinaryIO:
+        return open(os.path.join(self.config.location, key), "rb")
+
+    def remove(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.config.location, key))
+
+
+class BufferingDriver(DirectoryDriver):
+    """Reads the whole stream into memory before writing it (what an SDK given a stream it
+    cannot seek may do)."""
+
+    name = "buffering"
+
+    def put(self, key: str, stream: BinaryIO, size: int | None) -> None:
+        data = stream.read()
+        with open(os.path.join(self.config.location, key), "wb") as out:
+            out.write(data)
+
+
+MEMORY = "a_large_transfer_holds_bounded_memory"
+
+
+def test_a_driver_streaming_in_bounded_parts_passes_the_memory_check(tmp_path: Path) -> None:
+    report = check_driver(
+        DirectoryDriver, {"location": str(tmp_path)}, only=[MEMORY], memory_per_transfer=2 * MiB
+    )
+    assert report.ok, str(report)
+
+
+def test_a_driver_whose_memory_grows_with_the_file_is_refused(tmp_path: Path) -> None:
+    report = check_driver(
+        BufferingDriver, {"location": str(tmp_path)}, only=[MEMORY], memory_per_transfer=2 * MiB
+    )
+    [result] = report.results
+    assert result.outcome == "failed", str(report)
+    assert "archiving a 72 MiB file held" in result.message
+    assert "grows with the file's size" in result.message
+
+
+class ProbingOnStartDriver(MemoryDriver):
+    """Asks its storage whether it answers while it is being built, in the caller's thread."""
+
+    name = "probingonstart"
+
+    def __init__(self, config: Any, context: Any) -> None:
+        super().__init__(config, context)
+        self.check_ready()
+
+
+HUNG = "a_hung_readiness_probe_is_not_ready_within_the_timeout"
+
+
+def test_a_driver_that_probes_while_it_is_built_hangs_is_ready_and_is_caught() -> None:
+    # The core runs check_ready() in a thread of its own with a deadline, but builds the
+    # driver in the caller's thread: a probe in __init__ escapes the deadline.
+    report = report_for(ProbingOnStartDriver, only=[HUNG])
+    [result] = report.results
+    assert result.outcome == "failed", str(report)
+    assert "is_ready() gave no answer within" in result.message
+
+
+_storage_answers = threading.Event()
+
+
+class HangingProbeDriver(MemoryDriver):
+    """Waits, in check_ready(), for a bucket that does not exist to answer."""
+
+    name = "hangingprobe"
+
+    def probe(self) -> Readiness:
+        if self.config.bucket == "nowhere":
+            _storage_answers.wait()
+        return super().probe()
+
+
+def test_a_probe_that_waits_on_unreachable_storage_is_caught_calling_it_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    check = "not_ready_with_a_reason_when_unreachable"
+    monkeypatch.setattr(checks_module, "READY_TIMEOUT_SECONDS", 0.2)
+    try:
+        [result] = report_for(
+            HangingProbeDriver, only=[check], unreachable_settings={"bucket": "nowhere"}
+        ).results
+    finally:
+        _storage_answers.set()
+    assert result.outcome == "failed"
+    assert "check_ready() gave no answer within 0.2 s" in result.message
+
+
+def test_the_kits_probe_deadline_is_portals_default_ready_timeout() -> None:
+    default = attrs.fields(PortalSettings).ready_timeout_seconds.default
+    assert default == checks_module.READY_TIMEOUT_SECONDS
+
+
+_uploads_meet = threading.Barrier(2, timeout=10)
+_uploading: set[str] = set()
+
+
+class ExclusiveDriver(MemoryDriver):
+    """Refuses a second upload of a key while one is in flight (the vendor API's lock).
+
+    Each upload first waits for the other site's upload of the same file, so that the two
+    overlap as they do when two busy workers archive one batch.
+    """
+
+    name = "exclusive"
+
+    def put(self, key: str, stream: BinaryIO, size: int | None) -> None:
+        _uploads_meet.wait()
+        with memory_module._lock:
+            taken = key in _uploading
+            _uploading.add(key)
+        if taken:
+            raise ArchiveCoreError(f"another upload of {key} is in progress")
+        try:
+            super().put(key, stream, size)
+        finally:
+            with memory_module._lock:
+                _uploading.discard(key)
+
+
+TWO = "two_sites_archiving_the_same_files_at_once_agree"
+
+
+def test_a_driver_that_cannot_take_two_workers_at_once_is_caught() -> None:
+    [result] = report_for(ExclusiveDriver, only=[TWO]).results
+    assert result.outcome == "failed"
+    assert "of two archiving at once failed" in result.message
+    assert "another upload of" in result.message
+
+
+def test_two_workers_at_once_on_a_local_directory_leave_one_file_per_file(tmp_path: Path) -> None:
+    report = check_driver(
+        DirectoryDriver, {"location": str(tmp_path)}, storage=tmp_path, only=[TWO]
+    )
+    assert report.ok, str(report)
+
+
+# --- where the kit looks ---------------------------------------------------------------------
+
+
+def test_the_kit_never_walks_a_local_folder_named_like_the_bucket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    bucket = create_bucket(f"kit-{os.urandom(4).hex()}")
+    try:
+        (tmp_path / bucket).mkdir()
+        (tmp_path / bucket / "stray").symlink_to("/etc/passwd")  # resolves outside it
+        report = check_driver(
+            MemoryDriver,
+            {"bucket": bucket},
+            storage=bucket,
+            only=["hostile_names_never_escape_the_target"],
+        )
+    finally:
+        drop_bucket(bucket)
+    assert report.ok, str(report)
+
+
+def test_only_an_absolute_existing_directory_counts_as_local_storage(tmp_path: Path) -> None:
+    from archive_core.testing.harness import local_directory
+
+    assert local_directory(tmp_path) == tmp_path
+    assert local_directory(str(tmp_path)) == tmp_path
+    assert local_directory(tmp_path / "missing") is None
+    assert local_directory(Path("kit-bucket")) is None
+    assert local_directory("kit-bucket") is None
+    assert local_directory(None) is None
 
 
 # --- the fault wrappers on their own -----------------------------------------------------------

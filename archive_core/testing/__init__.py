@@ -2,6 +2,8 @@
 
 - `DriverContract`: pytest mixin; subclass it in a driver's test module (needs pytest).
 - `check_driver(factory, config, **options)`: the same checks without pytest; a report.
+  Most checks go through the Portal face, as Portal calls; those of `direct` and `limits`
+  call the driver itself, where the core's repairs cannot hide a fault.
 - `faults`: wrappers that make a driver's I/O seam fail, cut short, or reset.
 - `strategies`: hypothesis strategies for awkward FileSets (needs hypothesis).
 - `MemoryDriver`, `MinimalDriver`, `create_bucket`: the reference drivers.
@@ -15,6 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Imported for their checks: registered after those through the Portal face, so CHECKS (and
+# every report) lists the checks in one order wherever the kit is entered.
+from archive_core.testing import direct, limits  # noqa: F401
 from archive_core.testing.checks import (
     CHECKS,
     Check,

@@ -28,7 +28,7 @@ import pytest
 
 from archive_core.driver import Capability
 from archive_core.testing.checks import CHECKS, Check, default_read_seam
-from archive_core.testing.harness import DriverUnderTest, Harness, MiB
+from archive_core.testing.harness import DriverUnderTest, Harness, MiB, local_directory
 
 
 def _test_for(check: Check, known: str | None = None) -> Any:
@@ -90,8 +90,12 @@ class DriverContract:
 
     @pytest.fixture
     def storage_path(self, storage: Any) -> Path | None:
-        """The local directory the driver writes copies to, if any (for the escape checks)."""
-        return storage if isinstance(storage, Path) else None
+        """The local directory the driver writes copies to, if any (for the escape checks).
+
+        By default `storage` when it is a real local directory; a bucket name is not one,
+        even where the current directory holds a folder of that name.
+        """
+        return local_directory(storage)
 
     @pytest.fixture
     def unreachable_settings(self, storage: Any) -> Mapping[str, Any] | None:
@@ -127,6 +131,16 @@ class DriverContract:
         return default_read_seam(driver_class)
 
     @pytest.fixture
+    def chunk_sizes(self) -> Sequence[int]:
+        """Part or chunk sizes the driver moves bytes in; files at each boundary round-trip."""
+        return ()
+
+    @pytest.fixture
+    def memory_per_transfer(self) -> int | None:
+        """The most memory one transfer may hold, in bytes; None skips the memory check."""
+        return None
+
+    @pytest.fixture
     def examples(self) -> int:
         """Examples per property-based check."""
         return 10
@@ -150,6 +164,8 @@ class DriverContract:
         max_file_size: int,
         write_seam: tuple[Any, str] | None,
         read_seam: tuple[Any, str] | None,
+        chunk_sizes: Sequence[int],
+        memory_per_transfer: int | None,
         examples: int,
     ) -> Iterator[Harness]:
         subject = DriverUnderTest(
@@ -162,6 +178,8 @@ class DriverContract:
             max_file_size=max_file_size,
             write_seam=write_seam,
             read_seam=read_seam,
+            chunk_sizes=tuple(chunk_sizes),
+            memory_per_transfer=memory_per_transfer,
             examples=examples,
         )
         kit_base.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,10 @@ misbehaves, with `injected` (a context manager, usable with or without pytest):
     with faults.injected(MyClient, "read", faults.truncate(after=1000)):
         ...  # reads end after 1000 bytes; the sha1 check must catch it
 
+    answer = threading.Event()
+    with faults.injected(driver, "check_ready", faults.stall(until=answer)):
+        ...  # check_ready() hangs until answer.set(): storage that stopped answering
+
 Every wrapper counts calls across threads; `calls` tells how often the seam was used.
 """
 
@@ -121,6 +125,24 @@ def _is_readinto(original: Callable[..., Any], args: Any) -> bool:
 def truncate(after: int) -> Fault:
     """Reads (`read` or `readinto`) end after `after` bytes in all, as a cut-off file would."""
     return _Truncate(after)
+
+
+class _Stall(Fault):
+    def __init__(self, until: threading.Event) -> None:
+        super().__init__()
+        self.until = until
+
+    def call(self, original: Callable[..., Any], number: int, args: Any, kwargs: Any) -> Any:
+        self.until.wait()  # released by the test, never by a clock
+        return original(*args, **kwargs)
+
+
+def stall(until: threading.Event) -> Fault:
+    """Every call waits until `until` is set, then passes through: storage that hangs.
+
+    Set the event before the test ends (in a `finally`), or the calls wait for ever.
+    """
+    return _Stall(until)
 
 
 @contextlib.contextmanager

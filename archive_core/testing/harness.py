@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from archive_core.driver import Capability, declared_capabilities, driver_scheme
+from archive_core.driver import Capability, DriverContext, declared_capabilities, driver_scheme
 from archive_core.testing.fileset import FileSet
 from archive_core.testing.siteconfig import write_config
 
@@ -33,8 +34,10 @@ class DriverUnderTest:
     driver_class: type
     #: Valid settings, as they would stand in a target's `settings = {...}` in the config.
     settings: Mapping[str, Any]
-    #: Where the driver keeps its copies on this machine, if it does (a local directory).
-    storage: Path | None = None
+    #: What the driver stores into. Only a real local directory (an absolute path that is a
+    #: directory) is searched by the checks that look for escapes and leftovers; a bucket
+    #: name, a URL or a server handle is not, even where a local folder has that name.
+    storage: Any = None
     #: Settings that validate but point at storage that does not answer.
     unreachable_settings: Mapping[str, Any] | None = None
     #: (settings, text the error must contain) pairs the driver's Config must refuse.
@@ -48,10 +51,41 @@ class DriverUnderTest:
     write_seam: tuple[Any, str] | None = None
     #: (object, attribute) of a callable the driver calls to read a source's bytes.
     read_seam: tuple[Any, str] | None = None
+    #: Part or chunk sizes the driver moves bytes in (a multipart upload's part size, a
+    #: block size): files of exactly N, N-1 and N+1 bytes must round-trip, and the fault
+    #: checks' files then span more than one part.
+    chunk_sizes: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    #: The most memory (bytes) one transfer may hold, whatever the file's size: a part size
+    #: times the parts in flight, say. Archiving (and restoring) a much larger file must stay
+    #: under it.
+    memory_per_transfer: int | None = None
     #: Check name -> why it fails for this driver; those checks are expected to fail.
     known_failures: Mapping[str, str] = attrs.field(factory=dict)
     #: Examples per property-based check.
     examples: int = 10
+
+    @chunk_sizes.validator
+    def _positive(self, _attribute: Any, sizes: tuple[int, ...]) -> None:
+        bad = [size for size in sizes if not isinstance(size, int) or size < 1]
+        if bad:
+            raise ValueError(f"chunk_sizes must be byte counts of at least 1, not {bad}")
+
+    @property
+    def local_storage(self) -> Path | None:
+        """`storage` when it is a real local directory, else None (see `storage`)."""
+        return local_directory(self.storage)
+
+
+def local_directory(value: Any) -> Path | None:
+    """`value` as a Path when it names an existing local directory by an absolute path.
+
+    A relative name is never taken for one: `"kit-bucket"` is a bucket, whatever folder of
+    that name the current directory happens to hold.
+    """
+    if not isinstance(value, str | os.PathLike):
+        return None
+    path = Path(value)
+    return path if path.is_absolute() and path.is_dir() else None
 
 
 class Harness:
@@ -100,8 +134,13 @@ class Harness:
 
     # --- sites -------------------------------------------------------------------------------
 
-    def plugin_for(self, settings: Mapping[str, Any]) -> Any:
-        """A fresh `ArchiveCorePlugin` (own site, own catalog) whose one target uses `settings`."""
+    def plugin_for(
+        self, settings: Mapping[str, Any], *, portal: Mapping[str, Any] | None = None
+    ) -> Any:
+        """A fresh `ArchiveCorePlugin` (own site, own catalog) whose one target uses `settings`.
+
+        `portal` is the site config's `[portal]` table (readiness timeout and cache).
+        """
         from archive_core.hooks import Hooks
         from archive_core.policies import load_config
         from archive_core.portal import ArchiveCorePlugin
@@ -118,6 +157,7 @@ class Harness:
             targets={KIT_TARGET: {"driver": self.driver_name, "settings": dict(settings)}},
             policies={KIT_POLICY: policy},
             catalog_url=f"sqlite:///{site_dir / 'catalog.sqlite'}",
+            portal=portal,
         )
         site = Site(
             load_config(config),
@@ -127,6 +167,28 @@ class Harness:
         plugin = ArchiveCorePlugin(config, site=site)
         self._plugins.append(plugin)
         return plugin
+
+    @contextlib.contextmanager
+    def driver(self, settings: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        """A driver instance of its own, built as the core builds one, for calling directly.
+
+        The checks that call the driver themselves use it, so that no repair the core makes
+        to what a driver returns can hide a fault.
+        """
+        from archive_core.policies import structure
+
+        given = self.subject.settings if settings is None else settings
+        config, problems = structure(
+            self.driver_class.Config, given, path=f"targets.{KIT_TARGET}.settings"
+        )
+        if config is None:
+            raise AssertionError(f"the kit's settings were refused: {'; '.join(problems)}")
+        state = self.workdir / f"state-{next(self._counter)}"
+        instance = self.driver_class(config, DriverContext(target=KIT_TARGET, state_dir=state))
+        try:
+            yield instance
+        finally:
+            instance.close()
 
     def close(self) -> None:
         for plugin in self._plugins:
