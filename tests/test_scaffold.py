@@ -173,6 +173,9 @@ def test_the_command_lists_what_it_created_and_the_next_steps(tmp_path: Path):
     top = tmp_path / "archive-core-driver-acme-s3"
     created = sorted(str(p.relative_to(top)) for p in top.rglob("*") if p.is_file())
     assert created == [
+        ".github/workflows/test.yml",
+        ".gitignore",
+        "LICENSE",
         "README.md",
         "archive_core_acme_s3/__init__.py",
         "archive_core_acme_s3/driver.py",
@@ -211,6 +214,7 @@ def test_the_pyproject_declares_the_entry_point_the_range_and_the_testing_extra(
     assert project["project"]["version"] == "0.1.0"
     assert project["project"]["requires-python"] == ">=3.11"
     assert project["project"]["dependencies"] == [f"archive-core{declared}"]
+    assert project["project"]["license"] == {"text": "Apache-2.0"}
     assert project["project"]["optional-dependencies"] == {
         "testing": [f"archive-core[testing]{declared}"]
     }
@@ -225,6 +229,61 @@ def test_the_pyproject_declares_the_entry_point_the_range_and_the_testing_extra(
     # The generated code is held to the lint settings of archive-core itself.
     ours = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["tool"]["ruff"] == ours["tool"]["ruff"]
+
+
+def test_the_pyproject_keeps_a_commented_slot_for_the_storage_client_library(tmp_path: Path):
+    text = (_generate("acme_s3", tmp_path) / "pyproject.toml").read_text()
+    block = re.search(r"^dependencies = \[\n(.*?)^\]", text, re.M | re.S)
+    assert block, text
+    lines = [line.strip() for line in block.group(1).splitlines()]
+    assert lines[-1] == '# "boto3>=1.34,<2",'  # uncommented, it is a dependency like the pin
+    assert any("client library" in line for line in lines if line.startswith("#"))
+    filled = text.replace('    # "boto3>=1.34,<2",', '    "boto3>=1.34,<2",')
+    assert tomllib.loads(filled)["project"]["dependencies"][-1] == "boto3>=1.34,<2"
+
+
+def test_the_gitignore_keeps_what_the_kit_and_builds_write_out_of_the_distribution(
+    tmp_path: Path,
+):
+    ignored = (_generate("acme_s3", tmp_path) / ".gitignore").read_text().splitlines()
+    for entry in (".hypothesis/", ".pytest_cache/", "__pycache__/", "build/", "dist/"):
+        assert entry in ignored
+    assert "*.egg-info/" in ignored and ".venv/" in ignored
+
+
+def test_the_licence_is_apache_2_0_as_archive_cores_with_the_way_to_choose_another(
+    tmp_path: Path,
+):
+    top = _generate("acme_s3", tmp_path)
+    licence = (top / "LICENSE").read_text()
+    assert licence.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in licence
+    ours = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
+    assert ours == {"text": "Apache-2.0"}
+    readme = (top / "README.md").read_text()
+    assert "## Licence" in readme and "To ship it under other terms, replace both." in readme
+
+
+def test_the_ci_workflow_lints_and_runs_the_kit_on_every_supported_python(tmp_path: Path):
+    workflow = (_generate("acme_s3", tmp_path) / ".github" / "workflows" / "test.yml").read_text()
+    assert "on:\n  push:\n  pull_request:\n" in workflow
+    assert 'python-version: ["3.11", "3.12", "3.13"]' in workflow
+    assert "python-version: ${{ matrix.python-version }}" in workflow  # GitHub's, not ours
+    assert "python -m pip install -e '.[testing]' ruff" in workflow
+    for command in ("ruff check .", "ruff format --check .", "python -m pytest -q"):
+        assert command in workflow
+    assert "\t" not in workflow  # YAML indents with spaces only
+    steps = [line for line in workflow.splitlines() if line.lstrip().startswith("- ")]
+    assert {len(line) - len(line.lstrip()) for line in steps} == {6}
+
+
+def test_no_generated_file_leaves_a_todo_for_the_author(tmp_path: Path):
+    top = _generate("acme_s3", tmp_path)
+    for path in top.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            for word in ("TODO", "FIXME", "XXX"):
+                assert word not in text, f"{path.relative_to(top)} holds {word}"
 
 
 def test_the_driver_leaves_exactly_put_get_and_remove_marked_for_the_author(tmp_path: Path):

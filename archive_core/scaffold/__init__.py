@@ -1,9 +1,10 @@
 """`archive-core drivers new`: a new driver distribution, written from the templates beside this.
 
-The generated distribution declares its entry point and an archive-core range, holds a driver
-on `ObjectStoreDriver` whose `put`, `get` and `remove` are marked for the author to fill in,
-and runs the conformance kit as its test suite. Imported only by that command, so listing
-drivers and `import archive_core` never pay for it.
+The generated distribution declares its entry point, an archive-core range and a slot for the
+storage's client library, holds a driver on `ObjectStoreDriver` whose `put`, `get` and
+`remove` are marked for the author to fill in, runs the conformance kit as its test suite
+(and in CI, `.github/workflows/test.yml`), and comes with a `.gitignore` and a licence.
+Imported only by that command, so listing drivers and `import archive_core` never pay for it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ MARKED_METHODS = ("put", "get", "remove")
 _FILES = (
     ("pyproject.toml.tmpl", "pyproject.toml"),
     ("README.md.tmpl", "README.md"),
+    ("LICENSE.tmpl", "LICENSE"),
+    # Without their dot in the templates: a .gitignore there would apply to archive-core's
+    # own tree, and a .github directory would look like archive-core's own workflows.
+    ("gitignore.tmpl", ".gitignore"),
+    ("github/workflows/test.yml.tmpl", ".github/workflows/test.yml"),
     ("package/__init__.py.tmpl", "$package/__init__.py"),
     ("package/driver.py.tmpl", "$package/driver.py"),
     ("tests/test_conformance.py.tmpl", "tests/test_conformance.py"),
