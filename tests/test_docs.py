@@ -52,3 +52,42 @@ def test_every_kit_fixture_an_author_may_override_is_documented() -> None:
     assert fixtures, "no fixtures found on DriverContract (pytest changed how it marks them?)"
     missing = fixtures - table_names(section("The conformance kit"))
     assert not missing, f"kit fixtures missing from the guide: {sorted(missing)}"
+
+
+def test_the_guide_states_the_sizes_and_bounds_the_kit_checks_with() -> None:
+    from archive_core.testing import checks, limits
+
+    text = " ".join(section("The conformance kit").split())  # as read, not as wrapped
+    for size in (
+        checks.FAILING_WRITE_FILE_SIZE,
+        checks.TRUNCATED_FILE_SIZE,
+        checks.TRUNCATED_AFTER,
+        checks.TRANSIENT_FILE_SIZE,
+    ):
+        assert f"{size:,} bytes" in text or f"after {size:,}" in text, size
+    allowance = limits.CORE_BUFFERS >> 20
+    memory = f"{limits.LARGE_FILE_FACTOR} times (`memory_per_transfer` + {allowance} MiB)"
+    assert memory in text
+    assert f"({limits.STALL_TIMEOUT_SECONDS:g} s here)" in text
+    assert f"within {checks.READY_TIMEOUT_SECONDS:g} s (Portal's default" in text
+
+
+def test_the_guide_tells_which_error_to_raise_for_which_remote_failure() -> None:
+    from archive_core import errors
+
+    text = " ".join(section("Which error to raise").split())
+    for name in ("TransferFailed", "ArchiveCoreError", "CopyNotFound", "FixityMismatch"):
+        assert hasattr(errors, name) and f"`{name}" in text, name
+    assert "`TransferFailed(message, retryable=True)`, or let the `OSError` out" in text
+    assert "the core puts file and target in front" in text
+
+
+def test_every_method_an_object_store_driver_may_write_or_use_is_documented() -> None:
+    from archive_core.objectstore import ObjectStoreDriver
+
+    text = " ".join(section("Two ways to write the operations").split())
+    for name in ("put", "get", "remove", "probe", "size_of", "remove_leftovers", "key_for"):
+        assert callable(getattr(ObjectStoreDriver, name))
+        assert f"def {name}(self" in text, name
+    assert isinstance(ObjectStoreDriver.worker_id, property) and "`self.worker_id`" in text
+    assert "**The stream `put()` gets cannot seek.**" in text
