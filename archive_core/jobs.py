@@ -798,9 +798,13 @@ class JobRunner:
                     handle.driver_name,
                 )
                 reason = f"driver {handle.driver_name!r} failed: {type(exc).__name__}: {exc}"
+            # Like a file's own failure: an OSError (a connection reset, a full disk) may pass.
+            retryable = (
+                exc.retryable if isinstance(exc, ArchiveCoreError) else isinstance(exc, OSError)
+            )
             for key in list(pending):
                 del pending[key]
-                yield FileOutcome.failure(key, reason, retryable=getattr(exc, "retryable", False))
+                yield FileOutcome.failure(key, reason, retryable=retryable)
         finally:
             close = getattr(stream, "close", None)
             if close is not None:

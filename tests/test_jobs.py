@@ -78,6 +78,21 @@ def test_driver_that_raises_midway_fails_only_the_remaining_files(tmp_path):
     assert len(plugin.site().catalog.copies()) == 2
 
 
+def test_files_a_driver_left_when_it_raised_an_os_error_are_retryable(tmp_path):
+    plugin = _plugin(tmp_path, RaisesMidway)
+    failed = []
+
+    class Recorder:
+        @hookimpl
+        def archive_core_file_failed(self, job, outcome):
+            failed.append(outcome.retryable)
+
+    plugin.site().hooks.register(Recorder(), name="recorder")
+    plugin.archive(_batch(tmp_path, 4), "p", "j")
+    # A connection reset is an OSError: a retry may well succeed, as for a file's own.
+    assert failed == [True, True]
+
+
 class Forgetful(MemoryDriver):
     name = "forgetful"
 
