@@ -188,7 +188,10 @@ class DriverRegistry:
             cls = _load_with_stevedore(entry_point)
         except (Exception, SystemExit) as exc:  # a driver's import must never take the host down
             reason = f"{where} failed to import: {_describe(exc)}"
-            logger.error("%s", reason, exc_info=exc)
+            # The reason is what an admin acts on; the traceback, for the driver's author,
+            # only with debug logging: every CLI command would otherwise print it again.
+            logger.error("%s", reason)
+            logger.debug("the import of %s failed here:", where, exc_info=exc)
             return DriverState(name=name, entry=entry, status=DriverStatus.FAILED, reason=reason)
         api_version = _int_or_none(getattr(cls, "api_version", None))
         if problems := _declaration_problems(cls, entry):

@@ -228,6 +228,18 @@ def test_driver_module_import_failure_is_logged_with_its_reason(tmp_path: Path):
         "driver 'broken' from distribution 'acme-broken 1.0' failed to import: "
         "ModuleNotFoundError: No module named 'boto3_absent'" in result.stderr
     )
+    # One line for the admin; the traceback only for whoever asks for debug logs.
+    assert "Traceback" not in result.stderr
+    debug = run_python(
+        """
+        import logging
+        logging.basicConfig(level=logging.DEBUG)
+        from archive_core.registry import default_registry
+        default_registry().state("broken")
+        """,
+        site_dirs=[tmp_path],
+    )
+    assert "Traceback" in debug.stderr and "boto3_absent" in debug.stderr
 
 
 # --- loading in isolation ---------------------------------------------------------------------
