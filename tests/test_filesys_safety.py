@@ -11,6 +11,7 @@ import pytest
 
 from archive_core import transfer, workers
 from archive_core.portal import ArchiveCorePlugin
+from archive_core.transfer import _buffers
 from tests.sites import POLICY, files_under, filesys_site, media
 
 
@@ -25,12 +26,12 @@ def test_archive_works_while_more_copy_buffers_are_out_than_the_pool_keeps(
     plugin = ArchiveCorePlugin(config)
     # As when `parallel` pipelined NAS copies hold more buffers than the pool keeps: they
     # finish while this file is read, and fill the pool before this copy hands its buffer back.
-    held = [transfer._POOL.acquire() for _ in range(32)]
+    held = [_buffers.POOL.acquire() for _ in range(32)]
     real_readinto = transfer.RegularFile.readinto
 
     def others_finish_first(self: transfer.RegularFile, view: Any) -> int:
         while held:
-            transfer._POOL.release(held.pop())
+            _buffers.POOL.release(held.pop())
         return real_readinto(self, view)
 
     monkeypatch.setattr(transfer.RegularFile, "readinto", others_finish_first)

@@ -10,6 +10,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from archive_core import transfer
 from archive_core.errors import FixityMismatch, TransferFailed, UnsafeName
+from archive_core.transfer import _unnamed
 
 MiB = 1024 * 1024
 
@@ -253,7 +255,9 @@ def test_batch_publish_makes_many_files_durable_with_one_sync(
     syncs: list[Path] = []
     real_sync = transfer.sync_filesystem
     monkeypatch.setattr(
-        transfer, "sync_filesystem", lambda path: (syncs.append(Path(path)), real_sync(path))
+        transfer.durability,
+        "sync_filesystem",
+        lambda path: (syncs.append(Path(path)), real_sync(path)),
     )
     staged = []
     payloads = {}
@@ -325,12 +329,78 @@ def test_a_process_killed_while_holding_staged_files_leaves_nothing(tmp_path: Pa
 def test_where_unnamed_files_are_refused_temporary_names_are_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transfer, "_O_TMPFILE", 0)  # as on NFS, or a kernel without it
+    monkeypatch.setattr(_unnamed, "O_TMPFILE", 0)  # as on NFS, or a kernel without it
     staged = transfer.stage_file(io.BytesIO(b"clip"), tmp_path / "clip.mov", replace=False)
     assert staged.unnamed is None and staged.temp is not None
     assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(staged.temp)]
     assert transfer.publish_staged([staged]) == [None]
     assert os.listdir(tmp_path) == ["clip.mov"]
+
+
+def refusing_o_tmpfile(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every O_TMPFILE open fail as NFS does; returns the directories it was tried in."""
+    tried: list[str] = []
+    real_open = os.open
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if _unnamed.O_TMPFILE and flags & _unnamed.O_TMPFILE == _unnamed.O_TMPFILE:
+            tried.append(os.fspath(path))
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(_unnamed, "REFUSED", _unnamed._Refusals())
+    return tried
+
+
+def test_a_root_that_refused_unnamed_files_is_not_asked_again_for_each_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried = refusing_o_tmpfile(monkeypatch)
+    for n in range(5):  # one layout directory per item, as with layout = "item"
+        staged = transfer.stage_file(
+            io.BytesIO(b"clip"), tmp_path / f"VX-{n}" / "clip.mov", replace=False, root=tmp_path
+        )
+        assert staged.unnamed is None and staged.temp is not None
+        assert transfer.publish_staged([staged]) == [None]
+    assert tried == [str(tmp_path / "VX-0")]  # once for the whole root
+    assert len(_unnamed.REFUSED) == 1
+
+
+def test_directories_that_refused_unnamed_files_are_remembered_boundedly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried = refusing_o_tmpfile(monkeypatch)
+    monkeypatch.setattr(_unnamed._Refusals, "LIMIT", 3)
+    for n in range(5):  # restores into Portal's folders: no root to key by
+        folder = tmp_path / f"portal-{n}"
+        transfer.publish_file(io.BytesIO(b"x"), folder / "f.mov", replace=True)
+    assert len(tried) == 5 and len(_unnamed.REFUSED) == 3
+    assert str(tmp_path / "portal-4") in _unnamed.REFUSED
+    assert str(tmp_path / "portal-0") not in _unnamed.REFUSED  # the oldest forgotten
+    transfer.publish_file(io.BytesIO(b"x"), tmp_path / "portal-4" / "g.mov", replace=True)
+    assert len(tried) == 5  # a folder still remembered is not asked again
+
+
+def test_a_forked_child_links_its_own_unnamed_files(tmp_path: Path) -> None:
+    # The parent links first, so it holds its /proc/self/fd open when it forks.
+    transfer.publish_file(io.BytesIO(b"parent"), tmp_path / "parent.mov", replace=False)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            child = tmp_path / "child.mov"
+            staged = transfer.stage_file(io.BytesIO(b"child"), child, replace=False)
+            os.write(write_end, b"1" if staged.unnamed is not None else b"0")
+            transfer.publish_staged([staged])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    unnamed = os.read(read_end, 1)
+    os.waitpid(pid, 0)
+    assert unnamed == b"1"
+    assert (tmp_path / "child.mov").read_bytes() == b"child"
+    assert sorted(os.listdir(tmp_path)) == ["child.mov", "parent.mov"]
 
 
 def test_publishing_onto_the_same_bytes_keeps_the_existing_copy(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from archive_core import transfer, workers
 from archive_core.errors import FixityMismatch, TransferFailed
+from archive_core.transfer import _buffers, _noreplace, _unnamed
 
 
 def sha1_of(data: bytes) -> str:
@@ -97,14 +98,14 @@ class OtherCopiesFinishMidway(io.BytesIO):
 
     def readinto(self, buffer) -> int:
         while self._held:
-            transfer._POOL.release(self._held.pop())
+            _buffers.POOL.release(self._held.pop())
         return super().readinto(buffer)
 
 
 @pytest.mark.parametrize("size", [10_000, transfer.LARGE_FILE + 1], ids=["inline", "pipelined"])
 def test_a_copy_succeeds_when_the_pool_filled_up_while_it_ran(size: int) -> None:
     data = os.urandom(size)
-    held = [transfer._POOL.acquire() for _ in range(32)]  # more than the pool ever keeps
+    held = [_buffers.POOL.acquire() for _ in range(32)]  # more than the pool ever keeps
     target = io.BytesIO()
     digests = transfer.copy_stream(OtherCopiesFinishMidway(data, held), target)
     assert digests.sha1 == sha1_of(data)
@@ -118,7 +119,7 @@ def test_a_copy_succeeds_when_the_pool_filled_up_while_it_ran(size: int) -> None
 def staging(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Stage the three ways a file can be: unnamed (O_TMPFILE), named temp (NFS), large."""
     if request.param == "named":
-        monkeypatch.setattr(transfer, "_O_TMPFILE", 0)
+        monkeypatch.setattr(_unnamed, "O_TMPFILE", 0)
     return transfer.LARGE_FILE + 7 if request.param == "large" else 9000
 
 
@@ -306,7 +307,7 @@ def test_without_hard_links_a_rename_that_refuses_to_replace_publishes_instead(
     def no_hard_links(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(transfer, "_O_TMPFILE", 0)  # named temporary files, as on such shares
+    monkeypatch.setattr(_unnamed, "O_TMPFILE", 0)  # named temporary files, as on such shares
     monkeypatch.setattr(os, "link", no_hard_links)
     (tmp_path / "taken.mov").write_bytes(b"someone else's")
     fresh, taken = (
@@ -329,9 +330,11 @@ def test_without_hard_links_or_a_no_replace_rename_a_copy_fails_and_nothing_is_r
     def no_hard_links(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.EOPNOTSUPP, "Operation not supported")
 
-    monkeypatch.setattr(transfer, "_O_TMPFILE", 0)
+    monkeypatch.setattr(_unnamed, "O_TMPFILE", 0)
     monkeypatch.setattr(os, "link", no_hard_links)
-    monkeypatch.setattr(transfer, "_renameat2", False)  # as where libc or the kernel lacks it
+    monkeypatch.setattr(
+        _noreplace, "_renameat2", lambda: None
+    )  # as where libc or the kernel lacks it
     (tmp_path / "clip.mov").write_bytes(b"someone else's")
     staged = transfer.stage_file(io.BytesIO(b"a copy"), tmp_path / "clip.mov", replace=False)
     [result] = transfer.publish_staged([staged])

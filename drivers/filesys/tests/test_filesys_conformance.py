@@ -11,6 +11,7 @@ from archive_core_filesys.driver import FilesysDriver
 from archive_core import transfer
 from archive_core.driver import Capability
 from archive_core.testing import DriverContract
+from archive_core.transfer._sinks import FdSink
 
 
 class TestFilesysConformance(DriverContract):
@@ -54,7 +55,7 @@ class TestFilesysConformance(DriverContract):
 
     @pytest.fixture
     def write_seam(self) -> tuple[Any, str]:
-        return (transfer._FdSink, "write")
+        return (FdSink, "write")
 
     @pytest.fixture
     def read_seam(self) -> tuple[Any, str]:

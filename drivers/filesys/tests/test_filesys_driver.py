@@ -244,7 +244,9 @@ def test_many_small_files_are_archived_in_chunks_with_progress(
     syncs: list[Path] = []
     real_sync = transfer.sync_filesystem
     monkeypatch.setattr(
-        transfer, "sync_filesystem", lambda path: (syncs.append(Path(path)), real_sync(path))
+        transfer.durability,
+        "sync_filesystem",
+        lambda path: (syncs.append(Path(path)), real_sync(path)),
     )
     items = [
         source(tmp_path / "online", f"f{i:04d}.bin", os.urandom(i % 2000), key=str(i))
@@ -888,7 +890,7 @@ def test_closing_while_a_chunk_is_reported_removes_the_next_chunk_staged(
         return real_sync(staged)
 
     monkeypatch.setattr(_batch, "_CHUNK_FILES", 5)
-    monkeypatch.setattr(transfer, "sync_staged", slow_sync)
+    monkeypatch.setattr(transfer.publish, "sync_staged", slow_sync)
     items = [
         source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(12)
     ]
