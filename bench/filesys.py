@@ -254,12 +254,12 @@ def warm_batch(case: Case) -> list[tuple[int, tuple[Path, str]]]:
     if len(case.sources) == 1:
         return []
     if not hasattr(case, "warm_sources"):
-        from archive_core_filesys import _pool
+        from archive_core.transfer.stager._stager import PROCESS_MIN_FILES
 
         folder = case.base.parent / f"{case.name}-warm-src"
         folder.mkdir()
         case.warm_sources = []
-        for n in range(_pool.POOL_MIN_FILES):
+        for n in range(PROCESS_MIN_FILES):
             path = folder / f"w{n:05d}.warmup"
             case.warm_sources.append((path, write_random(path, 64)))
     return list(enumerate(case.warm_sources))

@@ -7,7 +7,8 @@ import random
 from collections.abc import Sequence
 
 import attrs
-from archive_core_filesys._pool import POOL_MIN_FILES
+
+from archive_core.transfer.stager._stager import PROCESS_MIN_FILES
 
 TARGETS = ("disk0", "disk1")
 SCENARIOS = ("inproc", "pooled")
@@ -80,7 +81,7 @@ def plan_trial(
     scenario = scenario or drawn_scenario
     operation = operation or drawn_operation
     if scenario == "pooled":
-        small, large = rng.randint(POOL_MIN_FILES, POOL_MIN_FILES + 200), 0
+        small, large = rng.randint(PROCESS_MIN_FILES, PROCESS_MIN_FILES + 200), 0
     else:
         small, large = rng.randint(200, 400), 2
     files = small + large

@@ -24,7 +24,7 @@ WORKER = REPO / "tests" / "kill_worker.py"
 #: How long one worker run may take before the trial calls it hung (a violation).
 RUN_SECONDS = 180.0
 
-_STAGER_MARK = b"archive_core_filesys._stager"
+_STAGER_MARK = b"archive_core.transfer.stager._worker"
 
 
 @attrs.frozen(kw_only=True)

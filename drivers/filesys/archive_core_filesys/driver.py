@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,19 +23,18 @@ from archive_core.model import (
     CopyRef,
     DeleteRequest,
     FileOutcome,
-    ProgressCallback,
     Readiness,
-    RestoreItem,
     RestoreRequest,
     StatRequest,
     VerifyRequest,
 )
+from archive_core_filesys._root import not_there, on_remote_storage, root_problem
 
-# archive_core.transfer and ._batch are imported where used: listing drivers (`archive-core
-# drivers`, Portal's start) loads this module, and must not pay for the copy machinery.
+# archive_core.transfer and the modules doing the copies are imported where used: listing
+# drivers (`archive-core drivers`, Portal's start) loads this module, and must not pay for
+# the copy machinery.
 if TYPE_CHECKING:
-    from archive_core_filesys._batch import Result
-    from archive_core_filesys._pool import StagingPool
+    from archive_core.transfer.stager import Plan, Stager
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ GiB = 1024**3
 
 #: How archive names are placed under the root.
 LAYOUTS = ("flat", "item", "date")
+
+#: Where a batch's copies are made (`archive_core.transfer.stager.Mode`).
+STAGING = ("auto", "inline", "threads", "processes")
 
 #: A directory is swept for stale temporary files at most this often per process.
 _SWEEP_EVERY_SECONDS = 3600.0
@@ -73,6 +76,11 @@ def _archive_root(_instance: Any, _attribute: Any, value: Path) -> None:
 def _layout(_instance: Any, _attribute: Any, value: str) -> None:
     if value not in LAYOUTS:
         raise ValueError(f"must be one of {', '.join(LAYOUTS)}")
+
+
+def _staging(_instance: Any, _attribute: Any, value: str) -> None:
+    if value not in STAGING:
+        raise ValueError(f"must be one of {', '.join(STAGING)}")
 
 
 def _not_negative(_instance: Any, _attribute: Any, value: int) -> None:
@@ -109,9 +117,21 @@ class FilesysConfig:
         validator=_not_negative,
     )
     parallel: int = setting(
-        help="Files copied at the same time in one batch.",
+        help="Files copied at the same time in one batch (worker threads or processes; "
+        "processes also no more than there are cores).",
         default=4,
         validator=_thread_count,
+    )
+    staging: str = setting(
+        help="Where a batch's copies are made: 'inline' = one after another in Portal's "
+        "process (quickest on a local disk), 'threads' = up to `parallel` at once in threads "
+        "(overlaps the waits of a NAS or a slow disk), 'processes' = in up to `parallel` "
+        "worker processes (every core for many small files), 'auto' = processes for a "
+        "batch of 2,000 files or more, mostly under 1 MiB; threads when root is on a "
+        "network or FUSE file system; inline otherwise.",
+        default="auto",
+        validator=_staging,
+        advanced=True,
     )
     fsync: bool = setting(
         help="Make every copy durable before reporting it archived (fsync, syncfs). Turn off "
@@ -153,18 +173,14 @@ class FilesysDriver(BaseDriver):
         # directory -> when stale temporary files were last swept from it (no I/O here)
         self._swept: dict[str, float] = {}
         self._root = os.fspath(config.root)
-        # Worker processes stage big batches of small files: the GIL keeps threads from
-        # using a second core for them. Not with one core, nor when `parallel` asks for one
-        # file at a time. Started at the first big batch, kept until close().
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        self._staging_workers = min(cores or 1, config.parallel)
-        self._staging: StagingPool | None = None
+        # Made at the first batch (the stager's import is not paid by listing drivers); its
+        # worker processes, if a batch starts them, are kept until close().
+        self._stager: Stager | None = None
 
     def close(self) -> None:
-        """Stop the staging processes, if a big batch started them."""
-        if self._staging is not None:
-            self._staging.close()
-            self._staging = None
+        """Stop the staging processes, if a batch started them."""
+        if self._stager is not None:
+            self._stager.close()
 
     # --- readiness ---------------------------------------------------------------------------
 
@@ -187,7 +203,7 @@ class FilesysDriver(BaseDriver):
 
     def _probe_root(self) -> Readiness:
         root = self.config.root
-        problem = self._root_problem()
+        problem = root_problem(root)
         if problem is not None:
             return Readiness.not_ready(problem)
         probe = root / f".archive-core-ready.{os.getpid()}.{os.urandom(4).hex()}"
@@ -207,34 +223,6 @@ class FilesysDriver(BaseDriver):
                 f"{human_bytes(self.config.min_free_bytes)} floor (min_free_bytes)"
             )
         return Readiness.ready(f"root {root} writable, {human_bytes(free)} free")
-
-    def _root_problem(self) -> str | None:
-        """Why root cannot hold copies right now (missing, unreachable, not a directory)."""
-        root = self.config.root
-        try:
-            info = os.stat(root)
-        except FileNotFoundError:
-            return f"archive root {root} does not exist (is the share mounted?)"
-        except OSError as exc:
-            return f"archive root {root} cannot be reached: {_reason(exc)}"
-        if not stat.S_ISDIR(info.st_mode):
-            return f"archive root {root} is not a directory"
-        return None
-
-    def _not_there(self, key: str, locator: str, *, consequence: str) -> FileOutcome:
-        """The outcome for a copy that was not found: gone, or its whole root is missing.
-
-        A missing root (a share not mounted) says nothing about the copy, so it is a
-        retryable failure, never "does not exist" and never a delete that succeeded.
-        """
-        problem = self._root_problem()
-        if problem is not None:
-            return FileOutcome.failure(
-                key, f"{problem}; {consequence}", locator=locator, retryable=True
-            )
-        return FileOutcome.failure(
-            key, f"archived copy {locator} does not exist in {self.config.root}", locator=locator
-        )
 
     # --- stat --------------------------------------------------------------------------------
 
@@ -256,8 +244,8 @@ class FilesysDriver(BaseDriver):
             try:
                 info = os.lstat(path)
             except (FileNotFoundError, NotADirectoryError):
-                return self._not_there(
-                    item.key, item.locator, consequence=f"{item.locator} cannot be checked"
+                return not_there(
+                    root, item.key, item.locator, consequence=f"{item.locator} cannot be checked"
                 )
             except OSError as exc:
                 return FileOutcome.failure(
@@ -293,36 +281,23 @@ class FilesysDriver(BaseDriver):
         return name
 
     def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
-        from archive_core_filesys import _pool
+        from archive_core.transfer.stager import Plan
+        from archive_core_filesys import _copies
 
         today = dt.datetime.now(dt.UTC).date()  # one date per batch, even across midnight
-        if (
-            self._staging_workers > 1
-            and _pool.worth_pooling(request.items)
-            and _pool.can_start_workers()
-        ):
-            if self._staging is None:
-                self._staging = _pool.StagingPool(
-                    self._staging_workers, f"filesys-{self.context.target}"
-                )
-            yield from _pool.run_pooled(
-                self._staging,
-                request.items,
-                lambda item: self._locate(item, today),
-                request,
+        plan: Plan[ArchiveItem, _copies.ArchiveTask] = Plan(
+            prepare=lambda item: (item, self._locate(item, today)),
+            stage=functools.partial(
+                _copies.stage_archive,
                 root=self._root,
                 fsync=self.config.fsync,
                 direct_io=self.config.direct_io,
-                progress=request.progress,
-            )
-            return
-        progress = _serialized(request.progress)
-        yield from self._run(
-            request.items,
-            lambda item: self._archive_one(item, today, progress),
-            lambda item: f"archiving {item.name}",
-            request,
+            ),
+            describe=lambda item: f"archiving {item.name}",
+            publish=self._publish(),
+            abandon=functools.partial(_copies.sweep_archive_directories, root=self._root),
         )
+        yield from self._stage(request, plan)
 
     def _locate(self, item: ArchiveItem, today: dt.date) -> str:
         """The item's locator, its directory swept of stale temporary files first."""
@@ -330,113 +305,96 @@ class FilesysDriver(BaseDriver):
         self._sweep(os.path.dirname(os.path.join(self._root, locator)))
         return locator
 
-    def _archive_one(
-        self, item: ArchiveItem, today: dt.date, progress: ProgressCallback | None
-    ) -> Result:
-        from archive_core_filesys._archive import stage_archive
+    def _sweep(self, directory: str) -> None:
+        """Remove temporary files stopped workers left in `directory`, at most once an hour.
 
-        return stage_archive(
-            item,
-            self._locate(item, today),
-            root=self._root,
-            fsync=self.config.fsync,
-            direct_io=self.config.direct_io,
-            progress=progress,
-        )
+        Only ever a directory under root, which holds nothing but ours (never Portal's
+        folders: a restore removes only its own dead attempt's file there). A worker killed
+        mid-batch cannot clean up after itself; the next one to write into the same
+        directory does, so a re-run leaves nothing behind. Listing a directory costs
+        in proportion to its size, hence once per hour per directory and process.
+        """
+        from archive_core import transfer
+
+        now = time.monotonic()
+        last = self._swept.get(directory)
+        if last is not None and now - last < _SWEEP_EVERY_SECONDS:
+            return
+        self._swept[directory] = now
+        try:
+            removed = transfer.sweep_partials(directory)
+        except OSError as exc:
+            log.warning("target %s: could not sweep %s: %s", self.context.target, directory, exc)
+            return
+        if removed:
+            log.info(
+                "target %s: removed %d temporary file%s left by stopped workers in %s",
+                self.context.target,
+                len(removed),
+                "" if len(removed) == 1 else "s",
+                directory,
+            )
 
     # --- restore -----------------------------------------------------------------------------
 
     def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
-        progress = _serialized(request.progress)
-        yield from self._run(
-            request.items,
-            lambda item: self._restore_one(item, progress),
-            lambda item: f"restoring {item.locator}",
-            request,
-        )
+        from archive_core.transfer.stager import Plan
+        from archive_core_filesys import _copies
 
-    def _restore_one(self, item: RestoreItem, progress: ProgressCallback | None) -> Result:
-        from archive_core import transfer
-        from archive_core_filesys._batch import Staged
-
-        root = self.config.root
-        source = transfer.safe_join(root, item.locator, what="locator")
-        destination = item.destination
-        if not destination or not os.path.isabs(destination) or "\0" in destination:
-            problem = "contains a NUL byte" if "\0" in destination else "is not an absolute path"
-            return FileOutcome.failure(
-                item.key, f"restore destination {destination!r} {problem}", locator=item.locator
-            )
-        # Portal's folder is not ours to sweep: only the leftovers of our own earlier restore
-        # to this very destination go, and only once the journal says its worker died.
-        if item.abandoned_by:
-            transfer.remove_partials(
-                os.path.dirname(destination),
-                os.path.basename(destination),
-                made_by=item.abandoned_by,
-            )
-        try:
-            stream = transfer.open_regular(source)
-        except (FileNotFoundError, NotADirectoryError):
-            return self._not_there(item.key, item.locator, consequence="nothing was restored")
-        except OSError as exc:
-            return FileOutcome.failure(
-                item.key,
-                f"archived copy {item.locator} in {root} cannot be read: {_reason(exc)}",
-                locator=item.locator,
-                retryable=True,
-            )
-        with stream:
-            staged = transfer.stage_file(
-                stream,
-                destination,
-                replace=True,  # Portal asked for this file back, whatever is there now
-                expected_sha1=item.sha1,
-                progress=progress,
-                durable=None if self.config.fsync else False,
+        plan = Plan(
+            prepare=_as_is,
+            stage=functools.partial(
+                _copies.stage_restore,
+                root=self._root,
+                fsync=self.config.fsync,
                 direct_io=self.config.direct_io,
-            )
-        return Staged(key=item.key, locator=item.locator, staged=staged)
+            ),
+            describe=lambda item: f"restoring {item.locator}",
+            publish=self._publish(),
+            abandon=_copies.remove_restore_leftovers,
+        )
+        yield from self._stage(request, plan)
 
     # --- verify ------------------------------------------------------------------------------
 
     def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
-        progress = _serialized(request.progress)
-        yield from self._run(
+        from archive_core.transfer.stager import Plan
+        from archive_core_filesys import _copies
+
+        plan = Plan(
+            prepare=_as_is,
+            stage=functools.partial(_copies.verify_copy, root=self._root),
+            describe=lambda item: f"verifying {item.locator}",
+        )
+        yield from self._stage(request, plan)
+
+    # --- the batch machinery -----------------------------------------------------------------
+
+    def _stage(
+        self, request: ArchiveRequest | RestoreRequest | VerifyRequest, plan: Plan[Any, Any]
+    ) -> Iterator[FileOutcome]:
+        """Run `plan` over the request's items with this target's stager."""
+        from archive_core.transfer.stager import Stager
+
+        if self._stager is None:
+            self._stager = Stager(
+                name=f"filesys-{self.context.target}", workers=self.config.parallel
+            )
+        remote = self.config.staging == "auto" and on_remote_storage(self._root)
+        return self._stager.run(
             request.items,
-            lambda item: self._verify_one(item, progress),
-            lambda item: f"verifying {item.locator}",
-            request,
+            plan,
+            mode=self.config.staging,
+            remote=remote,
+            request=request,
+            progress=request.progress,
         )
 
-    def _verify_one(self, item: CopyRef, progress: ProgressCallback | None) -> FileOutcome:
+    def _publish(self) -> Any:
+        """How a chunk is published: durably, unless `fsync` is off (scratch targets)."""
         from archive_core import transfer
 
-        root = self.config.root
-        path = transfer.safe_join(root, item.locator, what="locator")
-        try:
-            digests = transfer.hash_file(path, progress=progress)
-        except (FileNotFoundError, NotADirectoryError):
-            return self._not_there(
-                item.key, item.locator, consequence=f"{item.locator} cannot be verified"
-            )
-        found = {"locator": item.locator, **attrs.asdict(digests)}
-        expected = item.sha1.strip().lower() if item.sha1 else None
-        if expected and digests.sha1 != expected:
-            return FileOutcome.failure(
-                item.key,
-                f"archived copy {item.locator} in {root} hashes to sha1 {digests.sha1}, "
-                f"expected {expected}",
-                **found,
-            )
-        if item.size is not None and digests.size != item.size:
-            return FileOutcome.failure(
-                item.key,
-                f"archived copy {item.locator} in {root} has {digests.size} bytes, "
-                f"expected {item.size}",
-                **found,
-            )
-        return FileOutcome.success(item.key, **found)
+        return functools.partial(transfer.publish_staged, sync=self.config.fsync)
 
     # --- delete ------------------------------------------------------------------------------
 
@@ -446,7 +404,7 @@ class FilesysDriver(BaseDriver):
         Unlinks are cheap, so they run in this thread; the directories touched are fsynced
         once per chunk before the chunk's outcomes are reported.
         """
-        from archive_core_filesys._batch import failure_outcome
+        from archive_core.transfer.stager import failure_outcome
 
         outcomes: list[FileOutcome] = []
         touched: dict[Path, list[int]] = {}
@@ -489,7 +447,7 @@ class FilesysDriver(BaseDriver):
         """Deleting is idempotent, but a delete killed after its unlink left the layout
         directories it was about to prune: they go now. A missing root is no proof that
         the copy is gone (a share not mounted), so that fails, retryably."""
-        problem = self._root_problem()
+        problem = root_problem(self._root)
         if problem is not None:
             raise ArchiveCoreError(
                 f"{problem}; {item.locator} was not deleted", paths=(item.locator,), retryable=True
@@ -535,73 +493,13 @@ class FilesysDriver(BaseDriver):
                         )
         yield from outcomes
 
-    # --- the batch machinery -----------------------------------------------------------------
-
-    def _sweep(self, directory: str) -> None:
-        """Remove temporary files stopped workers left in `directory`, at most once an hour.
-
-        Only ever a directory under root, which holds nothing but ours (never Portal's
-        folders: a restore removes only its own dead attempt's file there). A worker killed
-        mid-batch cannot clean up after itself; the next one to write into the same
-        directory does, so a re-run leaves nothing behind. Listing a directory costs
-        in proportion to its size, hence once per hour per directory and process.
-        """
-        from archive_core import transfer
-
-        now = time.monotonic()
-        last = self._swept.get(directory)
-        if last is not None and now - last < _SWEEP_EVERY_SECONDS:
-            return
-        self._swept[directory] = now
-        try:
-            removed = transfer.sweep_partials(directory)
-        except OSError as exc:
-            log.warning("target %s: could not sweep %s: %s", self.context.target, directory, exc)
-            return
-        if removed:
-            log.info(
-                "target %s: removed %d temporary file%s left by stopped workers in %s",
-                self.context.target,
-                len(removed),
-                "" if len(removed) == 1 else "s",
-                directory,
-            )
-
-    def _run(
-        self,
-        items: Sequence[Any],
-        work: Callable[[Any], Result],
-        describe: Callable[[Any], str],
-        request: Any,
-    ) -> Iterator[FileOutcome]:
-        """Per-file `work` over `items`, staged copies published in durable chunks."""
-        from archive_core_filesys._batch import run_batch
-
-        return run_batch(
-            items,
-            work,
-            describe,
-            request,
-            parallel=self.config.parallel,
-            fsync=self.config.fsync,
-            target=self.context.target,
-        )
-
 
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _serialized(progress: ProgressCallback | None) -> ProgressCallback | None:
-    """The core's progress callback made safe to call from several worker threads."""
-    if progress is None:
-        return None
-    lock = threading.Lock()
-
-    def report(count: int) -> None:
-        with lock:
-            progress(count)
-
-    return report
+def _as_is(item: Any) -> Any:
+    """The task of an item that needs no placing: the item itself."""
+    return item
 
 
 def _reason(exc: OSError) -> str:
@@ -633,4 +531,4 @@ def human_bytes(count: int) -> str:
     return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
 
 
-__all__ = ["LAYOUTS", "FilesysConfig", "FilesysDriver", "human_bytes"]
+__all__ = ["LAYOUTS", "STAGING", "FilesysConfig", "FilesysDriver", "human_bytes"]

@@ -92,6 +92,10 @@ def test_config_from_toml_settings_gets_defaults(root: Path) -> None:
         ({"root": "{tmp}", "parallel": 0}, "targets.v.settings.parallel: must be between 1 and 64"),
         ({"root": "{tmp}", "min_free_bytes": -1}, "targets.v.settings.min_free_bytes: must be 0"),
         ({"root": "{tmp}", "colour": "blue"}, "targets.v.settings: unknown setting (colour)"),
+        (
+            {"root": "{tmp}", "staging": "forked"},
+            "targets.v.settings.staging: must be one of auto, inline, threads, processes",
+        ),
     ],
 )
 def test_config_problems_name_the_setting(
@@ -294,7 +298,7 @@ def slow_storage(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[str]:
     return opened_by
 
 
-def test_slow_storage_moves_work_to_parallel_threads(
+def test_threads_staging_overlaps_the_waits_of_slow_storage(
     tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened_by = slow_storage(monkeypatch, 0.003)
@@ -303,7 +307,7 @@ def test_slow_storage_moves_work_to_parallel_threads(
         for i in range(300)
     ]
     started = time.monotonic()
-    outcomes = archive(make_driver(root, parallel=4), items)
+    outcomes = archive(make_driver(root, parallel=4, staging="threads"), items)
     took = time.monotonic() - started
     assert all(o.ok for o in outcomes.values())
     workers = {name for name in opened_by if name.startswith("filesys-vault-")}
@@ -324,7 +328,7 @@ def test_closing_early_in_parallel_mode_stops_workers_and_cleans_up(
     items = [
         source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(800)
     ]
-    stream = make_driver(root, parallel=3).archive(
+    stream = make_driver(root, parallel=3, staging="threads").archive(
         ArchiveRequest(policy="p", target="vault", job_id="j", items=items)
     )
     seen = 0
@@ -677,17 +681,16 @@ def test_resumed_item_clears_a_dead_attempt_left_by_another_host(tmp_path, resum
 @pytest.fixture
 def small_pool_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make a few dozen files count as a big batch, split into several worker tasks."""
-    from archive_core_filesys import _pool
+    from archive_core.transfer.stager import _processes, _stager
 
-    monkeypatch.setattr(_pool, "POOL_MIN_FILES", 20)
-    monkeypatch.setattr(_pool, "TASK_FILES", 7)
+    monkeypatch.setattr(_stager, "PROCESS_MIN_FILES", 20)
+    monkeypatch.setattr(_processes, "TASK_FILES", 7)
 
 
 def pooled_driver(root: Path, **settings: Any) -> FilesysDriver:
-    driver = make_driver(root, **settings)
-    if driver._staging_workers < 2:
+    if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one core: the driver never stages in worker processes")
-    return driver
+    return make_driver(root, **settings)
 
 
 def child_processes() -> list[int]:
@@ -718,9 +721,9 @@ def test_worker_processes_archive_a_big_batch_like_the_driver_itself(
     for mode in ("pooled", "in-process"):
         root = tmp_path / mode
         root.mkdir()
-        driver = pooled_driver(root, layout="item")
-        if mode == "in-process":
-            driver._staging_workers = 1
+        driver = pooled_driver(
+            root, layout="item", staging="inline" if mode == "in-process" else "auto"
+        )
         progressed: list[int] = []
         outcomes = archive(driver, items, progress=progressed.append)
         driver.close()
@@ -782,27 +785,27 @@ def test_a_worker_process_dying_fails_its_files_and_the_next_batch_works(
 ) -> None:
     import signal
 
-    from archive_core_filesys import _pool
+    from archive_core.transfer.stager import _processes
 
     items = [
         source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(21)
     ]
     driver = pooled_driver(root)
-    real_take = _pool.StagingPool.take
+    real_take = _processes.ProcessPool.take
 
     def take_a_dying_one(self: Any) -> Any:
-        monkeypatch.setattr(_pool.StagingPool, "take", real_take)
+        monkeypatch.setattr(_processes.ProcessPool, "take", real_take)
         worker = real_take(self)
         os.kill(worker.pid, signal.SIGKILL)  # before it answers anything, as the OOM killer
         while Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
             time.sleep(0.01)
         return worker
 
-    monkeypatch.setattr(_pool.StagingPool, "take", take_a_dying_one)
+    monkeypatch.setattr(_processes.ProcessPool, "take", take_a_dying_one)
     outcomes = archive(driver, items)
     lost = [o for o in outcomes.values() if not o.ok]
     # Exactly the tasks given to the dead worker: one or both of those it queues.
-    assert len(lost) in [7 * n for n in range(1, _pool.TASKS_AHEAD + 1)]
+    assert len(lost) in [7 * n for n in range(1, _processes.TASKS_AHEAD + 1)]
     assert all("stopped unexpectedly" in o.error and o.retryable for o in lost)
     assert "killed by signal 9" in lost[0].error
     again = archive(driver, items)
@@ -814,12 +817,12 @@ def test_a_worker_process_dying_fails_its_files_and_the_next_batch_works(
 def test_when_no_worker_can_start_every_file_fails_with_the_reason(
     tmp_path: Path, root: Path, small_pool_batches: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from archive_core_filesys import _pool
+    from archive_core.transfer.stager import _processes
 
     def cannot_start(self: Any) -> Any:
-        raise _pool.WorkerLost("could not start /opt/python/bin/python: No such file")
+        raise _processes.WorkerLost("could not start /opt/python/bin/python: No such file")
 
-    monkeypatch.setattr(_pool.StagingPool, "take", cannot_start)
+    monkeypatch.setattr(_processes.ProcessPool, "take", cannot_start)
     items = [
         source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(30)
     ]
@@ -847,15 +850,15 @@ def test_a_script_without_a_main_guard_archives_a_big_batch_once(tmp_path: Path)
         f"""
 import hashlib, os
 from pathlib import Path
-from archive_core_filesys import _pool
+from archive_core.transfer.stager import _processes, _stager
 from archive_core_filesys.driver import FilesysConfig, FilesysDriver
 from archive_core.driver import DriverContext
 from archive_core.model import ArchiveItem, ArchiveRequest
 
 with open({str(runs)!r}, "a") as log:
     log.write("ran\\n")
-_pool.POOL_MIN_FILES = 20
-_pool.TASK_FILES = 7
+_stager.PROCESS_MIN_FILES = 20
+_processes.TASK_FILES = 7
 driver = FilesysDriver(
     FilesysConfig(root=Path({str(root)!r}), min_free_bytes=0, parallel=2),
     DriverContext(target="vault", state_dir=Path({str(tmp_path)!r})),
@@ -881,7 +884,7 @@ print(sum(o.ok for o in outcomes), "archived")
 def test_closing_while_a_chunk_is_reported_removes_the_next_chunk_staged(
     tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from archive_core_filesys import _batch
+    from archive_core.transfer.stager import _chunks
 
     real_sync = transfer.sync_staged
 
@@ -889,7 +892,7 @@ def test_closing_while_a_chunk_is_reported_removes_the_next_chunk_staged(
         time.sleep(0.2)  # the next chunk is staged before this one's outcomes are out
         return real_sync(staged)
 
-    monkeypatch.setattr(_batch, "_CHUNK_FILES", 5)
+    monkeypatch.setattr(_chunks, "CHUNK_FILES", 5)
     monkeypatch.setattr(transfer.publish, "sync_staged", slow_sync)
     items = [
         source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(12)
@@ -922,3 +925,81 @@ def test_staging_processes_run_from_a_big_batch_until_close_and_never_with_paral
         assert set(child_processes()) == others
         workers = min(len(os.sched_getaffinity(0)), parallel)
         assert len(started) == (workers if workers > 1 else 0)
+
+
+def test_staging_setting_picks_where_copies_are_made_whatever_the_batch(
+    tmp_path: Path, small_pool_batches: None
+) -> None:
+    small = [source(tmp_path / "online", f"s{i}.bin", b"s" * i, key=str(i)) for i in range(5)]
+    big = [source(tmp_path / "online", f"b{i}.bin", b"b" * i, key=str(i)) for i in range(25)]
+    others = set(child_processes())
+    for staging, items, in_processes in (
+        ("processes", small, True),  # asked for: even five files go to worker processes
+        ("inline", big, False),  # asked for: even a big batch stays in this thread
+        ("threads", big, False),
+    ):
+        root = tmp_path / staging
+        root.mkdir()
+        driver = pooled_driver(root, staging=staging)
+        outcomes = archive(driver, items)
+        assert all(o.ok for o in outcomes.values())
+        assert bool(set(child_processes()) - others) is in_processes
+        driver.close()
+        assert len(files_under(root)) == len(items)
+
+
+def test_auto_staging_copies_in_threads_where_root_is_on_network_storage(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive_core_filesys import driver as driver_module
+
+    monkeypatch.setattr(driver_module, "on_remote_storage", lambda path: path == str(root))
+    opened_by = slow_storage(monkeypatch, 0.001)
+    items = [source(tmp_path / "online", f"f{i}.bin", b"x" * i, key=str(i)) for i in range(40)]
+    outcomes = archive(make_driver(root, parallel=3), items)
+    assert all(o.ok for o in outcomes.values())
+    assert {n for n in opened_by if n.startswith("filesys-vault-")} >= {"filesys-vault-0"}
+    assert not [n for n in opened_by if n == threading.main_thread().name]
+
+
+def test_network_and_fuse_mounts_count_as_remote_storage_local_disks_do_not(
+    tmp_path: Path,
+) -> None:
+    from archive_core_filesys._root import on_remote_storage
+
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
+        "40 22 0:50 /share /mnt/nas\\040archive rw,relatime - nfs4 srv:/share rw\n"
+        "41 22 0:51 / /mnt/sshfs rw - fuse.sshfs me@host: rw\n"
+        "42 40 8:2 / /mnt/nas\\040archive/local rw - xfs /dev/sdb1 rw\n"
+    )
+    assert on_remote_storage("/mnt/nas archive/VX-1", mountinfo=str(table))
+    assert on_remote_storage("/mnt/sshfs", mountinfo=str(table))
+    assert not on_remote_storage("/mnt/nas archive/local/x", mountinfo=str(table))
+    assert not on_remote_storage("/srv/archive", mountinfo=str(table))
+    assert not on_remote_storage("/mnt/nasty", mountinfo=str(table))
+    assert not on_remote_storage("/srv", mountinfo=str(tmp_path / "no-such-table"))
+
+
+def test_a_big_restore_runs_in_worker_processes_and_brings_every_file_back(
+    tmp_path: Path, root: Path, small_pool_batches: None
+) -> None:
+    datas = {str(i): os.urandom(200 + i) for i in range(30)}
+    items = [source(tmp_path / "online", f"f{k}.bin", d, key=k) for k, d in datas.items()]
+    driver = pooled_driver(root)
+    locators = {k: o.locator for k, o in archive(driver, items).items()}
+    back = tmp_path / "back"
+    others = set(child_processes())
+    driver.close()
+    restores = [
+        RestoreItem(key=k, locator=locators[k], destination=str(back / f"r{k}.bin"), size=len(d))
+        for k, d in datas.items()
+    ]
+    outcomes = run(driver.restore, restores, RestoreRequest)
+    assert all(o.ok for o in outcomes.values())
+    assert set(child_processes()) - others  # staged by worker processes
+    driver.close()
+    for k, data in datas.items():
+        assert (back / f"r{k}.bin").read_bytes() == data
+    assert sorted(os.listdir(back)) == sorted(f"r{k}.bin" for k in datas)

@@ -335,18 +335,18 @@ def test_delete_of_an_absent_copy_keeps_directories_that_hold_other_copies(
 _KILLED_PARENT = """
 import hashlib, sys
 from pathlib import Path
-from archive_core_filesys import _pool
+from archive_core.transfer.stager import _processes
 from archive_core_filesys.driver import FilesysConfig, FilesysDriver
 from archive_core.driver import DriverContext
 from archive_core.model import ArchiveItem, ArchiveRequest
 
-_pool.TASK_FILES = TASK_FILES
+_processes.TASK_FILES = TASK_FILES
 # Every file takes a while in the workers, as on a slow NAS, so a task outlasts the kill.
-_pool._BOOT = _pool._BOOT.replace(
-    "from archive_core_filesys._stager import serve",
+_processes.BOOT = _processes.BOOT.replace(
+    "from archive_core.transfer.stager._worker import serve",
     "import time; from archive_core import transfer; _open = transfer.open_first_readable; "
     "transfer.open_first_readable = lambda s: (time.sleep(0.02), _open(s))[1]; "
-    "from archive_core_filesys._stager import serve",
+    "from archive_core.transfer.stager._worker import serve",
 )
 root, online = Path(sys.argv[1]), Path(sys.argv[2])
 driver = FilesysDriver(
@@ -394,7 +394,7 @@ def poll(condition: Any, seconds: float) -> bool:
 
 
 def test_staging_workers_stop_at_once_when_their_job_is_killed(tmp_path: Path) -> None:
-    from archive_core_filesys import _pool
+    from archive_core.transfer.stager import _stager
 
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one core: the driver never stages in worker processes")
@@ -402,7 +402,7 @@ def test_staging_workers_stop_at_once_when_their_job_is_killed(tmp_path: Path) -
     online, root = tmp_path / "online", tmp_path / "archive"
     online.mkdir()
     root.mkdir()
-    for n in range(_pool.POOL_MIN_FILES + 200):
+    for n in range(_stager.PROCESS_MIN_FILES + 200):
         (online / f"f{n:05d}.bin").write_bytes(os.urandom(64))
     script = tmp_path / "job.py"
     script.write_text(

@@ -1,10 +1,10 @@
-"""A staging worker process: copies, checks and publishes the small files of the tasks it gets.
+"""A staging worker process: stages, checks and publishes each task it gets, answers its outcomes.
 
 It is a plain `python -c` child of the driver's process (never a fork of it, and never an
-import of the caller's `__main__`), started by `_pool.StagingPool`. It reads tasks from stdin
-and writes one answer per task to stdout, each a length-prefixed pickle. It stops when stdin
-closes or its parent process changes: the driver closed it (it is idle then), or the
-driver's process is gone (a killed job), and then nobody will journal what it publishes.
+import of the caller's `__main__`), started by `_processes.WorkerProcess`. Tasks come on stdin
+and one answer per task goes to stdout, each a `multiprocessing.connection` message. It stops
+when stdin closes or its parent process changes: the driver closed it (it is idle then), or
+the driver's process is gone (a killed job), and then nobody would journal what it publishes.
 """
 
 from __future__ import annotations
@@ -12,21 +12,23 @@ from __future__ import annotations
 import os
 import pickle
 import queue
-import struct
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any, BinaryIO
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from archive_core.model import ArchiveItem, FileOutcome
-from archive_core_filesys._archive import stage_archive
-from archive_core_filesys._batch import Staged, failure_outcome, published_outcomes
-
-_LENGTH = struct.Struct(">Q")
+from archive_core.model import FileOutcome
+from archive_core.transfer.stager._chunks import published_outcomes
+from archive_core.transfer.stager._plan import Publish, Result, Staged, Unworded, unworded_failure
 
 #: An idle worker looks at its parent this often: a pipe some other process inherited may
 #: keep stdin open after the driver's process died, and getppid() tells all the same.
 _PARENT_CHECK_SECONDS = 0.5
+
+
+#: Put in the inbox for a task that could not be read here (its stage's module does not import).
+_UNREADABLE = object()
 
 
 class Abandoned(Exception):
@@ -49,66 +51,39 @@ class _Parent:
         return self._gone.is_set() or os.getppid() != self.pid
 
 
-def write_frame(stream: BinaryIO, message: Any) -> None:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    frame = memoryview(_LENGTH.pack(len(payload)) + payload)
-    while frame:  # an unbuffered pipe may take part of it (a signal in between)
-        frame = frame[stream.write(frame) or 0 :]
-    stream.flush()
-
-
-def read_frame(stream: BinaryIO) -> Any:
-    """The next message, or raises EOFError when the other side has gone."""
-    head = _read_exactly(stream, _LENGTH.size)
-    return pickle.loads(_read_exactly(stream, _LENGTH.unpack(head)[0]))
-
-
-def _read_exactly(stream: BinaryIO, count: int) -> bytes:
-    # The driver's side reads its pipes unbuffered (a buffer would hide a second answer
-    # from select), where a read returns what has arrived so far.
-    parts = []
-    while count:
-        data = stream.read(count)
-        if not data:
-            raise EOFError("the other end of the pipe closed")
-        parts.append(data)
-        count -= len(data)
-    return b"".join(parts)
-
-
 def run_task(
-    work: list[tuple[ArchiveItem, str]],
+    stage: Callable[[Any, None], Result],
+    publish: Publish,
+    entries: Sequence[tuple[str, Any]],
     *,
-    root: str,
-    fsync: bool,
-    direct_io: bool,
     stop: Callable[[], bool] = lambda: False,
-) -> list[FileOutcome]:
-    """Stage every (item, locator), publish them together, and return one outcome per item.
+) -> list[FileOutcome | Unworded]:
+    """Stage every (key, task), publish them together, and return one outcome per entry.
 
-    `stop` is asked between files and before each name is published; once it answers True
-    the staged files are dropped and Abandoned is raised: nothing is published after that.
+    A failure is an `Unworded` unless its error says it all: the driver's process, which
+    knows each item, words it. `stop` is asked between files and before each name is
+    published; once it answers True the staged files are dropped and Abandoned is raised:
+    nothing is published after that.
     """
-    results: list[FileOutcome | Staged] = []
+    results: list[Result | Unworded] = []
     try:
-        for item, locator in work:
+        for key, task in entries:
             if stop():
                 raise Abandoned
             try:
-                results.append(
-                    stage_archive(
-                        item, locator, root=root, fsync=fsync, direct_io=direct_io, progress=None
-                    )
-                )
+                results.append(stage(task, None))
             except Exception as exc:
-                results.append(failure_outcome(item.key, f"archiving {item.name}", exc, None))
+                failed = unworded_failure(key, exc)
+                if isinstance(failed, Unworded) and failed.unexpected:
+                    traceback.print_exc()  # the driver's process logs the file; the trace is here
+                results.append(failed)
     except BaseException:
         for result in results:
             if isinstance(result, Staged):
                 result.staged.discard()
         raise
     staged = [r for r in results if isinstance(r, Staged)]
-    published = iter(published_outcomes(staged, fsync=fsync, stop=stop))
+    published = iter(published_outcomes(staged, publish, stop=stop))
     if stop():
         raise Abandoned  # the rest were dropped by the publish; nobody takes the answer
     return [next(published) if isinstance(r, Staged) else r for r in results]
@@ -121,12 +96,14 @@ def serve() -> None:
     process can queue the next task, and take this one's outcomes, whenever it gets to it:
     the worker never waits on a core busy journaling. The end of stdin stops the worker at
     once, between two files, even mid-task: the driver closes an idle worker's stdin only
-    (`StagingPool.close`), so an end with a task in flight means its process died, and
+    (`ProcessPool.close`), so an end with a task in flight means its process died, and
     what the worker published now nobody would journal (a killed job's re-run must find
     the state it left, not one a worker kept changing for seconds after).
     """
-    tasks = sys.stdin.buffer
-    answers = os.fdopen(os.dup(1), "wb")
+    from multiprocessing.connection import Connection
+
+    tasks = Connection(0, writable=False)
+    answers = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # a stray print must not land in the answer pipe
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -135,21 +112,25 @@ def serve() -> None:
     def read_tasks() -> None:
         try:
             while True:
-                inbox.put(read_frame(tasks))
+                inbox.put(pickle.loads(tasks.recv_bytes()))
         except (EOFError, OSError):
             parent.lost()
             inbox.put(None)
+        except Exception:
+            traceback.print_exc()  # to the driver's stderr: why this worker gives up
+            inbox.put(_UNREADABLE)
 
     def write_answers() -> None:
         while (answer := outbox.get()) is not None:
             try:
-                write_frame(answers, answer)
+                answers.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
             except OSError:
                 os._exit(0)  # the driver's process is gone: nobody reads the answers
 
     threading.Thread(target=read_tasks, name="stager-in", daemon=True).start()
     writer = threading.Thread(target=write_answers, name="stager-out", daemon=True)
     writer.start()
+    status = 0
     while not parent.gone():
         try:
             task = inbox.get(timeout=_PARENT_CHECK_SECONDS)
@@ -157,9 +138,12 @@ def serve() -> None:
             continue
         if task is None or parent.gone():
             break
-        root, fsync, direct_io, work = task
+        if task is _UNREADABLE:
+            status = 3  # the driver fails this task (and those queued after it) retryably
+            break
+        stage, publish, entries = task
         try:
-            outcomes = run_task(work, root=root, fsync=fsync, direct_io=direct_io, stop=parent.gone)
+            outcomes = run_task(stage, publish, entries, stop=parent.gone)
         except Abandoned:
             break
         outbox.put(outcomes)
@@ -167,3 +151,4 @@ def serve() -> None:
     # Answers still queued go out to a driver that is there to read them; when its process
     # is gone, a pipe some other process inherited must not keep this one waiting.
     writer.join(timeout=None if os.getppid() == parent.pid else _PARENT_CHECK_SECONDS)
+    sys.exit(status)

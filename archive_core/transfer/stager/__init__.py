@@ -1,0 +1,34 @@
+"""The chunked durable publisher any driver can use: per-item work, copies published in chunks.
+
+A driver describes a batch as a `Plan` (prepare each item here, stage it anywhere, publish
+chunks) and its `Stager` runs it inline, in worker threads or in worker processes, yielding
+exactly one `FileOutcome` per item as items finish. Staged copies are published chunk by
+chunk (durably: one sync, the links, one fsync per directory), so the core journals progress
+as the batch goes and a crash redoes little.
+
+The surface drivers import from here:
+
+- `Stager(name=, workers=, clock=)`: one driver instance's stager; `run(items, plan, mode=,
+  remote=, request=, progress=)` runs a batch, `close()` stops its worker processes.
+- `Plan(prepare=, stage=, describe=, publish=, abandon=)`: a batch's steps for each item.
+- `Staged(key=, locator=, staged=)`: what `stage` returns for a copy awaiting its publish.
+- `Result`: `FileOutcome | Staged`, what `stage` returns.
+- `Mode`: `auto`, `inline`, `threads`, `processes`; `choose_mode(items, ...)`: what auto picks.
+- `failure_outcome(key, what, exc, request)`: a per-file failure an admin can act on.
+- `published_outcomes(staged, publish)`: publish one chunk and get its outcomes.
+"""
+
+from archive_core.transfer.stager._chunks import published_outcomes
+from archive_core.transfer.stager._plan import Mode, Plan, Result, Staged, failure_outcome
+from archive_core.transfer.stager._stager import Stager, choose_mode
+
+__all__ = [
+    "Mode",
+    "Plan",
+    "Result",
+    "Staged",
+    "Stager",
+    "choose_mode",
+    "failure_outcome",
+    "published_outcomes",
+]
