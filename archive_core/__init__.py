@@ -1,7 +1,11 @@
 """archive-core: one Portal archive plugin, many archive drivers found through entry points.
 
-The public surface is re-exported here; `import archive_core` stays light (no SQLAlchemy, rich
-or driver imports) because Portal workers and the CLI import it on every start.
+What a driver may import is re-exported here; `import archive_core` stays light (no
+SQLAlchemy, rich or driver imports) because Portal workers and the CLI import it on every
+start. Besides this module, drivers and hook plugins may import the public modules listed in
+`PUBLIC_MODULES`, each with its own documented surface. Every other module of the package
+(catalog, jobs, site, portal, registry, policies, cli, demo, naming, externalid, and the
+definitions behind the names below) is internal: it may change in any release.
 """
 
 from archive_core.driver import (
@@ -13,39 +17,78 @@ from archive_core.driver import (
     OfferedPolicy,
     setting,
 )
-from archive_core.errors import ArchiveCoreError
+from archive_core.errors import (
+    ArchiveCoreError,
+    ConfigError,
+    CopyNotFound,
+    FixityMismatch,
+    TransferFailed,
+    UnsafeName,
+)
 from archive_core.model import (
     ArchiveItem,
     ArchiveRequest,
     CopyRef,
     DeleteRequest,
     FileOutcome,
+    ProgressCallback,
     Readiness,
     RestoreItem,
     RestoreRequest,
+    StatRequest,
     VerifyRequest,
 )
 from archive_core.secret import Secret
+from archive_core.workers import WorkerId
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # Loaded on first use: reading a driver's settings is not needed to list drivers.
+    if name == "structure_settings":
+        from archive_core.policies import structure
+
+        return structure
+    raise AttributeError(f"module 'archive_core' has no attribute {name!r}")
+
+
+#: The modules besides this one that drivers and plugins may import (see the driver guide).
+PUBLIC_MODULES = (
+    "archive_core.transfer",  # hash-while-copy, safe paths, sources, staging and publish
+    "archive_core.transfer.stager",  # the chunked durable publisher: inline, threads, processes
+    "archive_core.objectstore",  # ObjectStoreDriver: a base for key/value storage
+    "archive_core.hooks",  # hookimpl and the hook specifications, for hook plugins
+    "archive_core.testing",  # the conformance kit, for a driver's own tests
+)
+
 __all__ = [
     "API_VERSION",
+    "PUBLIC_MODULES",
     "ArchiveCoreError",
     "ArchiveItem",
     "ArchiveRequest",
     "BaseDriver",
     "Capability",
+    "ConfigError",
+    "CopyNotFound",
     "CopyRef",
     "DeleteRequest",
     "Driver",
     "DriverContext",
     "FileOutcome",
+    "FixityMismatch",
     "OfferedPolicy",
+    "ProgressCallback",
     "Readiness",
     "RestoreItem",
     "RestoreRequest",
     "Secret",
+    "StatRequest",
+    "TransferFailed",
+    "UnsafeName",
     "VerifyRequest",
+    "WorkerId",
     "setting",
+    "structure_settings",
 ]

@@ -79,3 +79,135 @@ def test_core_imports_only_run_downwards(module):
             if imported in _core_modules() and _layer_of(imported) > own:
                 upward.append(f"{path.relative_to(CORE.parent)} imports archive_core.{imported}")
     assert not upward, "imports from a higher layer: " + "; ".join(upward)
+
+
+# --- inside the packages ---------------------------------------------------------------------
+
+ROOT = CORE.parent
+
+#: Package directory -> its modules' layers, lowest first. Type-only imports count too: a
+#: module that needs a higher one's type names the wrong thing (a Protocol below serves).
+PACKAGE_LAYERS: dict[str, list[set[str]]] = {
+    "archive_core/jobs": [
+        {"report", "checks"},  # what a job is given and reports; the fixity checks
+        {"operation"},  # what an operation supplies the loop, and what it sees of the job
+        {"journal", "locate"},  # the journal's side of a batch; where copies are
+        {"archive", "restore", "copies"},  # the operations
+        {"runner"},  # the one loop
+    ],
+    "archive_core/transfer": [
+        {"_buffers", "_flags"},
+        {"_sinks", "_noreplace", "_unnamed", "durability", "directories", "paths", "sources"},
+        {"partials", "hashing"},
+        {"staging"},
+        {"publish"},
+        {"stager"},
+    ],
+    "archive_core/transfer/stager": [
+        {"_plan"},
+        {"_chunks"},
+        {"_worker", "_threads"},
+        {"_processes"},
+        {"_stager"},
+    ],
+    "drivers/filesys/archive_core_filesys": [
+        {"_root"},  # what a root is and what its file system is
+        {"_copies"},  # the per-file work the stager runs
+        {"driver"},  # the contract
+    ],
+}
+
+
+def _package_imports(package: Path, path: Path) -> set[str]:
+    """The sibling modules of `package` that `path` imports (a subpackage counts as one)."""
+    dotted = ".".join(package.relative_to(ROOT).parts)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith(dotted + "."):
+                found.add(name[len(dotted) + 1 :].split(".")[0])
+    return found
+
+
+def _package_modules(package: Path) -> dict[str, list[Path]]:
+    modules: dict[str, list[Path]] = {}
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        if relative == Path("__init__.py"):
+            continue
+        modules.setdefault(relative.parts[0].removesuffix(".py"), []).append(path)
+    return modules
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGE_LAYERS))
+def test_package_imports_only_run_downwards(package):
+    layers = PACKAGE_LAYERS[package]
+    where = {module: index for index, layer in enumerate(layers) for module in layer}
+    modules = _package_modules(ROOT / package)
+    assert set(modules) == set(where), f"{package}: modules without a layer, or gone"
+    upward = []
+    for module, paths in modules.items():
+        for path in paths:
+            for imported in sorted(_package_imports(ROOT / package, path) - {module}):
+                if imported in where and where[imported] > where[module]:
+                    upward.append(f"{path.relative_to(ROOT)} imports {imported}")
+    assert not upward, "imports from a higher layer: " + "; ".join(upward)
+
+
+# --- what drivers may import -----------------------------------------------------------------
+
+
+def _driver_sources() -> list[Path]:
+    """The in-tree drivers' code as it ships (their tests may reach further)."""
+    return sorted(
+        path
+        for package in (ROOT / "drivers").glob("*/archive_core_*")
+        for path in package.rglob("*.py")
+    )
+
+
+def test_in_tree_drivers_import_only_the_public_surface():
+    import archive_core
+
+    public = set(archive_core.PUBLIC_MODULES)
+    names = set(archive_core.__all__)
+    internal = []
+    for path in _driver_sources():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+                bad = [m for m in modules if m.startswith("archive_core.") and m not in public]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module == "archive_core":
+                    bad = [
+                        f"archive_core.{a.name}"
+                        for a in node.names
+                        if a.name not in names and f"archive_core.{a.name}" not in public
+                    ]
+                elif node.module.startswith("archive_core."):
+                    bad = [] if node.module in public else [node.module]
+                else:
+                    continue
+            else:
+                continue
+            internal += [f"{path.relative_to(ROOT)}:{node.lineno} imports {b}" for b in bad]
+    assert not internal, "drivers importing internal core modules: " + "; ".join(internal)
+
+
+def test_every_public_name_and_module_imports():
+    import importlib
+
+    import archive_core
+
+    for name in archive_core.__all__:
+        assert getattr(archive_core, name) is not None, name
+    for module in archive_core.PUBLIC_MODULES:
+        importlib.import_module(module)

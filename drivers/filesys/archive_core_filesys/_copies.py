@@ -13,10 +13,16 @@ from collections.abc import Sequence
 
 import attrs
 
-from archive_core import transfer
-from archive_core.model import ArchiveItem, CopyRef, FileOutcome, ProgressCallback, RestoreItem
+from archive_core import (
+    ArchiveItem,
+    CopyRef,
+    FileOutcome,
+    ProgressCallback,
+    RestoreItem,
+    WorkerId,
+    transfer,
+)
 from archive_core.transfer.stager import Result, Staged
-from archive_core.workers import WorkerId
 from archive_core_filesys._root import not_there
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from archive_core.model import FileOutcome
+from archive_core import FileOutcome
 
 #: File system types whose every call waits on a server or a daemon: copies there overlap
 #: best in threads. FUSE file systems (sshfs, s3fs, rclone, ntfs-3g) show as "fuse.<name>".

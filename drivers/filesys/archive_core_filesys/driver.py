@@ -15,18 +15,22 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from archive_core.driver import API_VERSION, BaseDriver, Capability, DriverContext, setting
-from archive_core.errors import ArchiveCoreError
-from archive_core.model import (
+from archive_core import (
+    API_VERSION,
+    ArchiveCoreError,
     ArchiveItem,
     ArchiveRequest,
+    BaseDriver,
+    Capability,
     CopyRef,
     DeleteRequest,
+    DriverContext,
     FileOutcome,
     Readiness,
     RestoreRequest,
     StatRequest,
     VerifyRequest,
+    setting,
 )
 from archive_core_filesys._root import not_there, on_remote_storage, root_problem
 
@@ -232,8 +236,7 @@ class FilesysDriver(BaseDriver):
             yield self._stat_one(item)
 
     def _stat_one(self, item: CopyRef) -> FileOutcome:
-        from archive_core import transfer
-        from archive_core.errors import UnsafeName
+        from archive_core import UnsafeName, transfer
 
         root = self.config.root
         try:

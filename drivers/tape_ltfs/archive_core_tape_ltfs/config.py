@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from archive_core.driver import setting
-from archive_core.errors import ConfigError
+from archive_core import ConfigError, setting
 
 if TYPE_CHECKING:
     from archive_core_tape_ltfs.port import Library
@@ -196,9 +195,9 @@ class LibraryConfig:
 
 def structure_library(raw: Any, *, path: str = "library", source: str | None = None):
     """A LibraryConfig from a parsed TOML table; ConfigError with every problem at once."""
-    from archive_core.policies import structure
+    from archive_core import structure_settings
 
-    config, problems = structure(LibraryConfig, raw, path=path)
+    config, problems = structure_settings(LibraryConfig, raw, path=path)
     if problems:
         raise ConfigError(problems, source=source)
     assert config is not None

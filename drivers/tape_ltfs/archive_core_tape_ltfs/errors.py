@@ -8,7 +8,7 @@ driver above never needs to know which one it talks to.
 
 from __future__ import annotations
 
-from archive_core.errors import ArchiveCoreError
+from archive_core import ArchiveCoreError
 
 
 class TapeError(ArchiveCoreError):

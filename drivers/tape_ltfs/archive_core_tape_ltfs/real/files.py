@@ -6,7 +6,7 @@ import errno
 import io
 from typing import Any
 
-from archive_core.errors import CopyNotFound
+from archive_core import CopyNotFound
 from archive_core_tape_ltfs import errors
 
 _EUCLEAN = getattr(errno, "EUCLEAN", 117)

@@ -38,7 +38,7 @@ from archive_core_tape_ltfs.sim.state import (
 )
 from archive_core_tape_ltfs.sim.timing import BLOCK_SIZE, Position
 
-from archive_core.errors import CopyNotFound
+from archive_core import CopyNotFound
 
 if TYPE_CHECKING:
     from archive_core_tape_ltfs.sim.library import SimLibrary

@@ -76,7 +76,7 @@ def _ltfs_text(error: errors.TapeError) -> str:
 
 
 def as_oserror(error: Exception) -> OSError:
-    from archive_core.errors import CopyNotFound
+    from archive_core import CopyNotFound
 
     if isinstance(error, CopyNotFound):
         return FileNotFoundError(errno.ENOENT, "No such file or directory")
