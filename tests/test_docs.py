@@ -91,3 +91,15 @@ def test_every_method_an_object_store_driver_may_write_or_use_is_documented() ->
         assert f"def {name}(self" in text, name
     assert isinstance(ObjectStoreDriver.worker_id, property) and "`self.worker_id`" in text
     assert "**The stream `put()` gets cannot seek.**" in text
+
+
+def test_the_guide_lists_everything_a_driver_may_import() -> None:
+    import archive_core
+    from archive_core import transfer
+    from archive_core.transfer import stager
+
+    text = GUIDE.read_text(encoding="utf-8")
+    names = [n for n in archive_core.__all__ if n != "PUBLIC_MODULES"]
+    names += [*archive_core.PUBLIC_MODULES, *transfer.__all__, *stager.__all__]
+    missing = [name for name in names if f"`{name}" not in text]
+    assert not missing, f"not in docs/writing-drivers.md: {missing}"
