@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parent.parent / "archive_core"
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "archive_core"
 
 #: Lowest first. A package (transfer/, testing/, scaffold/) counts as one module here.
 CORE_LAYERS: list[set[str]] = [
@@ -44,27 +45,6 @@ def _core_modules() -> dict[str, list[Path]]:
     return modules
 
 
-def _imported_core_modules(path: Path) -> set[str]:
-    """The top-level archive_core modules that `path` imports, anywhere in the file."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "archive_core":
-                names = [f"archive_core.{alias.name}" for alias in node.names]
-            else:
-                names = [node.module]
-        else:
-            continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "archive_core" and len(parts) > 1:
-                found.add(parts[1])
-    return found
-
-
 def test_every_core_module_has_a_layer():
     for module in _core_modules():
         _layer_of(module)
@@ -75,15 +55,13 @@ def test_core_imports_only_run_downwards(module):
     own = _layer_of(module)
     upward = []
     for path in _core_modules()[module]:
-        for imported in sorted(_imported_core_modules(path) - {module}):
+        for imported in sorted(_package_imports(CORE, path) - {module}):
             if imported in _core_modules() and _layer_of(imported) > own:
                 upward.append(f"{path.relative_to(CORE.parent)} imports archive_core.{imported}")
     assert not upward, "imports from a higher layer: " + "; ".join(upward)
 
 
 # --- inside the packages ---------------------------------------------------------------------
-
-ROOT = CORE.parent
 
 #: Package directory -> its modules' layers, lowest first. Type-only imports count too: a
 #: module that needs a higher one's type names the wrong thing (a Protocol below serves).

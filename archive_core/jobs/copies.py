@@ -32,8 +32,7 @@ class _OnEveryCopy(abc.ABC):
     def targets(
         self, runner: JobContext, jobs: Sequence[FileJob], errors: dict[str, list[str]]
     ) -> tuple[Iterable[str], dict[str, list[Copy]]]:
-        located = locate(runner, jobs, errors)
-        return dict.fromkeys(c.target for found in located.values() for c in found), located
+        return locate(runner, jobs, errors)
 
     def step(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from archive_core.errors import ArchiveCoreError, CatalogError, DriverUnavailable
@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 def locate(
     runner: JobContext, jobs: Sequence[FileJob], errors: dict[str, list[str]]
-) -> dict[str, list[Copy]]:
-    """Each usable job's copies; a job with none gets the reason in `errors`."""
+) -> tuple[Iterable[str], dict[str, list[Copy]]]:
+    """The targets holding the jobs' copies, and each usable job's copies; a job with none
+    gets the reason in `errors`."""
     located: dict[str, list[Copy]] = {}
     for job in jobs:
         if errors[job.key]:
@@ -26,7 +27,7 @@ def locate(
         located[job.key] = copies_of(runner, job, errors[job.key])
         if not located[job.key] and not errors[job.key]:
             errors[job.key].append("no archived copy is known for this file")
-    return located
+    return dict.fromkeys(c.target for found in located.values() for c in found), located
 
 
 def copies_of(runner: JobContext, job: FileJob, errors: list[str]) -> list[Copy]:

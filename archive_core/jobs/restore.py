@@ -34,8 +34,7 @@ class Restore:
         for job in jobs:
             if not errors[job.key] and not job.files:
                 errors[job.key].append("Portal gave no destination path for this file")
-        located = locate(runner, jobs, errors)
-        return dict.fromkeys(c.target for found in located.values() for c in found), located
+        return locate(runner, jobs, errors)
 
     def step(
         self,
