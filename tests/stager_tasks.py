@@ -2,8 +2,12 @@
 
 A task is `(key, source path, destination name)`; `stage_copy` stages the source under the
 name in `root`. Some source names make a worker misbehave on purpose: `poison` leaves a
-temporary file and kills its own process (as the OOM killer would), `slow` takes a while
-(so a task outlasts the test's close).
+temporary file and kills its own process (as the OOM killer would), `slow` takes a while:
+as long as the stager's hand-off interval (`_threads.HANDOFF_SECONDS`), so that worker
+threads hand an early-stopped batch over a few files at a time rather than all of it in one
+chunk published before the first outcome, and a worker process is mid-task at the close.
+It is a real sleep because that interval runs on the stager's clock, and the early-stop
+test in tests/test_stager.py builds its stager on the real one.
 """
 
 from __future__ import annotations

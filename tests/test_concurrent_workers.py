@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import select
 import subprocess
 import sys
 import time
@@ -82,33 +83,75 @@ def _online_files(directory: Path, rng: random.Random) -> list[FileSet]:
     return file_sets
 
 
+#: Runs tests/race_worker.py (its command line follows the descriptor) and tells the test
+#: when that worker is ready, on the pipe whose write end is that descriptor: the moment it
+#: reads stdin for its go line, its READY_FILE made.
+_READY_ON_PIPE = """
+import os, runpy, sys
+
+class GoLine:
+    def __init__(self, stdin, ready):
+        self._stdin, self._ready = stdin, ready
+
+    def readline(self):
+        if self._ready is not None:
+            os.write(self._ready, b"ready\\n")
+            os.close(self._ready)
+            self._ready = None
+        return self._stdin.readline()
+
+    def __getattr__(self, name):
+        return getattr(self._stdin, name)
+
+sys.stdin = GoLine(sys.stdin, int(sys.argv.pop(1)))
+sys.argv.pop(0)  # "-c": the worker's own command line follows
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def _race(site: Site, batches: list[list[FileSet]], directory: Path) -> list[Answer]:
     """Start one worker per batch, let them all go at once, collect their answers."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *sys.path]))
     deadline = time.monotonic() + ROUND_SECONDS
     workers: list[subprocess.Popen[bytes]] = []
+    readiness: dict[int, int] = {}  # the read end of each worker's ready pipe -> the worker
     try:
         for n, batch in enumerate(batches):
             manifest = write_manifest(directory / f"worker{n}.json", batch)
+            ready_read, ready_write = os.pipe()
+            readiness[ready_read] = n
             command = [
-                *(sys.executable, str(WORKER), str(site.config), str(manifest), POLICY),
+                *(sys.executable, "-c", _READY_ON_PIPE, str(ready_write)),
+                *(str(WORKER), str(site.config), str(manifest), POLICY),
                 *(f"race-job-{n}", str(directory / f"worker{n}.ready")),
             ]
-            with (
-                open(directory / f"worker{n}.out", "wb") as out,
-                open(directory / f"worker{n}.err", "wb") as err,
-            ):
-                workers.append(
-                    subprocess.Popen(
-                        command, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env, cwd=REPO
+            try:
+                with (
+                    open(directory / f"worker{n}.out", "wb") as out,
+                    open(directory / f"worker{n}.err", "wb") as err,
+                ):
+                    workers.append(
+                        subprocess.Popen(
+                            command,
+                            stdin=subprocess.PIPE,
+                            stdout=out,
+                            stderr=err,
+                            env=env,
+                            cwd=REPO,
+                            pass_fds=(ready_write,),
+                        )
                     )
-                )
+            finally:
+                os.close(ready_write)  # the worker holds the only one: its end if it exits
         # Every worker is loaded and waiting before any goes.
-        while not all((directory / f"worker{n}.ready").exists() for n in range(len(workers))):
-            exited = [w.args[5] for w in workers if w.poll() is not None]
-            assert not exited, f"racing workers {exited} exited before they were ready"
-            assert time.monotonic() < deadline, "racing workers did not get ready"
-            time.sleep(0.01)
+        waiting = dict(readiness)
+        while waiting:
+            timeout = max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select(list(waiting), [], [], timeout)
+            assert readable, "racing workers did not get ready"
+            for fd in readable:
+                n = waiting.pop(fd)
+                assert os.read(fd, 16) == b"ready\n", f"racing worker {n} exited unready"
         for process in workers:
             assert process.stdin is not None
             process.stdin.write(b"go\n")
@@ -120,6 +163,8 @@ def _race(site: Site, batches: list[list[FileSet]], directory: Path) -> list[Ans
                 process.kill()  # a hang: its missing result is reported
                 process.wait()
     finally:
+        for fd in readiness:
+            os.close(fd)
         for process in workers:
             if process.poll() is None:
                 process.kill()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from archive_core.catalog import Catalog
@@ -45,21 +45,63 @@ def _published(root: Path) -> list[Path]:
     return [p for p in files_under(root) if not p.name.startswith(".")]
 
 
+#: Runs tests/crash_worker.py (its arguments follow the two descriptors) and holds it
+#: mid-batch: the first chunk published once some results are in the catalog waits there,
+#: its files linked but not recorded, after a word on the `report` pipe, until the test
+#: kills the process (or the `hold` pipe ends, should the test itself be gone).
+_HELD_MID_BATCH = """
+import os, runpy, sys
+from archive_core import catalog, transfer
+
+report, hold = int(sys.argv.pop(1)), int(sys.argv.pop(1))
+sys.argv.pop(0)  # "-c": the worker's own command line follows
+recorded = []
+real_finish, real_publish = catalog.Catalog.finish, transfer.publish_staged
+
+def finish(self, *args, **kwargs):
+    real_finish(self, *args, **kwargs)
+    recorded.append(True)
+
+def publish(*args, **kwargs):
+    published = real_publish(*args, **kwargs)
+    if recorded:
+        os.write(report, b"held\\n")
+        os.read(hold, 1)
+    return published
+
+catalog.Catalog.finish = finish
+transfer.publish_staged = publish
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def _kill_mid_batch(config: Path, manifest: Path, root: Path) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path.cwd()), *sys.path]))
-    worker = subprocess.Popen(
-        [sys.executable, str(WORKER), str(config), str(manifest), POLICY, "job-1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while not _published(root):
-        assert worker.poll() is None, worker.stderr.read().decode()
-        assert time.monotonic() < deadline, "worker published nothing in 120 s"
-        time.sleep(0.005)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    report_read, report_write = os.pipe()
+    hold_read, hold_write = os.pipe()
+    try:
+        held = [sys.executable, "-c", _HELD_MID_BATCH, str(report_write), str(hold_read)]
+        worker = subprocess.Popen(
+            [*held, str(WORKER), str(config), str(manifest), POLICY, "job-1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(report_write, hold_read),
+        )
+        os.close(report_write)  # the worker's copy is the only one: its end if the worker ends
+        report_write = -1
+        try:
+            ready, _, _ = select.select([report_read], [], [], 120)
+            assert ready, "the worker was not held mid-batch within 120 s"
+            said = os.read(report_read, 16)
+            assert said == b"held\n", said or worker.stderr.read().decode()  # "": it ended
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+    finally:
+        for fd in (report_read, report_write, hold_read, hold_write):
+            if fd >= 0:
+                os.close(fd)
     assert worker.returncode == -signal.SIGKILL
     assert len(_published(root)) < FILES, "worker finished before it could be killed"
 
@@ -74,6 +116,7 @@ def test_worker_killed_mid_batch_then_rerun_completes_without_duplicates(tmp_pat
     _kill_mid_batch(config, manifest, root)
 
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}")
+    assert catalog.copies(), "the worker was killed before any result was recorded"
     for record in catalog.copies():  # whatever was recorded is a whole, verified copy
         stored = root / record.locator
         assert hashlib.sha1(stored.read_bytes()).hexdigest() == record.sha1

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hashlib
+import itertools
 import os
 import tempfile
 import threading
-import time
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -284,35 +285,43 @@ def test_outcomes_stream_before_the_batch_ends(tmp_path: Path, root: Path) -> No
     assert 0 < len(files_under(root)) < 600
 
 
-def slow_storage(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[str]:
-    """Make every source open wait, as on a NAS; returns the names of the threads that opened."""
-    opened_by: list[str] = []
+def storage_holding_opens(monkeypatch: pytest.MonkeyPatch, at_once: int) -> list[str]:
+    """Make the first `at_once` source opens wait for each other, as on a NAS that holds
+    every open a while: none of them returns before all of them are in flight at once.
+
+    Returns the names of the threads that made those first opens (each one made by a
+    different thread, since a thread waiting in one cannot start another). Opens after them
+    pass straight through. Should fewer than `at_once` ever be in flight together, the
+    waiting ones fail their files (threading.BrokenBarrierError) after a minute.
+    """
+    together: list[str] = []
+    counted = itertools.count()
+    barrier = threading.Barrier(at_once, timeout=60)
     real_open = transfer.open_first_readable
 
-    def open_slowly(sources):
-        opened_by.append(threading.current_thread().name)
-        time.sleep(seconds)
+    def open_together(sources):
+        if next(counted) < at_once:
+            together.append(threading.current_thread().name)
+            barrier.wait()
         return real_open(sources)
 
-    monkeypatch.setattr(transfer, "open_first_readable", open_slowly)
-    return opened_by
+    monkeypatch.setattr(transfer, "open_first_readable", open_together)
+    return together
 
 
 def test_threads_staging_overlaps_the_waits_of_slow_storage(
     tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opened_by = slow_storage(monkeypatch, 0.003)
+    together = storage_holding_opens(monkeypatch, 4)
     items = [
         source(tmp_path / "online", f"f{i}.bin", os.urandom(300 + i), key=str(i))
         for i in range(300)
     ]
-    started = time.monotonic()
     outcomes = archive(make_driver(root, parallel=4, staging="threads"), items)
-    took = time.monotonic() - started
-    assert all(o.ok for o in outcomes.values())
-    workers = {name for name in opened_by if name.startswith("filesys-vault-")}
-    assert len(workers) >= 2, opened_by[-5:]
-    assert took < 300 * 0.003  # faster than one file after another
+    assert all(o.ok for o in outcomes.values()), {o.error for o in outcomes.values()}
+    # Four opens were waited on at the same time, one in each worker thread: one file after
+    # another would never have had two in flight.
+    assert sorted(together) == [f"filesys-vault-{n}" for n in range(4)]
     for item in items:
         assert (root / outcomes[item.key].locator).read_bytes() == Path(
             item.sources[0]
@@ -324,7 +333,29 @@ def test_threads_staging_overlaps_the_waits_of_slow_storage(
 def test_closing_early_in_parallel_mode_stops_workers_and_cleans_up(
     tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opened_by = slow_storage(monkeypatch, 0.003)
+    from archive_core.transfer.stager import _threads
+
+    held_from = 700  # the opens of these files wait until the batch is being closed
+    closing = threading.Event()
+    opened: list[tuple[str, int, bool]] = []  # thread, file number, whether after the close
+    real_open = transfer.open_first_readable
+
+    def open_or_hold(sources):
+        number = int(Path(sources[0]).stem[1:])
+        opened.append((threading.current_thread().name, number, closing.is_set()))
+        if number >= held_from:
+            assert closing.wait(60), "the batch was never closed"
+        return real_open(sources)
+
+    real_stop = _threads.Workers.stop
+
+    def stop(self: Any) -> Any:
+        self._stop.set()  # what stop() does first: from now on no worker takes another file
+        closing.set()  # ... then the held ones may finish the file they have
+        return real_stop(self)
+
+    monkeypatch.setattr(transfer, "open_first_readable", open_or_hold)
+    monkeypatch.setattr(_threads.Workers, "stop", stop)
     items = [
         source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(800)
     ]
@@ -335,13 +366,19 @@ def test_closing_early_in_parallel_mode_stops_workers_and_cleans_up(
     for outcome in stream:
         assert outcome.ok
         seen += 1
-        if any(name.startswith("filesys-vault-") for name in opened_by) and seen > 300:
+        if seen > 300:
             break
+    assert not closing.is_set()
     stream.close()
-    assert any(name.startswith("filesys-vault-") for name in opened_by)
+    assert closing.is_set()
+    threads = {name for name, _, _ in opened}
+    assert threads and all(name.startswith("filesys-vault-") for name in threads), threads
+    # Once stopped, a worker takes no more files: at most the one it had taken already.
+    after_close = collections.Counter(name for name, _, late in opened if late)
+    assert all(count == 1 for count in after_close.values()), after_close
     assert not [t for t in threading.enumerate() if t.name.startswith("filesys-")]
     assert partials(root) == []
-    assert seen <= len(files_under(root)) < 800
+    assert seen <= len(files_under(root)) <= held_from
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path: Path, root: Path) -> None:
@@ -797,8 +834,8 @@ def test_a_worker_process_dying_fails_its_files_and_the_next_batch_works(
         monkeypatch.setattr(_processes.ProcessPool, "take", real_take)
         worker = real_take(self)
         os.kill(worker.pid, signal.SIGKILL)  # before it answers anything, as the OOM killer
-        while Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-            time.sleep(0.01)
+        # Until it is dead; WNOWAIT leaves it unreaped, for the stager to find and reap.
+        os.waitid(os.P_PID, worker.pid, os.WEXITED | os.WNOWAIT)
         return worker
 
     monkeypatch.setattr(_processes.ProcessPool, "take", take_a_dying_one)
@@ -886,14 +923,26 @@ def test_closing_while_a_chunk_is_reported_removes_the_next_chunk_staged(
 ) -> None:
     from archive_core.transfer.stager import _chunks
 
+    submitted: list[int] = []
+    next_chunk_staged = threading.Event()
+    real_submit = _chunks.Publisher.submit
     real_sync = transfer.sync_staged
 
-    def slow_sync(staged: Any) -> Any:
-        time.sleep(0.2)  # the next chunk is staged before this one's outcomes are out
+    def submit(self: Any, chunk: list[Any]) -> Any:
+        submitted.append(len(chunk))
+        if len(submitted) == 2:
+            next_chunk_staged.set()
+        return real_submit(self, chunk)
+
+    def sync_once_the_next_chunk_is_staged(staged: Any) -> Any:
+        # The first chunk is published only once the next one is staged and handed over:
+        # its outcomes come out while that next chunk waits for its publish.
+        assert next_chunk_staged.wait(60), "the next chunk was never staged"
         return real_sync(staged)
 
     monkeypatch.setattr(_chunks, "CHUNK_FILES", 5)
-    monkeypatch.setattr(transfer.publish, "sync_staged", slow_sync)
+    monkeypatch.setattr(_chunks.Publisher, "submit", submit)
+    monkeypatch.setattr(transfer.publish, "sync_staged", sync_once_the_next_chunk_is_staged)
     items = [
         source(tmp_path / "online", f"f{i}.bin", os.urandom(100), key=str(i)) for i in range(12)
     ]
@@ -901,6 +950,7 @@ def test_closing_while_a_chunk_is_reported_removes_the_next_chunk_staged(
         ArchiveRequest(policy="p", target="vault", job_id="j", items=items)
     )
     first = next(stream)
+    assert submitted == [5, 5]  # the first outcome is out; the next chunk is staged, unpublished
     stream.close()
     assert first.ok
     assert partials(root) == []
@@ -954,12 +1004,12 @@ def test_auto_staging_copies_in_threads_where_root_is_on_network_storage(
     from archive_core_filesys import driver as driver_module
 
     monkeypatch.setattr(driver_module, "on_remote_storage", lambda path: path == str(root))
-    opened_by = slow_storage(monkeypatch, 0.001)
+    together = storage_holding_opens(monkeypatch, 3)
     items = [source(tmp_path / "online", f"f{i}.bin", b"x" * i, key=str(i)) for i in range(40)]
     outcomes = archive(make_driver(root, parallel=3), items)
-    assert all(o.ok for o in outcomes.values())
-    assert {n for n in opened_by if n.startswith("filesys-vault-")} >= {"filesys-vault-0"}
-    assert not [n for n in opened_by if n == threading.main_thread().name]
+    assert all(o.ok for o in outcomes.values()), {o.error for o in outcomes.values()}
+    # Three opens in flight at once, one in each worker thread (none in the calling thread).
+    assert sorted(together) == ["filesys-vault-0", "filesys-vault-1", "filesys-vault-2"]
 
 
 def test_network_and_fuse_mounts_count_as_remote_storage_local_disks_do_not(

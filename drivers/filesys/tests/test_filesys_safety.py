@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -340,14 +341,10 @@ from archive_core_filesys.driver import FilesysConfig, FilesysDriver
 from archive_core.driver import DriverContext
 from archive_core.model import ArchiveItem, ArchiveRequest
 
-_processes.TASK_FILES = TASK_FILES
-# Every file takes a while in the workers, as on a slow NAS, so a task outlasts the kill.
-_processes.BOOT = _processes.BOOT.replace(
-    "from archive_core.transfer.stager._worker import serve",
-    "import time; from archive_core import transfer; _open = transfer.open_first_readable; "
-    "transfer.open_first_readable = lambda s: (time.sleep(0.02), _open(s))[1]; "
-    "from archive_core.transfer.stager._worker import serve",
-)
+_processes.TASK_FILES = @TASK_FILES@
+# Each worker holds the first file of its second task, so a task is under way at the kill.
+_SERVE = "from archive_core.transfer.stager._worker import serve"
+_processes.BOOT = _processes.BOOT.replace(_SERVE, "\\n" + @HELD_OPEN@ + "\\n" + _SERVE)
 root, online = Path(sys.argv[1]), Path(sys.argv[2])
 driver = FilesysDriver(
     FilesysConfig(root=root, min_free_bytes=0, parallel=2),
@@ -360,6 +357,29 @@ for path in sorted(online.iterdir()):
 request = ArchiveRequest(policy="p", target="vault", job_id="j", items=items)
 for outcome in driver.archive(request):
     pass
+"""
+
+#: Run in each staging worker before it serves. The files of its first task open at once;
+#: every later open first writes the worker's pid to the FIFO $HELD_REPORT, then waits for
+#: the end of the FIFO $HELD_GATE (the test closing it). The report FIFO stays open until
+#: the worker's process ends: its end tells the test that every worker is gone.
+_HELD_OPEN = """
+import os
+from archive_core import transfer
+
+_real_open, _opened, _fifos = transfer.open_first_readable, [0], []
+
+def _open_or_hold(sources):
+    _opened[0] += 1
+    if _opened[0] > @TASK_FILES@:
+        if not _fifos:
+            _fifos.append(os.open(os.environ["HELD_GATE"], os.O_RDONLY))
+            _fifos.append(os.open(os.environ["HELD_REPORT"], os.O_WRONLY))
+        os.write(_fifos[1], b"%d\\n" % os.getpid())
+        os.read(_fifos[0], 1)
+    return _real_open(sources)
+
+transfer.open_first_readable = _open_or_hold
 """
 
 
@@ -376,21 +396,31 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+def fifo_ends(path: Path) -> tuple[int, int]:
+    """A new FIFO at `path`, open at both ends here (a read end, then a write end), so that
+    neither end is seen by another process until this one closes its side."""
+    os.mkfifo(path)
+    read_end = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # does not wait for a writer
+    write_end = os.open(path, os.O_WRONLY)  # does not wait: there is a reader
+    os.set_blocking(read_end, True)
+    return read_end, write_end
 
 
-def poll(condition: Any, seconds: float) -> bool:
+def read_lines(fd: int, *, count: int | None, seconds: float) -> list[bytes]:
+    """`count` lines from the pipe `fd`, or all it gives until its end if `count` is None.
+
+    Blocks until they have come; `seconds` only bounds a hang (the test then fails).
+    """
+    got = b""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+    while count is None or got.count(b"\n") < count:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"the staging workers hung: {seconds} s and only {got!r}"
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        got += data
+    return got.splitlines()
 
 
 def test_staging_workers_stop_at_once_when_their_job_is_killed(tmp_path: Path) -> None:
@@ -404,22 +434,37 @@ def test_staging_workers_stop_at_once_when_their_job_is_killed(tmp_path: Path) -
     root.mkdir()
     for n in range(_stager.PROCESS_MIN_FILES + 200):
         (online / f"f{n:05d}.bin").write_bytes(os.urandom(64))
+    held_open = _HELD_OPEN.replace("@TASK_FILES@", str(task_files))
     script = tmp_path / "job.py"
     script.write_text(
-        _KILLED_PARENT.replace("TASK_FILES = TASK_FILES", f"TASK_FILES = {task_files}")
+        _KILLED_PARENT.replace("@TASK_FILES@", str(task_files)).replace(
+            "@HELD_OPEN@", repr(held_open)
+        )
     )
-    job = subprocess.Popen([sys.executable, str(script), str(root), str(online)])
+    report, report_writer = fifo_ends(tmp_path / "report")
+    gate_reader, gate = fifo_ends(tmp_path / "gate")
+    os.close(gate_reader)  # the workers read it; its end comes when the test closes `gate`
+    env = dict(os.environ, HELD_GATE=str(tmp_path / "gate"), HELD_REPORT=str(tmp_path / "report"))
     try:
-        assert poll(lambda: len(children_of(job.pid)) == 2, 60), "the staging workers never started"
-        stagers = children_of(job.pid)
-        assert poll(lambda: published_under(root), 60), "the workers never published a task"
+        job = subprocess.Popen([sys.executable, str(script), str(root), str(online)], env=env)
+        try:
+            held = read_lines(report, count=2, seconds=120)
+            # Both workers are held mid-task now, each having published its first task.
+            assert sorted(int(pid) for pid in held) == sorted(children_of(job.pid))
+            assert len(published_under(root)) == 2 * task_files
+        finally:
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+        published_at_kill = published_under(root)
     finally:
-        job.send_signal(signal.SIGKILL)
-        job.wait()
-    published_at_kill = len(published_under(root))
-    assert poll(lambda: not any(running(pid) for pid in stagers), 2.0), (
-        "staging workers kept running after their job was killed"
-    )
-    # Gone now, so nothing more can appear: at most the links of a publish already under way.
-    assert len(published_under(root)) - published_at_kill < task_files
+        os.close(gate)  # the held files go on, their job gone
+        os.close(report_writer)
+    try:
+        # Everything the workers report until the last of them has exited.
+        late = read_lines(report, count=None, seconds=60)
+    finally:
+        os.close(report)
+    # Each finished the file it held and stopped: it opened no other, and published nothing.
+    assert late == [], "a staging worker took another file after its job was killed"
+    assert published_under(root) == published_at_kill
     assert [p for p in everything_under(root) if p.endswith(".partial")] == []
