@@ -2,12 +2,7 @@
 
 A task is `(key, source path, destination name)`; `stage_copy` stages the source under the
 name in `root`. Some source names make a worker misbehave on purpose: `poison` leaves a
-temporary file and kills its own process (as the OOM killer would), `slow` takes a while:
-as long as the stager's hand-off interval (`_threads.HANDOFF_SECONDS`), so that worker
-threads hand an early-stopped batch over a few files at a time rather than all of it in one
-chunk published before the first outcome, and a worker process is mid-task at the close.
-It is a real sleep because that interval runs on the stager's clock, and the early-stop
-test in tests/test_stager.py builds its stager on the real one.
+temporary file and kills its own process (as the OOM killer would).
 """
 
 from __future__ import annotations
@@ -15,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import time
 from collections.abc import Sequence
 
 from archive_core import transfer
@@ -34,8 +28,6 @@ def stage_copy(task: Task, progress: ProgressCallback | None, *, root: str) -> R
         with open(os.path.join(root, transfer.temporary_name(name)), "wb") as half:
             half.write(b"half a copy")
         os.kill(os.getpid(), signal.SIGKILL)
-    if os.path.basename(source).startswith("slow"):
-        time.sleep(0.05)
     if os.path.basename(source).startswith("denied"):
         raise PermissionError(errno.EACCES, "Permission denied", source)
     if os.path.basename(source).startswith("bug"):

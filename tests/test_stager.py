@@ -24,6 +24,7 @@ from archive_core.transfer.stager import (
     _chunks,
     _processes,
     _stager,
+    _threads,
     _worker,
     choose_mode,
 )
@@ -314,11 +315,19 @@ def test_when_every_worker_dies_the_rest_of_the_batch_still_gets_one_outcome_eac
 
 @pytest.mark.parametrize("mode", MODES)
 def test_an_early_stopped_batch_leaves_only_whole_copies_and_no_temporaries(
-    tmp_path: Path, stager: Stager, mode: str, small_chunks_and_tasks: None
+    tmp_path: Path,
+    stager: Stager,
+    mode: str,
+    small_chunks_and_tasks: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # What bounds the copies made before the close is the stager's window of results out at
+    # once (threads) or of tasks queued ahead (processes), not time: one file per hand-off
+    # keeps the threads' window (two chunks and a hand-off per thread) well under the batch.
+    monkeypatch.setattr(_threads, "HANDOFF_FILES", 1)
     root = tmp_path / "root"
     root.mkdir()
-    items, datas = sources(tmp_path, 60, prefix="slow")
+    items, datas = sources(tmp_path, 60)
     others = child_processes()
     stream = stager.run(items, plan_for(root), mode=mode)
     first = next(stream)
