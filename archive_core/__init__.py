@@ -38,6 +38,7 @@ from archive_core.model import (
     StatRequest,
     VerifyRequest,
 )
+from archive_core.naming import LAYOUTS
 from archive_core.secret import Secret
 from archive_core.workers import WorkerId
 
@@ -64,6 +65,7 @@ PUBLIC_MODULES = (
 
 __all__ = [
     "API_VERSION",
+    "LAYOUTS",
     "PUBLIC_MODULES",
     "ArchiveCoreError",
     "ArchiveItem",

@@ -28,3 +28,9 @@ def archive_name(source: str, *, item_id: str | None, sha1: str | None) -> str:
     if len(encoded) > budget:
         stem = encoded[: max(budget, 0)].decode("utf-8", errors="ignore")
     return stem + suffix
+
+
+#: Where a copy goes under a target's root: 'flat' = <name>, 'item' = <item_id>/<name>,
+#: 'date' = YYYY/MM/DD/<name> (`transfer.layout_locator`). Drivers that keep files in
+#: directories offer these alike.
+LAYOUTS = ("flat", "item", "date")

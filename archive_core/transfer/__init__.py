@@ -9,7 +9,8 @@ The stable surface drivers import from here (one concern a module, named in brac
 
 - hashing: `Digests`, `copy_stream`, `hash_stream`, `hash_file`, `HashingReader`,
   `LARGE_FILE`, `CHUNK_SIZE`
-- paths: `check_name`, `check_locator`, `safe_join`, `safe_lookup`
+- paths: `check_name`, `check_locator`, `safe_join`, `safe_lookup`,
+  `layout_locator`
 - sources: `RegularFile`, `open_regular`, `open_first_readable`
 - staging and publish: `StagedFile`, `stage_file`, `sync_staged`, `publish_staged`,
   `publish_file`, `ALREADY_PUBLISHED`, `name_taken`
@@ -42,7 +43,13 @@ from archive_core.transfer.partials import (
     sweep_partials,
     temporary_name,
 )
-from archive_core.transfer.paths import check_locator, check_name, safe_join, safe_lookup
+from archive_core.transfer.paths import (
+    check_locator,
+    check_name,
+    layout_locator,
+    safe_join,
+    safe_lookup,
+)
 from archive_core.transfer.publish import (
     ALREADY_PUBLISHED,
     name_taken,
@@ -69,6 +76,7 @@ __all__ = [
     "fsync_directory",
     "hash_file",
     "hash_stream",
+    "layout_locator",
     "make_directories",
     "name_taken",
     "open_first_readable",

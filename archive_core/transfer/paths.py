@@ -7,12 +7,13 @@ that leads outside the archive root.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import stat
 from pathlib import Path
 
-from archive_core.errors import UnsafeName
-from archive_core.naming import NAME_MAX
+from archive_core.errors import ArchiveCoreError, UnsafeName
+from archive_core.naming import LAYOUTS, NAME_MAX
 
 
 def _shown(text: str) -> str:
@@ -65,6 +66,26 @@ def check_name(name: str, *, what: str = "file name") -> str:
             paths=(name,),
         )
     _check_component(name, whole=name, what=what)
+    return name
+
+
+def layout_locator(layout: str, *, name: str, item_id: str | None, today: dt.date) -> str:
+    """Where a copy named `name` goes under root by `layout` (one of LAYOUTS).
+
+    Raises UnsafeName for a hostile name or item id, ArchiveCoreError when the 'item' layout
+    has no item id to store under.
+    """
+    name = check_name(name, what="archive name")
+    if layout == "item":
+        if not item_id:
+            raise ArchiveCoreError(
+                f"The 'item' layout stores {name} under its item id, but none was given."
+            )
+        return f"{check_name(item_id, what='item id')}/{name}"
+    if layout == "date":
+        return f"{today:%Y/%m/%d}/{name}"
+    if layout != "flat":
+        raise ValueError(f"unknown layout {layout!r}; one of {', '.join(LAYOUTS)}")
     return name
 
 

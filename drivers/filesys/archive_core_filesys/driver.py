@@ -17,6 +17,7 @@ import attrs
 
 from archive_core import (
     API_VERSION,
+    LAYOUTS,
     ArchiveCoreError,
     ArchiveItem,
     ArchiveRequest,
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GiB = 1024**3
-
-#: How archive names are placed under the root.
-LAYOUTS = ("flat", "item", "date")
 
 #: Where a batch's copies are made (`archive_core.transfer.stager.Mode`).
 STAGING = ("auto", "inline", "threads", "processes")
@@ -272,16 +270,9 @@ class FilesysDriver(BaseDriver):
         """Where `item` is stored under root; raises UnsafeName for a hostile name or item id."""
         from archive_core import transfer
 
-        name = transfer.check_name(item.name, what="archive name")
-        if self.config.layout == "item":
-            if not item.item_id:
-                raise ArchiveCoreError(
-                    f"The 'item' layout stores {name} under its item id, but none was given."
-                )
-            return f"{transfer.check_name(item.item_id, what='item id')}/{name}"
-        if self.config.layout == "date":
-            return f"{today:%Y/%m/%d}/{name}"
-        return name
+        return transfer.layout_locator(
+            self.config.layout, name=item.name, item_id=item.item_id, today=today
+        )
 
     def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
         from archive_core.transfer.stager import Plan
