@@ -26,9 +26,11 @@ import errno
 import fcntl
 import os
 import queue
+import select
 import struct
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +90,10 @@ class ConnectionLost(SFTPError):
 
     def __init__(self, detail: str = "the SFTP connection closed") -> None:
         super().__init__(CONNECTION_LOST, detail)
+
+
+class HandshakeTimeout(ConnectionLost):
+    """No VERSION reply within the handshake timeout: the login or the server hangs."""
 
 
 @dataclass(slots=True)
@@ -195,7 +201,12 @@ class Connection:
     """
 
     def __init__(
-        self, read_fd: int, write_fd: int, process: subprocess.Popen[bytes] | None = None
+        self,
+        read_fd: int,
+        write_fd: int,
+        process: subprocess.Popen[bytes] | None = None,
+        *,
+        handshake_timeout: float | None = None,
     ) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
@@ -210,7 +221,9 @@ class Connection:
         self._cork: list[bytes | memoryview] = []
         self._cork_ids: list[int] = []
         self._cork_bytes = 0
+        self._deadline = None if handshake_timeout is None else time.monotonic() + handshake_timeout
         self._handshake()
+        self._deadline = None
         self._reader = threading.Thread(target=self._read_loop, name="sftp-reader", daemon=True)
         self._reader.start()
 
@@ -229,6 +242,11 @@ class Connection:
     def _read_exactly(self, n: int) -> bytes:
         out = bytearray()
         while len(out) < n:
+            if self._deadline is not None:
+                # Logging in may hang on a server that took the connection and went quiet.
+                left = self._deadline - time.monotonic()
+                if left <= 0 or not select.select([self.read_fd], [], [], left)[0]:
+                    raise HandshakeTimeout("the SFTP server did not answer in time")
             chunk = os.read(self.read_fd, n - len(out))
             if not chunk:
                 raise ConnectionLost("the SFTP server closed the connection during INIT")
