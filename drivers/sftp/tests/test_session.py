@@ -13,20 +13,7 @@ from archive_core_sftp.config import SftpConfig
 from archive_core import Secret
 from drivers.sftp.tests.conftest import TEST_PASSWORD
 from drivers.sftp.tests.sshd import CLIENT_KEY_PASSPHRASE, SshServer, generate_key
-
-
-def config_for(server: SshServer, **settings: object) -> SftpConfig:
-    values: dict[str, object] = {
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "remote_root": "/",
-        "key_file": server.client_key,
-        "known_hosts": server.known_hosts,
-        "connect_timeout": 2.0,
-    }
-    values.update(settings)
-    return SftpConfig(**values)  # type: ignore[arg-type]
+from drivers.sftp.tests.support import config_for
 
 
 def connect(config: SftpConfig, tmp_path: Path) -> _session.Session:

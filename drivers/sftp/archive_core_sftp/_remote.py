@@ -1,0 +1,90 @@
+"""Paths on the server: every locator kept under remote_root, whatever a symlink there says.
+
+A locator (from the core, an external id, Portal) is a relative posix path checked by the
+core's `transfer.check_locator`. On the server, every directory between remote_root and the
+file is looked at with LSTAT: a symbolic link is refused (the server's admin may point one
+anywhere), so nothing is written, renamed, read or removed outside remote_root. remote_root
+itself may be a link: it is the admin's choice of where the archive lives.
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+import stat
+
+from archive_core import UnsafeName
+from archive_core_sftp import _wire
+
+
+def join(root: str, locator: str) -> str:
+    """remote_root/locator for a locator the core's checks accept; UnsafeName otherwise."""
+    from archive_core import transfer
+
+    return posixpath.join(root, transfer.check_locator(locator))
+
+
+def _components(root: str, path: str) -> list[str]:
+    relative = posixpath.relpath(path, root)
+    if relative.startswith("..") or posixpath.isabs(relative):
+        raise UnsafeName(f"Refusing {path}: it is not under remote_root {root}.", paths=(path,))
+    return relative.split("/")
+
+
+def _refuse_link(path: str, root: str) -> UnsafeName:
+    return UnsafeName(
+        f"Refusing {path}: it is a symbolic link on the server, and archive-core never "
+        f"follows one under remote_root {root} (it could lead anywhere).",
+        paths=(path,),
+    )
+
+
+def make_parents(connection: _wire.Connection, root: str, path: str) -> None:
+    """Create the directories between root and `path`'s parent; refuse a link or a file."""
+    parts = _components(root, path)[:-1]
+    current = root
+    for part in parts:
+        current = posixpath.join(current, part)
+        try:
+            attrs = connection.lstat(current)
+        except _wire.SFTPError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            try:
+                connection.mkdir(current)
+            except _wire.SFTPError:
+                # Another worker may have made it meanwhile; anything else shows below.
+                attrs = connection.lstat(current)
+            else:
+                continue
+        _expect_directory(attrs, current, root)
+
+
+def lookup(connection: _wire.Connection, root: str, path: str) -> _wire.Attrs:
+    """LSTAT of the regular file at `path`, each directory on the way checked not a link.
+
+    Raises SFTPError(ENOENT) when something on the way is missing, UnsafeName for a link.
+    """
+    parts = _components(root, path)
+    current = root
+    for part in parts[:-1]:
+        current = posixpath.join(current, part)
+        _expect_directory(connection.lstat(current), current, root)
+    attrs = connection.lstat(path)
+    mode = attrs.permissions or 0
+    if stat.S_ISLNK(mode):
+        raise _refuse_link(path, root)
+    if not stat.S_ISREG(mode):
+        raise UnsafeName(f"Refusing {path}: it is not a regular file on the server.", paths=(path,))
+    return attrs
+
+
+def _expect_directory(attrs: _wire.Attrs, path: str, root: str) -> None:
+    mode = attrs.permissions or 0
+    if stat.S_ISLNK(mode):
+        raise _refuse_link(path, root)
+    if not stat.S_ISDIR(mode):
+        raise UnsafeName(
+            f"Refusing {path}: it is in the way of a directory under remote_root {root}.",
+            paths=(path,),
+        )
