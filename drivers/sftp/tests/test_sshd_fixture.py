@@ -77,8 +77,11 @@ def test_a_wrong_or_empty_known_hosts_is_refused(sshd: SshServer, tmp_path: Path
 
 
 def test_freeze_stops_every_server_process_and_thaw_lets_a_session_go_on(
-    sshd: SshServer, tmp_path: Path
+    make_sshd: Callable[..., SshServer], tmp_path: Path
 ) -> None:
+    # A server of its own: sessions other tests closed may still be exiting on the shared one,
+    # and a process on its way out does not stop.
+    sshd = make_sshd()
     source = tmp_path / "frozen.bin"
     source.write_bytes(os.urandom(100_000))
     remote = sshd.data_dir / "frozen.bin"
