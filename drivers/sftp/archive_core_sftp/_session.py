@@ -153,6 +153,7 @@ def connect(config: SftpConfig, *, work_dir: Path, askpass: _ssh.AskpassChannel 
         for fd in (from_ssh_r, to_ssh_w):
             os.close(fd)
         raise _explain(config, stderr.text(wait=2.0), exc, timeout) from None
+    connection.operation_timeout = config.operation_timeout
     return Session(connection, stderr, label(config))
 
 

@@ -221,6 +221,8 @@ class Connection:
         self._cork: list[bytes | memoryview] = []
         self._cork_ids: list[int] = []
         self._cork_bytes = 0
+        #: Seconds a reply may take before the connection counts as dead (None: forever).
+        self.operation_timeout: float | None = None
         self._deadline = None if handshake_timeout is None else time.monotonic() + handshake_timeout
         self._handshake()
         self._deadline = None
@@ -369,10 +371,28 @@ class Connection:
     def request(self, ptype: int, *body: bytes | memoryview) -> tuple[int, bytes]:
         replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self.submit(ptype, body, replies)
-        _, rtype, payload = replies.get()
+        _, rtype, payload = self.wait(replies)
         if rtype == -1:
             raise ConnectionLost(f"the SFTP connection broke: {payload!r}") from payload
         return rtype, payload
+
+    def wait(self, replies: queue.SimpleQueue[Reply]) -> Reply:
+        """The next reply on `replies`; a server silent for operation_timeout ends the
+        connection (ssh is killed, every request outstanding fails) and raises."""
+        try:
+            return replies.get(timeout=self.operation_timeout)
+        except queue.Empty:
+            pass
+        detail = f"the server did not answer within {self.operation_timeout:g} s"
+        self.abandon(detail)
+        raise ConnectionLost(detail + " (operation_timeout); the connection was dropped")
+
+    def abandon(self, detail: str) -> None:
+        """Give the connection up: ssh killed, so the reader sees the end and fails waiters."""
+        if self._lost is None:
+            self._lost = ConnectionLost(detail)
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
 
     def _expect(self, rtype: int, payload: bytes, want: int, path: Any = None) -> bytes:
         if rtype == want:
@@ -598,7 +618,7 @@ class _Transfer:
                 tag, rtype, payload = self.replies.get_nowait()
             except queue.Empty:
                 self.c.flush()  # nothing to do until a reply comes: send what is corked
-                tag, rtype, payload = self.replies.get()
+                tag, rtype, payload = self.c.wait(self.replies)
             self.outstanding -= 1
             if rtype == -1:
                 raise ConnectionLost(f"the SFTP connection broke: {payload!r}") from payload

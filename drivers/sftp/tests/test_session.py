@@ -177,3 +177,24 @@ def test_a_frozen_server_fails_the_login_in_bounded_time(make_sshd, tmp_path: Pa
         server.thaw()
     assert failure.problem in ("timeout", "unreachable")
     assert failure.retryable
+
+
+def test_a_server_frozen_mid_session_fails_the_request_within_operation_timeout(
+    make_sshd, tmp_path: Path
+) -> None:
+    from archive_core_sftp import _wire
+
+    server = make_sshd()
+    session = connect(config_for(server, operation_timeout=1.0), tmp_path)
+    try:
+        session.connection.realpath(".")  # answering
+        server.freeze()
+        try:
+            with pytest.raises(_wire.ConnectionLost, match="operation_timeout"):
+                session.connection.stat("/")
+            with pytest.raises(_wire.ConnectionLost):
+                session.connection.stat("/")  # the connection stays given up
+        finally:
+            server.thaw()
+    finally:
+        session.close()
