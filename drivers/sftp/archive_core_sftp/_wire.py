@@ -395,13 +395,14 @@ class Connection:
             self.process.kill()
 
     def _expect(self, rtype: int, payload: bytes, want: int, path: Any = None) -> bytes:
-        if rtype == want:
-            return payload
         if rtype == STATUS:
+            # Checked first: a STATUS is what every request expecting one gets, error or not.
             code, message = _status(payload)
             if code == OK and want == STATUS:
                 return payload
             raise SFTPError(code, message, None if path is None else os.fsdecode(path))
+        if rtype == want:
+            return payload
         raise SFTPError(BAD_MESSAGE, f"unexpected reply type {rtype} (wanted {want})")
 
     def _ok(self, ptype: int, *body: bytes, path: Any = None) -> None:

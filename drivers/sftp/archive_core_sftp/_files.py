@@ -1,0 +1,256 @@
+"""Whole files to and from the server, pipelined: many requests out, bytes hashed on the way.
+
+`upload` writes a stream (the core's `HashingReader`, which checks the sha1 before it reports
+the end) to a fresh temporary name beside the copy, makes it durable where the server offers
+fsync@openssh.com, and publishes it with SFTP's RENAME, which OpenSSH's server makes with
+link(2) and so never replaces a file already there: an archive copy never replaces other
+bytes. A name taken by the same bytes counts as the copy. `RemoteReader` is a file-like
+reader of a remote file with its READs pipelined, for the core's staging (restore) and
+hashing (verify).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import posixpath
+import queue
+import struct
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import attrs
+
+from archive_core import TransferFailed
+from archive_core_sftp import _remote, _wire
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+#: Requests in flight per file: enough to cover the round trip of a long-distance link.
+WINDOW = 16
+
+
+@attrs.frozen(kw_only=True)
+class Uploaded:
+    path: str
+    size: int
+    reused: bool  # the name already held these bytes
+
+
+def _head(handle: bytes, offset: int, length: int) -> bytes:
+    return _U32.pack(len(handle)) + handle + _U64.pack(offset) + _U32.pack(length)
+
+
+def _check_status(reply: _wire.Reply, path: str) -> None:
+    _, rtype, payload = reply
+    if rtype == -1:
+        raise _wire.ConnectionLost(f"the SFTP connection broke: {payload!r}") from payload
+    if rtype != _wire.STATUS:
+        raise _wire.SFTPError(_wire.BAD_MESSAGE, f"unexpected reply type {rtype}", path)
+    code, message = _wire._status(payload)
+    if code != _wire.OK:
+        raise _wire.SFTPError(code, message, path)
+
+
+def upload(
+    connection: _wire.Connection,
+    source: BinaryIO,
+    *,
+    root: str,
+    locator: str,
+    mtime: int | None = None,
+    throttle: Callable[[int], None] | None = None,
+) -> Uploaded:
+    """Store `source` at root/locator through a temporary name; see the module's doc."""
+    from archive_core import transfer
+
+    path = _remote.join(root, locator)
+    _remote.make_parents(connection, root, path)
+    directory, name = posixpath.split(path)
+    temp = posixpath.join(directory, transfer.temporary_name(name))
+    flags = _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
+    handle = connection.open(temp, flags, _wire.Attrs(permissions=0o640))
+    published = False
+    try:
+        size = _write_all(connection, handle, source, temp, throttle)
+        if b"fsync@openssh.com" in connection.extensions:
+            connection.fsync(handle)
+        if mtime is not None:
+            connection.fsetstat(handle, _wire.Attrs(atime=mtime, mtime=mtime))
+        connection.close_handle(handle)
+        handle = b""
+        try:
+            connection.rename(temp, path)
+        except _wire.SFTPError as exc:
+            if exc.errno == errno.ENOENT or isinstance(exc, _wire.ConnectionLost):
+                raise
+            return _taken(connection, root, path, temp, size, source)
+        published = True
+        there = connection.lstat(path).size
+        if there != size:
+            raise TransferFailed(
+                f"{path} holds {there} bytes on the server after it was written with {size}.",
+                paths=(path,),
+                retryable=True,
+            )
+        return Uploaded(path=path, size=size, reused=False)
+    finally:
+        if handle:
+            with contextlib.suppress(_wire.SFTPError):
+                connection.close_handle(handle)
+        if not published:
+            with contextlib.suppress(_wire.SFTPError):
+                connection.remove(temp)
+
+
+def _write_all(
+    connection: _wire.Connection,
+    handle: bytes,
+    source: BinaryIO,
+    path: str,
+    throttle: Callable[[int], None] | None,
+) -> int:
+    replies: queue.SimpleQueue[_wire.Reply] = queue.SimpleQueue()
+    outstanding = offset = 0
+    try:
+        while True:
+            buffer = bytearray(_wire.MAX_CHUNK)
+            count = source.readinto(buffer)  # raises FixityMismatch at a wrong end
+            if not count:
+                break
+            if throttle is not None:
+                throttle(count)
+            data = memoryview(buffer)[:count]
+            connection.submit(_wire.WRITE, [_head(handle, offset, count), data], replies)
+            offset += count
+            outstanding += 1
+            while outstanding >= WINDOW:
+                _check_status(connection.wait(replies), path)
+                outstanding -= 1
+    finally:
+        # Every reply is collected, even when unwinding: the handle is closed only after.
+        while outstanding:
+            try:
+                _check_status(connection.wait(replies), path)
+            except _wire.ConnectionLost:
+                raise
+            except _wire.SFTPError:
+                pass  # the first error is the one being raised
+            outstanding -= 1
+    return offset
+
+
+def _taken(
+    connection: _wire.Connection, root: str, path: str, temp: str, size: int, source: BinaryIO
+) -> Uploaded:
+    """The name is taken: the copy when it holds the same bytes, else a failure, untouched."""
+    digests = getattr(source, "digests", None)
+    attrs_there = _remote.lookup(connection, root, path)
+    if attrs_there.size == size and digests is not None:
+        with RemoteReader(connection, path, size) as there:
+            sha1 = hashlib.file_digest(there, "sha1").hexdigest()  # type: ignore[arg-type]
+        if sha1 == digests.sha1:
+            connection.remove(temp)
+            return Uploaded(path=path, size=size, reused=True)
+    raise TransferFailed(
+        f"{path} already exists on the server with other bytes ({attrs_there.size} bytes); "
+        "archive-core never replaces a file it did not write. It is left as it is.",
+        paths=(path,),
+    )
+
+
+class RemoteReader:
+    """A remote file read front to back with up to WINDOW READs out; a BinaryIO for readers.
+
+    Ends at `size` (the file's size when opened); a file that ends sooner raises.
+    """
+
+    def __init__(self, connection: _wire.Connection, path: str, size: int) -> None:
+        self._connection = connection
+        self.name = path
+        self._size = size
+        self._handle = connection.open(path, _wire.O_READ)
+        self._replies: queue.SimpleQueue[_wire.Reply] = queue.SimpleQueue()
+        self._asked = 0  # offset up to which READs were sent
+        self._next = 0  # offset of the next byte handed out
+        self._ready: dict[int, bytes] = {}
+        self._outstanding = 0
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        while self._outstanding < WINDOW and self._asked < self._size:
+            length = min(_wire.MAX_CHUNK, self._size - self._asked)
+            body = [_head(self._handle, self._asked, length)]
+            self._connection.submit(_wire.READ, body, self._replies, tag=self._asked)
+            self._asked += length
+            self._outstanding += 1
+
+    def _take(self) -> bytes:
+        while self._next not in self._ready:
+            self._fill()
+            if not self._outstanding:
+                return b""
+            offset, rtype, payload = self._connection.wait(self._replies)
+            self._outstanding -= 1
+            if rtype == -1:
+                raise _wire.ConnectionLost(f"the SFTP connection broke: {payload!r}")
+            if rtype == _wire.DATA:
+                (count,) = _U32.unpack_from(payload, 0)
+                self._ready[offset] = payload[4 : 4 + count]
+                continue
+            code, message = _wire._status(payload)
+            if code == _wire.EOF:
+                raise TransferFailed(
+                    f"{self.name} ended after {offset} bytes on the server, not {self._size}; "
+                    "it changed while it was read.",
+                    paths=(self.name,),
+                    retryable=True,
+                )
+            raise _wire.SFTPError(code, message, self.name)
+        data = self._ready.pop(self._next)
+        if len(data) < min(_wire.MAX_CHUNK, self._size - self._next):
+            # A short READ: ask again for the rest of that chunk before going on.
+            self._ready.clear()
+            self._asked = self._next + len(data)
+        self._next += len(data)
+        self._fill()
+        return data
+
+    def readinto(self, view: Any) -> int:
+        if not self._pending:
+            self._pending = self._take()
+        count = min(len(view), len(self._pending))
+        view[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def read(self, count: int = -1) -> bytes:
+        if count is None or count < 0:
+            parts = []
+            while part := self.read(_wire.MAX_CHUNK):
+                parts.append(part)
+            return b"".join(parts)
+        buffer = bytearray(count)
+        got = self.readinto(buffer)
+        return bytes(buffer[:got])
+
+    def close(self) -> None:
+        while self._outstanding:
+            with contextlib.suppress(_wire.SFTPError, queue.Empty):
+                self._connection.wait(self._replies)
+            self._outstanding -= 1
+        if self._handle:
+            with contextlib.suppress(_wire.SFTPError):
+                self._connection.close_handle(self._handle)
+            self._handle = b""
+
+    def __enter__(self) -> RemoteReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
