@@ -16,6 +16,7 @@ The stable surface drivers import from here (one concern a module, named in brac
   `publish_file`, `ALREADY_PUBLISHED`, `name_taken`
 - directories: `make_directories`, `root_missing`
 - partials: `PartialName`, `temporary_name`, `sweep_partials`, `remove_partials`,
+  `abandoned_partials`,
   `STALE_AFTER_SECONDS`
 - durability: `fsync_directory`, `sync_filesystem`
 - `archive_core.transfer.stager` (imported on its own): the chunked durable publisher,
@@ -39,6 +40,7 @@ from archive_core.transfer.hashing import (
 from archive_core.transfer.partials import (
     STALE_AFTER_SECONDS,
     PartialName,
+    abandoned_partials,
     remove_partials,
     sweep_partials,
     temporary_name,
@@ -70,6 +72,7 @@ __all__ = [
     "PartialName",
     "RegularFile",
     "StagedFile",
+    "abandoned_partials",
     "check_locator",
     "check_name",
     "copy_stream",

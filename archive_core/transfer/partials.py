@@ -12,7 +12,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 import attrs
 
@@ -155,13 +155,37 @@ def remove_partials(
     """Remove the temporary files the workers `made_by` made for `name` in `directory`.
 
     `name` may also be several names of that directory: one listing serves them all.
+    Which entries go is `abandoned_partials`'s choice; this lists and unlinks locally.
+    """
+    try:
+        entries = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    with entries:
+        listed = {entry.name: entry.path for entry in entries}
+    removed: list[str] = []
+    for entry in abandoned_partials(listed, name, made_by=made_by):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(listed[entry])
+            removed.append(entry)
+    return removed
+
+
+def abandoned_partials(
+    entries: Iterable[str],
+    name: str | Collection[str],
+    *,
+    made_by: Collection[workers.WorkerId | str],
+) -> list[str]:
+    """Of a directory's `entries`, the temporary files the workers `made_by` made for `name`.
 
     For a caller the core's journal told that those workers' attempts at this name died
     (`abandoned_by`); any other worker's temporary file may be a live copy and stays, so
     two workers writing one name never remove each other's. Workers are matched on the
     host label and pid a temporary name carries. A pid of this host that runs again (a
     reused pid looks the same in a name) is kept too: the sweep removes it once it is
-    gone. Names cut to fit NAME_MAX are matched by the part that was kept.
+    gone. Names cut to fit NAME_MAX are matched by the part that was kept. Storage other
+    than a local directory (a server over SFTP) lists and removes with its own calls.
     """
     here = workers.current().host
     owners: set[tuple[str, int]] = set()
@@ -173,25 +197,17 @@ def remove_partials(
         if parsed.host == here and _process_exists(parsed.pid):
             continue
         owners.add((parsed.host, parsed.pid))
-    removed: list[str] = []
     if not owners:
-        return removed
-    try:
-        entries = os.scandir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return removed
+        return []
     names = {name} if isinstance(name, str) else set(name)
-    with entries:
-        for entry in entries:
-            partial = PartialName.parse(entry.name)
-            if partial is None or (partial.host, partial.pid) not in owners:
-                continue
-            if partial.name not in names and not any(partial.is_for(n) for n in names):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-                removed.append(entry.name)
-    return removed
+    chosen = []
+    for entry in entries:
+        partial = PartialName.parse(entry)
+        if partial is None or (partial.host, partial.pid) not in owners:
+            continue
+        if partial.name in names or any(partial.is_for(n) for n in names):
+            chosen.append(entry)
+    return chosen
 
 
 def _process_exists(pid: int) -> bool:

@@ -88,3 +88,32 @@ def _expect_directory(attrs: _wire.Attrs, path: str, root: str) -> None:
             f"Refusing {path}: it is in the way of a directory under remote_root {root}.",
             paths=(path,),
         )
+
+
+def remove_partials(
+    connection: _wire.Connection, root: str, locator: str, made_by: tuple[str, ...]
+) -> int:
+    """Remove the temporary files the dead workers `made_by` left for `locator`'s name
+    (the core's `abandoned_partials` chooses: a live worker's upload is never touched)."""
+    from archive_core import transfer
+
+    path = join(root, locator)
+    directory, name = posixpath.split(path)
+    try:
+        entries = [
+            entry.decode("utf-8", "surrogateescape") for entry, _ in connection.listdir(directory)
+        ]
+    except _wire.SFTPError as exc:
+        if exc.errno == errno.ENOENT:
+            return 0
+        raise
+    removed = 0
+    for entry in transfer.abandoned_partials(entries, name, made_by=made_by):
+        try:
+            connection.remove(posixpath.join(directory, entry))
+        except _wire.SFTPError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        else:
+            removed += 1
+    return removed

@@ -77,6 +77,12 @@ class Session:
         self._stderr = stderr
         self.label = label
 
+    @property
+    def alive(self) -> bool:
+        """Whether requests can still be sent: ssh runs and the connection was not lost."""
+        process = self.connection.process
+        return self.connection.lost is None and (process is None or process.poll() is None)
+
     def close(self) -> None:
         self.connection.close()
 

@@ -387,6 +387,11 @@ class Connection:
         self.abandon(detail)
         raise ConnectionLost(detail + " (operation_timeout); the connection was dropped")
 
+    @property
+    def lost(self) -> BaseException | None:
+        """Why the connection is gone, or None while it works."""
+        return self._lost
+
     def abandon(self, detail: str) -> None:
         """Give the connection up: ssh killed, so the reader sees the end and fails waiters."""
         if self._lost is None:

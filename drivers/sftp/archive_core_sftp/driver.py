@@ -1,0 +1,401 @@
+"""The SFTP driver: archive, restore, delete and verify copies on any SFTP server.
+
+One ssh process per target (the system OpenSSH: its ciphers, ProxyJump, agent, certificates
+and config aliases) carries one SFTP session that `files_in_flight` transfers share, each
+with its requests pipelined. Copies are written under remote_root only, to a temporary name,
+hashed on the way and checked against Vidispine's sha1 before they are published, and
+confirmed after. Locators are relative posix paths under remote_root; external ids are
+`sftp://<target>/<locator>`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from archive_core import (
+    API_VERSION,
+    ArchiveCoreError,
+    ArchiveItem,
+    ArchiveRequest,
+    BaseDriver,
+    Capability,
+    CopyNotFound,
+    CopyRef,
+    DeleteRequest,
+    DriverContext,
+    FileOutcome,
+    Readiness,
+    RestoreItem,
+    RestoreRequest,
+    StatRequest,
+    TransferFailed,
+    VerifyRequest,
+)
+from archive_core_sftp.config import SftpConfig
+
+if TYPE_CHECKING:
+    from archive_core.transfer.stager import Plan, Stager
+    from archive_core_sftp import _session, _ssh, _wire
+
+log = logging.getLogger(__name__)
+
+
+class SftpDriver(BaseDriver):
+    """Archives to a directory on an SFTP server, strict on host keys and secrets."""
+
+    name = "sftp"
+    api_version = API_VERSION
+    capabilities = frozenset(
+        {
+            Capability.ARCHIVE,
+            Capability.RESTORE,
+            Capability.DELETE,
+            Capability.VERIFY,
+            Capability.BULK,
+        }
+    )
+    Config = SftpConfig
+    config: SftpConfig
+
+    def __init__(self, config: SftpConfig, context: DriverContext) -> None:
+        super().__init__(config, context)
+        self._lock = threading.Lock()
+        self._session: _session.Session | None = None
+        self._askpass: _ssh.AskpassChannel | None = None
+        self._stager: Stager | None = None
+        self._throttle = _Throttle(config.bandwidth_limit * 1e6) if config.bandwidth_limit else None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stager is not None:
+                self._stager.close()
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+            if self._askpass is not None:
+                self._askpass.close()
+                self._askpass = None
+
+    # --- the session ---------------------------------------------------------------------------
+
+    def _connection(self) -> _wire.Connection:
+        """The live SFTP connection, connecting (again) when there is none or it broke."""
+        from archive_core_sftp import _session, _ssh
+
+        with self._lock:
+            session = self._session
+            if session is not None and session.alive:
+                return session.connection
+            if session is not None:
+                session.close()
+                self._session = None
+            if self._askpass is None and _ssh.needs_prompts(self.config):
+                self._askpass = _ssh.askpass_for(self.config)
+            work = self.context.state_dir / "ssh"
+            work.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._session = _session.connect(self.config, work_dir=work, askpass=self._askpass)
+            return self._session.connection
+
+    # --- readiness -----------------------------------------------------------------------------
+
+    def check_ready(self) -> Readiness:
+        """Connects, logs in, checks remote_root is a writable directory (a probe written,
+        renamed and removed) with min_free_bytes free; bounded by the connect and operation
+        timeouts."""
+        from archive_core_sftp import _wire
+
+        root = self.config.remote_root
+        try:
+            connection = self._connection()
+            info = connection.stat(root)
+            if not info.permissions or (info.permissions & 0o170000) != 0o040000:
+                return Readiness.not_ready(f"remote_root {root} is not a directory on the server")
+            probe = f"{root}/.archive-core-probe-{os.getpid()}-{time.monotonic_ns()}"
+            handle = connection.open(
+                probe + ".partial", _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
+            )
+            connection.close_handle(handle)
+            connection.rename(probe + ".partial", probe)
+            connection.remove(probe)
+            free = ""
+            if b"statvfs@openssh.com" in connection.extensions:
+                vfs = connection.statvfs(root)
+                available = vfs.bavail * vfs.frsize
+                if available < self.config.min_free_bytes:
+                    return Readiness.not_ready(
+                        f"only {available:,} bytes are free under remote_root {root} on the "
+                        f"server; min_free_bytes is {self.config.min_free_bytes:,}"
+                    )
+                free = f", {available / 1e9:.1f} GB free"
+        except ArchiveCoreError as exc:
+            return Readiness.not_ready(exc.message)
+        except _wire.SFTPError as exc:
+            if exc.errno == 2:
+                return Readiness.not_ready(f"remote_root {root} does not exist on the server")
+            if exc.errno == 13:
+                return Readiness.not_ready(f"remote_root {root} is not writable for this user")
+            return Readiness.not_ready(f"the server refused the probe in {root}: {exc.strerror}")
+        return Readiness.ready(f"{root} on {self._label()} is writable{free}")
+
+    def _label(self) -> str:
+        from archive_core_sftp import _session
+
+        return _session.label(self.config)
+
+    # --- archive -------------------------------------------------------------------------------
+
+    def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
+        from archive_core.transfer.stager import Plan
+
+        today = dt.datetime.now(dt.UTC).date()  # one date per batch, even across midnight
+        plan: Plan[ArchiveItem, Any] = Plan(
+            prepare=functools.partial(self._locate, today=today),
+            stage=self._archive_one,
+            describe=lambda item: f"archiving {item.sources[0] if item.sources else item.key}",
+        )
+        yield from self._run(request, plan)
+
+    def _locate(self, item: ArchiveItem, *, today: dt.date) -> tuple[ArchiveItem, str]:
+        from archive_core import transfer
+
+        locator = transfer.layout_locator(
+            self.config.layout, name=item.name, item_id=item.item_id, today=today
+        )
+        return item, locator
+
+    def _archive_one(self, task: tuple[ArchiveItem, str], progress: Any) -> FileOutcome:
+        from archive_core import transfer
+        from archive_core_sftp import _files
+
+        item, locator = task
+        connection = self._connection()
+        if item.abandoned_by:
+            self._remove_partials(connection, locator, item.abandoned_by)
+        path, stream = transfer.open_first_readable(item.sources)
+        with stream:
+            mtime = int(os.fstat(stream.fileno()).st_mtime)
+            reader = transfer.HashingReader(
+                stream, label=path, expected_sha1=item.sha1, progress=progress
+            )
+            done = _files.upload(
+                connection,
+                reader,
+                root=self.config.remote_root,
+                locator=locator,
+                mtime=mtime,
+                throttle=self._throttle,
+            )
+        digests = reader.digests
+        assert digests is not None  # the upload read to the end, where it was checked
+        self._confirm(connection, done.path, digests)
+        return FileOutcome.success(
+            item.key,
+            locator=locator,
+            size=done.size,
+            sha1=digests.sha1,
+            sha256=digests.sha256,
+            reused=done.reused,
+        )
+
+    def _confirm(self, connection: _wire.Connection, path: str, digests: Any) -> None:
+        """The content check after publish the settings ask for: read back, a remote command."""
+        from archive_core_sftp import _files
+
+        if self.config.read_back:
+            import hashlib
+
+            with _files.RemoteReader(connection, path, digests.size) as there:
+                sha1 = hashlib.file_digest(there, "sha1").hexdigest()  # type: ignore[arg-type]
+            if sha1 != digests.sha1:
+                raise TransferFailed(
+                    f"{path} reads back from the server as sha1 {sha1}, not {digests.sha1}.",
+                    paths=(path,),
+                    retryable=True,
+                )
+        if self.config.remote_checksum_command:
+            from archive_core_sftp import _checksum
+
+            _checksum.confirm(self.config, path, digests, work_dir=self.context.state_dir / "ssh")
+
+    def _remove_partials(
+        self, connection: _wire.Connection, locator: str, made_by: tuple[str, ...]
+    ) -> None:
+        """What dead workers left for this name: their temporary files beside it."""
+        from archive_core_sftp import _remote
+
+        try:
+            _remote.remove_partials(connection, self.config.remote_root, locator, made_by)
+        except OSError as exc:
+            log.warning(
+                "target %s: could not remove a dead worker's temporary files for %s: %s",
+                self.context.target,
+                locator,
+                exc,
+            )
+
+    # --- restore, verify, stat, delete ---------------------------------------------------------
+
+    def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
+        from archive_core.transfer.stager import Plan
+
+        plan: Plan[RestoreItem, RestoreItem] = Plan(
+            prepare=_as_is,
+            stage=self._restore_one,
+            describe=lambda item: f"restoring {item.locator} to {item.destination}",
+        )
+        yield from self._run(request, plan)
+
+    def _restore_one(self, item: RestoreItem, progress: Any) -> FileOutcome:
+        from archive_core import transfer
+        from archive_core_sftp import _files
+
+        connection = self._connection()
+        path, size = self._existing(connection, item.locator)
+        if item.abandoned_by:
+            transfer.remove_partials(
+                os.path.dirname(item.destination),
+                os.path.basename(item.destination),
+                made_by=item.abandoned_by,
+            )
+        with _files.RemoteReader(connection, path, size) as remote:
+            digests = transfer.publish_file(
+                remote, item.destination, replace=True, expected_sha1=item.sha1, progress=progress
+            )
+        return FileOutcome.success(
+            item.key,
+            locator=item.locator,
+            size=digests.size,
+            sha1=digests.sha1,
+            sha256=digests.sha256,
+        )
+
+    def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
+        from archive_core.transfer.stager import Plan
+
+        plan: Plan[CopyRef, CopyRef] = Plan(
+            prepare=_as_is,
+            stage=self._verify_one,
+            describe=lambda item: f"verifying {item.locator}",
+        )
+        yield from self._run(request, plan)
+
+    def _verify_one(self, item: CopyRef, progress: Any) -> FileOutcome:
+        from archive_core import transfer
+        from archive_core_sftp import _files
+
+        connection = self._connection()
+        path, size = self._existing(connection, item.locator)
+        with _files.RemoteReader(connection, path, size) as remote:
+            digests = transfer.hash_stream(remote, progress=progress)  # type: ignore[arg-type]
+        return FileOutcome.success(
+            item.key,
+            locator=item.locator,
+            size=digests.size,
+            sha1=digests.sha1,
+            sha256=digests.sha256,
+        )
+
+    def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
+        """Whether each copy is there and its size, from LSTATs: no bytes are read."""
+        connection = self._connection()
+        for item in request.items:
+            try:
+                _, size = self._existing(connection, item.locator)
+            except (ArchiveCoreError, OSError) as exc:
+                message = exc.message if isinstance(exc, ArchiveCoreError) else str(exc)
+                yield FileOutcome.failure(item.key, message, locator=item.locator)
+                continue
+            yield FileOutcome.success(item.key, locator=item.locator, size=size)
+
+    def delete(self, request: DeleteRequest) -> Iterator[FileOutcome]:
+        """Remove each copy; one already gone counts as deleted."""
+        from archive_core_sftp import _remote, _wire
+
+        connection = self._connection()
+        root = self.config.remote_root
+        for item in request.items:
+            try:
+                path = _remote.join(root, item.locator)
+                _remote.lookup(connection, root, path)
+                connection.remove(path)
+            except _wire.SFTPError as exc:
+                if exc.errno == 2:
+                    yield FileOutcome.success(item.key, locator=item.locator)
+                    continue
+                yield FileOutcome.failure(
+                    item.key,
+                    f"could not remove {item.locator} on the server: {exc.strerror}",
+                    retryable=isinstance(exc, _wire.ConnectionLost),
+                    locator=item.locator,
+                )
+                continue
+            except ArchiveCoreError as exc:
+                yield FileOutcome.failure(item.key, exc.message, locator=item.locator)
+                continue
+            yield FileOutcome.success(item.key, locator=item.locator)
+
+    def _existing(self, connection: _wire.Connection, locator: str) -> tuple[str, int]:
+        """The path and size of the copy at `locator`; CopyNotFound when it is not there."""
+        from archive_core_sftp import _remote, _wire
+
+        root = self.config.remote_root
+        path = _remote.join(root, locator)
+        try:
+            attrs = _remote.lookup(connection, root, path)
+        except _wire.SFTPError as exc:
+            if exc.errno == 2:
+                raise CopyNotFound(
+                    f"The copy {locator} is not on the server under {root}.", paths=(path,)
+                ) from None
+            raise
+        return path, attrs.size or 0
+
+    # --- the batch -----------------------------------------------------------------------------
+
+    def _run(self, request: Any, plan: Plan[Any, Any]) -> Iterator[FileOutcome]:
+        """Run `plan` over the request's items, `files_in_flight` at a time."""
+        from archive_core.transfer.stager import Stager
+
+        if self._stager is None:
+            self._stager = Stager(
+                name=f"sftp-{self.context.target}", workers=self.config.files_in_flight
+            )
+        return self._stager.run(
+            request.items,
+            plan,
+            mode="threads" if self.config.files_in_flight > 1 else "inline",
+            remote=True,
+            request=request,
+            progress=request.progress if hasattr(request, "progress") else None,
+        )
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class _Throttle:
+    """bandwidth_limit for the whole target: callers wait their turn for each chunk."""
+
+    def __init__(self, bytes_per_second: float) -> None:
+        self._rate = bytes_per_second
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def __call__(self, count: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + count / self._rate
+        if start > now:
+            time.sleep(start - now)
+
+
+__all__ = ["SftpConfig", "SftpDriver"]
