@@ -16,8 +16,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from archive_core import (
     API_VERSION,
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from archive_core_sftp import _session, _ssh, _wire
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class SftpDriver(BaseDriver):
@@ -103,6 +105,34 @@ class SftpDriver(BaseDriver):
             self._session = _session.connect(self.config, work_dir=work, askpass=self._askpass)
             return self._session.connection
 
+    def _retrying(self, work: Callable[[_wire.Connection], T]) -> T:
+        """`work` on the connection; once more on a fresh one when the connection broke.
+
+        A dropped connection (server restarted, network reset, ssh killed by the operation
+        timeout) is noticed by the first request after it: every step here may run again
+        (a fresh temporary name, an atomic publish, a remove that finds the copy gone), so
+        one broken connection costs a reconnect, not the file.
+        """
+        from archive_core_sftp import _wire
+
+        try:
+            return work(self._connection())
+        except _wire.ConnectionLost as exc:
+            log.info(
+                "target %s: the SFTP connection broke (%s); connecting again",
+                self.context.target,
+                exc,
+            )
+            self._drop()
+            return work(self._connection())
+
+    def _drop(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.kill()
+                self._session.close()
+                self._session = None
+
     # --- readiness -----------------------------------------------------------------------------
 
     def check_ready(self) -> Readiness:
@@ -113,27 +143,7 @@ class SftpDriver(BaseDriver):
 
         root = self.config.remote_root
         try:
-            connection = self._connection()
-            info = connection.stat(root)
-            if not info.permissions or (info.permissions & 0o170000) != 0o040000:
-                return Readiness.not_ready(f"remote_root {root} is not a directory on the server")
-            probe = f"{root}/.archive-core-probe-{os.getpid()}-{time.monotonic_ns()}"
-            handle = connection.open(
-                probe + ".partial", _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
-            )
-            connection.close_handle(handle)
-            connection.rename(probe + ".partial", probe)
-            connection.remove(probe)
-            free = ""
-            if b"statvfs@openssh.com" in connection.extensions:
-                vfs = connection.statvfs(root)
-                available = vfs.bavail * vfs.frsize
-                if available < self.config.min_free_bytes:
-                    return Readiness.not_ready(
-                        f"only {available:,} bytes are free under remote_root {root} on the "
-                        f"server; min_free_bytes is {self.config.min_free_bytes:,}"
-                    )
-                free = f", {available / 1e9:.1f} GB free"
+            return self._retrying(self._probe)
         except ArchiveCoreError as exc:
             return Readiness.not_ready(exc.message)
         except _wire.SFTPError as exc:
@@ -142,6 +152,29 @@ class SftpDriver(BaseDriver):
             if exc.errno == 13:
                 return Readiness.not_ready(f"remote_root {root} is not writable for this user")
             return Readiness.not_ready(f"the server refused the probe in {root}: {exc.strerror}")
+
+    def _probe(self, connection: _wire.Connection) -> Readiness:
+        from archive_core_sftp import _wire
+
+        root = self.config.remote_root
+        info = connection.stat(root)
+        if not info.permissions or (info.permissions & 0o170000) != 0o040000:
+            return Readiness.not_ready(f"remote_root {root} is not a directory on the server")
+        probe = f"{root}/.archive-core-probe-{os.getpid()}-{time.monotonic_ns()}"
+        handle = connection.open(probe + ".partial", _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL)
+        connection.close_handle(handle)
+        connection.rename(probe + ".partial", probe)
+        connection.remove(probe)
+        free = ""
+        if b"statvfs@openssh.com" in connection.extensions:
+            vfs = connection.statvfs(root)
+            available = vfs.bavail * vfs.frsize
+            if available < self.config.min_free_bytes:
+                return Readiness.not_ready(
+                    f"only {available:,} bytes are free under remote_root {root} on the "
+                    f"server; min_free_bytes is {self.config.min_free_bytes:,}"
+                )
+            free = f", {available / 1e9:.1f} GB free"
         return Readiness.ready(f"{root} on {self._label()} is writable{free}")
 
     def _label(self) -> str:
@@ -171,11 +204,16 @@ class SftpDriver(BaseDriver):
         return item, locator
 
     def _archive_one(self, task: tuple[ArchiveItem, str], progress: Any) -> FileOutcome:
+
+        item, locator = task
+        return self._retrying(functools.partial(self._archive_to, item, locator, progress))
+
+    def _archive_to(
+        self, item: ArchiveItem, locator: str, progress: Any, connection: _wire.Connection
+    ) -> FileOutcome:
         from archive_core import transfer
         from archive_core_sftp import _files
 
-        item, locator = task
-        connection = self._connection()
         if item.abandoned_by:
             self._remove_partials(connection, locator, item.abandoned_by)
         path, stream = transfer.open_first_readable(item.sources)
@@ -253,11 +291,15 @@ class SftpDriver(BaseDriver):
         yield from self._run(request, plan)
 
     def _restore_one(self, item: RestoreItem, progress: Any) -> FileOutcome:
+        return self._retrying(functools.partial(self._restore_from, item, progress))
+
+    def _restore_from(
+        self, item: RestoreItem, progress: Any, connection: _wire.Connection
+    ) -> FileOutcome:
         from archive_core import transfer
         from archive_core_sftp import _files
 
-        connection = self._connection()
-        path, size = self._existing(connection, item.locator)
+        path, size = self._existing(connection, locator=item.locator)
         if item.abandoned_by:
             transfer.remove_partials(
                 os.path.dirname(item.destination),
@@ -287,11 +329,13 @@ class SftpDriver(BaseDriver):
         yield from self._run(request, plan)
 
     def _verify_one(self, item: CopyRef, progress: Any) -> FileOutcome:
+        return self._retrying(functools.partial(self._verify_on, item, progress))
+
+    def _verify_on(self, item: CopyRef, progress: Any, connection: _wire.Connection) -> FileOutcome:
         from archive_core import transfer
         from archive_core_sftp import _files
 
-        connection = self._connection()
-        path, size = self._existing(connection, item.locator)
+        path, size = self._existing(connection, locator=item.locator)
         with _files.RemoteReader(connection, path, size) as remote:
             digests = transfer.hash_stream(remote, progress=progress)  # type: ignore[arg-type]
         return FileOutcome.success(
@@ -304,10 +348,9 @@ class SftpDriver(BaseDriver):
 
     def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
         """Whether each copy is there and its size, from LSTATs: no bytes are read."""
-        connection = self._connection()
         for item in request.items:
             try:
-                _, size = self._existing(connection, item.locator)
+                _, size = self._retrying(functools.partial(self._existing, locator=item.locator))
             except (ArchiveCoreError, OSError) as exc:
                 message = exc.message if isinstance(exc, ArchiveCoreError) else str(exc)
                 yield FileOutcome.failure(item.key, message, locator=item.locator)
@@ -316,19 +359,12 @@ class SftpDriver(BaseDriver):
 
     def delete(self, request: DeleteRequest) -> Iterator[FileOutcome]:
         """Remove each copy; one already gone counts as deleted."""
-        from archive_core_sftp import _remote, _wire
+        from archive_core_sftp import _wire
 
-        connection = self._connection()
-        root = self.config.remote_root
         for item in request.items:
             try:
-                path = _remote.join(root, item.locator)
-                _remote.lookup(connection, root, path)
-                connection.remove(path)
+                self._retrying(functools.partial(self._remove, locator=item.locator))
             except _wire.SFTPError as exc:
-                if exc.errno == 2:
-                    yield FileOutcome.success(item.key, locator=item.locator)
-                    continue
                 yield FileOutcome.failure(
                     item.key,
                     f"could not remove {item.locator} on the server: {exc.strerror}",
@@ -341,7 +377,20 @@ class SftpDriver(BaseDriver):
                 continue
             yield FileOutcome.success(item.key, locator=item.locator)
 
-    def _existing(self, connection: _wire.Connection, locator: str) -> tuple[str, int]:
+    def _remove(self, connection: _wire.Connection, *, locator: str) -> None:
+        from archive_core_sftp import _remote, _wire
+
+        root = self.config.remote_root
+        path = _remote.join(root, locator)
+        try:
+            _remote.lookup(connection, root, path)
+            connection.remove(path)
+        except _wire.SFTPError as exc:
+            if exc.errno != 2 or isinstance(exc, _wire.ConnectionLost):
+                raise
+            # Gone already (deleted before, or by hand): what delete was asked to make true.
+
+    def _existing(self, connection: _wire.Connection, *, locator: str) -> tuple[str, int]:
         """The path and size of the copy at `locator`; CopyNotFound when it is not there."""
         from archive_core_sftp import _remote, _wire
 

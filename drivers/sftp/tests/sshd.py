@@ -315,6 +315,14 @@ class SshServer:
             for pid in self.session_pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
+        # A stop signal takes effect when the process next runs: until then it shows R or S.
+        # The sessions are not our children (no waitid), so their state is read until every
+        # one shows T (or Z: one that was exiting is dead, not running); a deadline keeps a
+        # process that never stops from hanging the test.
+        deadline = time.monotonic() + self.stop_timeout
+        while not all(_state(pid) in _STOPPED for pid in [self._process.pid, *self.session_pids()]):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ssh test server did not stop within its stop timeout")
 
     def thaw(self) -> None:
         """SIGCONT what freeze() stopped."""
@@ -557,3 +565,15 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         return probe.getsockname()[1]
+
+
+_STOPPED = ("T", "t", "Z", "X", None)
+
+
+def _state(pid: int) -> str | None:
+    """The one-letter state of process `pid` in /proc (T: stopped), None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]

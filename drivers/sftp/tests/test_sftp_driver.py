@@ -1,0 +1,89 @@
+"""The sftp driver's own behaviour beyond the kit: readiness reasons, links and settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from archive_core_sftp.driver import SftpDriver
+
+from archive_core import DriverContext
+from drivers.sftp.tests.sshd import SshServer
+from drivers.sftp.tests.support import config_for
+
+
+def driver_for(server: SshServer, tmp_path: Path, **settings: object) -> SftpDriver:
+    config = config_for(server, **settings)
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    return SftpDriver(config, DriverContext(target="offsite", state_dir=state))
+
+
+def test_ready_says_where_and_how_much_is_free(sshd: SshServer, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    driver = driver_for(sshd, tmp_path, remote_root=str(root), min_free_bytes=0)
+    try:
+        readiness = driver.check_ready()
+    finally:
+        driver.close()
+    assert readiness.ok, readiness.reason
+    assert f"{root} on {sshd.user}@{sshd.host}:{sshd.port} is writable" in readiness.reason
+    assert os.listdir(root) == []  # the probe is gone
+
+
+def test_an_unknown_host_key_makes_the_target_not_ready_with_the_pin_to_set(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    driver = driver_for(sshd, tmp_path, remote_root=str(tmp_path), known_hosts=empty)
+    try:
+        readiness = driver.check_ready()
+    finally:
+        driver.close()
+    assert not readiness.ok
+    assert f'host_key_fingerprint = "{sshd.host_key_fingerprint}"' in readiness.reason
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda root: None, "does not exist on the server"),
+        (lambda root: root.write_text("a file"), "is not a directory on the server"),
+    ],
+)
+def test_a_missing_or_wrong_remote_root_is_not_ready(
+    sshd: SshServer, tmp_path: Path, make, reason: str
+) -> None:
+    root = tmp_path / "root"
+    make(root)
+    driver = driver_for(sshd, tmp_path, remote_root=str(root))
+    try:
+        readiness = driver.check_ready()
+    finally:
+        driver.close()
+    assert not readiness.ok
+    assert reason in readiness.reason
+
+
+def test_too_little_free_space_is_not_ready(sshd: SshServer, tmp_path: Path) -> None:
+    driver = driver_for(sshd, tmp_path, remote_root=str(tmp_path), min_free_bytes=10**18)
+    try:
+        readiness = driver.check_ready()
+    finally:
+        driver.close()
+    assert not readiness.ok
+    assert "bytes are free under remote_root" in readiness.reason
+
+
+def test_a_dropped_connection_is_made_again_for_the_next_call(make_sshd, tmp_path: Path) -> None:
+    server = make_sshd()
+    driver = driver_for(server, tmp_path, remote_root=str(tmp_path), min_free_bytes=0)
+    try:
+        assert driver.check_ready().ok
+        server.kill_sessions()
+        assert driver.check_ready().ok  # a fresh session, not the dead one
+    finally:
+        driver.close()
