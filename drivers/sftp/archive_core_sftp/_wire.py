@@ -523,17 +523,28 @@ class Connection:
         values = struct.unpack_from(">11Q", self._expect(rtype, payload, EXTENDED_REPLY, path), 0)
         return StatVFS(*values)
 
-    def close(self) -> None:
-        """Close the pipes and wait for ssh (when we started it)."""
-        for fd in (self.write_fd, self.read_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    def close(self, timeout: float = 10.0) -> None:
+        """End the session: close our end of the requests pipe, wait for ssh to exit (when we
+        started it) and for the reader thread to see the end of the replies, then close that.
+
+        The order matters: the reader may be about to call readv on `read_fd`; closed any
+        earlier, the number can be reused at once by the next connection's pipe, and the
+        old reader would eat the new connection's replies (seen: a hung INIT).
+        """
+        with contextlib.suppress(OSError):
+            os.close(self.write_fd)
         if self.process is not None:
             try:
-                self.process.wait(10)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._reader.join(timeout)
+        if self._reader.is_alive() and self.process is None:
+            raise RuntimeError("the SFTP peer did not close its end of the replies pipe")
+        self._reader.join()
+        with contextlib.suppress(OSError):
+            os.close(self.read_fd)
 
     def __enter__(self) -> Connection:
         return self
