@@ -24,6 +24,7 @@ and `import sshd`.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -41,7 +42,7 @@ SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
 SFTP_SERVER = Path("/usr/lib/openssh/sftp-server")
 PRIVSEP_DIR = Path("/run/sshd")
-SETUP_HINT = "run scripts/setup-system to install openssh-server and openssh-client"
+SETUP_HINT = "run scripts/setup-system to install openssh-server, openssh-client and openssl"
 
 #: The passphrase of `SshServer.client_key_encrypted`.
 CLIENT_KEY_PASSPHRASE = "archive-core test passphrase"
@@ -77,6 +78,8 @@ def password_unavailable() -> str | None:
         return "password authentication needs root (sshd reads /etc/shadow; see sshd.py)"
     if shutil.which("unshare") is None:
         return "password authentication needs util-linux's unshare"
+    if shutil.which("openssl") is None and importlib.util.find_spec("crypt") is None:
+        return f"password authentication needs openssl to hash the password; {SETUP_HINT}"
     probe = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "true"],
         capture_output=True,
@@ -506,6 +509,15 @@ class SshServer:
             _shutdown(process, self.stop_timeout, how)
 
 
+def _state(pid: int) -> str | None:
+    """The process state letter of /proc/<pid>/stat (R, S, D, T, Z ...), None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0].decode()
+    except OSError:
+        return None
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
@@ -550,6 +562,15 @@ def _shutdown(
 
 
 def _hash_password(password: str) -> str:
+    """A SHA-512 crypt(3) hash, as /etc/shadow holds them."""
+    if shutil.which("openssl") is None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # Python < 3.13; scripts/setup-system installs openssl
+
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
     result = subprocess.run(
         ["openssl", "passwd", "-6", "-stdin"],
         input=password,
@@ -567,13 +588,5 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+#: Process states freeze() waits for: stopped, or already dead (an exiting one does not stop).
 _STOPPED = ("T", "t", "Z", "X", None)
-
-
-def _state(pid: int) -> str | None:
-    """The one-letter state of process `pid` in /proc (T: stopped), None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[0]
