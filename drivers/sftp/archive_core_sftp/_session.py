@@ -153,7 +153,7 @@ def connect(config: SftpConfig, *, work_dir: Path, askpass: _ssh.AskpassChannel 
     timeout = config.connect_timeout * 2 + 5
     try:
         connection = _wire.Connection(from_ssh_r, to_ssh_w, process, handshake_timeout=timeout)
-    except _wire.ConnectionLost as exc:
+    except OSError as exc:  # ConnectionLost, or EPIPE: ssh exited before it read INIT
         process.kill()
         process.wait()
         for fd in (from_ssh_r, to_ssh_w):
@@ -166,9 +166,7 @@ def connect(config: SftpConfig, *, work_dir: Path, askpass: _ssh.AskpassChannel 
 _PERMISSION = re.compile(r"Permission denied \(([^)]*)\)")
 
 
-def _explain(
-    config: SftpConfig, stderr: str, exc: _wire.ConnectionLost, timeout: float
-) -> SessionFailed:
+def _explain(config: SftpConfig, stderr: str, exc: OSError, timeout: float) -> SessionFailed:
     """The admin's reading of why ssh gave no session, from its verbose stderr."""
     where = label(config)
     offered = tuple(f"{kind} {fp}" for kind, fp in _hostkey.offered_keys(stderr))
