@@ -431,20 +431,32 @@ def _as_is(item: Any) -> Any:
 
 
 class _Throttle:
-    """bandwidth_limit for the whole target: callers wait their turn for each chunk."""
+    """bandwidth_limit for the whole target: callers wait their turn for each chunk.
 
-    def __init__(self, bytes_per_second: float) -> None:
+    Each chunk books its share of the rate after the previous booking; a caller whose
+    booking starts in the future sleeps until then. `clock` and `sleep` are injected.
+    """
+
+    def __init__(
+        self,
+        bytes_per_second: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._rate = bytes_per_second
+        self._clock = clock
+        self._sleep = sleep
         self._lock = threading.Lock()
-        self._next = time.monotonic()
+        self._next = clock()
 
     def __call__(self, count: int) -> None:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             start = max(now, self._next)
             self._next = start + count / self._rate
         if start > now:
-            time.sleep(start - now)
+            self._sleep(start - now)
 
 
 __all__ = ["SftpConfig", "SftpDriver"]

@@ -87,3 +87,24 @@ def test_a_dropped_connection_is_made_again_for_the_next_call(make_sshd, tmp_pat
         assert driver.check_ready().ok  # a fresh session, not the dead one
     finally:
         driver.close()
+
+
+def test_the_bandwidth_limit_spaces_chunks_by_their_size_at_the_rate() -> None:
+    from archive_core_sftp.driver import _Throttle
+
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    throttle = _Throttle(1_000_000, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        throttle(250_000)  # a quarter of a second's worth each
+    assert slept == [0.25, 0.25]  # the first goes at once; the next two wait their turn
+    now[0] += 10  # idle a while: no credit is saved up beyond the rate
+    throttle(500_000)
+    assert slept == [0.25, 0.25]
+    throttle(500_000)
+    assert slept[-1] == 0.5
