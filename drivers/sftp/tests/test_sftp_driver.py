@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from archive_core_sftp.driver import SftpDriver
 
-from archive_core import DriverContext
+from archive_core import ArchiveItem, ArchiveRequest, DriverContext, FileOutcome
 from drivers.sftp.tests.sshd import SshServer
 from drivers.sftp.tests.support import config_for
 
@@ -108,3 +108,69 @@ def test_the_bandwidth_limit_spaces_chunks_by_their_size_at_the_rate() -> None:
     assert slept == [0.25, 0.25]
     throttle(500_000)
     assert slept[-1] == 0.5
+
+
+def _archive_one(driver: SftpDriver, tmp_path: Path) -> FileOutcome:
+    import hashlib
+
+    data = os.urandom(70_000)
+    source = tmp_path / "clip.mov"
+    source.write_bytes(data)
+    item = ArchiveItem(
+        key="k", sources=[str(source)], name="clip.mov", sha1=hashlib.sha1(data).hexdigest()
+    )
+    request = ArchiveRequest(policy="p", target="offsite", job_id="j", items=[item])
+    [outcome] = list(driver.archive(request))
+    return outcome
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"remote_checksum_command": "sha1sum"},
+        {"remote_checksum_command": "sha256sum"},
+        {"read_back": True},
+    ],
+)
+def test_a_copy_confirmed_by_the_server_or_read_back_is_archived(
+    sshd: SshServer, tmp_path: Path, settings: dict[str, object]
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    driver = driver_for(sshd, tmp_path, remote_root=str(root), **settings)
+    try:
+        outcome = _archive_one(driver, tmp_path)
+    finally:
+        driver.close()
+    assert outcome.ok, outcome.error
+    assert (root / "clip.mov").read_bytes() == (tmp_path / "clip.mov").read_bytes()
+
+
+def test_a_checksum_command_that_gives_no_digest_fails_the_file(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    driver = driver_for(sshd, tmp_path, remote_root=str(root), remote_checksum_command="true")
+    try:
+        outcome = _archive_one(driver, tmp_path)
+    finally:
+        driver.close()
+    assert not outcome.ok
+    assert "remote_checksum_command 'true' did not give a sha1 or sha256" in (outcome.error or "")
+
+
+def test_a_checksum_the_server_gives_for_other_bytes_fails_the_file(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    wrong = "echo " + "0" * 40  # the path it is given follows: "000...0 <path>"
+    driver = driver_for(sshd, tmp_path, remote_root=str(root), remote_checksum_command=wrong)
+    try:
+        outcome = _archive_one(driver, tmp_path)
+    finally:
+        driver.close()
+    assert not outcome.ok
+    assert f"The server hashes {root / 'clip.mov'} as {'0' * 40}" in (outcome.error or "")
+    assert outcome.retryable
