@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import posixpath
 import queue
 import struct
@@ -148,17 +147,25 @@ def _taken(
     """The name is taken: the copy when it holds the same bytes, else a failure, untouched."""
     digests = getattr(source, "digests", None)
     attrs_there = _remote.lookup(connection, root, path)
-    if attrs_there.size == size and digests is not None:
-        with RemoteReader(connection, path, size) as there:
-            sha1 = hashlib.file_digest(there, "sha1").hexdigest()  # type: ignore[arg-type]
-        if sha1 == digests.sha1:
-            connection.remove(temp)
-            return Uploaded(path=path, size=size, reused=True)
+    same_size = attrs_there.size == size and digests is not None
+    if same_size and remote_digests(connection, path, size).sha1 == digests.sha1:
+        connection.remove(temp)
+        return Uploaded(path=path, size=size, reused=True)
     raise TransferFailed(
         f"{path} already exists on the server with other bytes ({attrs_there.size} bytes); "
         "archive-core never replaces a file it did not write. It is left as it is.",
         paths=(path,),
     )
+
+
+def remote_digests(
+    connection: _wire.Connection, path: str, size: int, *, progress: Any = None
+) -> Any:
+    """sha1 and sha256 (`transfer.Digests`) of the remote file at `path`, read once."""
+    from archive_core import transfer
+
+    with RemoteReader(connection, path, size) as there:
+        return transfer.hash_stream(there, progress=progress)  # type: ignore[arg-type]
 
 
 class RemoteReader:

@@ -247,10 +247,7 @@ class SftpDriver(BaseDriver):
         from archive_core_sftp import _files
 
         if self.config.read_back:
-            import hashlib
-
-            with _files.RemoteReader(connection, path, digests.size) as there:
-                sha1 = hashlib.file_digest(there, "sha1").hexdigest()  # type: ignore[arg-type]
+            sha1 = _files.remote_digests(connection, path, digests.size).sha1
             if sha1 != digests.sha1:
                 raise TransferFailed(
                     f"{path} reads back from the server as sha1 {sha1}, not {digests.sha1}.",
@@ -332,12 +329,10 @@ class SftpDriver(BaseDriver):
         return self._retrying(functools.partial(self._verify_on, item, progress))
 
     def _verify_on(self, item: CopyRef, progress: Any, connection: _wire.Connection) -> FileOutcome:
-        from archive_core import transfer
         from archive_core_sftp import _files
 
         path, size = self._existing(connection, locator=item.locator)
-        with _files.RemoteReader(connection, path, size) as remote:
-            digests = transfer.hash_stream(remote, progress=progress)  # type: ignore[arg-type]
+        digests = _files.remote_digests(connection, path, size, progress=progress)
         return FileOutcome.success(
             item.key,
             locator=item.locator,
