@@ -41,7 +41,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "drivers" / "sftp" / "tests"))
 
 import sshd  # noqa: E402 - drivers/sftp/tests/sshd.py
-from filesys import prefault, settle, warm, workspace, write_random  # noqa: E402
+from filesys import (  # noqa: E402
+    POLICY,
+    FileSet,
+    prefault,
+    settle,
+    warm,
+    workspace,
+    write_random,
+)
 
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 CIPHER = "aes128-gcm@openssh.com"
@@ -117,14 +125,22 @@ def prepare(case: Case, base: Path, remote_base: Path) -> None:
     case.remote = remote / "big.bin" if case.single else remote
 
 
-def check(case: Case, target: Path, *, full: bool) -> None:
-    """The copy is all there (sizes; with `full`, every sha1)."""
-    names = ["big.bin"] if case.single else sorted(os.listdir(target))
-    paths = [target] if case.single else [target / n for n in names]
-    if names != case.names() or any(p.stat().st_size != case.size for p in paths):
+def copies(case: Case, target: Path) -> list[Path]:
+    """Where a tool that names copies as their sources put them under `target`."""
+    if case.single:
+        return [target]
+    names = sorted(os.listdir(target))
+    if names != case.names():
         raise SystemExit(f"{target}: incomplete copy ({len(names)} files)")
+    return [target / n for n in names]
+
+
+def check(case: Case, paths: list[Path], *, full: bool) -> None:
+    """The copy is all there (sizes; with `full`, every sha1); `paths` in case.names() order."""
+    if len(paths) != case.count or any(p.stat().st_size != case.size for p in paths):
+        raise SystemExit(f"{paths[0].parent}: incomplete copy ({len(paths)} files)")
     if full:
-        for name, path in zip(names, paths, strict=True):
+        for name, path in zip(case.names(), paths, strict=True):
             digest = hashlib.sha1(path.read_bytes()).hexdigest()
             if digest != case.sha1[name]:
                 raise SystemExit(f"{path}: content differs from the source")
@@ -137,6 +153,7 @@ def check(case: Case, target: Path, *, full: bool) -> None:
 class Env:
     server: sshd.SshServer
     cipher: str = CIPHER
+    resting: set[int] = field(default_factory=set)  # session processes that stay (kept)
 
     def ssh_options(self) -> list[str]:
         return ["-c", self.cipher, *self.server.ssh_options()]
@@ -447,6 +464,99 @@ def wire_client(
     return up, down
 
 
+# archive-core through Portal's face: ArchiveCorePlugin with an sftp target on the same sshd.
+
+
+class PortalFace:
+    """archive-core as a Portal worker runs it: one long-lived plugin, catalog and connection.
+
+    Up is `plugin.archive(file_sets, policy, job)` with Portal's sha1 handed in (hashing, the
+    sha1 check, temporary name, atomic publish, size check, catalog journal); down is
+    `plugin.restore` of FileSets archived before the timer. The copies land where the target
+    puts them (flat layout under one remote root), so `up` returns their paths for the check.
+    A Portal worker is long-lived: imports, catalog schema and the ssh connection are made by
+    a warm-up archive before any timer, as they are once per worker process.
+    """
+
+    def __init__(self, env: Env) -> None:
+        from archive_core.portal import ArchiveCorePlugin
+
+        server = env.server
+        home = Path(server.root) / "portal-face"
+        self.root = server.data_dir / "portal-face"
+        home.mkdir()
+        self.root.mkdir()
+        config = home / "site.toml"
+        config.write_text(
+            f"""state_dir = "{home / "state"}"
+[catalog]
+url = "sqlite:///{home / "catalog.sqlite"}"
+[targets.bench]
+driver = "sftp"
+settings = {{ host = "{server.host}", port = {server.port}, user = "{server.user}", \
+remote_root = "{self.root}", key_file = "{server.client_key}", \
+known_hosts = "{server.known_hosts}", min_free_bytes = 0 }}
+[policies.{POLICY}]
+name = "Bench"
+targets = ["bench"]
+"""
+        )
+        self.plugin = ArchiveCorePlugin(config)
+        self.runs = itertools.count()
+        self.sources: dict[str, list[Any]] = {}  # case name: its FileSets, archived untimed
+        warmup = home / "warmup.bin"
+        sha1 = write_random(warmup, 1024)
+        self._archive([FileSet([str(warmup)], (), "VX-warmup", sha1, "VX-S", "VX-C")])
+        self.env = env
+        self._rest()
+
+    def _rest(self) -> None:
+        # The plugin keeps its connection between calls, as a worker does: its sessions stay.
+        self.env.resting = set(self.env.server.session_pids())
+
+    def _archive(self, file_sets: list[Any]) -> list[Any]:
+        archived, not_archived, error, _ = self.plugin.archive(
+            file_sets, POLICY, f"bench-{next(self.runs)}"
+        )
+        if error or not_archived or len(archived) != len(file_sets):
+            raise RuntimeError(f"archive through the Portal face failed: {error}")
+        return archived
+
+    def _file_sets(self, case: Case, tag: str) -> list[Any]:
+        paths = [case.local] if case.single else [case.local / n for n in case.names()]
+        return [
+            FileSet([str(path)], (), f"VX-{tag}-{i}", case.sha1[path.name], "VX-S", "VX-C")
+            for i, path in enumerate(paths)
+        ]
+
+    def _placed(self, archived: list[Any]) -> list[Path]:
+        prefix = "sftp://bench/"
+        return [self.root / fs.external_ids[0].removeprefix(prefix) for fs in archived]
+
+    def up(self, env: Env, case: Case, target: Path) -> list[Path]:
+        placed = self._placed(self._archive(self._file_sets(case, f"r{next(self.runs)}")))
+        self._rest()
+        return placed
+
+    def down(self, env: Env, case: Case, target: Path) -> None:
+        destinations = [target] if case.single else [target / n for n in case.names()]
+        if not case.single:
+            target.mkdir()
+        file_sets = [
+            fs._replace(files=[str(path)])
+            for fs, path in zip(self.sources[case.name], destinations, strict=True)
+        ]
+        restored = self.plugin.restore(file_sets, POLICY, f"bench-{next(self.runs)}")
+        if len(restored) != len(file_sets):
+            raise RuntimeError(f"restore through the Portal face gave {len(restored)} files")
+        self._rest()
+
+    def prepare(self, cases: list[Case]) -> None:
+        """Archive each case once, before any timer, for the restores to read back."""
+        for case in cases:
+            self.sources[case.name] = self._archive(self._file_sets(case, "src"))
+
+
 # --- the candidates ------------------------------------------------------------------------------
 
 SINGLE, SMALL, MEDIUM = "single", "small", "medium"
@@ -457,7 +567,7 @@ ALL = {SINGLE, SMALL, MEDIUM}
 class Candidate:
     name: str
     cases: set[str]
-    build: Callable[[Env], tuple[Callable[..., None], ...]]
+    build: Callable[[Env], Any]  # (up, down), or an object with up, down, prepare
     needs: str | None = None  # module that must import
     directions: tuple[str, ...] = ("up", "down")
 
@@ -482,6 +592,7 @@ def candidates() -> list[Candidate]:
             lambda env: paramiko_client(env, 4),
             "paramiko",
         ),
+        Candidate("archive-core (Portal face)", ALL, PortalFace),
         Candidate("ssh+wire x1", ALL, lambda env: wire_client(env, 1)),
         Candidate("ssh+wire x8", {SMALL, MEDIUM}, lambda env: wire_client(env, 8)),
         Candidate("ssh+wire x32", {SMALL, MEDIUM}, lambda env: wire_client(env, 32)),
@@ -537,18 +648,29 @@ def cpu_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def proc_cpu(pid: int, *, own: bool) -> float:
+    """CPU seconds of `pid`'s reaped children, and with `own` its own as well."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0  # ended meanwhile: its parent's reaped-children time holds it
+    return sum(int(v) for v in fields[11 if own else 13 : 15]) / TICK
+
+
 def server_cpu(server: sshd.SshServer) -> float:
-    """CPU of the listener's finished children (every session it has reaped), in seconds."""
+    """CPU of every session the listener has had, in seconds: the reaped ones (its children
+    time) and the live ones (a kept connection), each process counted once."""
     assert server.pid is not None
-    with open(f"/proc/{server.pid}/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
-    return (int(fields[13]) + int(fields[14])) / TICK
+    live = sum(proc_cpu(pid, own=True) for pid in server.session_pids())
+    return proc_cpu(server.pid, own=False) + live
 
 
-def sessions_gone(server: sshd.SshServer, deadline: float = 10.0) -> None:
-    # Waiting for external processes to exit (so their CPU time is counted): poll, bounded.
+def sessions_gone(env: Env, deadline: float = 10.0) -> None:
+    """Wait until only the sessions meant to stay (a kept connection) are left, so that the
+    next timer starts quiet and no session is still finishing the last run's work."""
     end = time.monotonic() + deadline
-    while server.session_pids() and time.monotonic() < end:
+    while set(env.server.session_pids()) - env.resting and time.monotonic() < end:
         time.sleep(0.005)
 
 
@@ -569,23 +691,44 @@ def wait_quiet(threshold: float = 0.15, probe: float = 0.3) -> None:
         QUIET_BUDGET[0] -= probe
 
 
-def measure(env: Env, action: Callable[..., None], case: Case, target: Path) -> Sample:
-    sessions_gone(env.server)
+def live_children_cpu() -> float:
+    """CPU seconds of this process's children still running (a kept ssh connection)."""
+    total = 0
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as listing:
+            pids = listing.read().split()
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except FileNotFoundError:
+                continue  # ended meanwhile: RUSAGE_CHILDREN counts it once reaped
+            total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    return total / TICK
+
+
+def measure(
+    env: Env, action: Callable[..., list[Path] | None], case: Case, target: Path
+) -> tuple[Sample, list[Path] | None]:
+    """One timed run; the paths the action says it placed the copies at, when it does."""
+    sessions_gone(env)
     prefault(case.bytes)
     os.sync()
     wait_quiet()  # after the sync: its writeback is kernel threads' CPU too
     server0, self0, children0 = server_cpu(env.server), cpu_self(), cpu_children()
-    busy0 = busy_cpu()
+    live0, busy0 = live_children_cpu(), busy_cpu()
     start = time.perf_counter()
-    action(env, case, target)
+    placed = action(env, case, target)
     seconds = time.perf_counter() - start
-    self1, children1, busy1 = cpu_self(), cpu_children(), busy_cpu()
-    sessions_gone(env.server)
-    client = (self1 - self0) + (children1 - children0)
+    self1, children1, live1, busy1 = cpu_self(), cpu_children(), live_children_cpu(), busy_cpu()
+    sessions_gone(env)
+    # A child alive at both ends counts by its difference; one that ended in between counts
+    # in RUSAGE_CHILDREN in full, less what it had used before the start.
+    client = (self1 - self0) + (children1 - children0) + (live1 - live0)
     server = server_cpu(env.server) - server0
     # The sessions' last CPU (after the timer) counts as the server's, not as the others'.
     others = max(0.0, (busy1 - busy0) - client - server) / seconds
-    return Sample(seconds, client, server, others)
+    return Sample(seconds, client, server, others), placed
 
 
 @dataclass
@@ -622,14 +765,15 @@ class Bench:
         else:
             parent = self.fresh(self.base / "down")
         target = parent / ("big.bin" if case.single else "data")
-        sample = measure(self.env, action, case, target)
+        sample, placed = measure(self.env, action, case, target)
+        paths = placed if placed is not None else copies(case, target)
         key = (name, direction, case.name)
-        check(case, target, full=key not in self.checked)
+        check(case, paths, full=key not in self.checked)
         self.checked.add(key)
         if case.single or case.size >= MiB:
             # Free the blocks but keep the inodes: on ext4 without a journal, creates scan past
             # inodes deleted in the last 30 s and run up to ten times slower (bench/README.md).
-            for path in [target] if case.single else target.iterdir():
+            for path in paths:
                 os.truncate(path, 0)
         return sample
 
@@ -640,7 +784,11 @@ def run_table(
     results: dict[tuple[str, str, str], Result] = {}
     built: dict[str, tuple[Callable[..., None], ...]] = {}
     for row in rows:
-        built[row.name] = row.build(bench.env)
+        actions = row.build(bench.env)
+        if not isinstance(actions, tuple):  # an object with up, down and an untimed prepare
+            actions.prepare(cases)
+            actions = (actions.up, actions.down)
+        built[row.name] = actions
     for repeat in range(repeats):
         for case in cases:
             for direction in ("up", "down"):

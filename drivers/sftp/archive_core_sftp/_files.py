@@ -71,15 +71,18 @@ def upload(
     temp = posixpath.join(directory, transfer.temporary_name(name))
     flags = _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
     handle = connection.open(temp, flags, _wire.Attrs(permissions=0o640))
+    # After the bytes, on the same handle (a server runs one handle's requests in order, so
+    # they go out with the last WRITEs, not a round trip each): durable, dated, closed.
+    finish: list[tuple[int, list[bytes]]] = []
+    if b"fsync@openssh.com" in connection.extensions:
+        finish.append((_wire.EXTENDED, [_wire._s(b"fsync@openssh.com"), _wire._s(handle)]))
+    if mtime is not None:
+        dated = _wire.Attrs(atime=mtime, mtime=mtime)
+        finish.append((_wire.FSETSTAT, [_wire._s(handle), dated.encode()]))
+    finish.append((_wire.CLOSE, [_wire._s(handle)]))
     published = False
     try:
-        size = _write_all(connection, handle, source, temp, throttle)
-        if b"fsync@openssh.com" in connection.extensions:
-            connection.fsync(handle)
-        if mtime is not None:
-            connection.fsetstat(handle, _wire.Attrs(atime=mtime, mtime=mtime))
-        connection.close_handle(handle)
-        handle = b""
+        size = _write_all(connection, handle, source, temp, throttle, finish)
         try:
             connection.rename(temp, path)
         except _wire.SFTPError as exc:
@@ -96,9 +99,6 @@ def upload(
             )
         return Uploaded(path=path, size=size, reused=False)
     finally:
-        if handle:
-            with contextlib.suppress(_wire.SFTPError):
-                connection.close_handle(handle)
         if not published:
             with contextlib.suppress(_wire.SFTPError):
                 connection.remove(temp)
@@ -110,11 +110,33 @@ def _write_all(
     source: BinaryIO,
     path: str,
     throttle: Callable[[int], None] | None,
+    finish: list[tuple[int, list[bytes]]],
 ) -> int:
+    """Every byte of `source` as pipelined WRITEs, then `finish` (ending with the CLOSE);
+    the number of bytes written once every reply is in and each said OK.
+
+    The handle is closed when this returns or raises (unless the connection is gone): a
+    source that fails half way, or a refused WRITE, still gets its CLOSE, after the replies
+    of what was sent, so no other file's handle is ever closed by mistake. The first error
+    is raised only once every reply is collected.
+    """
     replies: queue.SimpleQueue[_wire.Reply] = queue.SimpleQueue()
     outstanding = offset = 0
+    refused: _wire.SFTPError | None = None
+
+    def collect(down_to: int) -> None:
+        nonlocal outstanding, refused
+        while outstanding > down_to:
+            outstanding -= 1
+            try:
+                _check_status(connection.wait(replies), path)
+            except _wire.ConnectionLost:
+                raise
+            except _wire.SFTPError as exc:
+                refused = refused or exc
+
     try:
-        while True:
+        while refused is None:
             buffer = bytearray(_wire.MAX_CHUNK)
             count = source.readinto(buffer)  # raises FixityMismatch at a wrong end
             if not count:
@@ -125,19 +147,23 @@ def _write_all(
             connection.submit(_wire.WRITE, [_head(handle, offset, count), data], replies)
             offset += count
             outstanding += 1
-            while outstanding >= WINDOW:
-                _check_status(connection.wait(replies), path)
-                outstanding -= 1
-    finally:
-        # Every reply is collected, even when unwinding: the handle is closed only after.
-        while outstanding:
-            try:
-                _check_status(connection.wait(replies), path)
-            except _wire.ConnectionLost:
-                raise
-            except _wire.SFTPError:
-                pass  # the first error is the one being raised
-            outstanding -= 1
+            collect(WINDOW - 1)
+    except _wire.ConnectionLost:
+        raise
+    except BaseException:
+        collect(0)
+        with contextlib.suppress(_wire.SFTPError):
+            connection.close_handle(handle)
+        raise
+    if refused is not None:
+        finish = finish[-1:]  # a refused WRITE: only the CLOSE, the file is not kept
+    for ptype, body in finish:
+        connection.submit(ptype, body, replies, flush=False)
+        outstanding += 1
+    connection.flush()
+    collect(0)
+    if refused is not None:
+        raise refused
     return offset
 
 

@@ -41,7 +41,7 @@ from archive_core import (
 from archive_core_sftp.config import SftpConfig
 
 if TYPE_CHECKING:
-    from archive_core.transfer.stager import Plan, Stager
+    from archive_core.transfer.stager import Plan, Staged, Stager
     from archive_core_sftp import _session, _ssh, _wire
 
 log = logging.getLogger(__name__)
@@ -287,13 +287,16 @@ class SftpDriver(BaseDriver):
         )
         yield from self._run(request, plan)
 
-    def _restore_one(self, item: RestoreItem, progress: Any) -> FileOutcome:
+    def _restore_one(self, item: RestoreItem, progress: Any) -> Staged:
         return self._retrying(functools.partial(self._restore_from, item, progress))
 
     def _restore_from(
         self, item: RestoreItem, progress: Any, connection: _wire.Connection
-    ) -> FileOutcome:
+    ) -> Staged:
+        """The copy received beside Portal's destination and checked; the stager publishes
+        a chunk of them after one sync, as the filesys driver's restores are."""
         from archive_core import transfer
+        from archive_core.transfer.stager import Staged
         from archive_core_sftp import _files
 
         path, size = self._existing(connection, locator=item.locator)
@@ -304,16 +307,17 @@ class SftpDriver(BaseDriver):
                 made_by=item.abandoned_by,
             )
         with _files.RemoteReader(connection, path, size) as remote:
-            digests = transfer.publish_file(
-                remote, item.destination, replace=True, expected_sha1=item.sha1, progress=progress
+            # The size from the server's LSTAT: a small file then goes through one buffer
+            # and the chunk's one sync, a large one through the hashing pipeline.
+            staged = transfer.stage_file(
+                remote,
+                item.destination,
+                replace=True,
+                expected_sha1=item.sha1,
+                progress=progress,
+                size=size,
             )
-        return FileOutcome.success(
-            item.key,
-            locator=item.locator,
-            size=digests.size,
-            sha1=digests.sha1,
-            sha256=digests.sha256,
-        )
+        return Staged(key=item.key, locator=item.locator, staged=staged)
 
     def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
         from archive_core.transfer.stager import Plan

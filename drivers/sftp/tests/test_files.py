@@ -123,3 +123,39 @@ def test_every_refused_request_raises_with_the_servers_reason(
     with pytest.raises(_wire.SFTPError):
         connection.rename(str(root / "other"), str(root / "taken"))  # never over a file
     assert (root / "taken").read_bytes() == b"x"
+
+
+class _RefusingWrite:
+    """The connection, but the `nth` WRITE goes to a handle the server does not know, so the
+    server refuses that one chunk, as a full disk or a quota refuses it."""
+
+    def __init__(self, connection: _wire.Connection, nth: int) -> None:
+        self._connection = connection
+        self._writes = 0
+        self._nth = nth
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._connection, name)
+
+    def submit(self, ptype: int, body: list, replies: object, *args: object, **kw: object) -> int:
+        if ptype == _wire.WRITE:
+            self._writes += 1
+            if self._writes == self._nth:
+                head = bytes(body[0])
+                length = int.from_bytes(head[:4], "big")
+                body = [len(b"bogus").to_bytes(4, "big") + b"bogus" + head[4 + length :], body[1]]
+        return self._connection.submit(ptype, body, replies, *args, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("nth", [1, 3, 6])
+def test_a_refused_write_fails_the_upload_at_once_and_nothing_is_published(
+    connection: _wire.Connection, root: Path, tmp_path: Path, nth: int
+) -> None:
+    path, sha1 = source_of(tmp_path, 5 * _wire.MAX_CHUNK + 17)  # six WRITEs; the last refused
+    connection.operation_timeout = 30.0  # a reply waited for that never comes would show
+    refusing = _RefusingWrite(connection, nth)
+    with pytest.raises(_wire.SFTPError):
+        _files.upload(refusing, reader(path, sha1), root=str(root), locator="clip.mov")  # type: ignore[arg-type]
+    assert sorted(os.listdir(root)) == []  # neither the copy nor its temporary
+    assert connection.lost is None  # every reply was collected: the connection goes on
+    assert connection.stat(str(root)).permissions is not None
