@@ -15,6 +15,10 @@ from archive_core.driver import (
     Driver,
     DriverContext,
     OfferedPolicy,
+    above,
+    at_least,
+    between,
+    one_of,
     setting,
 )
 from archive_core.errors import (
@@ -91,6 +95,10 @@ __all__ = [
     "UnsafeName",
     "VerifyRequest",
     "WorkerId",
+    "above",
+    "at_least",
+    "between",
+    "one_of",
     "setting",
     "structure_settings",
 ]

@@ -14,7 +14,7 @@ because the catalog remembers a copy, only once the target says the copy is ther
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -167,6 +167,52 @@ def setting(
         repr=not secret,
         metadata={"help": help, "secret": secret, "advanced": advanced},
     )
+
+
+#: A setting's validator, as attrs calls it: raises ValueError with the rest of the sentence
+#: after the setting's name ("files_in_flight: must be between 1 and 64").
+Validator = Callable[[Any, Any, Any], None]
+
+
+def one_of(choices: Iterable[str]) -> Validator:
+    """A validator: the value is one of `choices` ("must be one of flat, item, date")."""
+    allowed = tuple(choices)
+
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+
+    return check
+
+
+def between(low: float, high: float) -> Validator:
+    """A validator: low <= value <= high ("must be between 1 and 64")."""
+
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+
+    return check
+
+
+def at_least(low: float) -> Validator:
+    """A validator: value >= low ("must be 0 or more")."""
+
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if value < low:
+            raise ValueError(f"must be {low} or more")
+
+    return check
+
+
+def above(low: float) -> Validator:
+    """A validator: value > low ("must be more than 0"), for timeouts and rates."""
+
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if not value > low:
+            raise ValueError(f"must be more than {low}")
+
+    return check
 
 
 @attrs.frozen(kw_only=True)

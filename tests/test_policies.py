@@ -104,3 +104,28 @@ def test_inline_secret_is_refused_without_echoing_it(tmp_path):
         "(env:NAME or file:PATH), not inline"
     ]
     assert "hunter2" not in problems[0]
+
+
+def test_the_validators_drivers_share_name_the_bound_after_the_settings_name():
+    from archive_core import above, at_least, between, one_of
+
+    @attrs.frozen(kw_only=True)
+    class Shared:
+        layout: str = setting(help="h", default="flat", validator=one_of(("flat", "item")))
+        workers: int = setting(help="h", default=1, validator=between(1, 64))
+        reserve: int = setting(help="h", default=0, validator=at_least(0))
+        timeout: float = setting(help="h", default=1.0, validator=above(0))
+
+    assert Shared(layout="item", workers=64, reserve=0, timeout=0.1).workers == 64
+    made, problems = structure(
+        Shared,
+        {"layout": "deep", "workers": 0, "reserve": -1, "timeout": 0.0},
+        path="targets.t.settings",
+    )
+    assert made is None
+    assert problems == [
+        "targets.t.settings.layout: must be one of flat, item",
+        "targets.t.settings.workers: must be between 1 and 64",
+        "targets.t.settings.reserve: must be 0 or more",
+        "targets.t.settings.timeout: must be more than 0",
+    ]

@@ -31,6 +31,9 @@ from archive_core import (
     RestoreRequest,
     StatRequest,
     VerifyRequest,
+    at_least,
+    between,
+    one_of,
     setting,
 )
 from archive_core_filesys._root import not_there, on_remote_storage, root_problem
@@ -75,27 +78,6 @@ def _archive_root(_instance: Any, _attribute: Any, value: Path) -> None:
         raise ValueError("must be an absolute path")
 
 
-def _layout(_instance: Any, _attribute: Any, value: str) -> None:
-    if value not in LAYOUTS:
-        raise ValueError(f"must be one of {', '.join(LAYOUTS)}")
-
-
-def _staging(_instance: Any, _attribute: Any, value: str) -> None:
-    if value not in STAGING:
-        raise ValueError(f"must be one of {', '.join(STAGING)}")
-
-
-def _not_negative(_instance: Any, _attribute: Any, value: int) -> None:
-    if value < 0:
-        raise ValueError("must be 0 or more")
-
-
-def _thread_count(_instance: Any, _attribute: Any, value: int) -> None:
-
-    if not 1 <= value <= 64:
-        raise ValueError("must be between 1 and 64")
-
-
 @attrs.frozen(kw_only=True)
 class FilesysConfig:
     """Settings of one filesys target."""
@@ -111,18 +93,18 @@ class FilesysConfig:
         help="Where a copy goes under root: 'flat' = <name>, 'item' = <item_id>/<name>, "
         "'date' = YYYY/MM/DD/<name> (UTC date of the archive run).",
         default="flat",
-        validator=_layout,
+        validator=one_of(LAYOUTS),
     )
     min_free_bytes: int = setting(
         help="The target reports not ready when less than this many bytes are free under root.",
         default=GiB,
-        validator=_not_negative,
+        validator=at_least(0),
     )
     parallel: int = setting(
         help="Files copied at the same time in one batch (worker threads or processes; "
         "processes also no more than there are cores).",
         default=4,
-        validator=_thread_count,
+        validator=between(1, 64),
     )
     staging: str = setting(
         help="Where a batch's copies are made: 'inline' = one after another in Portal's "
@@ -132,7 +114,7 @@ class FilesysConfig:
         "batch of 2,000 files or more, mostly under 1 MiB; threads when root is on a "
         "network or FUSE file system; inline otherwise.",
         default="auto",
-        validator=_staging,
+        validator=one_of(STAGING),
         advanced=True,
     )
     fsync: bool = setting(
