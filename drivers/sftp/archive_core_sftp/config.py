@@ -53,6 +53,11 @@ def _in_flight(_instance: Any, _attribute: Any, value: int) -> None:
         raise ValueError("must be between 1 and 64")
 
 
+def _connections(_instance: Any, _attribute: Any, value: int) -> None:
+    if not 1 <= value <= 16:
+        raise ValueError("must be between 1 and 16")
+
+
 def _layout(_instance: Any, _attribute: Any, value: str) -> None:
     if value not in LAYOUTS:
         raise ValueError(f"must be one of {', '.join(LAYOUTS)}")
@@ -163,6 +168,13 @@ class SftpConfig:
         help="Files transferred at the same time in one batch.",
         default=8,
         validator=_in_flight,
+    )
+    connections: int = setting(
+        help="SFTP connections the target opens at most, shared by the files in flight. "
+        "The server makes one connection's copies durable one after another; several let "
+        "it commit many small files at once.",
+        default=4,
+        validator=_connections,
     )
     bandwidth_limit: float = setting(
         help="Most MB/s (10^6 bytes a second) the target sends or receives in all; 0: no limit.",

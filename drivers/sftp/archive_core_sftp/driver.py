@@ -42,7 +42,7 @@ from archive_core_sftp.config import SftpConfig
 
 if TYPE_CHECKING:
     from archive_core.transfer.stager import Plan, Staged, Stager
-    from archive_core_sftp import _session, _ssh, _wire
+    from archive_core_sftp import _wire
 
 log = logging.getLogger(__name__)
 
@@ -67,43 +67,27 @@ class SftpDriver(BaseDriver):
     config: SftpConfig
 
     def __init__(self, config: SftpConfig, context: DriverContext) -> None:
+        from archive_core_sftp._pool import SessionPool
+
         super().__init__(config, context)
-        self._lock = threading.Lock()
-        self._session: _session.Session | None = None
-        self._askpass: _ssh.AskpassChannel | None = None
+        self._sessions = SessionPool(
+            config,
+            work_dir=context.state_dir / "ssh",
+            size=min(config.connections, config.files_in_flight),
+        )
         self._stager: Stager | None = None
         self._throttle = _Throttle(config.bandwidth_limit * 1e6) if config.bandwidth_limit else None
 
     def close(self) -> None:
-        with self._lock:
-            if self._stager is not None:
-                self._stager.close()
-            if self._session is not None:
-                self._session.close()
-                self._session = None
-            if self._askpass is not None:
-                self._askpass.close()
-                self._askpass = None
+        if self._stager is not None:
+            self._stager.close()
+        self._sessions.close()
 
     # --- the session ---------------------------------------------------------------------------
 
     def _connection(self) -> _wire.Connection:
-        """The live SFTP connection, connecting (again) when there is none or it broke."""
-        from archive_core_sftp import _session, _ssh
-
-        with self._lock:
-            session = self._session
-            if session is not None and session.alive:
-                return session.connection
-            if session is not None:
-                session.close()
-                self._session = None
-            if self._askpass is None and _ssh.needs_prompts(self.config):
-                self._askpass = _ssh.askpass_for(self.config)
-            work = self.context.state_dir / "ssh"
-            work.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._session = _session.connect(self.config, work_dir=work, askpass=self._askpass)
-            return self._session.connection
+        """This thread's live SFTP connection (see _pool)."""
+        return self._sessions.connection()
 
     def _retrying(self, work: Callable[[_wire.Connection], T]) -> T:
         """`work` on the connection; once more on a fresh one when the connection broke.
@@ -127,11 +111,7 @@ class SftpDriver(BaseDriver):
             return work(self._connection())
 
     def _drop(self) -> None:
-        with self._lock:
-            if self._session is not None:
-                self._session.kill()
-                self._session.close()
-                self._session = None
+        self._sessions.drop()
 
     # --- readiness -----------------------------------------------------------------------------
 
