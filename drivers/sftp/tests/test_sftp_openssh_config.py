@@ -226,7 +226,7 @@ def test_ssh_config_file_without_an_alias_is_refused_naming_both_settings() -> N
         SftpConfig(host="example.net", ssh_config_file="/etc/ssh/offsite", remote_root="/srv")
 
 
-@pytest.mark.parametrize("name", ["-oProxyCommand=touch /tmp/x", "two words"])
+@pytest.mark.parametrize("name", ["-oProxyCommand=true", "two words"])
 def test_a_host_or_alias_that_ssh_would_read_as_an_option_is_refused(name: str) -> None:
     for setting in ("host", "ssh_config_alias"):
         with pytest.raises(ValueError, match="no spaces, no leading '-'"):
