@@ -164,6 +164,8 @@ def connect(config: SftpConfig, *, work_dir: Path, askpass: _ssh.AskpassChannel 
 
 
 _PERMISSION = re.compile(r"Permission denied \(([^)]*)\)")
+#: ssh -F <missing file>: "Can't open user config file /etc/x: No such file or directory"
+_CONFIG_FILE = re.compile(r"Can't open user config file (.*): ([^:\r\n]*)", re.M)
 
 
 def _explain(config: SftpConfig, stderr: str, exc: OSError, timeout: float) -> SessionFailed:
@@ -195,12 +197,26 @@ def _explain(config: SftpConfig, stderr: str, exc: OSError, timeout: float) -> S
             problem="login",
             offered=offered,
         )
+    if unreadable := _CONFIG_FILE.search(stderr):
+        return SessionFailed(
+            f"ssh_config_file {unreadable.group(1)} cannot be read ({unreadable.group(2)}), "
+            f"so ssh does not know ssh_config_alias {config.ssh_config_alias!r}.",
+            problem="ssh",
+            offered=offered,
+        )
     if denied := _PERMISSION.search(stderr):
         user = config.user or "(the default user)"
+        # An agent asked for but not there is the likeliest reason; ssh does not say so.
+        agent = (
+            " use_agent is on, but SSH_AUTH_SOCK is not set in the environment of Portal's "
+            "worker, so no agent was asked."
+            if config.use_agent and not os.environ.get("SSH_AUTH_SOCK")
+            else ""
+        )
         return SessionFailed(
             f"{where} refused the login of user {user}; the server allows "
-            f"{denied.group(1)}. Check key_file, key_passphrase or password, and that the "
-            "key is in the user's authorized_keys on the server.",
+            f"{denied.group(1)}.{agent} Check key_file, key_passphrase or password, and that "
+            "the key is in the user's authorized_keys on the server.",
             problem="login",
             offered=offered,
         )
@@ -210,9 +226,13 @@ def _explain(config: SftpConfig, stderr: str, exc: OSError, timeout: float) -> S
         ("no route to host", "there is no route to the host"),
         ("could not resolve hostname", "the host name does not resolve"),
         ("name or service not known", "the host name does not resolve"),
+        ("temporary failure in name resolution", "the host name does not resolve (for now)"),
         ("network is unreachable", "the network is unreachable"),
     ):
         if text in lowered:
+            if "resolve" in why and config.ssh_config_alias and not config.host:
+                file = config.ssh_config_file or "~/.ssh/config"
+                why += f" (is there a Host {config.ssh_config_alias} with a HostName in {file}?)"
             return SessionFailed(
                 f"Cannot reach {where}: {why}.", problem="unreachable", offered=offered
             )
@@ -234,7 +254,12 @@ def _host_key_message(config: SftpConfig, problem: str, offered: tuple[str, ...]
     where = label(config)
     shown = ", ".join(offered) or "a key ssh did not show"
     pin = offered[0].split(" ", 1)[1] if offered else "SHA256:..."
-    known = str(config.known_hosts) if config.known_hosts else "~/.ssh/known_hosts"
+    if config.known_hosts:
+        known = str(config.known_hosts)
+    elif config.ssh_config_alias:  # its config file may name other known_hosts files
+        known = "the known_hosts file of the OpenSSH config"
+    else:
+        known = "~/.ssh/known_hosts"
     if config.host_key_fingerprint:
         also = f" and held by {known}" if config.known_hosts else ""
         return (

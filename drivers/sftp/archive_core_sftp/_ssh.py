@@ -57,6 +57,10 @@ def options(config: SftpConfig, *, known_hosts: Path | None, prompts: bool) -> l
 
     # For ssh the first value given for an option wins: ours come before any config file's.
     if config.ssh_config_alias:
+        if config.ssh_config_file is not None:
+            # Only this file then: OpenSSH reads ~/.ssh/config from the passwd entry's home,
+            # so a target cannot otherwise say which file defines its alias.
+            opts[:0] = ["-F", str(config.ssh_config_file)]
         if config.host:
             o(f"HostName={config.host}")
     else:
@@ -82,6 +86,10 @@ def options(config: SftpConfig, *, known_hosts: Path | None, prompts: bool) -> l
         o("GlobalKnownHostsFile=none")
     o("StrictHostKeyChecking=yes")
     o("UpdateHostKeys=no")
+    # What else could accept a key by itself, from an alias's config file: a command of its
+    # own (a pin's, given before these, wins over this none) or SSHFP records in DNS.
+    o("KnownHostsCommand=none")
+    o("VerifyHostKeyDNS=no")
     o(f"BatchMode={'no' if prompts else 'yes'}")
     o("NumberOfPasswordPrompts=1")
     o("KbdInteractiveAuthentication=no")
@@ -98,6 +106,12 @@ def options(config: SftpConfig, *, known_hosts: Path | None, prompts: bool) -> l
         "ForwardX11=no",
         "ClearAllForwardings=yes",
         "RequestTTY=no",
+        # An alias's config file must not turn the session into something else: a command
+        # instead of the subsystem, ssh gone to the background, stdin closed, a tunnel.
+        "RemoteCommand=none",
+        "ForkAfterAuthentication=no",
+        "StdinNull=no",
+        "Tunnel=no",
         "EscapeChar=none",
         "IPQoS=throughput",
         "LogLevel=ERROR",

@@ -83,6 +83,13 @@ def _command(_instance: Any, _attribute: Any, value: str) -> None:
         raise ValueError("must be one line of at most 200 characters")
 
 
+def _ssh_name(_instance: Any, _attribute: Any, value: str) -> None:
+    # ssh parses its arguments after the destination as options too: a name starting with
+    # "-" would be read as one (-oProxyCommand=...), not as the host to connect to.
+    if value.startswith("-") or any(c.isspace() or c == "\0" for c in value):
+        raise ValueError("must be a host name, address or Host alias: no spaces, no leading '-'")
+
+
 def _user(_instance: Any, _attribute: Any, value: str) -> None:
     if any(c in value for c in "@:/\0 \t\n"):
         raise ValueError("must be a user name only (no '@', ':', '/' or spaces)")
@@ -96,6 +103,7 @@ class SftpConfig:
         help="Server to archive to: a host name or address. May be left empty when "
         "`ssh_config_alias` names a Host of the OpenSSH config that gives it.",
         default="",
+        validator=_ssh_name,
     )
     port: int = setting(help="SSH port of the server.", default=22, validator=_port)
     user: str = setting(
@@ -143,9 +151,19 @@ class SftpConfig:
         validator=_fingerprint,
     )
     ssh_config_alias: str = setting(
-        help="A Host of the OpenSSH client config (~/.ssh/config) to take host, port, user, "
-        "identity files and ProxyJump from; the settings here take precedence.",
+        help="A Host of the OpenSSH client config (ssh_config_file, else ~/.ssh/config) to "
+        "take host, port, user, identity files and ProxyJump from; the settings here take "
+        "precedence. Empty: no OpenSSH config file is read.",
         default="",
+        validator=_ssh_name,
+    )
+    ssh_config_file: Path | None = setting(
+        help="OpenSSH client config file that defines ssh_config_alias (ssh -F); empty: "
+        "OpenSSH's own, ~/.ssh/config in the home directory of the user Portal runs as (from "
+        "the password database, not $HOME) and /etc/ssh/ssh_config. The host key, prompt and "
+        "forwarding rules of archive-core win over what the file says.",
+        default=None,
+        converter=_optional_path,
     )
     connect_timeout: float = setting(
         help="Seconds to connect and log in before the server counts as unreachable.",
@@ -211,6 +229,12 @@ class SftpConfig:
     def __attrs_post_init__(self) -> None:
         if not self.host and not self.ssh_config_alias:
             raise ValueError("host is empty: give the server's host name, or ssh_config_alias")
+        if self.ssh_config_file is not None and not self.ssh_config_alias:
+            raise ValueError(
+                "ssh_config_file is set, but ssh_config_alias is not: name the Host of that "
+                "file to connect to in ssh_config_alias (without an alias no OpenSSH config "
+                "file is read)"
+            )
         if self.key_passphrase is not None and self.key_file is None:
             raise ValueError(
                 "key_passphrase is set, but key_file is not: the passphrase of which key?"

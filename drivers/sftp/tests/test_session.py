@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,6 @@ from archive_core_sftp import _session, _ssh
 from archive_core_sftp.config import SftpConfig
 
 from archive_core import Secret
-from drivers.sftp.tests.conftest import TEST_PASSWORD
 from drivers.sftp.tests.sshd import CLIENT_KEY_PASSPHRASE, SshServer, generate_key
 from drivers.sftp.tests.support import config_for
 
@@ -116,37 +113,6 @@ def test_a_wrong_passphrase_names_the_setting_not_the_secret(
     assert failure.problem == "login"
     assert "not it" not in failure.message
     assert "key_passphrase (env:PASSPHRASE) does not open key_file" in failure.message
-
-
-def test_password_login_works_and_the_password_is_in_no_argument_or_environment(
-    sshd_password: SshServer, tmp_path: Path
-) -> None:
-    config = config_for(sshd_password, key_file=None, password=Secret(TEST_PASSWORD))
-    seen: list[bytes] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        # Every process of ours while the login runs: ssh and the askpass program included.
-        while not done.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit() or int(pid) == os.getpid():
-                    continue
-                for part in ("cmdline", "environ"):
-                    try:
-                        seen.append(Path(f"/proc/{pid}/{part}").read_bytes())
-                    except OSError:
-                        continue
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        with connect(config, tmp_path) as session:
-            assert session.connection.version == 3
-    finally:
-        done.set()
-        watcher.join()
-    assert [blob for blob in seen if b"ssh\0" in blob and b"sftp" in blob], "ssh never seen"
-    assert not [blob for blob in seen if TEST_PASSWORD.encode() in blob]
 
 
 def test_a_wrong_password_is_a_login_failure(sshd_password: SshServer, tmp_path: Path) -> None:
