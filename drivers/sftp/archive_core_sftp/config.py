@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from archive_core import LAYOUTS, Secret, setting
+from archive_core import LAYOUTS, Secret, above, at_least, between, one_of, setting
 
 GiB = 1024**3
 
@@ -36,31 +36,6 @@ def _normal_root(value: Any) -> Any:
 def _port(_instance: Any, _attribute: Any, value: int) -> None:
     if not 1 <= value <= 65535:
         raise ValueError("must be a TCP port between 1 and 65535")
-
-
-def _positive(_instance: Any, _attribute: Any, value: float) -> None:
-    if value <= 0:
-        raise ValueError("must be more than 0")
-
-
-def _not_negative(_instance: Any, _attribute: Any, value: float) -> None:
-    if value < 0:
-        raise ValueError("must be 0 or more")
-
-
-def _in_flight(_instance: Any, _attribute: Any, value: int) -> None:
-    if not 1 <= value <= 64:
-        raise ValueError("must be between 1 and 64")
-
-
-def _connections(_instance: Any, _attribute: Any, value: int) -> None:
-    if not 1 <= value <= 16:
-        raise ValueError("must be between 1 and 16")
-
-
-def _layout(_instance: Any, _attribute: Any, value: str) -> None:
-    if value not in LAYOUTS:
-        raise ValueError(f"must be one of {', '.join(LAYOUTS)}")
 
 
 def _fingerprint(_instance: Any, _attribute: Any, value: str) -> None:
@@ -168,36 +143,36 @@ class SftpConfig:
     connect_timeout: float = setting(
         help="Seconds to connect and log in before the server counts as unreachable.",
         default=10.0,
-        validator=_positive,
+        validator=above(0),
     )
     operation_timeout: float = setting(
         help="Seconds one SFTP request may go unanswered before the connection counts as "
         "dead (its files fail, retryably): a frozen server never holds a worker longer.",
         default=60.0,
-        validator=_positive,
+        validator=above(0),
     )
     keepalive_interval: float = setting(
         help="Seconds between keepalives on an idle connection (0: none); three unanswered "
         "ones drop it.",
         default=15.0,
-        validator=_not_negative,
+        validator=at_least(0),
     )
     files_in_flight: int = setting(
         help="Files transferred at the same time in one batch.",
         default=8,
-        validator=_in_flight,
+        validator=between(1, 64),
     )
     connections: int = setting(
         help="SFTP connections the target opens at most, shared by the files in flight. "
         "The server makes one connection's copies durable one after another; several let "
         "it commit many small files at once.",
         default=4,
-        validator=_connections,
+        validator=between(1, 16),
     )
     bandwidth_limit: float = setting(
         help="Most MB/s (10^6 bytes a second) the target sends or receives in all; 0: no limit.",
         default=0.0,
-        validator=_not_negative,
+        validator=at_least(0),
     )
     remote_checksum_command: str = setting(
         help="Command the server runs to hash a published copy (such as `sha1sum` or "
@@ -217,13 +192,13 @@ class SftpConfig:
         help="Where a copy goes under remote_root: 'flat' = <name>, 'item' = "
         "<item_id>/<name>, 'date' = YYYY/MM/DD/<name> (UTC date of the archive run).",
         default="flat",
-        validator=_layout,
+        validator=one_of(LAYOUTS),
     )
     min_free_bytes: int = setting(
         help="The target reports not ready when the server says less than this many bytes "
         "are free under remote_root (where it answers statvfs@openssh.com).",
         default=GiB,
-        validator=_not_negative,
+        validator=at_least(0),
     )
 
     def __attrs_post_init__(self) -> None:

@@ -174,3 +174,42 @@ def test_a_checksum_the_server_gives_for_other_bytes_fails_the_file(
     assert not outcome.ok
     assert f"The server hashes {root / 'clip.mov'} as {'0' * 40}" in (outcome.error or "")
     assert outcome.retryable
+
+
+def test_transfer_threads_share_connections_round_robin_and_one_broken_reconnects_alone(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    import threading
+
+    from archive_core_sftp._pool import SessionPool
+
+    pool = SessionPool(config_for(sshd), work_dir=tmp_path / "ssh", size=2)
+    got: dict[int, object] = {}
+    again: dict[int, object] = {}
+    asked = threading.Barrier(4)
+    dropped = threading.Event()
+
+    def transfer(n: int) -> None:
+        got[n] = pool.connection()
+        asked.wait()
+        if n == 0:
+            pool.drop()  # as after a ConnectionLost on thread 0's connection
+            dropped.set()
+        dropped.wait()
+        again[n] = pool.connection()
+
+    threads = [threading.Thread(target=transfer, args=(n,)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert len({id(c) for c in got.values()}) == 2  # four threads, two connections
+        mates = [n for n in got if got[n] is got[0]]
+        others = [n for n in got if got[n] is not got[0]]
+        assert len(mates) == len(others) == 2
+        assert all(again[n] is again[0] for n in mates) and again[0] is not got[0]
+        assert all(again[n] is got[n] for n in others)  # untouched by the other's reconnect
+        assert again[0].stat("/").permissions  # the new one works
+    finally:
+        pool.close()
