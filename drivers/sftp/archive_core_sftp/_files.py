@@ -17,12 +17,15 @@ import posixpath
 import queue
 import struct
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
 from archive_core import TransferFailed
 from archive_core_sftp import _remote, _wire
+
+if TYPE_CHECKING:
+    from archive_core_sftp._durable import DirectorySync
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -61,12 +64,16 @@ def upload(
     locator: str,
     mtime: int | None = None,
     throttle: Callable[[int], None] | None = None,
+    durable: DirectorySync | None = None,
 ) -> Uploaded:
-    """Store `source` at root/locator through a temporary name; see the module's doc."""
+    """Store `source` at root/locator through a temporary name; see the module's doc.
+
+    With `durable`, the new name (and any directory made for it) is fsynced on the server
+    before this returns."""
     from archive_core import transfer
 
     path = _remote.join(root, locator)
-    _remote.make_parents(connection, root, path)
+    made = _remote.make_parents(connection, root, path)
     directory, name = posixpath.split(path)
     temp = posixpath.join(directory, transfer.temporary_name(name))
     flags = _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
@@ -97,6 +104,9 @@ def upload(
                 paths=(path,),
                 retryable=True,
             )
+        if durable is not None:
+            for changed in [directory, *(posixpath.dirname(d) for d in reversed(made))]:
+                durable.after_rename(connection, changed)
         return Uploaded(path=path, size=size, reused=False)
     finally:
         if not published:

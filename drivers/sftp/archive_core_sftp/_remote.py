@@ -39,10 +39,13 @@ def _refuse_link(path: str, root: str) -> UnsafeName:
     )
 
 
-def make_parents(connection: _wire.Connection, root: str, path: str) -> None:
-    """Create the directories between root and `path`'s parent; refuse a link or a file."""
+def make_parents(connection: _wire.Connection, root: str, path: str) -> list[str]:
+    """Create the directories between root and `path`'s parent; refuse a link or a file.
+
+    Returns the directories this call made (their entries are new in their parents)."""
     parts = _components(root, path)[:-1]
     current = root
+    made: list[str] = []
     for part in parts:
         current = posixpath.join(current, part)
         try:
@@ -56,8 +59,10 @@ def make_parents(connection: _wire.Connection, root: str, path: str) -> None:
                 # Another worker may have made it meanwhile; anything else shows below.
                 attrs = connection.lstat(current)
             else:
+                made.append(current)
                 continue
         _expect_directory(attrs, current, root)
+    return made
 
 
 def lookup(connection: _wire.Connection, root: str, path: str) -> _wire.Attrs:

@@ -67,6 +67,7 @@ class SftpDriver(BaseDriver):
     config: SftpConfig
 
     def __init__(self, config: SftpConfig, context: DriverContext) -> None:
+        from archive_core_sftp._durable import DirectorySync
         from archive_core_sftp._pool import SessionPool
 
         super().__init__(config, context)
@@ -75,6 +76,7 @@ class SftpDriver(BaseDriver):
             work_dir=context.state_dir / "ssh",
             size=min(config.connections, config.files_in_flight),
         )
+        self._durable = DirectorySync(context.target)
         self._stager: Stager | None = None
         self._throttle = _Throttle(config.bandwidth_limit * 1e6) if config.bandwidth_limit else None
 
@@ -209,6 +211,7 @@ class SftpDriver(BaseDriver):
                 locator=locator,
                 mtime=mtime,
                 throttle=self._throttle,
+                durable=self._durable,
             )
         digests = reader.digests
         assert digests is not None  # the upload read to the end, where it was checked
