@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from archive_core import (
     API_VERSION,
     ArchiveCoreError,
@@ -48,6 +50,14 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Waits between connection attempts during a job: 4 attempts in all, so a server restarting
+#: or a network blip costs seconds, not the files; each is capped at operation_timeout.
+RECONNECT_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0)
+#: No attempt is begun once the attempts and waits would pass this many operation_timeouts
+#: (a hung server takes connect_timeout per attempt): a file never waits much longer for a
+#: connection than for a request.
+RECONNECT_BUDGET = 3
+
 
 class SftpDriver(BaseDriver):
     """Archives to a directory on an SFTP server, strict on host keys and secrets."""
@@ -66,13 +76,26 @@ class SftpDriver(BaseDriver):
     Config = SftpConfig
     config: SftpConfig
 
-    def __init__(self, config: SftpConfig, context: DriverContext) -> None:
+    def __init__(
+        self,
+        config: SftpConfig,
+        context: DriverContext,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(config, context)
         self._lock = threading.Lock()
         self._session: _session.Session | None = None
         self._askpass: _ssh.AskpassChannel | None = None
         self._stager: Stager | None = None
         self._throttle = _Throttle(config.bandwidth_limit * 1e6) if config.bandwidth_limit else None
+        self._sleep = sleep  # between connection attempts; injected so tests never sleep
+        self._clock = clock
+        # Temporary files a broken connection kept us from removing: removed on the next one.
+        # The journal's abandoned_by never names this process (it is alive), so nobody else
+        # would remove them.
+        self._unremoved: set[str] = set()
 
     def close(self) -> None:
         with self._lock:
@@ -87,8 +110,14 @@ class SftpDriver(BaseDriver):
 
     # --- the session ---------------------------------------------------------------------------
 
-    def _connection(self) -> _wire.Connection:
-        """The live SFTP connection, connecting (again) when there is none or it broke."""
+    def _connection(self, patience: _Patience | None = None) -> _wire.Connection:
+        """The live SFTP connection, connecting (again) when there is none or it broke.
+
+        With `patience` (a job's), a connection attempt that fails for a reason that may pass
+        (server unreachable, login timed out) is tried again after each of RECONNECT_DELAYS;
+        once they are spent, the job's other files fail at once with the same reason instead
+        of each waiting them out again. Without it (readiness), one attempt.
+        """
         from archive_core_sftp import _session, _ssh
 
         with self._lock:
@@ -98,14 +127,47 @@ class SftpDriver(BaseDriver):
             if session is not None:
                 session.close()
                 self._session = None
+            if patience is not None and patience.gave_up is not None:
+                raise patience.gave_up
             if self._askpass is None and _ssh.needs_prompts(self.config):
                 self._askpass = _ssh.askpass_for(self.config)
             work = self.context.state_dir / "ssh"
             work.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._session = _session.connect(self.config, work_dir=work, askpass=self._askpass)
-            return self._session.connection
+            delays = patience.delays if patience is not None else ()
+            budget = RECONNECT_BUDGET * self.config.operation_timeout
+            started = self._clock()
+            for attempt in range(len(delays) + 1):
+                try:
+                    self._session = _session.connect(
+                        self.config, work_dir=work, askpass=self._askpass
+                    )
+                    break
+                except _session.SessionFailed as exc:
+                    # A host key or login refused will not pass by itself: never tried again.
+                    spent = attempt == len(delays) or (
+                        self._clock() - started + delays[attempt] > budget
+                    )
+                    if not exc.retryable or spent:
+                        if patience is not None:
+                            patience.gave_up = exc
+                        raise
+                    log.warning(
+                        "target %s: connection attempt %d of %d failed (%s); trying again in "
+                        "%.1f s",
+                        self.context.target,
+                        attempt + 1,
+                        len(delays) + 1,
+                        exc.message,
+                        delays[attempt],
+                    )
+                    self._sleep(delays[attempt])
+            connection = self._session.connection
+            self._remove_unremoved(connection)
+            return connection
 
-    def _retrying(self, work: Callable[[_wire.Connection], T]) -> T:
+    def _retrying(
+        self, work: Callable[[_wire.Connection], T], patience: _Patience | None = None
+    ) -> T:
         """`work` on the connection; once more on a fresh one when the connection broke.
 
         A dropped connection (server restarted, network reset, ssh killed by the operation
@@ -113,10 +175,10 @@ class SftpDriver(BaseDriver):
         (a fresh temporary name, an atomic publish, a remove that finds the copy gone), so
         one broken connection costs a reconnect, not the file.
         """
-        from archive_core_sftp import _wire
+        from archive_core_sftp import _session, _wire
 
         try:
-            return work(self._connection())
+            return work(self._connection(patience))
         except _wire.ConnectionLost as exc:
             log.info(
                 "target %s: the SFTP connection broke (%s); connecting again",
@@ -124,7 +186,54 @@ class SftpDriver(BaseDriver):
                 exc,
             )
             self._drop()
-            return work(self._connection())
+            try:
+                connection = self._connection(patience)
+            except _session.SessionFailed as failed:
+                # Both halves matter to an admin: what broke, and why it stays broken.
+                broke = exc.strerror or "the SFTP connection broke"
+                raise TransferFailed(
+                    f"{broke[:1].upper()}{broke[1:]}, and connecting again failed: "
+                    f"{failed.message}",
+                    retryable=failed.retryable,
+                ) from failed
+            return work(connection)
+
+    def _patience(self) -> _Patience:
+        """One job's connection attempts (see `_connection`)."""
+        return _Patience(
+            delays=tuple(min(d, self.config.operation_timeout) for d in RECONNECT_DELAYS)
+        )
+
+    def _unremovable(self, path: str) -> None:
+        """`_files.upload` could not remove its temporary file `path`: the connection broke."""
+        with self._lock:
+            self._unremoved.add(path)
+
+    def _remove_unremoved(self, connection: _wire.Connection) -> None:
+        """Remove what broken connections left (called with the lock held, connected anew)."""
+        from archive_core_sftp import _wire
+
+        for path in sorted(self._unremoved):
+            try:
+                connection.remove(path)
+            except _wire.ConnectionLost:
+                return  # broke again: the next connection tries
+            except _wire.SFTPError as exc:
+                if exc.errno != 2:
+                    log.warning(
+                        "target %s: could not remove the temporary file %s an interrupted "
+                        "upload left on the server: %s",
+                        self.context.target,
+                        path,
+                        exc.strerror,
+                    )
+            else:
+                log.info(
+                    "target %s: removed %s, left by an upload whose connection broke",
+                    self.context.target,
+                    path,
+                )
+            self._unremoved.discard(path)
 
     def _drop(self) -> None:
         with self._lock:
@@ -161,7 +270,22 @@ class SftpDriver(BaseDriver):
         if not info.permissions or (info.permissions & 0o170000) != 0o040000:
             return Readiness.not_ready(f"remote_root {root} is not a directory on the server")
         probe = f"{root}/.archive-core-probe-{os.getpid()}-{time.monotonic_ns()}"
-        handle = connection.open(probe + ".partial", _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL)
+        try:
+            handle = connection.open(
+                probe + ".partial", _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
+            )
+        except _wire.SFTPError as exc:
+            # OpenSSH's server says only "Failure" for EROFS: the mount flag tells.
+            if (
+                exc.code == _wire.FAILURE
+                and b"statvfs@openssh.com" in connection.extensions
+                and connection.statvfs(root).flag & _ST_RDONLY
+            ):
+                return Readiness.not_ready(
+                    f"remote_root {root} is on a file system mounted read-only on the "
+                    "server; have it mounted read-write"
+                )
+            raise
         connection.close_handle(handle)
         connection.rename(probe + ".partial", probe)
         connection.remove(probe)
@@ -190,7 +314,7 @@ class SftpDriver(BaseDriver):
         today = dt.datetime.now(dt.UTC).date()  # one date per batch, even across midnight
         plan: Plan[ArchiveItem, Any] = Plan(
             prepare=functools.partial(self._locate, today=today),
-            stage=self._archive_one,
+            stage=functools.partial(self._archive_one, patience=self._patience()),
             describe=lambda item: f"archiving {item.sources[0] if item.sources else item.key}",
         )
         yield from self._run(request, plan)
@@ -203,10 +327,12 @@ class SftpDriver(BaseDriver):
         )
         return item, locator
 
-    def _archive_one(self, task: tuple[ArchiveItem, str], progress: Any) -> FileOutcome:
-
+    def _archive_one(
+        self, task: tuple[ArchiveItem, str], progress: Any, *, patience: _Patience
+    ) -> FileOutcome:
         item, locator = task
-        return self._retrying(functools.partial(self._archive_to, item, locator, progress))
+        work = functools.partial(self._archive_to, item, locator, progress)
+        return self._retrying(work, patience)
 
     def _archive_to(
         self, item: ArchiveItem, locator: str, progress: Any, connection: _wire.Connection
@@ -229,6 +355,7 @@ class SftpDriver(BaseDriver):
                 locator=locator,
                 mtime=mtime,
                 throttle=self._throttle,
+                unremoved=self._unremovable,
             )
         digests = reader.digests
         assert digests is not None  # the upload read to the end, where it was checked
@@ -282,13 +409,13 @@ class SftpDriver(BaseDriver):
 
         plan: Plan[RestoreItem, RestoreItem] = Plan(
             prepare=_as_is,
-            stage=self._restore_one,
+            stage=functools.partial(self._restore_one, patience=self._patience()),
             describe=lambda item: f"restoring {item.locator} to {item.destination}",
         )
         yield from self._run(request, plan)
 
-    def _restore_one(self, item: RestoreItem, progress: Any) -> FileOutcome:
-        return self._retrying(functools.partial(self._restore_from, item, progress))
+    def _restore_one(self, item: RestoreItem, progress: Any, *, patience: _Patience) -> FileOutcome:
+        return self._retrying(functools.partial(self._restore_from, item, progress), patience)
 
     def _restore_from(
         self, item: RestoreItem, progress: Any, connection: _wire.Connection
@@ -320,13 +447,13 @@ class SftpDriver(BaseDriver):
 
         plan: Plan[CopyRef, CopyRef] = Plan(
             prepare=_as_is,
-            stage=self._verify_one,
+            stage=functools.partial(self._verify_one, patience=self._patience()),
             describe=lambda item: f"verifying {item.locator}",
         )
         yield from self._run(request, plan)
 
-    def _verify_one(self, item: CopyRef, progress: Any) -> FileOutcome:
-        return self._retrying(functools.partial(self._verify_on, item, progress))
+    def _verify_one(self, item: CopyRef, progress: Any, *, patience: _Patience) -> FileOutcome:
+        return self._retrying(functools.partial(self._verify_on, item, progress), patience)
 
     def _verify_on(self, item: CopyRef, progress: Any, connection: _wire.Connection) -> FileOutcome:
         from archive_core_sftp import _files
@@ -343,9 +470,11 @@ class SftpDriver(BaseDriver):
 
     def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
         """Whether each copy is there and its size, from LSTATs: no bytes are read."""
+        patience = self._patience()
         for item in request.items:
             try:
-                _, size = self._retrying(functools.partial(self._existing, locator=item.locator))
+                work = functools.partial(self._existing, locator=item.locator)
+                _, size = self._retrying(work, patience)
             except (ArchiveCoreError, OSError) as exc:
                 message = exc.message if isinstance(exc, ArchiveCoreError) else str(exc)
                 yield FileOutcome.failure(item.key, message, locator=item.locator)
@@ -356,9 +485,10 @@ class SftpDriver(BaseDriver):
         """Remove each copy; one already gone counts as deleted."""
         from archive_core_sftp import _wire
 
+        patience = self._patience()
         for item in request.items:
             try:
-                self._retrying(functools.partial(self._remove, locator=item.locator))
+                self._retrying(functools.partial(self._remove, locator=item.locator), patience)
             except _wire.SFTPError as exc:
                 yield FileOutcome.failure(
                     item.key,
@@ -421,8 +551,25 @@ class SftpDriver(BaseDriver):
         )
 
 
+#: statvfs flag of a file system mounted read-only.
+_ST_RDONLY = 1
+
+
 def _as_is(item: Any) -> Any:
     return item
+
+
+@attrs.define(kw_only=True)
+class _Patience:
+    """One job's connection attempts: the waits between them, and the failure once spent.
+
+    Shared by the job's worker threads (set under the driver's lock): when one thread has
+    tried them all in vain, the others fail at once with its reason, so a batch against a
+    dead server costs one round of attempts, not one per file.
+    """
+
+    delays: tuple[float, ...]
+    gave_up: _session.SessionFailed | None = None
 
 
 class _Throttle:
