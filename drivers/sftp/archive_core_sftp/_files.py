@@ -48,7 +48,7 @@ def _head(handle: bytes, offset: int, length: int) -> bytes:
 def _check_status(reply: _wire.Reply, path: str) -> None:
     _, rtype, payload = reply
     if rtype == -1:
-        raise _wire.ConnectionLost(f"the SFTP connection broke: {payload!r}") from payload
+        raise _wire.broke(payload) from payload
     if rtype != _wire.STATUS:
         raise _wire.SFTPError(_wire.BAD_MESSAGE, f"unexpected reply type {rtype}", path)
     code, message = _wire._status(payload)
@@ -64,32 +64,38 @@ def upload(
     locator: str,
     mtime: int | None = None,
     throttle: Callable[[int], None] | None = None,
+    unremoved: Callable[[str], None] | None = None,
     durable: DirectorySync | None = None,
 ) -> Uploaded:
     """Store `source` at root/locator through a temporary name; see the module's doc.
 
+    A temporary file that cannot be removed because the connection broke is handed to
+    `unremoved`, for the caller to remove once connected again. A write the server refuses
+    raises TransferFailed saying why (disk full, read-only, permission) where it can tell.
     With `durable`, the new name (and any directory made for it) is fsynced on the server
-    before this returns."""
+    before this returns.
+    """
     from archive_core import transfer
 
     path = _remote.join(root, locator)
-    made = _remote.make_parents(connection, root, path)
     directory, name = posixpath.split(path)
     temp = posixpath.join(directory, transfer.temporary_name(name))
-    flags = _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
-    handle = connection.open(temp, flags, _wire.Attrs(permissions=0o640))
-    # After the bytes, on the same handle (a server runs one handle's requests in order, so
-    # they go out with the last WRITEs, not a round trip each): durable, dated, closed.
-    finish: list[tuple[int, list[bytes]]] = []
-    if b"fsync@openssh.com" in connection.extensions:
-        finish.append((_wire.EXTENDED, [_wire._s(b"fsync@openssh.com"), _wire._s(handle)]))
-    if mtime is not None:
-        dated = _wire.Attrs(atime=mtime, mtime=mtime)
-        finish.append((_wire.FSETSTAT, [_wire._s(handle), dated.encode()]))
-    finish.append((_wire.CLOSE, [_wire._s(handle)]))
-    published = False
+    asked = published = False  # asked: the OPEN was sent, the file may be on the server
     try:
-        size = _write_all(connection, handle, source, temp, throttle, finish)
+        try:
+            made = _remote.make_parents(connection, root, path)
+            flags = _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
+            asked = True
+            handle = connection.open(temp, flags, _wire.Attrs(permissions=0o640))
+            size = _write_all(
+                connection, handle, source, temp, throttle, _finish(connection, handle, mtime)
+            )
+        except _wire.SFTPError as exc:
+            if isinstance(exc, _wire.ConnectionLost):
+                raise
+            # Asked while the temporary file still holds what was written: a full disk
+            # shows as full only now.
+            raise _refused(connection, exc, path, directory) from exc
         try:
             connection.rename(temp, path)
         except _wire.SFTPError as exc:
@@ -99,8 +105,12 @@ def upload(
         published = True
         there = connection.lstat(path).size
         if there != size:
+            # Ours: the rename made it just now. A short copy must not hold the name.
+            with contextlib.suppress(_wire.SFTPError):
+                connection.remove(path)
             raise TransferFailed(
-                f"{path} holds {there} bytes on the server after it was written with {size}.",
+                f"{path} held {there} bytes on the server after it was written with {size}; "
+                "it was removed.",
                 paths=(path,),
                 retryable=True,
             )
@@ -109,9 +119,79 @@ def upload(
                 durable.after_rename(connection, changed)
         return Uploaded(path=path, size=size, reused=False)
     finally:
-        if not published:
-            with contextlib.suppress(_wire.SFTPError):
+        if asked and not published:
+            try:
                 connection.remove(temp)
+            except _wire.ConnectionLost:
+                if unremoved is not None:
+                    unremoved(temp)  # the file may be there: the next connection removes it
+            except _wire.SFTPError:
+                pass  # not made (ENOENT), or the refusal being raised says why
+
+
+def _finish(
+    connection: _wire.Connection, handle: bytes, mtime: int | None
+) -> list[tuple[int, list[bytes]]]:
+    """What follows the bytes on the same handle: durable, dated, closed. A server runs one
+    handle's requests in order, so these go out with the last WRITEs, not a round trip each."""
+    finish: list[tuple[int, list[bytes]]] = []
+    if b"fsync@openssh.com" in connection.extensions:
+        finish.append((_wire.EXTENDED, [_wire._s(b"fsync@openssh.com"), _wire._s(handle)]))
+    if mtime is not None:
+        dated = _wire.Attrs(atime=mtime, mtime=mtime)
+        finish.append((_wire.FSETSTAT, [_wire._s(handle), dated.encode()]))
+    finish.append((_wire.CLOSE, [_wire._s(handle)]))
+    return finish
+
+
+#: statvfs flag of a file system mounted read-only.
+_ST_RDONLY = 1
+
+
+def _refused(
+    connection: _wire.Connection, exc: _wire.SFTPError, path: str, directory: str
+) -> TransferFailed:
+    """Why the server would not write `path`, in words an admin can act on.
+
+    OpenSSH's server reports ENOSPC, EROFS and EDQUOT all as the bare SSH_FX_FAILURE
+    ("Failure"): the free space and the read-only flag (statvfs@openssh.com) tell them apart.
+    """
+    where = exc.filename or path
+    if exc.code == _wire.PERMISSION_DENIED:
+        return TransferFailed(
+            f"The server refused writing {path}: permission denied on {where}. Give the login "
+            f"user write permission on {posixpath.dirname(where)} on the server (or choose "
+            "another remote_root); this is not retried by itself.",
+            paths=(path,),
+            retryable=False,
+        )
+    if exc.code == _wire.FAILURE and b"statvfs@openssh.com" in connection.extensions:
+        try:
+            vfs = connection.statvfs(directory)
+        except _wire.SFTPError:
+            vfs = None
+        if vfs is not None and vfs.flag & _ST_RDONLY:
+            return TransferFailed(
+                f"The server refused writing {path}: the file system of {directory} is "
+                "mounted read-only on the server. Have it mounted read-write (or choose "
+                "another remote_root); this is not retried by itself.",
+                paths=(path,),
+                retryable=False,
+            )
+        if vfs is not None and vfs.bavail * vfs.frsize < _wire.MAX_CHUNK:
+            return TransferFailed(
+                f"The server's disk is full: {path} could not be written, only "
+                f"{vfs.bavail * vfs.frsize:,} bytes are free under {directory}. Its "
+                "temporary file was removed. Free space on the server (min_free_bytes makes "
+                "the target not ready before it fills).",
+                paths=(path,),
+                retryable=True,
+            )
+    return TransferFailed(
+        f"The server failed to write {path}: {exc.strerror} (SFTP status {exc.code}, on {where}).",
+        paths=(path,),
+        retryable=True,
+    )
 
 
 def _write_all(
@@ -241,7 +321,7 @@ class RemoteReader:
             offset, rtype, payload = self._connection.wait(self._replies)
             self._outstanding -= 1
             if rtype == -1:
-                raise _wire.ConnectionLost(f"the SFTP connection broke: {payload!r}")
+                raise _wire.broke(payload) from payload
             if rtype == _wire.DATA:
                 (count,) = _U32.unpack_from(payload, 0)
                 self._ready[offset] = payload[4 : 4 + count]

@@ -55,9 +55,17 @@ def make_parents(connection: _wire.Connection, root: str, path: str) -> list[str
                 raise
             try:
                 connection.mkdir(current)
-            except _wire.SFTPError:
-                # Another worker may have made it meanwhile; anything else shows below.
-                attrs = connection.lstat(current)
+            except _wire.SFTPError as refused:
+                if isinstance(refused, _wire.ConnectionLost):
+                    raise
+                # Another worker may have made it meanwhile; if not, the refusal (permission
+                # denied, read-only) is the reason, not the "no such file" of a second look.
+                try:
+                    attrs = connection.lstat(current)
+                except _wire.SFTPError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
+                    raise refused from None
             else:
                 made.append(current)
                 continue

@@ -92,6 +92,13 @@ class ConnectionLost(SFTPError):
         super().__init__(CONNECTION_LOST, detail)
 
 
+def broke(reason: Any) -> ConnectionLost:
+    """The ConnectionLost to raise for a reply the reader failed with `reason`."""
+    if isinstance(reason, OSError) and reason.strerror:
+        return ConnectionLost(f"the SFTP connection broke: {reason.strerror}")
+    return ConnectionLost(f"the SFTP connection broke: {reason}")
+
+
 class HandshakeTimeout(ConnectionLost):
     """No VERSION reply within the handshake timeout: the login or the server hangs."""
 
@@ -224,6 +231,7 @@ class Connection:
         #: Seconds a reply may take before the connection counts as dead (None: forever).
         self.operation_timeout: float | None = None
         self._deadline = None if handshake_timeout is None else time.monotonic() + handshake_timeout
+        os.set_blocking(write_fd, False)  # writes wait with a timeout: see _write
         self._handshake()
         self._deadline = None
         self._reader = threading.Thread(target=self._read_loop, name="sftp-reader", daemon=True)
@@ -232,14 +240,43 @@ class Connection:
     # ---- framing ---------------------------------------------------------------------------
 
     def _write(self, parts: Sequence[bytes | memoryview]) -> None:
-        # Blocking writev writes everything unless a signal interrupts it: then the rest.
+        """Send `parts`, waiting at most operation_timeout for the pipe to take more.
+
+        The pipe is non-blocking: a server that stops reading (frozen) fills the pipe and
+        ssh's buffers, and a blocking writev would then hold this thread, and every other
+        one behind the write lock, forever; operation_timeout bounds only waits for replies.
+        """
         for at in range(0, len(parts), _IOV_MAX):
-            group = parts[at : at + _IOV_MAX]
-            written = os.writev(self.write_fd, group)
-            if written != sum(len(p) for p in group):
-                rest = memoryview(b"".join(group))[written:]
-                while rest:
-                    rest = rest[os.write(self.write_fd, rest) :]
+            group = list(parts[at : at + _IOV_MAX])
+            first = 0  # group[first:] is still to send
+            while first < len(group):
+                try:
+                    written = os.writev(self.write_fd, group[first:])
+                except BlockingIOError:
+                    self._wait_writable()
+                    continue
+                while first < len(group) and written >= len(group[first]):
+                    written -= len(group[first])
+                    first += 1
+                if written:
+                    group[first] = memoryview(group[first])[written:]
+
+    def _wait_writable(self) -> None:
+        """Until the pipe towards ssh takes bytes again; gives the connection up after
+        operation_timeout (the handshake's deadline while logging in)."""
+        if self._deadline is not None:
+            timeout: float | None = max(0.0, self._deadline - time.monotonic())
+        else:
+            timeout = self.operation_timeout
+        poller = select.poll()
+        poller.register(self.write_fd, select.POLLOUT)
+        if poller.poll(None if timeout is None else timeout * 1000):
+            return  # writable, or an error the next writev reports (EPIPE)
+        if self._deadline is not None:
+            raise HandshakeTimeout("the SFTP server did not take the INIT in time")
+        detail = f"the server took no data for {self.operation_timeout:g} s (operation_timeout)"
+        self.abandon(detail)
+        raise ConnectionLost(detail + "; the connection was dropped")
 
     def _read_exactly(self, n: int) -> bytes:
         out = bytearray()
@@ -314,6 +351,8 @@ class Connection:
         except OSError as error:
             for request_id in ids:
                 self._pending.pop(request_id, None)
+            if isinstance(error, ConnectionLost):
+                raise  # operation_timeout: its own words
             raise ConnectionLost(f"could not send to the SFTP server: {error}") from error
         # The reader is gone: no reply will come.
         if self._lost is not None and any([self._pending.pop(i, None) is not None for i in ids]):
@@ -360,7 +399,11 @@ class Connection:
                     end -= start
                     start = 0
         except BaseException as error:  # handed to every waiter
-            self._lost = error
+            if self._lost is None:
+                self._lost = error
+            # abandon()'s reason (operation_timeout) when it ended ssh: the reader's EOF
+            # only follows from it.
+            error = self._lost
             for request_id in list(pending):
                 waiter = pending.pop(request_id, None)
                 if waiter is not None:
@@ -373,7 +416,7 @@ class Connection:
         self.submit(ptype, body, replies)
         _, rtype, payload = self.wait(replies)
         if rtype == -1:
-            raise ConnectionLost(f"the SFTP connection broke: {payload!r}") from payload
+            raise broke(payload) from payload
         return rtype, payload
 
     def wait(self, replies: queue.SimpleQueue[Reply]) -> Reply:
@@ -383,9 +426,11 @@ class Connection:
             return replies.get(timeout=self.operation_timeout)
         except queue.Empty:
             pass
-        detail = f"the server did not answer within {self.operation_timeout:g} s"
+        detail = (
+            f"the server did not answer within {self.operation_timeout:g} s (operation_timeout)"
+        )
         self.abandon(detail)
-        raise ConnectionLost(detail + " (operation_timeout); the connection was dropped")
+        raise ConnectionLost(detail + "; the connection was dropped")
 
     @property
     def lost(self) -> BaseException | None:
@@ -638,7 +683,7 @@ class _Transfer:
                 tag, rtype, payload = self.c.wait(self.replies)
             self.outstanding -= 1
             if rtype == -1:
-                raise ConnectionLost(f"the SFTP connection broke: {payload!r}") from payload
+                raise broke(payload) from payload
             self.reply(tag, rtype, payload)
 
     def status(self, rtype: int, payload: Any, path: str) -> None:

@@ -43,6 +43,7 @@ from archive_core_sftp.config import SftpConfig
 if TYPE_CHECKING:
     from archive_core.transfer.stager import Plan, Staged, Stager
     from archive_core_sftp import _wire
+    from archive_core_sftp._pool import Patience
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +67,35 @@ class SftpDriver(BaseDriver):
     Config = SftpConfig
     config: SftpConfig
 
-    def __init__(self, config: SftpConfig, context: DriverContext) -> None:
+    def __init__(
+        self,
+        config: SftpConfig,
+        context: DriverContext,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         from archive_core_sftp._durable import DirectorySync
         from archive_core_sftp._pool import SessionPool
 
         super().__init__(config, context)
+        self._lock = threading.Lock()
         self._sessions = SessionPool(
             config,
+            target=context.target,
             work_dir=context.state_dir / "ssh",
             size=min(config.connections, config.files_in_flight),
+            on_connect=self._remove_unremoved,
+            sleep=sleep,  # between connection attempts; injected so tests never sleep
+            clock=clock,
         )
         self._durable = DirectorySync(context.target)
         self._stager: Stager | None = None
         self._throttle = _Throttle(config.bandwidth_limit * 1e6) if config.bandwidth_limit else None
+        # Temporary files a broken connection kept us from removing: removed on the next one.
+        # The journal's abandoned_by never names this process (it is alive), so nobody else
+        # would remove them.
+        self._unremoved: set[str] = set()
 
     def close(self) -> None:
         if self._stager is not None:
@@ -87,33 +104,77 @@ class SftpDriver(BaseDriver):
 
     # --- the session ---------------------------------------------------------------------------
 
-    def _connection(self) -> _wire.Connection:
-        """This thread's live SFTP connection (see _pool)."""
-        return self._sessions.connection()
-
-    def _retrying(self, work: Callable[[_wire.Connection], T]) -> T:
-        """`work` on the connection; once more on a fresh one when the connection broke.
+    def _retrying(
+        self, work: Callable[[_wire.Connection], T], patience: Patience | None = None
+    ) -> T:
+        """`work` on this thread's connection (see _pool); once more on a fresh one when the
+        connection broke.
 
         A dropped connection (server restarted, network reset, ssh killed by the operation
         timeout) is noticed by the first request after it: every step here may run again
         (a fresh temporary name, an atomic publish, a remove that finds the copy gone), so
         one broken connection costs a reconnect, not the file.
         """
-        from archive_core_sftp import _wire
+        from archive_core_sftp import _session, _wire
 
         try:
-            return work(self._connection())
+            return work(self._sessions.connection(patience))
         except _wire.ConnectionLost as exc:
             log.info(
                 "target %s: the SFTP connection broke (%s); connecting again",
                 self.context.target,
                 exc,
             )
-            self._drop()
-            return work(self._connection())
+            self._sessions.drop()
+            try:
+                connection = self._sessions.connection(patience)
+            except _session.SessionFailed as failed:
+                # Both halves matter to an admin: what broke, and why it stays broken.
+                broke = exc.strerror or "the SFTP connection broke"
+                raise TransferFailed(
+                    f"{broke[:1].upper()}{broke[1:]}, and connecting again failed: "
+                    f"{failed.message}",
+                    retryable=failed.retryable,
+                ) from failed
+            return work(connection)
 
-    def _drop(self) -> None:
-        self._sessions.drop()
+    def _patience(self) -> Patience:
+        """One job's connection attempts, shared by its threads (see _pool)."""
+        return self._sessions.patience()
+
+    def _unremovable(self, path: str) -> None:
+        """`_files.upload` could not remove its temporary file `path`: the connection broke."""
+        with self._lock:
+            self._unremoved.add(path)
+
+    def _remove_unremoved(self, connection: _wire.Connection) -> None:
+        """Remove what broken connections left, on a connection just made."""
+        from archive_core_sftp import _wire
+
+        with self._lock:
+            leftovers = sorted(self._unremoved)
+        for path in leftovers:
+            try:
+                connection.remove(path)
+            except _wire.ConnectionLost:
+                return  # broke again: the next connection tries
+            except _wire.SFTPError as exc:
+                if exc.errno != 2:
+                    log.warning(
+                        "target %s: could not remove the temporary file %s an interrupted "
+                        "upload left on the server: %s",
+                        self.context.target,
+                        path,
+                        exc.strerror,
+                    )
+            else:
+                log.info(
+                    "target %s: removed %s, left by an upload whose connection broke",
+                    self.context.target,
+                    path,
+                )
+            with self._lock:
+                self._unremoved.discard(path)
 
     # --- readiness -----------------------------------------------------------------------------
 
@@ -143,7 +204,22 @@ class SftpDriver(BaseDriver):
         if not info.permissions or (info.permissions & 0o170000) != 0o040000:
             return Readiness.not_ready(f"remote_root {root} is not a directory on the server")
         probe = f"{root}/.archive-core-probe-{os.getpid()}-{time.monotonic_ns()}"
-        handle = connection.open(probe + ".partial", _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL)
+        try:
+            handle = connection.open(
+                probe + ".partial", _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
+            )
+        except _wire.SFTPError as exc:
+            # OpenSSH's server says only "Failure" for EROFS: the mount flag tells.
+            if (
+                exc.code == _wire.FAILURE
+                and b"statvfs@openssh.com" in connection.extensions
+                and connection.statvfs(root).flag & _ST_RDONLY
+            ):
+                return Readiness.not_ready(
+                    f"remote_root {root} is on a file system mounted read-only on the "
+                    "server; have it mounted read-write"
+                )
+            raise
         connection.close_handle(handle)
         connection.rename(probe + ".partial", probe)
         connection.remove(probe)
@@ -172,7 +248,7 @@ class SftpDriver(BaseDriver):
         today = dt.datetime.now(dt.UTC).date()  # one date per batch, even across midnight
         plan: Plan[ArchiveItem, Any] = Plan(
             prepare=functools.partial(self._locate, today=today),
-            stage=self._archive_one,
+            stage=functools.partial(self._archive_one, patience=self._patience()),
             describe=lambda item: f"archiving {item.sources[0] if item.sources else item.key}",
         )
         yield from self._run(request, plan)
@@ -185,10 +261,12 @@ class SftpDriver(BaseDriver):
         )
         return item, locator
 
-    def _archive_one(self, task: tuple[ArchiveItem, str], progress: Any) -> FileOutcome:
-
+    def _archive_one(
+        self, task: tuple[ArchiveItem, str], progress: Any, *, patience: Patience
+    ) -> FileOutcome:
         item, locator = task
-        return self._retrying(functools.partial(self._archive_to, item, locator, progress))
+        work = functools.partial(self._archive_to, item, locator, progress)
+        return self._retrying(work, patience)
 
     def _archive_to(
         self, item: ArchiveItem, locator: str, progress: Any, connection: _wire.Connection
@@ -211,6 +289,7 @@ class SftpDriver(BaseDriver):
                 locator=locator,
                 mtime=mtime,
                 throttle=self._throttle,
+                unremoved=self._unremovable,
                 durable=self._durable,
             )
         digests = reader.digests
@@ -265,13 +344,13 @@ class SftpDriver(BaseDriver):
 
         plan: Plan[RestoreItem, RestoreItem] = Plan(
             prepare=_as_is,
-            stage=self._restore_one,
+            stage=functools.partial(self._restore_one, patience=self._patience()),
             describe=lambda item: f"restoring {item.locator} to {item.destination}",
         )
         yield from self._run(request, plan)
 
-    def _restore_one(self, item: RestoreItem, progress: Any) -> Staged:
-        return self._retrying(functools.partial(self._restore_from, item, progress))
+    def _restore_one(self, item: RestoreItem, progress: Any, *, patience: Patience) -> Staged:
+        return self._retrying(functools.partial(self._restore_from, item, progress), patience)
 
     def _restore_from(
         self, item: RestoreItem, progress: Any, connection: _wire.Connection
@@ -307,13 +386,13 @@ class SftpDriver(BaseDriver):
 
         plan: Plan[CopyRef, CopyRef] = Plan(
             prepare=_as_is,
-            stage=self._verify_one,
+            stage=functools.partial(self._verify_one, patience=self._patience()),
             describe=lambda item: f"verifying {item.locator}",
         )
         yield from self._run(request, plan)
 
-    def _verify_one(self, item: CopyRef, progress: Any) -> FileOutcome:
-        return self._retrying(functools.partial(self._verify_on, item, progress))
+    def _verify_one(self, item: CopyRef, progress: Any, *, patience: Patience) -> FileOutcome:
+        return self._retrying(functools.partial(self._verify_on, item, progress), patience)
 
     def _verify_on(self, item: CopyRef, progress: Any, connection: _wire.Connection) -> FileOutcome:
         from archive_core_sftp import _files
@@ -330,9 +409,11 @@ class SftpDriver(BaseDriver):
 
     def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
         """Whether each copy is there and its size, from LSTATs: no bytes are read."""
+        patience = self._patience()
         for item in request.items:
             try:
-                _, size = self._retrying(functools.partial(self._existing, locator=item.locator))
+                work = functools.partial(self._existing, locator=item.locator)
+                _, size = self._retrying(work, patience)
             except (ArchiveCoreError, OSError) as exc:
                 message = exc.message if isinstance(exc, ArchiveCoreError) else str(exc)
                 yield FileOutcome.failure(item.key, message, locator=item.locator)
@@ -343,9 +424,10 @@ class SftpDriver(BaseDriver):
         """Remove each copy; one already gone counts as deleted."""
         from archive_core_sftp import _wire
 
+        patience = self._patience()
         for item in request.items:
             try:
-                self._retrying(functools.partial(self._remove, locator=item.locator))
+                self._retrying(functools.partial(self._remove, locator=item.locator), patience)
             except _wire.SFTPError as exc:
                 yield FileOutcome.failure(
                     item.key,
@@ -406,6 +488,10 @@ class SftpDriver(BaseDriver):
             request=request,
             progress=request.progress if hasattr(request, "progress") else None,
         )
+
+
+#: statvfs flag of a file system mounted read-only.
+_ST_RDONLY = 1
 
 
 def _as_is(item: Any) -> Any:

@@ -154,7 +154,7 @@ def test_a_refused_write_fails_the_upload_at_once_and_nothing_is_published(
     path, sha1 = source_of(tmp_path, 5 * _wire.MAX_CHUNK + 17)  # six WRITEs; the last refused
     connection.operation_timeout = 30.0  # a reply waited for that never comes would show
     refusing = _RefusingWrite(connection, nth)
-    with pytest.raises(_wire.SFTPError):
+    with pytest.raises(TransferFailed, match="The server failed to write"):
         _files.upload(refusing, reader(path, sha1), root=str(root), locator="clip.mov")  # type: ignore[arg-type]
     assert sorted(os.listdir(root)) == []  # neither the copy nor its temporary
     assert connection.lost is None  # every reply was collected: the connection goes on

@@ -183,7 +183,7 @@ def test_transfer_threads_share_connections_round_robin_and_one_broken_reconnect
 
     from archive_core_sftp._pool import SessionPool
 
-    pool = SessionPool(config_for(sshd), work_dir=tmp_path / "ssh", size=2)
+    pool = SessionPool(config_for(sshd), target="offsite", work_dir=tmp_path / "ssh", size=2)
     got: dict[int, object] = {}
     again: dict[int, object] = {}
     asked = threading.Barrier(4)
