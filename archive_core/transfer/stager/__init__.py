@@ -11,7 +11,9 @@ The surface drivers import from here:
 - `Stager(name=, workers=, clock=)`: one driver instance's stager; `run(items, plan, mode=,
   remote=, request=, progress=)` runs a batch, `close()` stops its worker processes.
 - `Plan(prepare=, stage=, describe=, publish=, abandon=)`: a batch's steps for each item.
-- `Staged(key=, locator=, staged=)`: what `stage` returns for a copy awaiting its publish.
+- `Staged(key=, locator=, staged=)`: what `stage` returns for a copy awaiting its publish;
+  `staged` is a `transfer.StagedFile`, or any `StagedCopy` (its `digests` and `discard()`)
+  of a driver whose `publish` knows it, such as a temporary file on a server.
 - `Result`: `FileOutcome | Staged`, what `stage` returns.
 - `Mode`: `auto`, `inline`, `threads`, `processes`; `choose_mode(items, ...)`: what auto picks.
 - `failure_outcome(key, what, exc, request)`: a per-file failure an admin can act on.
@@ -19,7 +21,14 @@ The surface drivers import from here:
 """
 
 from archive_core.transfer.stager._chunks import published_outcomes
-from archive_core.transfer.stager._plan import Mode, Plan, Result, Staged, failure_outcome
+from archive_core.transfer.stager._plan import (
+    Mode,
+    Plan,
+    Result,
+    Staged,
+    StagedCopy,
+    failure_outcome,
+)
 from archive_core.transfer.stager._stager import Stager, choose_mode
 
 __all__ = [
@@ -27,6 +36,7 @@ __all__ = [
     "Plan",
     "Result",
     "Staged",
+    "StagedCopy",
     "Stager",
     "choose_mode",
     "failure_outcome",

@@ -6,12 +6,13 @@ import enum
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
 from archive_core.errors import ArchiveCoreError, TransferFailed
 from archive_core.model import FileOutcome, ProgressCallback
+from archive_core.transfer.hashing import Digests
 from archive_core.transfer.publish import publish_staged
 from archive_core.transfer.staging import StagedFile
 from archive_core.workers import WorkerId
@@ -31,13 +32,24 @@ class Mode(enum.StrEnum):
     PROCESSES = "processes"  # in worker processes: uses every core for many small files
 
 
+class StagedCopy(Protocol):
+    """A copy written and checked, not under its name yet: a local `StagedFile`, or a
+    driver's own (a temporary file on a server) that its plan's `publish` knows."""
+
+    @property
+    def digests(self) -> Digests: ...
+
+    def discard(self) -> None:
+        """Drop what was written; called when nobody will publish it."""
+
+
 @attrs.frozen(kw_only=True)
 class Staged:
     """A copy written and checked beside its destination, waiting for its chunk's publish."""
 
     key: str
     locator: str
-    staged: StagedFile
+    staged: StagedFile | StagedCopy
 
 
 #: What one item's work gives: its outcome already (a failure, a copy found reused), or a

@@ -11,8 +11,12 @@ from archive_core_sftp import _hostkey, _ssh
 from archive_core_sftp.config import SftpConfig
 
 
-def confirm(config: SftpConfig, path: str, digests: Any, *, work_dir: Path) -> None:
+def confirm(
+    config: SftpConfig, path: str, digests: Any, *, work_dir: Path, name: str | None = None
+) -> None:
     """Run `remote_checksum_command <path>` and compare its digest with the bytes sent.
+
+    `name` is the copy's name for messages, when `path` is its temporary file.
 
     The command's first word is the hex digest: 40 digits are compared with the sha1, 64
     with the sha256. Anything else, a failure to run, or a different digest raises.
@@ -41,7 +45,7 @@ def confirm(config: SftpConfig, path: str, digests: Any, *, work_dir: Path) -> N
         )
     except subprocess.TimeoutExpired:
         raise TransferFailed(
-            f"remote_checksum_command gave no answer for {path} within "
+            f"remote_checksum_command gave no answer for {name or path} within "
             f"{config.operation_timeout + config.connect_timeout:g} s.",
             paths=(path,),
             retryable=True,
@@ -49,6 +53,7 @@ def confirm(config: SftpConfig, path: str, digests: Any, *, work_dir: Path) -> N
     finally:
         if askpass is not None:
             askpass.close()
+    shown = name or path
     words = done.stdout.decode("utf-8", "replace").split()
     digest = words[0].lower() if words else ""
     expected = {40: digests.sha1, 64: digests.sha256}.get(len(digest))
@@ -56,14 +61,14 @@ def confirm(config: SftpConfig, path: str, digests: Any, *, work_dir: Path) -> N
         said = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise TransferFailed(
             f"remote_checksum_command {config.remote_checksum_command!r} did not give a sha1 "
-            f"or sha256 for {path} (exit {done.returncode}"
+            f"or sha256 for {shown} (exit {done.returncode}"
             + (f": {said[-1]}" if said else "")
             + ").",
             paths=(path,),
         )
     if digest != expected:
         raise TransferFailed(
-            f"The server hashes {path} as {digest}, but the bytes sent hash to {expected}.",
-            paths=(path,),
+            f"The server hashes {shown} as {digest}, but the bytes sent hash to {expected}.",
+            paths=(shown,),
             retryable=True,
         )

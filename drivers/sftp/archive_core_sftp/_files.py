@@ -16,7 +16,7 @@ import errno
 import posixpath
 import queue
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
@@ -39,6 +39,21 @@ class Uploaded:
     path: str
     size: int
     reused: bool  # the name already held these bytes
+
+
+@attrs.frozen(kw_only=True)
+class RemoteStaged:
+    """A copy written, checked and fsynced under its temporary name on the server; the
+    stager's `StagedCopy`, published with its chunk by `publish`."""
+
+    temp: str
+    path: str
+    digests: Any  # transfer.Digests, checked against Vidispine's sha1 on the way
+    made: tuple[str, ...]  # directories made for it, whose entries are new in their parents
+    forget: Callable[[str], None] = attrs.field(eq=False, repr=False)  # removes a temp file
+
+    def discard(self) -> None:
+        self.forget(self.temp)
 
 
 def _head(handle: bytes, offset: int, length: int) -> bytes:
@@ -64,30 +79,62 @@ def upload(
     locator: str,
     mtime: int | None = None,
     throttle: Callable[[int], None] | None = None,
-    unremoved: Callable[[str], None] | None = None,
     durable: DirectorySync | None = None,
 ) -> Uploaded:
-    """Store `source` at root/locator through a temporary name; see the module's doc.
+    """Store `source` at root/locator through a temporary name, as `stage` and `publish` do
+    for a batch; raises TransferFailed (or SFTPError) when it is not there."""
+
+    def forget(temp: str) -> None:
+        with contextlib.suppress(_wire.SFTPError):
+            connection.remove(temp)
+
+    staged = stage(
+        connection,
+        source,
+        root=root,
+        locator=locator,
+        mtime=mtime,
+        throttle=throttle,
+        forget=forget,
+    )
+    result = publish(connection, [staged], root=root, durable=durable)[0]
+    if isinstance(result, TransferFailed):
+        raise result
+    return Uploaded(path=staged.path, size=staged.digests.size, reused=result is not None)
+
+
+def stage(
+    connection: _wire.Connection,
+    source: BinaryIO,
+    *,
+    root: str,
+    locator: str,
+    forget: Callable[[str], None],
+    mtime: int | None = None,
+    throttle: Callable[[int], None] | None = None,
+    unremoved: Callable[[str], None] | None = None,
+) -> RemoteStaged:
+    """Write `source` (a `HashingReader`) to a fresh temporary name beside root/locator,
+    fsynced, dated and closed; nothing is under the copy's name yet.
 
     A temporary file that cannot be removed because the connection broke is handed to
     `unremoved`, for the caller to remove once connected again. A write the server refuses
     raises TransferFailed saying why (disk full, read-only, permission) where it can tell.
-    With `durable`, the new name (and any directory made for it) is fsynced on the server
-    before this returns.
+    `forget` is how the staged copy removes its temporary file when it is discarded.
     """
     from archive_core import transfer
 
     path = _remote.join(root, locator)
     directory, name = posixpath.split(path)
     temp = posixpath.join(directory, transfer.temporary_name(name))
-    asked = published = False  # asked: the OPEN was sent, the file may be on the server
+    asked = written = False  # asked: the OPEN was sent, the file may be on the server
     try:
         try:
             made = _remote.make_parents(connection, root, path)
             flags = _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
             asked = True
             handle = connection.open(temp, flags, _wire.Attrs(permissions=0o640))
-            size = _write_all(
+            _write_all(
                 connection, handle, source, temp, throttle, _finish(connection, handle, mtime)
             )
         except _wire.SFTPError as exc:
@@ -96,30 +143,13 @@ def upload(
             # Asked while the temporary file still holds what was written: a full disk
             # shows as full only now.
             raise _refused(connection, exc, path, directory) from exc
-        try:
-            connection.rename(temp, path)
-        except _wire.SFTPError as exc:
-            if exc.errno == errno.ENOENT or isinstance(exc, _wire.ConnectionLost):
-                raise
-            return _taken(connection, root, path, temp, size, source)
-        published = True
-        there = connection.lstat(path).size
-        if there != size:
-            # Ours: the rename made it just now. A short copy must not hold the name.
-            with contextlib.suppress(_wire.SFTPError):
-                connection.remove(path)
-            raise TransferFailed(
-                f"{path} held {there} bytes on the server after it was written with {size}; "
-                "it was removed.",
-                paths=(path,),
-                retryable=True,
-            )
-        if durable is not None:
-            for changed in [directory, *(posixpath.dirname(d) for d in reversed(made))]:
-                durable.after_rename(connection, changed)
-        return Uploaded(path=path, size=size, reused=False)
+        digests = getattr(source, "digests", None)
+        if digests is None:
+            raise TypeError("stage() needs a transfer.HashingReader as its source")
+        written = True
+        return RemoteStaged(temp=temp, path=path, digests=digests, made=tuple(made), forget=forget)
     finally:
-        if asked and not published:
+        if asked and not written:
             try:
                 connection.remove(temp)
             except _wire.ConnectionLost:
@@ -127,6 +157,105 @@ def upload(
                     unremoved(temp)  # the file may be there: the next connection removes it
             except _wire.SFTPError:
                 pass  # not made (ENOENT), or the refusal being raised says why
+
+
+def publish(
+    connection: _wire.Connection,
+    staged: Sequence[RemoteStaged],
+    *,
+    root: str,
+    durable: DirectorySync | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> list[TransferFailed | str | None]:
+    """Give each staged copy its name, as `transfer.publish_staged` does for local files:
+    None where published, ALREADY_PUBLISHED where the name already held the same bytes,
+    else the error (the temporary file removed, the name left as it was).
+
+    RENAME never replaces a file on OpenSSH's server (it links), so an archive copy never
+    overwrites other bytes. The renames go out together, then the sizes are confirmed under
+    the new names, then each directory that changed is fsynced once (with `durable`): one
+    round of waiting for the whole chunk. `stop`, asked before each name, ends the chunk.
+    """
+    results: list[TransferFailed | str | None] = [None] * len(staged)
+    replies: queue.SimpleQueue[_wire.Reply] = queue.SimpleQueue()
+    sent: list[int] = []
+    for index, copy in enumerate(staged):
+        if stop is not None and stop():
+            results[index] = TransferFailed(
+                f"{copy.path} was not published: its batch was stopped.", paths=(copy.path,)
+            )
+            copy.discard()
+            continue
+        body = [_wire._s(copy.temp.encode()), _wire._s(copy.path.encode())]
+        connection.submit(_wire.RENAME, body, replies, tag=index, flush=False)
+        sent.append(index)
+    connection.flush()
+    renamed, taken = _collect(connection, replies, len(sent), staged, results)
+    for index, refusal in taken:
+        results[index] = _taken(connection, root, staged[index], refusal)
+    for index in sorted(renamed):
+        connection.submit(
+            _wire.LSTAT, [_wire._s(staged[index].path.encode())], replies, tag=index, flush=False
+        )
+    connection.flush()
+    for _ in renamed:
+        index, rtype, payload = connection.wait(replies)
+        if rtype == -1:
+            raise _wire.broke(payload) from payload
+        copy = staged[index]
+        there = _wire.Attrs.decode(payload, 0)[0].size if rtype == _wire.ATTRS else None
+        if there != copy.digests.size:
+            # Ours: the rename made it just now. A short copy must not hold the name.
+            with contextlib.suppress(_wire.SFTPError):
+                connection.remove(copy.path)
+            results[index] = TransferFailed(
+                f"{copy.path} held {there} bytes on the server after it was written with "
+                f"{copy.digests.size}; it was removed.",
+                paths=(copy.path,),
+                retryable=True,
+            )
+    if durable is not None:
+        changed: dict[str, None] = {}  # in order, each once: the names, then made directories
+        for index in renamed:
+            if results[index] is None:
+                changed[posixpath.dirname(staged[index].path)] = None
+        for index in renamed:
+            for made in reversed(staged[index].made):
+                changed[posixpath.dirname(made)] = None
+        for directory in changed:
+            durable.sync(connection, directory)
+    return results
+
+
+def _collect(
+    connection: _wire.Connection,
+    replies: queue.SimpleQueue[_wire.Reply],
+    count: int,
+    staged: Sequence[RemoteStaged],
+    results: list[TransferFailed | str | None],
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """The RENAME replies: the copies renamed, and those refused (with the server's word)."""
+    renamed: list[int] = []
+    taken: list[tuple[int, str]] = []
+    for _ in range(count):
+        index, rtype, payload = connection.wait(replies)
+        if rtype == -1:
+            raise _wire.broke(payload) from payload
+        status = _wire._status(payload) if rtype == _wire.STATUS else None
+        code, message = status or (_wire.BAD_MESSAGE, f"unexpected reply type {rtype}")
+        if code == _wire.OK:
+            renamed.append(index)
+        elif code == _wire.NO_SUCH_FILE:
+            copy = staged[index]
+            results[index] = TransferFailed(
+                f"{copy.temp} was gone from the server before it could be renamed to "
+                f"{copy.path}; nothing was published.",
+                paths=(copy.path,),
+                retryable=True,
+            )
+        else:
+            taken.append((index, message))  # OpenSSH says only "Failure" when the name exists
+    return renamed, taken
 
 
 def _finish(
@@ -258,19 +387,36 @@ def _write_all(
 
 
 def _taken(
-    connection: _wire.Connection, root: str, path: str, temp: str, size: int, source: BinaryIO
-) -> Uploaded:
-    """The name is taken: the copy when it holds the same bytes, else a failure, untouched."""
-    digests = getattr(source, "digests", None)
-    attrs_there = _remote.lookup(connection, root, path)
-    same_size = attrs_there.size == size and digests is not None
-    if same_size and remote_digests(connection, path, size).sha1 == digests.sha1:
-        connection.remove(temp)
-        return Uploaded(path=path, size=size, reused=True)
-    raise TransferFailed(
-        f"{path} already exists on the server with other bytes ({attrs_there.size} bytes); "
+    connection: _wire.Connection, root: str, copy: RemoteStaged, refusal: str
+) -> TransferFailed | str:
+    """The RENAME was refused: the name taken by the same bytes is the copy; taken by other
+    bytes, a failure that leaves them untouched; not taken, the server's refusal."""
+    from archive_core import transfer
+
+    try:
+        there = _remote.lookup(connection, root, copy.path)
+        size = copy.digests.size
+        same = there.size == size and remote_digests(connection, copy.path, size).sha1 == (
+            copy.digests.sha1
+        )
+    except _wire.SFTPError as exc:
+        if isinstance(exc, _wire.ConnectionLost):
+            raise
+        copy.discard()
+        why = refusal if exc.errno == errno.ENOENT else exc.strerror
+        return TransferFailed(
+            f"The server refused renaming {copy.temp} to {copy.path}: {why}; nothing was "
+            "published.",
+            paths=(copy.path,),
+            retryable=True,
+        )
+    copy.discard()
+    if same:
+        return transfer.ALREADY_PUBLISHED
+    return TransferFailed(
+        f"{copy.path} already exists on the server with other bytes ({there.size} bytes); "
         "archive-core never replaces a file it did not write. It is left as it is.",
-        paths=(path,),
+        paths=(copy.path,),
     )
 
 

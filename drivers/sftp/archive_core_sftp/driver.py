@@ -246,10 +246,12 @@ class SftpDriver(BaseDriver):
         from archive_core.transfer.stager import Plan
 
         today = dt.datetime.now(dt.UTC).date()  # one date per batch, even across midnight
+        patience = self._patience()
         plan: Plan[ArchiveItem, Any] = Plan(
             prepare=functools.partial(self._locate, today=today),
-            stage=functools.partial(self._archive_one, patience=self._patience()),
+            stage=functools.partial(self._archive_one, patience=patience),
             describe=lambda item: f"archiving {item.sources[0] if item.sources else item.key}",
+            publish=functools.partial(self._publish, patience=patience),
         )
         yield from self._run(request, plan)
 
@@ -263,15 +265,18 @@ class SftpDriver(BaseDriver):
 
     def _archive_one(
         self, task: tuple[ArchiveItem, str], progress: Any, *, patience: Patience
-    ) -> FileOutcome:
+    ) -> Staged:
         item, locator = task
         work = functools.partial(self._archive_to, item, locator, progress)
         return self._retrying(work, patience)
 
     def _archive_to(
         self, item: ArchiveItem, locator: str, progress: Any, connection: _wire.Connection
-    ) -> FileOutcome:
+    ) -> Staged:
+        """The copy written under its temporary name, fsynced and confirmed as the settings
+        ask; its chunk's publish gives it its name."""
         from archive_core import transfer
+        from archive_core.transfer.stager import Staged
         from archive_core_sftp import _files
 
         if item.abandoned_by:
@@ -282,7 +287,7 @@ class SftpDriver(BaseDriver):
             reader = transfer.HashingReader(
                 stream, label=path, expected_sha1=item.sha1, progress=progress
             )
-            done = _files.upload(
+            staged = _files.stage(
                 connection,
                 reader,
                 root=self.config.remote_root,
@@ -290,36 +295,82 @@ class SftpDriver(BaseDriver):
                 mtime=mtime,
                 throttle=self._throttle,
                 unremoved=self._unremovable,
-                durable=self._durable,
+                forget=self._forget,
             )
-        digests = reader.digests
-        assert digests is not None  # the upload read to the end, where it was checked
-        self._confirm(connection, done.path, digests)
-        return FileOutcome.success(
-            item.key,
-            locator=locator,
-            size=done.size,
-            sha1=digests.sha1,
-            sha256=digests.sha256,
-            reused=done.reused,
-        )
+        try:
+            # Before the copy has its name: one that fails the check never gets it.
+            self._confirm(connection, staged)
+        except BaseException:
+            staged.discard()
+            raise
+        return Staged(key=item.key, locator=locator, staged=staged)
 
-    def _confirm(self, connection: _wire.Connection, path: str, digests: Any) -> None:
-        """The content check after publish the settings ask for: read back, a remote command."""
+    def _publish(
+        self, staged: list[Any], *, patience: Patience, stop: Callable[[], bool] | None = None
+    ) -> list[TransferFailed | str | None]:
+        """A chunk's copies given their names (see `_files.publish`), in the stager's
+        publishing thread, on that thread's connection."""
+        from archive_core_sftp import _files, _session, _wire
+
+        try:
+            connection = self._sessions.connection(patience)
+            return _files.publish(
+                connection, staged, root=self.config.remote_root, durable=self._durable, stop=stop
+            )
+        except (_wire.ConnectionLost, _session.SessionFailed) as exc:
+            self._sessions.drop()
+            # Renamed or not, each is safe: a temporary file left is removed on the next
+            # connection, a copy already named is found again (the same bytes) by the re-run.
+            for copy in staged:
+                self._unremovable(copy.temp)
+            why = exc.message if isinstance(exc, _session.SessionFailed) else exc.strerror
+            return [
+                TransferFailed(
+                    f"{copy.path} was written but not published: {why}.",
+                    paths=(copy.path,),
+                    retryable=True,
+                )
+                for copy in staged
+            ]
+
+    def _forget(self, temp: str) -> None:
+        """Remove a staged copy's temporary file nobody will publish (now, or once connected
+        again)."""
+        from archive_core_sftp import _wire
+
+        try:
+            self._sessions.connection().remove(temp)
+        except _wire.SFTPError as exc:
+            if isinstance(exc, _wire.ConnectionLost) or exc.errno != 2:
+                self._unremovable(temp)
+        except ArchiveCoreError:  # no connection to be had: the next one removes it
+            self._unremovable(temp)
+
+    def _confirm(self, connection: _wire.Connection, staged: Any) -> None:
+        """The content check the settings ask for, on the copy written (its temporary
+        file, so that one failing it never gets its name): read back, a remote command."""
         from archive_core_sftp import _files
 
+        digests = staged.digests
         if self.config.read_back:
-            sha1 = _files.remote_digests(connection, path, digests.size).sha1
+            sha1 = _files.remote_digests(connection, staged.temp, digests.size).sha1
             if sha1 != digests.sha1:
                 raise TransferFailed(
-                    f"{path} reads back from the server as sha1 {sha1}, not {digests.sha1}.",
-                    paths=(path,),
+                    f"{staged.path} reads back from the server as sha1 {sha1}, not "
+                    f"{digests.sha1}; it was not published.",
+                    paths=(staged.path,),
                     retryable=True,
                 )
         if self.config.remote_checksum_command:
             from archive_core_sftp import _checksum
 
-            _checksum.confirm(self.config, path, digests, work_dir=self.context.state_dir / "ssh")
+            _checksum.confirm(
+                self.config,
+                staged.temp,
+                digests,
+                work_dir=self.context.state_dir / "ssh",
+                name=staged.path,
+            )
 
     def _remove_partials(
         self, connection: _wire.Connection, locator: str, made_by: tuple[str, ...]

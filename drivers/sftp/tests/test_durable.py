@@ -1,10 +1,9 @@
-"""Renames made durable: a directory fsync after each publish, shared by the files in flight."""
+"""Renames made durable: the directories of a chunk of copies fsynced once it is renamed."""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from drivers.sftp.tests.support import config_for
 
 
 class _Recording:
-    """A real connection that notes the OPENs of directories, fsyncs and renames it is asked."""
+    """A real connection that notes, in order, the fsyncs and renames it is asked for."""
 
     def __init__(self, connection: _wire.Connection) -> None:
         self._connection = connection
@@ -36,18 +35,28 @@ class _Recording:
         self._connection.fsync(handle)
         self.steps.append(("fsync", self._handles[handle]))
 
-    def rename(self, old: str, new: str) -> None:
-        self._connection.rename(old, new)
-        self.steps.append(("rename", new))
+    def submit(self, ptype: int, body: list, replies: object, *args: object, **kw: object) -> int:
+        if ptype == _wire.RENAME:
+            new, _ = _wire._string(body[1], 0)
+            self.steps.append(("rename", new.decode()))
+        elif ptype == _wire.EXTENDED and bytes(body[0]).endswith(b"fsync@openssh.com"):
+            handle, _ = _wire._string(body[1], 0)
+            self.steps.append(("fsync", self._handles[handle]))
+        return self._connection.submit(ptype, body, replies, *args, **kw)  # type: ignore[arg-type]
 
 
-def test_an_upload_returns_after_the_new_name_and_the_directories_made_for_it_are_synced(
+def _source(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(name.encode() * 1000)
+    return path
+
+
+def test_a_copy_is_fsynced_renamed_and_then_its_directories_are_fsynced(
     sshd: SshServer, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    source = tmp_path / "clip.mov"
-    source.write_bytes(b"frames" * 1000)
+    source = _source(tmp_path, "clip.mov")
     with _session.connect(config_for(sshd), work_dir=tmp_path, askpass=None) as session:
         recording = _Recording(session.connection)
         with open_regular(source) as stream:
@@ -58,73 +67,64 @@ def test_an_upload_returns_after_the_new_name_and_the_directories_made_for_it_ar
                 locator="2026/12/clip.mov",
                 durable=DirectorySync("offsite"),
             )
-    final = f"{root}/2026/12/clip.mov"
-    assert recording.steps[-4:] == [
-        ("rename", final),
+    temp = recording.steps[0][1]
+    assert temp.startswith(f"{root}/2026/12/.clip.mov.") and temp.endswith(".partial")
+    assert recording.steps[1:] == [
+        ("rename", f"{root}/2026/12/clip.mov"),  # only once its bytes are on disk
         ("fsync", f"{root}/2026/12"),  # the new name
         ("fsync", f"{root}/2026"),  # the directory 12 made in it
         ("fsync", str(root)),  # the directory 2026 made in remote_root
     ]
 
 
-class _SlowServer:
-    """Just enough connection for DirectorySync: each fsync waits until the test lets it go."""
-
-    extensions = {b"fsync@openssh.com": b"1"}
-
-    def __init__(self) -> None:
-        self.fsyncs = 0
-        self.started = threading.Semaphore(0)
-        self.go = threading.Semaphore(0)
-
-    def open(self, path: str, flags: int) -> bytes:
-        return path.encode()
-
-    def fsync(self, handle: bytes) -> None:
-        self.fsyncs += 1
-        self.started.release()
-        assert self.go.acquire(timeout=10)
-
-    def close_handle(self, handle: bytes) -> None:
-        pass
-
-
-def test_renames_made_while_a_directory_fsync_runs_share_the_next_one() -> None:
-    server = _SlowServer()
-    sync = DirectorySync("offsite")
-    first = threading.Thread(target=sync.after_rename, args=(server, "/archive"))
-    first.start()
-    assert server.started.acquire(timeout=10)  # the first rename's fsync is under way
-    later = [
-        threading.Thread(target=sync.after_rename, args=(server, "/archive")) for _ in range(3)
+def test_a_chunk_of_copies_in_one_directory_costs_one_directory_fsync(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with _session.connect(config_for(sshd), work_dir=tmp_path, askpass=None) as session:
+        recording = _Recording(session.connection)
+        staged = []
+        for n in range(5):
+            source = _source(tmp_path, f"clip{n}.mov")
+            with open_regular(source) as stream:
+                staged.append(
+                    _files.stage(
+                        recording,  # type: ignore[arg-type]
+                        HashingReader(stream, label=str(source)),
+                        root=str(root),
+                        locator=source.name,
+                        forget=lambda temp: None,
+                    )
+                )
+        before = len(recording.steps)
+        results = _files.publish(
+            recording,  # type: ignore[arg-type]
+            staged,
+            root=str(root),
+            durable=DirectorySync("offsite"),
+        )
+    assert results == [None] * 5
+    assert recording.steps[before:] == [
+        *[("rename", f"{root}/clip{n}.mov") for n in range(5)],
+        ("fsync", str(root)),
     ]
-    for thread in later:
-        thread.start()
-    waiting = sync._directories["/archive"]
-    deadline = time.monotonic() + 10
-    while waiting.users < 4 and time.monotonic() < deadline:  # all three renames are in
-        time.sleep(0.001)  # (polling other threads' progress, bounded; no timing asserted)
-    assert waiting.users == 4
-    server.go.release()  # the first finishes; it covers none of the three later renames
-    assert server.started.acquire(timeout=10)  # one fsync for the three
-    server.go.release()
-    for thread in [first, *later]:
-        thread.join(timeout=10)
-        assert not thread.is_alive()
-    assert server.fsyncs == 2
+    assert sorted(os.listdir(root)) == [f"clip{n}.mov" for n in range(5)]
 
 
 def test_a_server_that_cannot_sync_a_directory_is_said_once_and_files_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    class Refusing(_SlowServer):
+    class Refusing:
+        extensions = {b"fsync@openssh.com": b"1"}
+
         def open(self, path: str, flags: int) -> bytes:
             raise _wire.SFTPError(_wire.FAILURE, "Failure", path)
 
     sync = DirectorySync("offsite")
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
-            sync.after_rename(Refusing(), "/archive")  # type: ignore[arg-type]
+            sync.sync(Refusing(), "/archive")  # type: ignore[arg-type]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "target offsite: renames on the server cannot be made durable" in warnings[0]
