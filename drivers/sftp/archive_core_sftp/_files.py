@@ -421,23 +421,37 @@ def _taken(
 
 
 def remote_digests(
-    connection: _wire.Connection, path: str, size: int, *, progress: Any = None
+    connection: _wire.Connection,
+    path: str,
+    size: int,
+    *,
+    progress: Any = None,
+    throttle: Callable[[int], None] | None = None,
 ) -> Any:
     """sha1 and sha256 (`transfer.Digests`) of the remote file at `path`, read once."""
     from archive_core import transfer
 
-    with RemoteReader(connection, path, size) as there:
+    with RemoteReader(connection, path, size, throttle=throttle) as there:
         return transfer.hash_stream(there, progress=progress)  # type: ignore[arg-type]
 
 
 class RemoteReader:
     """A remote file read front to back with up to WINDOW READs out; a BinaryIO for readers.
 
-    Ends at `size` (the file's size when opened); a file that ends sooner raises.
+    Ends at `size` (the file's size when opened); a file that ends sooner raises. With
+    `throttle`, each READ waits its turn under the target's bandwidth_limit.
     """
 
-    def __init__(self, connection: _wire.Connection, path: str, size: int) -> None:
+    def __init__(
+        self,
+        connection: _wire.Connection,
+        path: str,
+        size: int,
+        *,
+        throttle: Callable[[int], None] | None = None,
+    ) -> None:
         self._connection = connection
+        self._throttle = throttle
         self.name = path
         self._size = size
         self._handle = connection.open(path, _wire.O_READ)
@@ -454,6 +468,8 @@ class RemoteReader:
     def _fill(self) -> None:
         while self._outstanding < WINDOW and self._asked < self._size:
             length = min(_wire.MAX_CHUNK, self._size - self._asked)
+            if self._throttle is not None:
+                self._throttle(length)
             body = [_head(self._handle, self._asked, length)]
             self._connection.submit(_wire.READ, body, self._replies, tag=self._asked)
             self._asked += length

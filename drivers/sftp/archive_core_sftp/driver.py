@@ -353,7 +353,9 @@ class SftpDriver(BaseDriver):
 
         digests = staged.digests
         if self.config.read_back:
-            sha1 = _files.remote_digests(connection, staged.temp, digests.size).sha1
+            sha1 = _files.remote_digests(
+                connection, staged.temp, digests.size, throttle=self._throttle
+            ).sha1
             if sha1 != digests.sha1:
                 raise TransferFailed(
                     f"{staged.path} reads back from the server as sha1 {sha1}, not "
@@ -419,7 +421,7 @@ class SftpDriver(BaseDriver):
                 os.path.basename(item.destination),
                 made_by=item.abandoned_by,
             )
-        with _files.RemoteReader(connection, path, size) as remote:
+        with _files.RemoteReader(connection, path, size, throttle=self._throttle) as remote:
             # The size from the server's LSTAT: a small file then goes through one buffer
             # and the chunk's one sync, a large one through the hashing pipeline.
             staged = transfer.stage_file(
@@ -449,7 +451,9 @@ class SftpDriver(BaseDriver):
         from archive_core_sftp import _files
 
         path, size = self._existing(connection, locator=item.locator)
-        digests = _files.remote_digests(connection, path, size, progress=progress)
+        digests = _files.remote_digests(
+            connection, path, size, progress=progress, throttle=self._throttle
+        )
         return FileOutcome.success(
             item.key,
             locator=item.locator,

@@ -213,3 +213,36 @@ def test_transfer_threads_share_connections_round_robin_and_one_broken_reconnect
         assert again[0].stat("/").permissions  # the new one works
     finally:
         pool.close()
+
+
+def test_the_bandwidth_limit_holds_for_restores_and_verifies_as_for_archives(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    from archive_core import CopyRef, RestoreItem, RestoreRequest, VerifyRequest
+
+    root = tmp_path / "root"
+    root.mkdir()
+    driver = driver_for(sshd, tmp_path, remote_root=str(root), bandwidth_limit=1000.0)
+    booked: list[int] = []
+    driver._throttle = booked.append  # what each transfer books against the limit
+    try:
+        archived = _archive_one(driver, tmp_path)
+        assert archived.ok, archived.error
+        sent, booked[:] = sum(booked), []
+        restore = RestoreItem(
+            key="k",
+            locator="clip.mov",
+            destination=str(tmp_path / "back.mov"),
+            sha1=archived.sha1,
+        )
+        request = RestoreRequest(policy="p", target="offsite", job_id="j", items=[restore])
+        [restored] = list(driver.restore(request))
+        received, booked[:] = sum(booked), []
+        verify = VerifyRequest(
+            policy="p", target="offsite", job_id="j", items=[CopyRef(key="k", locator="clip.mov")]
+        )
+        [verified] = list(driver.verify(verify))
+    finally:
+        driver.close()
+    assert restored.ok and verified.ok, (restored.error, verified.error)
+    assert sent == received == sum(booked) == 70_000
