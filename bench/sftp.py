@@ -478,15 +478,17 @@ class PortalFace:
     a warm-up archive before any timer, as they are once per worker process.
     """
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: Env, **settings: int) -> None:
         from archive_core.portal import ArchiveCorePlugin
 
         server = env.server
-        home = Path(server.root) / "portal-face"
-        self.root = server.data_dir / "portal-face"
+        slug = "portal-face" + "".join(f"-{k}-{v}" for k, v in settings.items())
+        home = Path(server.root) / slug
+        self.root = server.data_dir / slug
         home.mkdir()
         self.root.mkdir()
         config = home / "site.toml"
+        extra = "".join(f", {k} = {v}" for k, v in settings.items())
         config.write_text(
             f"""state_dir = "{home / "state"}"
 [catalog]
@@ -495,7 +497,7 @@ url = "sqlite:///{home / "catalog.sqlite"}"
 driver = "sftp"
 settings = {{ host = "{server.host}", port = {server.port}, user = "{server.user}", \
 remote_root = "{self.root}", key_file = "{server.client_key}", \
-known_hosts = "{server.known_hosts}", min_free_bytes = 0 }}
+known_hosts = "{server.known_hosts}", min_free_bytes = 0{extra} }}
 [policies.{POLICY}]
 name = "Bench"
 targets = ["bench"]
@@ -593,6 +595,21 @@ def candidates() -> list[Candidate]:
             "paramiko",
         ),
         Candidate("archive-core (Portal face)", ALL, PortalFace),
+        Candidate(
+            "archive-core (Portal face) 1 conn",
+            {SMALL},
+            lambda env: PortalFace(env, connections=1),
+        ),
+        Candidate(
+            "archive-core (Portal face) 2 conns",
+            {SMALL},
+            lambda env: PortalFace(env, connections=2),
+        ),
+        Candidate(
+            "archive-core (Portal face) 16 in flight",
+            {SMALL},
+            lambda env: PortalFace(env, files_in_flight=16),
+        ),
         Candidate("ssh+wire x1", ALL, lambda env: wire_client(env, 1)),
         Candidate("ssh+wire x8", {SMALL, MEDIUM}, lambda env: wire_client(env, 8)),
         Candidate("ssh+wire x32", {SMALL, MEDIUM}, lambda env: wire_client(env, 32)),

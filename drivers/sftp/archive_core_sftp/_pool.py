@@ -1,11 +1,14 @@
-"""The SFTP sessions of one target: up to `connections` of them, one per transfer thread.
+"""The SFTP sessions of one target: up to `connections` of them, for the uploads' threads.
 
 One OpenSSH server process serves one connection, one request at a time: its fsyncs (one
-per archived copy) queue behind each other, and the disk's commit time, not the network,
-bounds many small files. Several connections let the server make several copies durable at
-once, which the file system's journal commits together. Each thread that asks is given a
-slot, round robin, and keeps it; a slot whose connection broke connects again on its own,
-so one dead connection costs its own files a reconnect.
+per archived copy) queue behind each other, and on a disk whose fsync takes milliseconds its
+commit time, not the network, bounds many small files. Several connections let the server
+make several copies durable at once, which the file system's journal commits together. So
+each upload thread (`spread=True`) is given a slot, round robin, and keeps it; everything
+else (restores, verifies, deletes, readiness) shares the first: reads gain nothing from more
+server processes and, measured with client and server on one small machine, lose to the
+extra ssh processes. A slot whose connection broke connects again on its own, so one dead
+connection costs its own files a reconnect.
 
 During a job, an attempt that fails for a reason that may pass (server unreachable, login
 timed out) is tried again after each of the job's `Patience.delays`; connecting is one at a
@@ -90,19 +93,24 @@ class SessionPool:
         timeout = self._config.operation_timeout
         return Patience(delays=tuple(min(d, timeout) for d in RECONNECT_DELAYS))
 
-    def _slot(self) -> int:
+    def _slot(self, spread: bool) -> int:
+        if not spread:
+            return 0
         slot = getattr(self._mine, "slot", None)
         if slot is None:
             with self._lock:
                 slot = self._mine.slot = next(self._turn) % len(self._slots)
         return slot
 
-    def connection(self, patience: Patience | None = None) -> _wire.Connection:
-        """This thread's live connection, connecting (again) when it has none or it broke.
+    def connection(
+        self, patience: Patience | None = None, *, spread: bool = False
+    ) -> _wire.Connection:
+        """A live connection (this thread's slot with `spread`, else the first), connecting
+        (again) when there is none or it broke.
 
         With `patience` (a job's) failed attempts are tried again; without it (readiness),
         one attempt. Raises SessionFailed."""
-        slot = self._slot()
+        slot = self._slot(spread)
         with self._locks[slot]:
             session = self._slots[slot]
             if session is not None and session.alive:
@@ -154,9 +162,10 @@ class SessionPool:
                 self._sleep(delays[attempt])
                 attempt += 1
 
-    def drop(self) -> None:
-        """End this thread's connection at once (it broke, or a server froze under it)."""
-        slot = self._slot()
+    def drop(self, *, spread: bool = False) -> None:
+        """End the connection `connection(spread=)` gives this thread, at once (it broke, or
+        a server froze under it)."""
+        slot = self._slot(spread)
         with self._locks[slot]:
             session = self._slots[slot]
             self._slots[slot] = None

@@ -163,9 +163,9 @@ class SftpConfig:
         validator=between(1, 64),
     )
     connections: int = setting(
-        help="SFTP connections the target opens at most, shared by the files in flight. "
-        "The server makes one connection's copies durable one after another; several let "
-        "it commit many small files at once.",
+        help="SFTP connections the uploads of a batch share (at most files_in_flight). The "
+        "server makes one connection's copies durable one after another; several let it "
+        "commit many small files together. Restores, verifies and deletes use one.",
         default=4,
         validator=between(1, 16),
     )

@@ -105,10 +105,14 @@ class SftpDriver(BaseDriver):
     # --- the session ---------------------------------------------------------------------------
 
     def _retrying(
-        self, work: Callable[[_wire.Connection], T], patience: Patience | None = None
+        self,
+        work: Callable[[_wire.Connection], T],
+        patience: Patience | None = None,
+        *,
+        spread: bool = False,
     ) -> T:
-        """`work` on this thread's connection (see _pool); once more on a fresh one when the
-        connection broke.
+        """`work` on a connection (this thread's slot with `spread`: see _pool); once more on
+        a fresh one when the connection broke.
 
         A dropped connection (server restarted, network reset, ssh killed by the operation
         timeout) is noticed by the first request after it: every step here may run again
@@ -118,16 +122,16 @@ class SftpDriver(BaseDriver):
         from archive_core_sftp import _session, _wire
 
         try:
-            return work(self._sessions.connection(patience))
+            return work(self._sessions.connection(patience, spread=spread))
         except _wire.ConnectionLost as exc:
             log.info(
                 "target %s: the SFTP connection broke (%s); connecting again",
                 self.context.target,
                 exc,
             )
-            self._sessions.drop()
+            self._sessions.drop(spread=spread)
             try:
-                connection = self._sessions.connection(patience)
+                connection = self._sessions.connection(patience, spread=spread)
             except _session.SessionFailed as failed:
                 # Both halves matter to an admin: what broke, and why it stays broken.
                 broke = exc.strerror or "the SFTP connection broke"
@@ -268,7 +272,7 @@ class SftpDriver(BaseDriver):
     ) -> Staged:
         item, locator = task
         work = functools.partial(self._archive_to, item, locator, progress)
-        return self._retrying(work, patience)
+        return self._retrying(work, patience, spread=True)
 
     def _archive_to(
         self, item: ArchiveItem, locator: str, progress: Any, connection: _wire.Connection

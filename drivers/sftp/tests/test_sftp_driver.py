@@ -176,7 +176,7 @@ def test_a_checksum_the_server_gives_for_other_bytes_fails_the_file(
     assert outcome.retryable
 
 
-def test_transfer_threads_share_connections_round_robin_and_one_broken_reconnects_alone(
+def test_upload_threads_share_connections_round_robin_and_one_broken_reconnects_alone(
     sshd: SshServer, tmp_path: Path
 ) -> None:
     import threading
@@ -185,18 +185,20 @@ def test_transfer_threads_share_connections_round_robin_and_one_broken_reconnect
 
     pool = SessionPool(config_for(sshd), target="offsite", work_dir=tmp_path / "ssh", size=2)
     got: dict[int, object] = {}
+    shared: dict[int, object] = {}
     again: dict[int, object] = {}
     asked = threading.Barrier(4)
     dropped = threading.Event()
 
     def transfer(n: int) -> None:
-        got[n] = pool.connection()
+        got[n] = pool.connection(spread=True)
+        shared[n] = pool.connection()
         asked.wait()
         if n == 0:
-            pool.drop()  # as after a ConnectionLost on thread 0's connection
+            pool.drop(spread=True)  # as after a ConnectionLost on thread 0's upload connection
             dropped.set()
         dropped.wait()
-        again[n] = pool.connection()
+        again[n] = pool.connection(spread=True)
 
     threads = [threading.Thread(target=transfer, args=(n,)) for n in range(4)]
     try:
@@ -204,7 +206,8 @@ def test_transfer_threads_share_connections_round_robin_and_one_broken_reconnect
             thread.start()
         for thread in threads:
             thread.join(timeout=30)
-        assert len({id(c) for c in got.values()}) == 2  # four threads, two connections
+        assert len({id(c) for c in got.values()}) == 2  # four upload threads, two connections
+        assert len({id(c) for c in shared.values()}) == 1  # reads and the rest share one
         mates = [n for n in got if got[n] is got[0]]
         others = [n for n in got if got[n] is not got[0]]
         assert len(mates) == len(others) == 2
