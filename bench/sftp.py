@@ -4,8 +4,9 @@ Run `.venv/bin/python bench/sftp.py [--quick] [--repeats N]` from the repository
 its own sshd (drivers/sftp/tests/sshd.py; the remote root is a directory on the same disk)
 and moves one large file, many 64 KiB files and a few hundred 4 MiB files up and down with
 OpenSSH's sftp (the baseline), rsync and scp, asyncssh, paramiko's SFTP client over the
-system ssh's pipes, and archive-core's own SFTP v3 client over the system ssh's pipes
-(drivers/sftp/archive_core_sftp/_wire.py). Every client uses the cipher aes128-gcm.
+system ssh's pipes, archive-core's own SFTP v3 client over the system ssh's pipes
+(drivers/sftp/archive_core_sftp/_wire.py, through bench/wire_bulk.py), and archive-core
+itself through the Portal face. Every client uses the cipher aes128-gcm.
 
 Printed per workload and direction: MB/s (10^6 bytes/s) median and best, the ratio of the
 medians to OpenSSH sftp's, the client's CPU seconds per GiB (its own and its ssh child's),
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "drivers" / "sftp" / "tests"))
 
 import sshd  # noqa: E402 - drivers/sftp/tests/sshd.py
+import wire_bulk  # noqa: E402 - bench/wire_bulk.py: _wire's bulk transfers, for the ssh+wire rows
 from filesys import (  # noqa: E402
     POLICY,
     FileSet,
@@ -55,20 +57,6 @@ KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 CIPHER = "aes128-gcm@openssh.com"
 CHACHA = "chacha20-poly1305@openssh.com"
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def load_wire() -> ModuleType:
-    """_wire.py by path: the sftp driver package's __init__ needs the core, this does not."""
-    path = REPO / "drivers" / "sftp" / "archive_core_sftp" / "_wire.py"
-    spec = importlib.util.spec_from_file_location("archive_core_sftp_wire", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-wire = load_wire()
 
 
 def optional(name: str) -> ModuleType | None:
@@ -217,7 +205,9 @@ def rsync_down(env: Env, case: Case, target: Path) -> None:
 def asyncssh_client(env: Env, files: int, tuned: bool) -> tuple[Callable[..., None], ...]:
     asyncssh = importlib.import_module("asyncssh")
     server = env.server
-    options: dict[str, Any] = {"block_size": wire.MAX_CHUNK, "max_requests": 128} if tuned else {}
+    options: dict[str, Any] = (
+        {"block_size": wire_bulk.MAX_CHUNK, "max_requests": 128} if tuned else {}
+    )
 
     async def session(work: Callable[[Any], Any]) -> None:
         async with (
@@ -290,7 +280,7 @@ class PipeSock:
             with contextlib.suppress(OSError):
                 import fcntl
 
-                fcntl.fcntl(fd, wire.F_SETPIPE_SZ, 1 << 20)
+                fcntl.fcntl(fd, wire_bulk.F_SETPIPE_SZ, 1 << 20)
 
     def send(self, data: bytes) -> int:
         return os.write(self.write_fd, data)
@@ -371,7 +361,7 @@ def fan_out(
 
 def paramiko_client(env: Env, connections: int) -> tuple[Callable[..., None], ...]:
     paramiko = importlib.import_module("paramiko")
-    command = wire.ssh_command(env.host, env.server.ssh_options(), cipher=env.cipher)
+    command = wire_bulk.ssh_command(env.host, env.server.ssh_options(), cipher=env.cipher)
 
     def connect() -> Any:
         return paramiko.SFTPClient(PipeSock(command))
@@ -413,16 +403,16 @@ def wire_client(
     files: int,
     connections: int = 1,
     *,
-    chunk: int = wire.MAX_CHUNK,
+    chunk: int = wire_bulk.MAX_CHUNK,
     window: int = 64,
     atomic: bool = False,
     hashing: bool = False,
 ) -> tuple[Callable[..., None], ...]:
-    command = wire.ssh_command(env.host, env.server.ssh_options(), cipher=env.cipher)
+    command = wire_bulk.ssh_command(env.host, env.server.ssh_options(), cipher=env.cipher)
     options: dict[str, Any] = {"chunk": chunk, "window": window, "files_in_flight": files}
 
     def connect() -> Any:
-        return wire.spawn_ssh(command)
+        return wire_bulk.spawn_ssh(command)
 
     def put(connection: Any, items: Iterator[tuple[str, str]]) -> None:
         extra: dict[str, Any] = {"atomic": atomic}
@@ -434,10 +424,10 @@ def wire_client(
                 sha256.update(data)
 
             extra["digest"] = digest
-        connection.put_files(items, **options, **extra)
+        wire_bulk.put_files(connection, items, **options, **extra)
 
     def get(connection: Any, items: Iterator[tuple[str, str, int]]) -> None:
-        connection.get_files(items, **options)
+        wire_bulk.get_files(connection, items, **options)
 
     def up(env: Env, case: Case, target: Path) -> None:
         def prelude(connection: Any) -> list[tuple[str, str]]:
@@ -991,8 +981,8 @@ def extras(
         sweep = [
             Candidate(f"ssh+wire chunk {c // KiB}K window {w}", {SINGLE},
                       lambda env, c=c, w=w: wire_client(env, 1, chunk=c, window=w))
-            for c, w in ((32 * KiB, 64), (64 * KiB, 64), (128 * KiB, 32), (wire.MAX_CHUNK, 8),
-                         (wire.MAX_CHUNK, 16), (wire.MAX_CHUNK, 128))
+            for c, w in ((32 * KiB, 64), (64 * KiB, 64), (128 * KiB, 32), (wire_bulk.MAX_CHUNK, 8),
+                         (wire_bulk.MAX_CHUNK, 16), (wire_bulk.MAX_CHUNK, 128))
         ]  # fmt: skip
         swept = run_table(bench, single, sweep, 1)
         swept.update({k: v for k, v in results.items() if k[0] in ("OpenSSH sftp", "ssh+wire x1")})

@@ -34,34 +34,40 @@ def confirm(
         )
         command = [command[0], *pin, *command[1:]]
     askpass = _ssh.askpass_for(config)
+    limit = config.operation_timeout + config.connect_timeout
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             command,
             env=_ssh.child_environment(config, askpass),
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=config.operation_timeout + config.connect_timeout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        raise TransferFailed(
-            f"remote_checksum_command gave no answer for {name or path} within "
-            f"{config.operation_timeout + config.connect_timeout:g} s.",
-            paths=(path,),
-            retryable=True,
-        ) from None
+        if askpass is not None:
+            askpass.allow(process.pid)
+        try:
+            out, err = process.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise TransferFailed(
+                f"remote_checksum_command gave no answer for {name or path} within {limit:g} s.",
+                paths=(path,),
+                retryable=True,
+            ) from None
     finally:
         if askpass is not None:
             askpass.close()
     shown = name or path
-    words = done.stdout.decode("utf-8", "replace").split()
+    words = out.decode("utf-8", "replace").split()
     digest = words[0].lower() if words else ""
     expected = {40: digests.sha1, 64: digests.sha256}.get(len(digest))
-    if done.returncode != 0 or expected is None:
-        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    if process.returncode != 0 or expected is None:
+        said = err.decode("utf-8", "replace").strip().splitlines()
         raise TransferFailed(
             f"remote_checksum_command {config.remote_checksum_command!r} did not give a sha1 "
-            f"or sha256 for {shown} (exit {done.returncode}"
+            f"or sha256 for {shown} (exit {process.returncode}"
             + (f": {said[-1]}" if said else "")
             + ").",
             paths=(path,),

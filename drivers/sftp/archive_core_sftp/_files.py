@@ -203,7 +203,16 @@ def publish(
         if rtype == -1:
             raise _wire.broke(payload) from payload
         copy = staged[index]
-        there = _wire.Attrs.decode(payload, 0)[0].size if rtype == _wire.ATTRS else None
+        if rtype != _wire.ATTRS:
+            said = _wire._status(payload)[1] if rtype == _wire.STATUS else f"reply {rtype}"
+            results[index] = TransferFailed(
+                f"{copy.path} could not be looked at on the server right after it was "
+                f"renamed to that name ({said}).",
+                paths=(copy.path,),
+                retryable=True,
+            )
+            continue
+        there = _wire.Attrs.decode(payload, 0)[0].size
         if there != copy.digests.size:
             # Ours: the rename made it just now. A short copy must not hold the name.
             with contextlib.suppress(_wire.SFTPError):
@@ -215,13 +224,15 @@ def publish(
                 retryable=True,
             )
     if durable is not None:
-        changed: dict[str, None] = {}  # in order, each once: the names, then made directories
-        for index in renamed:
-            if results[index] is None:
-                changed[posixpath.dirname(staged[index].path)] = None
-        for index in renamed:
-            for made in reversed(staged[index].made):
-                changed[posixpath.dirname(made)] = None
+        # Each directory once, in order: where the copies now have their names (a name
+        # found taken by the same bytes too: an earlier attempt's rename may not be on disk
+        # yet), then the directories made for them, deepest first.
+        kept = [i for i, result in enumerate(results) if result is None or isinstance(result, str)]
+        changed = dict.fromkeys(posixpath.dirname(staged[i].path) for i in kept)
+        for index in kept:
+            changed.update(
+                dict.fromkeys(posixpath.dirname(d) for d in reversed(staged[index].made))
+            )
         for directory in changed:
             durable.sync(connection, directory)
     return results
@@ -273,10 +284,6 @@ def _finish(
     return finish
 
 
-#: statvfs flag of a file system mounted read-only.
-_ST_RDONLY = 1
-
-
 def _refused(
     connection: _wire.Connection, exc: _wire.SFTPError, path: str, directory: str
 ) -> TransferFailed:
@@ -299,7 +306,7 @@ def _refused(
             vfs = connection.statvfs(directory)
         except _wire.SFTPError:
             vfs = None
-        if vfs is not None and vfs.flag & _ST_RDONLY:
+        if vfs is not None and vfs.flag & _wire.ST_RDONLY:
             return TransferFailed(
                 f"The server refused writing {path}: the file system of {directory} is "
                 "mounted read-only on the server. Have it mounted read-write (or choose "

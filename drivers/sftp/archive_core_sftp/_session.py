@@ -148,11 +148,17 @@ def connect(config: SftpConfig, *, work_dir: Path, askpass: _ssh.AskpassChannel 
         ) from None
     for fd in (to_ssh_r, from_ssh_w, err_w):
         os.close(fd)
+    if askpass is not None:
+        askpass.allow(process.pid)  # its prompts are answered while it logs in, no longer
     stderr = _Stderr(err_r)
     # ssh's own ConnectTimeout covers the TCP connection; the rest of the login is ours.
     timeout = config.connect_timeout * 2 + 5
     try:
-        connection = _wire.Connection(from_ssh_r, to_ssh_w, process, handshake_timeout=timeout)
+        try:
+            connection = _wire.Connection(from_ssh_r, to_ssh_w, process, handshake_timeout=timeout)
+        finally:
+            if askpass is not None:
+                askpass.forget(process.pid)
     except OSError as exc:  # ConnectionLost, or EPIPE: ssh exited before it read INIT
         process.kill()
         process.wait()

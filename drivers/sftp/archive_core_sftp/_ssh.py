@@ -164,10 +164,16 @@ class AskpassChannel:
     """Answers ssh's passphrase and password prompts over a private unix socket.
 
     The askpass program (`_askpass.py`, run through a two-line wrapper in the channel's own
-    0700 directory) connects, sends the prompt and prints what it gets back. A peer that is
-    not a process of this user is refused (SO_PEERCRED). Use as a context manager around one
-    ssh start: the directory and socket are removed at exit.
+    0700 directory) connects, sends the prompt and prints what it gets back. Only the ssh
+    processes the driver started and `allow`ed, while they log in, are answered: the peer
+    (SO_PEERCRED) must be a process of this user whose parent is one of them. So a ProxyJump
+    hop (a second ssh, below ours, with our environment) is never given the target's
+    secret, nor is any other program that finds the socket. Use as a context manager around
+    one ssh start: the directory and socket are removed at exit.
     """
+
+    #: How long a prompt waits for its ssh to be allowed: ssh can ask before Popen returns.
+    ALLOW_WAIT = 5.0
 
     def __init__(self, *, passphrase: Secret | None, password: Secret | None) -> None:
         self._passphrase = passphrase
@@ -184,6 +190,8 @@ class AskpassChannel:
             f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -I {shlex.quote(str(helper))} "$@"\n'
         )
         self.program.chmod(0o700)
+        self._allowed: set[int] = set()
+        self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="sftp-askpass", daemon=True)
         self._thread.start()
@@ -194,6 +202,27 @@ class AskpassChannel:
             "SSH_ASKPASS_REQUIRE": "force",
             SOCKET_ENV: os.fspath(self.socket_path),
         }
+
+    def allow(self, pid: int) -> None:
+        """Answer the prompts of ssh process `pid` (just started, about to log in)."""
+        with self._changed:
+            self._allowed.add(pid)
+            self._changed.notify_all()
+
+    def forget(self, pid: int) -> None:
+        """No more prompts from `pid`: it has logged in, or failed to."""
+        with self._changed:
+            self._allowed.discard(pid)
+
+    def _asked_by_ours(self, pid: int) -> bool:
+        parent = _parent_of(pid)
+        with self._changed:
+            return (
+                self._changed.wait_for(
+                    lambda: parent in self._allowed or self._stop.is_set(), timeout=self.ALLOW_WAIT
+                )
+                and parent in self._allowed
+            )
 
     def answer(self, prompt: str) -> str | None:
         """The secret for ssh's `prompt`, or None: never a guess at another prompt."""
@@ -220,8 +249,16 @@ class AskpassChannel:
 
     def _reply(self, peer: socket.socket) -> None:
         creds = peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", creds)
+        pid, uid, _gid = struct.unpack("3i", creds)
         if uid != os.getuid():
+            return
+        if not self._asked_by_ours(pid):
+            log.warning(
+                "askpass channel: a prompt from process %d was not answered: its parent is "
+                "not an ssh this target started (a ProxyJump hop asking for a password?)",
+                pid,
+            )
+            peer.sendall(b"-")
             return
         peer.settimeout(5)
         prompt = b""
@@ -235,6 +272,8 @@ class AskpassChannel:
 
     def close(self) -> None:
         self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
         self._server.close()
         self._thread.join(timeout=2)
         for path in (self.socket_path, self.program):
@@ -248,6 +287,15 @@ class AskpassChannel:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of `pid` (from /proc), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def needs_prompts(config: SftpConfig) -> bool:

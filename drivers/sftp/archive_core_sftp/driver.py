@@ -217,7 +217,7 @@ class SftpDriver(BaseDriver):
             if (
                 exc.code == _wire.FAILURE
                 and b"statvfs@openssh.com" in connection.extensions
-                and connection.statvfs(root).flag & _ST_RDONLY
+                and connection.statvfs(root).flag & _wire.ST_RDONLY
             ):
                 return Readiness.not_ready(
                     f"remote_root {root} is on a file system mounted read-only on the "
@@ -321,12 +321,15 @@ class SftpDriver(BaseDriver):
             return _files.publish(
                 connection, staged, root=self.config.remote_root, durable=self._durable, stop=stop
             )
-        except (_wire.ConnectionLost, _session.SessionFailed) as exc:
-            self._sessions.drop()
-            # Renamed or not, each is safe: a temporary file left is removed on the next
+        except (_wire.SFTPError, _session.SessionFailed) as exc:
+            # The connection broke, or the server refused a directory's fsync. Renamed or
+            # not, each copy is safe: a temporary file left is removed on the next
             # connection, a copy already named is found again (the same bytes) by the re-run.
+            lost = isinstance(exc, _wire.ConnectionLost | _session.SessionFailed)
+            if isinstance(exc, _wire.ConnectionLost):
+                self._sessions.drop()
             for copy in staged:
-                self._unremovable(copy.temp)
+                self._unremovable(copy.temp) if lost else self._forget(copy.temp)
             why = exc.message if isinstance(exc, _session.SessionFailed) else exc.strerror
             return [
                 TransferFailed(
@@ -547,10 +550,6 @@ class SftpDriver(BaseDriver):
             request=request,
             progress=request.progress if hasattr(request, "progress") else None,
         )
-
-
-#: statvfs flag of a file system mounted read-only.
-_ST_RDONLY = 1
 
 
 def _as_is(item: Any) -> Any:

@@ -128,3 +128,46 @@ def test_a_server_that_cannot_sync_a_directory_is_said_once_and_files_go_on(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "target offsite: renames on the server cannot be made durable" in warnings[0]
+
+
+def test_a_refused_directory_fsync_fails_the_chunk_retryably_and_the_rerun_finds_the_copies(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from archive_core_sftp.driver import SftpDriver
+
+    from archive_core import ArchiveItem, ArchiveRequest, DriverContext
+
+    root = tmp_path / "root"
+    root.mkdir()
+    sources = [_source(tmp_path, f"clip{n}.mov") for n in range(3)]
+    items = [
+        ArchiveItem(
+            key=str(n),
+            sources=[str(path)],
+            name=path.name,
+            sha1=hashlib.sha1(path.read_bytes()).hexdigest(),
+        )
+        for n, path in enumerate(sources)
+    ]
+    request = ArchiveRequest(policy="p", target="offsite", job_id="j", items=items)
+    state = tmp_path / "state"
+    state.mkdir()
+    config = config_for(sshd, remote_root=str(root), min_free_bytes=0)
+    driver = SftpDriver(config, DriverContext(target="offsite", state_dir=state))
+    try:
+
+        def refuse(self: DirectorySync, connection: object, directory: str) -> None:
+            raise _wire.SFTPError(_wire.FAILURE, "Failure", directory)
+
+        with monkeypatch.context() as patched:
+            patched.setattr(DirectorySync, "sync", refuse)
+            first = list(driver.archive(request))
+        assert [o.ok for o in first] == [False] * 3
+        assert all(o.retryable and "was written but not published" in o.error for o in first)
+        assert sorted(os.listdir(root)) == [p.name for p in sources]  # no temporary left
+        again = list(driver.archive(request))
+    finally:
+        driver.close()
+    assert [(o.ok, o.reused) for o in again] == [(True, True)] * 3

@@ -296,3 +296,32 @@ def test_the_archive_core_command_never_prints_a_secret(
         assert inline not in output, command
         for secret in (TEST_PASSWORD, WRONG_PASSWORD, WRONG_PASSPHRASE):
             assert secret not in output, command
+
+
+def test_the_askpass_channel_answers_only_the_ssh_it_was_told_to_and_only_while_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A program that finds the socket (a ProxyJump hop, below our ssh, with its
+    environment) is not given the secret: only the child of an ssh the driver started."""
+    password = secret_from_env(monkeypatch, "PORTAL_SFTP_PASSWORD", "not-for-a-hop")
+    channel = _ssh.AskpassChannel(passphrase=None, password=password)
+    channel.ALLOW_WAIT = 0.5
+    # A stand-in for ssh: a shell that runs the askpass program as its child once told to.
+    ask = f"read go; {sys.executable} -I {_askpass.__file__} 'Password: '"
+    env = {**channel.environment(), "PATH": "/usr/bin:/bin"}
+    answers = []
+    try:
+        for allowed in (False, True):
+            shell = subprocess.Popen(
+                ["sh", "-c", ask], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            if allowed:
+                channel.allow(shell.pid)
+            out, _ = shell.communicate(b"go\n", timeout=10)
+            channel.forget(shell.pid)
+            answers.append((shell.returncode, out))
+    finally:
+        channel.close()
+    assert answers[0] == (1, b"")  # its parent was never allowed: no answer
+    assert answers[1] == (0, b"not-for-a-hop\n")
+    assert "was not answered: its parent is not an ssh this target started" in caplog.text
