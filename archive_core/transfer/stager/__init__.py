@@ -17,10 +17,12 @@ The surface drivers import from here:
 - `Result`: `FileOutcome | Staged`, what `stage` returns.
 - `Mode`: `auto`, `inline`, `threads`, `processes`; `choose_mode(items, ...)`: what auto picks.
 - `failure_outcome(key, what, exc, request)`: a per-file failure an admin can act on.
-- `published_outcomes(staged, publish)`: publish one chunk and get its outcomes.
+- `published_outcomes(staged, publish)`: publish one chunk and get its outcomes;
+  `CHUNK_FILES`, `CHUNK_SECONDS`: when the stager's chunks are due, for a driver that
+  stages by itself and chunks alike.
 """
 
-from archive_core.transfer.stager._chunks import published_outcomes
+from archive_core.transfer.stager._chunks import CHUNK_FILES, CHUNK_SECONDS, published_outcomes
 from archive_core.transfer.stager._plan import (
     Mode,
     Plan,
@@ -32,6 +34,8 @@ from archive_core.transfer.stager._plan import (
 from archive_core.transfer.stager._stager import Stager, choose_mode
 
 __all__ = [
+    "CHUNK_FILES",
+    "CHUNK_SECONDS",
     "Mode",
     "Plan",
     "Result",

@@ -10,6 +10,7 @@ confirmed after. Locators are relative posix paths under remote_root; external i
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import logging
@@ -90,6 +91,7 @@ class SftpDriver(BaseDriver):
             clock=clock,
         )
         self._durable = DirectorySync(context.target)
+        self._clock = clock
         self._stager: Stager | None = None
         self._throttle = _Throttle(config.bandwidth_limit * 1e6) if config.bandwidth_limit else None
         # Temporary files a broken connection kept us from removing: removed on the next one.
@@ -247,17 +249,138 @@ class SftpDriver(BaseDriver):
     # --- archive -------------------------------------------------------------------------------
 
     def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
+        """Small files (up to _pipeline.SMALL_FILE) many at a time by one thread on one
+        connection; larger ones, and every file a per-file check must confirm before its
+        publish, by the stager's threads. Both publish in chunks (`_publish`)."""
+        import attrs
+
         from archive_core.transfer.stager import Plan
 
         today = dt.datetime.now(dt.UTC).date()  # one date per batch, even across midnight
         patience = self._patience()
-        plan: Plan[ArchiveItem, Any] = Plan(
-            prepare=functools.partial(self._locate, today=today),
-            stage=functools.partial(self._archive_one, patience=patience),
-            describe=lambda item: f"archiving {item.sources[0] if item.sources else item.key}",
-            publish=functools.partial(self._publish, patience=patience),
+        small, other = self._sort_by_size(request.items)
+        if other:
+            plan: Plan[ArchiveItem, Any] = Plan(
+                prepare=functools.partial(self._locate, today=today),
+                stage=functools.partial(self._archive_one, patience=patience),
+                describe=_describe_archive,
+                publish=functools.partial(self._publish, patience=patience),
+            )
+            yield from self._run(attrs.evolve(request, items=other), plan)
+        if small:
+            yield from self._archive_small(request, small, today=today, patience=patience)
+
+    def _sort_by_size(
+        self, items: tuple[ArchiveItem, ...]
+    ) -> tuple[list[ArchiveItem], list[ArchiveItem]]:
+        from archive_core_sftp import _pipeline
+
+        if self.config.read_back or self.config.remote_checksum_command:
+            return [], list(items)  # their checks run per file, in the stager's threads
+        small: list[ArchiveItem] = []
+        other: list[ArchiveItem] = []
+        for item in items:
+            size = item.size
+            if size is None and item.sources:
+                try:
+                    size = os.stat(item.sources[0]).st_size
+                except OSError:
+                    size = None  # the threaded path says why it cannot be read
+            (small if size is not None and size <= _pipeline.SMALL_FILE else other).append(item)
+        return small, other
+
+    def _archive_small(
+        self,
+        request: ArchiveRequest,
+        items: list[ArchiveItem],
+        *,
+        today: dt.date,
+        patience: Patience,
+    ) -> Iterator[FileOutcome]:
+        """`items` through `_pipeline.upload_small`, published in chunks as the stager's are;
+        a connection lost on the way costs its files one more try on a fresh one."""
+        from archive_core.transfer.stager import (
+            CHUNK_FILES,
+            CHUNK_SECONDS,
+            Staged,
+            failure_outcome,
+            published_outcomes,
         )
-        yield from self._run(request, plan)
+        from archive_core_sftp import _files, _pipeline, _session, _wire
+
+        publish = functools.partial(self._publish, patience=patience)
+        waiting = collections.deque(self._small_upload(item, today, request) for item in items)
+        tried_again: set[str] = set()
+        chunk: list[Staged] = []
+        due = self._clock() + CHUNK_SECONDS
+        while waiting:
+            try:
+                connection = self._sessions.connection(patience)
+            except _session.SessionFailed as exc:
+                for upload in waiting:
+                    item = upload.key[0]
+                    yield failure_outcome(item.key, _describe_archive(item), exc, request)
+                break
+            try:
+                for upload in _pipeline.upload_small(
+                    connection,
+                    _drain(waiting),
+                    files_in_flight=self.config.files_in_flight,
+                    forget=self._forget,
+                    throttle=self._throttle,
+                    unremoved=self._unremovable,
+                ):
+                    item, locator = upload.key
+                    if isinstance(upload.done, _files.RemoteStaged):
+                        chunk.append(Staged(key=item.key, locator=locator, staged=upload.done))
+                        if len(chunk) >= CHUNK_FILES or self._clock() >= due:
+                            yield from published_outcomes(chunk, publish)
+                            chunk, due = [], self._clock() + CHUNK_SECONDS
+                    elif isinstance(upload.done, _wire.ConnectionLost) and (
+                        item.key not in tried_again
+                    ):
+                        tried_again.add(item.key)
+                        waiting.append(self._small_upload(item, today, request))
+                    else:
+                        yield failure_outcome(
+                            item.key, _describe_archive(item), upload.done, request
+                        )
+            except _wire.ConnectionLost as exc:
+                log.info(
+                    "target %s: the SFTP connection broke (%s); connecting again",
+                    self.context.target,
+                    exc,
+                )
+                self._sessions.drop()
+        if chunk:
+            yield from published_outcomes(chunk, publish)
+
+    def _small_upload(self, item: ArchiveItem, today: dt.date, request: ArchiveRequest) -> Any:
+        from archive_core import transfer
+        from archive_core_sftp import _pipeline
+
+        _, locator = self._locate(item, today=today)
+
+        def open_source() -> tuple[Any, Any, int]:
+            path, stream = transfer.open_first_readable(item.sources)
+            mtime = int(os.fstat(stream.fileno()).st_mtime)
+            reader = transfer.HashingReader(
+                stream, label=path, expected_sha1=item.sha1, progress=request.progress
+            )
+            return stream, reader, mtime
+
+        before = None
+        if item.abandoned_by:
+            before = functools.partial(
+                self._remove_partials, locator=locator, made_by=item.abandoned_by
+            )
+        return _pipeline.SmallUpload(
+            key=(item, locator),
+            open_source=open_source,
+            root=self.config.remote_root,
+            locator=locator,
+            before=before,
+        )
 
     def _locate(self, item: ArchiveItem, *, today: dt.date) -> tuple[ArchiveItem, str]:
         from archive_core import transfer
@@ -554,6 +677,16 @@ class SftpDriver(BaseDriver):
 
 def _as_is(item: Any) -> Any:
     return item
+
+
+def _describe_archive(item: ArchiveItem) -> str:
+    return f"archiving {item.sources[0] if item.sources else item.key}"
+
+
+def _drain(waiting: collections.deque[Any]) -> Iterator[Any]:
+    """Take from the front of `waiting` until it is empty (it may grow meanwhile)."""
+    while waiting:
+        yield waiting.popleft()
 
 
 class _Throttle:

@@ -1,9 +1,13 @@
-"""What the sftp tests share: a target's settings for a test server."""
+"""What the sftp tests share: a target's settings for a test server, a driver for them."""
 
 from __future__ import annotations
 
-from archive_core_sftp.config import SftpConfig
+from pathlib import Path
 
+from archive_core_sftp.config import SftpConfig
+from archive_core_sftp.driver import SftpDriver
+
+from archive_core import DriverContext, Readiness
 from drivers.sftp.tests.sshd import SshServer
 
 
@@ -19,3 +23,19 @@ def config_for(server: SshServer, **settings: object) -> SftpConfig:
     }
     values.update(settings)
     return SftpConfig(**values)  # type: ignore[arg-type]
+
+
+def driver_with(config: SftpConfig, tmp_path: Path) -> SftpDriver:
+    """A driver of target "offsite" with these settings, its state under tmp_path."""
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    return SftpDriver(config, DriverContext(target="offsite", state_dir=state))
+
+
+def readiness_of(config: SftpConfig, tmp_path: Path) -> Readiness:
+    """What a fresh driver with these settings says of the target; the driver closed."""
+    driver = driver_with(config, tmp_path)
+    try:
+        return driver.check_ready()
+    finally:
+        driver.close()

@@ -8,26 +8,19 @@ from pathlib import Path
 import pytest
 from archive_core_sftp.driver import SftpDriver
 
-from archive_core import ArchiveItem, ArchiveRequest, DriverContext, FileOutcome
+from archive_core import ArchiveItem, ArchiveRequest, FileOutcome
 from drivers.sftp.tests.sshd import SshServer
-from drivers.sftp.tests.support import config_for
+from drivers.sftp.tests.support import config_for, driver_with, readiness_of
 
 
 def driver_for(server: SshServer, tmp_path: Path, **settings: object) -> SftpDriver:
-    config = config_for(server, **settings)
-    state = tmp_path / "state"
-    state.mkdir(exist_ok=True)
-    return SftpDriver(config, DriverContext(target="offsite", state_dir=state))
+    return driver_with(config_for(server, **settings), tmp_path)
 
 
 def test_ready_says_where_and_how_much_is_free(sshd: SshServer, tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    driver = driver_for(sshd, tmp_path, remote_root=str(root), min_free_bytes=0)
-    try:
-        readiness = driver.check_ready()
-    finally:
-        driver.close()
+    readiness = readiness_of(config_for(sshd, remote_root=str(root), min_free_bytes=0), tmp_path)
     assert readiness.ok, readiness.reason
     assert f"{root} on {sshd.user}@{sshd.host}:{sshd.port} is writable" in readiness.reason
     assert os.listdir(root) == []  # the probe is gone
@@ -38,11 +31,9 @@ def test_an_unknown_host_key_makes_the_target_not_ready_with_the_pin_to_set(
 ) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    driver = driver_for(sshd, tmp_path, remote_root=str(tmp_path), known_hosts=empty)
-    try:
-        readiness = driver.check_ready()
-    finally:
-        driver.close()
+    readiness = readiness_of(
+        config_for(sshd, remote_root=str(tmp_path), known_hosts=empty), tmp_path
+    )
     assert not readiness.ok
     assert f'host_key_fingerprint = "{sshd.host_key_fingerprint}"' in readiness.reason
 
@@ -59,21 +50,15 @@ def test_a_missing_or_wrong_remote_root_is_not_ready(
 ) -> None:
     root = tmp_path / "root"
     make(root)
-    driver = driver_for(sshd, tmp_path, remote_root=str(root))
-    try:
-        readiness = driver.check_ready()
-    finally:
-        driver.close()
+    readiness = readiness_of(config_for(sshd, remote_root=str(root)), tmp_path)
     assert not readiness.ok
     assert reason in readiness.reason
 
 
 def test_too_little_free_space_is_not_ready(sshd: SshServer, tmp_path: Path) -> None:
-    driver = driver_for(sshd, tmp_path, remote_root=str(tmp_path), min_free_bytes=10**18)
-    try:
-        readiness = driver.check_ready()
-    finally:
-        driver.close()
+    readiness = readiness_of(
+        config_for(sshd, remote_root=str(tmp_path), min_free_bytes=10**18), tmp_path
+    )
     assert not readiness.ok
     assert "bytes are free under remote_root" in readiness.reason
 

@@ -495,3 +495,64 @@ def test_connection_attempts_stop_once_they_would_pass_a_few_operation_timeouts(
     # Budget 3 operation_timeouts, 3 s: attempt 1 ends at 1 s, the 0.5 s wait fits; attempt 2
     # ends at 2.5 s, and its 1 s wait (capped at operation_timeout) would pass it.
     assert sleeps.delays == [0.5]
+
+
+# --- 5. the same faults while many small files are in flight (the pipeline) -------------------
+
+
+def after_bytes(count: int, fault: Callable[[], None]) -> Callable[[int], None]:
+    """A progress callback that runs `fault` once `count` bytes of the batch were read."""
+    state = {"read": 0, "done": False}
+
+    def progress(read: int) -> None:
+        state["read"] += read
+        if not state["done"] and state["read"] >= count:
+            state["done"] = True
+            fault()
+
+    progress.fired = lambda: state["done"]  # type: ignore[attr-defined]
+    return progress
+
+
+def test_sessions_killed_with_small_files_in_flight_cost_them_one_more_try_and_no_partial(
+    make_sshd, tmp_path: Path
+) -> None:
+    server = make_sshd()
+    root = server.data_dir
+    driver = make_driver(server, tmp_path, root, sleep=Sleeps(), files_in_flight=8)
+    files = [source(tmp_path, f"clip{n:02}.mov", 300_000) for n in range(30)]
+    try:
+        progress = after_bytes(3_000_000, server.kill_sessions)  # ten files in
+        outcomes = archive(driver, files, progress)
+    finally:
+        driver.close()
+    assert progress.fired()
+    assert [o.key for o in outcomes if not o.ok] == [], [o.error for o in outcomes if not o.ok]
+    assert sorted(o.key for o in outcomes) == [p.name for p, _ in files]
+    for path, _ in files:
+        assert (root / path.name).read_bytes() == path.read_bytes()
+    assert partials(root) == []  # the killed uploads' temporary files were removed
+
+
+def test_a_server_frozen_with_small_files_in_flight_fails_them_retryably_in_bounded_time(
+    make_sshd, tmp_path: Path
+) -> None:
+    server = make_sshd()
+    root = server.data_dir
+    driver = make_driver(server, tmp_path, root, sleep=Sleeps(), files_in_flight=8, **FROZEN)
+    files = [source(tmp_path, f"clip{n:02}.mov", 300_000) for n in range(30)]
+    try:
+        with thawed_at_the_end(server):
+            progress = after_bytes(3_000_000, server.freeze)
+            outcomes, _ = timed(lambda: archive(driver, files, progress), hang_bound(driver))
+            assert progress.fired()
+            failed = [o for o in outcomes if not o.ok]
+            assert failed and all(o.retryable for o in failed), [o.error for o in failed]
+            assert len(outcomes) == len(files)  # one outcome for each, archived or not
+            for outcome in failed:
+                assert not (root / outcome.key).exists()
+        again = archive(driver, files)
+        assert all(o.ok for o in again), [o.error for o in again if not o.ok]
+        assert partials(root) == []
+    finally:
+        driver.close()

@@ -19,14 +19,9 @@ import pytest
 from archive_core_sftp.config import SftpConfig
 from archive_core_sftp.driver import SftpDriver
 
-from archive_core import ArchiveItem, ArchiveRequest, DriverContext, RestoreItem, RestoreRequest
+from archive_core import ArchiveItem, ArchiveRequest, RestoreItem, RestoreRequest
 from drivers.sftp.tests.sshd import SshServer
-
-
-def driver_with(config: SftpConfig, tmp_path: Path) -> SftpDriver:
-    state = tmp_path / "state"
-    state.mkdir(exist_ok=True)
-    return SftpDriver(config, DriverContext(target="offsite", state_dir=state))
+from drivers.sftp.tests.support import driver_with, readiness_of
 
 
 def ssh_config(path: Path, host: str, **options: object) -> Path:
@@ -104,11 +99,7 @@ def test_an_ssh_config_file_that_cannot_be_read_is_named_in_the_reason(
         remote_root="/",
         connect_timeout=2,
     )
-    driver = driver_with(config, tmp_path)
-    try:
-        readiness = driver.check_ready()
-    finally:
-        driver.close()
+    readiness = readiness_of(config, tmp_path)
     assert not readiness.ok
     assert f"ssh_config_file {missing} cannot be read (No such file or directory)" in (
         readiness.reason
@@ -127,11 +118,7 @@ def test_an_alias_the_config_file_does_not_define_says_where_it_was_looked_for(
         remote_root="/",
         connect_timeout=2,
     )
-    driver = driver_with(config, tmp_path)
-    try:
-        readiness = driver.check_ready()
-    finally:
-        driver.close()
+    readiness = readiness_of(config, tmp_path)
     assert not readiness.ok
     assert "Cannot reach ssh alias 'nowhere.invalid': the host name does not resolve" in (
         readiness.reason
@@ -162,11 +149,7 @@ def test_the_config_file_cannot_turn_off_strict_host_key_checking(
         remote_root=str(tmp_path),
         connect_timeout=5,
     )
-    driver = driver_with(config, tmp_path)
-    try:
-        readiness = driver.check_ready()
-    finally:
-        driver.close()
+    readiness = readiness_of(config, tmp_path)
     assert not readiness.ok
     assert "The host key of ssh alias 'offsite' is not known" in readiness.reason
     assert f'host_key_fingerprint = "{sshd.host_key_fingerprint}"' in readiness.reason
@@ -280,11 +263,7 @@ def test_use_agent_logs_in_with_the_agents_key(
     )
     with running_agent(tmp_path, sshd.client_key) as socket_path:
         monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
-        driver = driver_with(config, tmp_path)
-        try:
-            readiness = driver.check_ready()
-        finally:
-            driver.close()
+        readiness = readiness_of(config, tmp_path)
     assert readiness.ok, readiness.reason
 
 
@@ -301,11 +280,7 @@ def test_without_use_agent_a_running_agent_is_not_offered(
     )
     with running_agent(tmp_path, sshd.client_key) as socket_path:
         monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
-        driver = driver_with(config, tmp_path)
-        try:
-            readiness = driver.check_ready()
-        finally:
-            driver.close()
+        readiness = readiness_of(config, tmp_path)
     assert not readiness.ok
     assert f"refused the login of user {sshd.user}" in readiness.reason
     assert "the server allows publickey" in readiness.reason
@@ -324,10 +299,6 @@ def test_use_agent_without_an_agent_says_ssh_auth_sock_is_not_set(
         remote_root=str(tmp_path),
         connect_timeout=5,
     )
-    driver = driver_with(config, tmp_path)
-    try:
-        readiness = driver.check_ready()
-    finally:
-        driver.close()
+    readiness = readiness_of(config, tmp_path)
     assert not readiness.ok
     assert "use_agent is on, but SSH_AUTH_SOCK is not set" in readiness.reason

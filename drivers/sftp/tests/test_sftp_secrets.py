@@ -19,14 +19,13 @@ import attrs
 import pytest
 from archive_core_sftp import _askpass, _session, _ssh
 from archive_core_sftp.config import SftpConfig
-from archive_core_sftp.driver import SftpDriver
 
-from archive_core import ArchiveItem, ArchiveRequest, DriverContext
+from archive_core import ArchiveItem, ArchiveRequest
 from archive_core.secret import resolve_secret
 from archive_core.testing.siteconfig import write_config
 from drivers.sftp.tests.conftest import TEST_PASSWORD
 from drivers.sftp.tests.sshd import CLIENT_KEY_PASSPHRASE, SshServer
-from drivers.sftp.tests.support import config_for
+from drivers.sftp.tests.support import config_for, driver_with
 
 #: Wrong secrets, distinctive enough that finding one anywhere is no coincidence.
 WRONG_PASSWORD = "wrong-password-4c1d9e"
@@ -53,12 +52,6 @@ def passphrase_config(server: SshServer, monkeypatch: pytest.MonkeyPatch, value:
     return config_for(
         server, key_file=server.client_key_encrypted, key_passphrase=secret, remote_root="/"
     )
-
-
-def driver_with(config: SftpConfig, tmp_path: Path) -> SftpDriver:
-    state = tmp_path / "state"
-    state.mkdir(exist_ok=True)
-    return SftpDriver(config, DriverContext(target="offsite", state_dir=state))
 
 
 def shown(value: object) -> str:
