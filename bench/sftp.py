@@ -587,13 +587,8 @@ def candidates() -> list[Candidate]:
         Candidate("archive-core (Portal face)", ALL, PortalFace),
         Candidate(
             "archive-core (Portal face) 1 conn",
-            {SMALL},
+            {MEDIUM},
             lambda env: PortalFace(env, connections=1),
-        ),
-        Candidate(
-            "archive-core (Portal face) 2 conns",
-            {SMALL},
-            lambda env: PortalFace(env, connections=2),
         ),
         Candidate(
             "archive-core (Portal face) 16 in flight",

@@ -73,6 +73,16 @@ def upload_small(
     finished: collections.deque[SmallUpload] = collections.deque()
 
     def begin(upload: SmallUpload) -> None:
+        # Every upload taken from `waiting` ends in `finished`, whatever happens here: a
+        # connection lost before its OPEN went out fails it too, for the caller to retry.
+        try:
+            start(upload)
+        except _wire.ConnectionLost as lost:
+            if upload not in active:
+                end(upload, lost)
+            raise
+
+    def start(upload: SmallUpload) -> None:
         try:
             if upload.before is not None:
                 upload.before(connection)

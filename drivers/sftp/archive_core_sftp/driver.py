@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -297,8 +298,12 @@ class SftpDriver(BaseDriver):
         today: dt.date,
         patience: Patience,
     ) -> Iterator[FileOutcome]:
-        """`items` through `_pipeline.upload_small`, published in chunks as the stager's are;
-        a connection lost on the way costs its files one more try on a fresh one."""
+        """`items` through `_pipeline.upload_small`, one lane per connection (each a thread
+        with its own connection, so that the server fsyncs several files at once), published
+        in chunks as the stager's are, here, while the lanes go on. A connection lost on the
+        way costs its files one more try on a fresh one."""
+        import math
+
         from archive_core.transfer.stager import (
             CHUNK_FILES,
             CHUNK_SECONDS,
@@ -306,66 +311,123 @@ class SftpDriver(BaseDriver):
             failure_outcome,
             published_outcomes,
         )
-        from archive_core_sftp import _files, _pipeline, _session, _wire
+        from archive_core_sftp import _files
 
-        publish = functools.partial(self._publish, patience=patience)
         waiting = collections.deque(self._small_upload(item, today, request) for item in items)
-        tried_again: set[str] = set()
+        lanes = max(1, min(self.config.connections, len(waiting)))
+        each = math.ceil(self.config.files_in_flight / lanes)
+        arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        lane = functools.partial(
+            self._small_lane, waiting, arrived, each, patience, today, request, set()
+        )
+        threads = [
+            threading.Thread(target=lane, name=f"sftp-{self.context.target}-lane-{n}")
+            for n in range(lanes)
+        ]
+        for thread in threads:
+            thread.start()
+        publish = functools.partial(self._publish, patience=patience)
         chunk: list[Staged] = []
         due = self._clock() + CHUNK_SECONDS
-        while waiting:
-            try:
-                connection = self._sessions.connection(patience)
-            except _session.SessionFailed as exc:
-                for upload in waiting:
-                    item = upload.key[0]
-                    yield failure_outcome(item.key, _describe_archive(item), exc, request)
-                break
-            try:
-                for upload in _pipeline.upload_small(
-                    connection,
-                    _drain(waiting),
-                    files_in_flight=self.config.files_in_flight,
-                    forget=self._forget,
-                    throttle=self._throttle,
-                    unremoved=self._unremovable,
-                ):
-                    item, locator = upload.key
-                    if isinstance(upload.done, _files.RemoteStaged):
-                        chunk.append(Staged(key=item.key, locator=locator, staged=upload.done))
-                        if len(chunk) >= CHUNK_FILES or self._clock() >= due:
-                            yield from published_outcomes(chunk, publish)
-                            chunk, due = [], self._clock() + CHUNK_SECONDS
-                    elif isinstance(upload.done, _wire.ConnectionLost) and (
-                        item.key not in tried_again
+        ended = 0
+        try:
+            while ended < lanes:
+                upload = arrived.get()
+                if upload is None:
+                    ended += 1
+                    continue
+                item, locator = upload.key
+                if isinstance(upload.done, _files.RemoteStaged):
+                    chunk.append(Staged(key=item.key, locator=locator, staged=upload.done))
+                else:
+                    yield failure_outcome(item.key, _describe_archive(item), upload.done, request)
+                if chunk and (len(chunk) >= CHUNK_FILES or self._clock() >= due):
+                    yield from published_outcomes(chunk, publish)
+                    chunk, due = [], self._clock() + CHUNK_SECONDS
+            if chunk:
+                yield from published_outcomes(chunk, publish)
+        finally:
+            waiting.clear()  # stopped early (the core closed us): no file is begun any more
+            for thread in threads:
+                thread.join()
+            for left in chunk:  # staged but never published: not left on the server
+                left.staged.discard()
+
+    def _small_lane(
+        self,
+        waiting: collections.deque[Any],
+        arrived: queue.SimpleQueue[Any],
+        files_in_flight: int,
+        patience: Patience,
+        today: dt.date,
+        request: ArchiveRequest,
+        tried_again: set[str],
+    ) -> None:
+        """One lane of `_archive_small`: takes uploads from `waiting` until none are left,
+        on this thread's connection, and hands each to `arrived` once done; None at its end."""
+        from archive_core_sftp import _pipeline, _session, _wire
+
+        try:
+            while waiting:
+                try:
+                    connection = self._sessions.connection(patience, spread=True)
+                except _session.SessionFailed as exc:
+                    for upload in _drain(waiting):
+                        upload.done = exc
+                        arrived.put(upload)
+                    return
+                try:
+                    for upload in _pipeline.upload_small(
+                        connection,
+                        _drain(waiting),
+                        files_in_flight=files_in_flight,
+                        forget=self._forget,
+                        throttle=self._throttle,
+                        unremoved=self._unremovable,
                     ):
-                        tried_again.add(item.key)
-                        waiting.append(self._small_upload(item, today, request))
-                    else:
-                        yield failure_outcome(
-                            item.key, _describe_archive(item), upload.done, request
-                        )
-            except _wire.ConnectionLost as exc:
-                log.info(
-                    "target %s: the SFTP connection broke (%s); connecting again",
-                    self.context.target,
-                    exc,
-                )
-                self._sessions.drop()
-        if chunk:
-            yield from published_outcomes(chunk, publish)
+                        item = upload.key[0]
+                        if isinstance(upload.done, _wire.ConnectionLost):
+                            with self._lock:
+                                again = item.key not in tried_again
+                                tried_again.add(item.key)
+                            if again:
+                                waiting.append(self._small_upload(item, today, request))
+                                continue
+                        arrived.put(upload)
+                except _wire.ConnectionLost as exc:
+                    log.info(
+                        "target %s: the SFTP connection broke (%s); connecting again",
+                        self.context.target,
+                        exc,
+                    )
+                    self._sessions.drop(spread=True)
+        finally:
+            arrived.put(None)
+
+    def _progress_of(self, request: ArchiveRequest) -> Any:
+        """The request's progress callback, safe to call from several lanes."""
+        report = request.progress
+        if report is None:
+            return None
+
+        def progress(count: int) -> None:
+            with self._lock:
+                report(count)
+
+        return progress
 
     def _small_upload(self, item: ArchiveItem, today: dt.date, request: ArchiveRequest) -> Any:
         from archive_core import transfer
         from archive_core_sftp import _pipeline
 
         _, locator = self._locate(item, today=today)
+        progress = self._progress_of(request)
 
         def open_source() -> tuple[Any, Any, int]:
             path, stream = transfer.open_first_readable(item.sources)
             mtime = int(os.fstat(stream.fileno()).st_mtime)
             reader = transfer.HashingReader(
-                stream, label=path, expected_sha1=item.sha1, progress=request.progress
+                stream, label=path, expected_sha1=item.sha1, progress=progress
             )
             return stream, reader, mtime
 
