@@ -159,14 +159,15 @@ class SftpConfig:
     )
     files_in_flight: int = setting(
         help="Files transferred at the same time in one batch.",
-        default=8,
+        default=16,
         validator=between(1, 64),
     )
     connections: int = setting(
-        help="SFTP connections the uploads of a batch share (at most files_in_flight). The "
-        "server makes one connection's copies durable one after another; several let it "
-        "commit many small files together. Restores, verifies and deletes use one.",
-        default=4,
+        help="SFTP connections a batch's uploads share (at most files_in_flight). The server "
+        "makes one connection's copies durable one after another; a server whose disk takes "
+        "milliseconds per fsync commits several connections' small files together. Restores, "
+        "verifies and deletes use one.",
+        default=1,
         validator=between(1, 16),
     )
     bandwidth_limit: float = setting(

@@ -519,7 +519,7 @@ def test_sessions_killed_with_small_files_in_flight_cost_them_one_more_try_and_n
 ) -> None:
     server = make_sshd()
     root = server.data_dir
-    driver = make_driver(server, tmp_path, root, sleep=Sleeps(), files_in_flight=8)
+    driver = make_driver(server, tmp_path, root, sleep=Sleeps(), files_in_flight=8, connections=2)
     files = [source(tmp_path, f"clip{n:02}.mov", 300_000) for n in range(30)]
     try:
         progress = after_bytes(3_000_000, server.kill_sessions)  # ten files in
@@ -539,7 +539,9 @@ def test_a_server_frozen_with_small_files_in_flight_fails_them_retryably_in_boun
 ) -> None:
     server = make_sshd()
     root = server.data_dir
-    driver = make_driver(server, tmp_path, root, sleep=Sleeps(), files_in_flight=8, **FROZEN)
+    driver = make_driver(
+        server, tmp_path, root, sleep=Sleeps(), files_in_flight=8, connections=2, **FROZEN
+    )
     files = [source(tmp_path, f"clip{n:02}.mov", 300_000) for n in range(30)]
     try:
         with thawed_at_the_end(server):
