@@ -183,6 +183,18 @@ def sftp_down(env: Env, case: Case, target: Path) -> None:
     run_batch(env, f"get {'-r ' if not case.single else ''}{case.remote} {target}\n")
 
 
+def sftp_synced_up(env: Env, case: Case, target: Path) -> None:
+    """`sftp put`, then `sync` on the server: the copy as durable as archive-core makes it."""
+    sftp_up(env, case, target)
+    quiet_run(["ssh", *env.ssh_options(), env.host, "sync"])
+
+
+def sftp_synced_down(env: Env, case: Case, target: Path) -> None:
+    """`sftp get`, then `sync` here: the restore as durable as archive-core makes it."""
+    sftp_down(env, case, target)
+    os.sync()
+
+
 def scp_up(env: Env, case: Case, target: Path) -> None:
     quiet_run(["scp", "-q", "-r", *env.ssh_options(), str(case.local), f"{env.host}:{target}"])
 
@@ -567,6 +579,7 @@ class Candidate:
 def candidates() -> list[Candidate]:
     return [
         Candidate("OpenSSH sftp", ALL, lambda env: (sftp_up, sftp_down)),
+        Candidate("OpenSSH sftp && sync", ALL, lambda env: (sftp_synced_up, sftp_synced_down)),
         Candidate("scp", {SINGLE}, lambda env: (scp_up, scp_down)),
         Candidate("rsync -e ssh", {SMALL, MEDIUM}, lambda env: (rsync_up, rsync_down)),
         Candidate("asyncssh", ALL, lambda env: asyncssh_client(env, 1, False), "asyncssh"),
@@ -586,9 +599,9 @@ def candidates() -> list[Candidate]:
         ),
         Candidate("archive-core (Portal face)", ALL, PortalFace),
         Candidate(
-            "archive-core (Portal face) 4 conns",
+            "archive-core (Portal face) 1 conn",
             {SMALL, MEDIUM},
-            lambda env: PortalFace(env, connections=4),
+            lambda env: PortalFace(env, connections=1),
         ),
         Candidate(
             "archive-core (Portal face) 32 in flight",

@@ -167,7 +167,7 @@ class SftpConfig:
         "makes one connection's copies durable one after another; a server whose disk takes "
         "milliseconds per fsync commits several connections' small files together. Restores, "
         "verifies and deletes use one.",
-        default=1,
+        default=4,
         validator=between(1, 16),
     )
     bandwidth_limit: float = setting(
