@@ -1,12 +1,12 @@
 """Whole files to and from the server, pipelined: many requests out, bytes hashed on the way.
 
-`upload` writes a stream (the core's `HashingReader`, which checks the sha1 before it reports
-the end) to a fresh temporary name beside the copy, makes it durable where the server offers
-fsync@openssh.com, and publishes it with SFTP's RENAME, which OpenSSH's server makes with
-link(2) and so never replaces a file already there: an archive copy never replaces other
-bytes. A name taken by the same bytes counts as the copy. `RemoteReader` is a file-like
-reader of a remote file with its READs pipelined, for the core's staging (restore) and
-hashing (verify).
+`stage` writes a stream (the core's `HashingReader`, which checks the sha1 before it reports
+the end) to a fresh temporary name beside the copy and makes it durable where the server
+offers fsync@openssh.com; `publish` gives a chunk of staged copies their names with SFTP's
+RENAME, which OpenSSH's server makes with link(2) and so never replaces a file already
+there: an archive copy never replaces other bytes. A name taken by the same bytes counts as
+the copy. `RemoteReader` is a file-like reader of a remote file with its READs pipelined,
+for the core's staging (restore) and hashing (verify).
 """
 
 from __future__ import annotations
@@ -32,13 +32,6 @@ _U64 = struct.Struct(">Q")
 
 #: Requests in flight per file: enough to cover the round trip of a long-distance link.
 WINDOW = 16
-
-
-@attrs.frozen(kw_only=True)
-class Uploaded:
-    path: str
-    size: int
-    reused: bool  # the name already held these bytes
 
 
 @attrs.frozen(kw_only=True)
@@ -69,38 +62,6 @@ def _check_status(reply: _wire.Reply, path: str) -> None:
     code, message = _wire._status(payload)
     if code != _wire.OK:
         raise _wire.SFTPError(code, message, path)
-
-
-def upload(
-    connection: _wire.Connection,
-    source: BinaryIO,
-    *,
-    root: str,
-    locator: str,
-    mtime: int | None = None,
-    throttle: Callable[[int], None] | None = None,
-    durable: DirectorySync | None = None,
-) -> Uploaded:
-    """Store `source` at root/locator through a temporary name, as `stage` and `publish` do
-    for a batch; raises TransferFailed (or SFTPError) when it is not there."""
-
-    def forget(temp: str) -> None:
-        with contextlib.suppress(_wire.SFTPError):
-            connection.remove(temp)
-
-    staged = stage(
-        connection,
-        source,
-        root=root,
-        locator=locator,
-        mtime=mtime,
-        throttle=throttle,
-        forget=forget,
-    )
-    result = publish(connection, [staged], root=root, durable=durable)[0]
-    if isinstance(result, TransferFailed):
-        raise result
-    return Uploaded(path=staged.path, size=staged.digests.size, reused=result is not None)
 
 
 def stage(

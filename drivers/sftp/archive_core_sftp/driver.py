@@ -314,7 +314,7 @@ class SftpDriver(BaseDriver):
         from archive_core_sftp import _files
 
         waiting = collections.deque(self._small_upload(item, today, request) for item in items)
-        lanes = max(1, min(self.config.connections, len(waiting)))
+        lanes = max(1, min(self.config.connections, self.config.files_in_flight, len(waiting)))
         each = math.ceil(self.config.files_in_flight / lanes)
         arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
         lane = functools.partial(

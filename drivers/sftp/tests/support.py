@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import BinaryIO
 
+import attrs
+from archive_core_sftp import _files, _wire
+from archive_core_sftp._durable import DirectorySync
 from archive_core_sftp.config import SftpConfig
 from archive_core_sftp.driver import SftpDriver
 
-from archive_core import DriverContext, Readiness
+from archive_core import DriverContext, Readiness, TransferFailed
 from drivers.sftp.tests.sshd import SshServer
 
 
@@ -39,3 +44,35 @@ def readiness_of(config: SftpConfig, tmp_path: Path) -> Readiness:
         return driver.check_ready()
     finally:
         driver.close()
+
+
+@attrs.frozen(kw_only=True)
+class Uploaded:
+    path: str
+    size: int
+    reused: bool  # the name already held these bytes
+
+
+def upload(
+    connection: _wire.Connection,
+    source: BinaryIO,
+    *,
+    root: str,
+    locator: str,
+    mtime: int | None = None,
+    durable: DirectorySync | None = None,
+) -> Uploaded:
+    """One file staged and published, as the driver does a chunk of them; raises
+    TransferFailed (or SFTPError) when it is not there."""
+
+    def forget(temp: str) -> None:
+        with contextlib.suppress(_wire.SFTPError):
+            connection.remove(temp)
+
+    staged = _files.stage(
+        connection, source, root=root, locator=locator, mtime=mtime, forget=forget
+    )
+    result = _files.publish(connection, [staged], root=root, durable=durable)[0]
+    if isinstance(result, TransferFailed):
+        raise result
+    return Uploaded(path=staged.path, size=staged.digests.size, reused=result is not None)

@@ -12,7 +12,7 @@ from archive_core_sftp._durable import DirectorySync
 
 from archive_core.transfer import HashingReader, open_regular
 from drivers.sftp.tests.sshd import SshServer
-from drivers.sftp.tests.support import config_for
+from drivers.sftp.tests.support import config_for, upload
 
 
 class _Recording:
@@ -60,7 +60,7 @@ def test_a_copy_is_fsynced_renamed_and_then_its_directories_are_fsynced(
     with _session.connect(config_for(sshd), work_dir=tmp_path, askpass=None) as session:
         recording = _Recording(session.connection)
         with open_regular(source) as stream:
-            _files.upload(
+            upload(
                 recording,  # type: ignore[arg-type]
                 HashingReader(stream, label=str(source)),
                 root=str(root),

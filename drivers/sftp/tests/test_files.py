@@ -13,7 +13,7 @@ from archive_core_sftp import _files, _session, _wire
 from archive_core import FixityMismatch, TransferFailed
 from archive_core.transfer import HashingReader, open_regular
 from drivers.sftp.tests.sshd import SshServer
-from drivers.sftp.tests.support import config_for
+from drivers.sftp.tests.support import config_for, upload
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_an_upload_is_published_whole_with_its_mtime_and_leaves_no_temporary(
     connection: _wire.Connection, root: Path, tmp_path: Path, size: int
 ) -> None:
     path, sha1 = source_of(tmp_path, size)
-    done = _files.upload(
+    done = upload(
         connection, reader(path, sha1), root=str(root), locator="VX-1/clip.mov", mtime=1_000_000
     )
     copy = root / "VX-1" / "clip.mov"
@@ -64,7 +64,7 @@ def test_bytes_that_do_not_hash_to_the_sha1_are_never_published(
 ) -> None:
     path, _ = source_of(tmp_path, 3 * _wire.MAX_CHUNK)
     with pytest.raises(FixityMismatch):
-        _files.upload(connection, reader(path, "0" * 40), root=str(root), locator="clip.mov")
+        upload(connection, reader(path, "0" * 40), root=str(root), locator="clip.mov")
     assert os.listdir(root) == []
 
 
@@ -73,7 +73,7 @@ def test_a_name_holding_the_same_bytes_is_the_copy(
 ) -> None:
     path, sha1 = source_of(tmp_path, 100_000)
     (root / "clip.mov").write_bytes(path.read_bytes())
-    done = _files.upload(connection, reader(path, sha1), root=str(root), locator="clip.mov")
+    done = upload(connection, reader(path, sha1), root=str(root), locator="clip.mov")
     assert done.reused
     assert leftovers(root) == []
 
@@ -85,7 +85,7 @@ def test_a_name_holding_other_bytes_is_left_as_it_is_and_the_file_fails(
     other = os.urandom(100_000)
     (root / "clip.mov").write_bytes(other)
     with pytest.raises(TransferFailed, match="never replaces"):
-        _files.upload(connection, reader(path, sha1), root=str(root), locator="clip.mov")
+        upload(connection, reader(path, sha1), root=str(root), locator="clip.mov")
     assert (root / "clip.mov").read_bytes() == other
     assert leftovers(root) == []
 
@@ -155,7 +155,7 @@ def test_a_refused_write_fails_the_upload_at_once_and_nothing_is_published(
     connection.operation_timeout = 30.0  # a reply waited for that never comes would show
     refusing = _RefusingWrite(connection, nth)
     with pytest.raises(TransferFailed, match="The server failed to write"):
-        _files.upload(refusing, reader(path, sha1), root=str(root), locator="clip.mov")  # type: ignore[arg-type]
+        upload(refusing, reader(path, sha1), root=str(root), locator="clip.mov")  # type: ignore[arg-type]
     assert sorted(os.listdir(root)) == []  # neither the copy nor its temporary
     assert connection.lost is None  # every reply was collected: the connection goes on
     assert connection.stat(str(root)).permissions is not None
