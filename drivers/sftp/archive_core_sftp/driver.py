@@ -342,10 +342,12 @@ class SftpDriver(BaseDriver):
                 else:
                     yield failure_outcome(item.key, _describe_archive(item), upload.done, request)
                 if chunk and (len(chunk) >= CHUNK_FILES or self._clock() >= due):
-                    yield from published_outcomes(chunk, publish)
-                    chunk, due = [], self._clock() + CHUNK_SECONDS
-            if chunk:
-                yield from published_outcomes(chunk, publish)
+                    # Handed over first: from here the publish answers for them.
+                    ready, chunk, due = chunk, [], self._clock() + CHUNK_SECONDS
+                    yield from published_outcomes(ready, publish)
+            ready, chunk = chunk, []
+            if ready:
+                yield from published_outcomes(ready, publish)
         finally:
             waiting.clear()  # stopped early (the core closed us): no file is begun any more
             for thread in threads:

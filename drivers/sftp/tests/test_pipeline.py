@@ -96,3 +96,33 @@ def test_a_bad_sha1_or_unreadable_source_fails_only_itself_among_many(
         results = _files.publish(session.connection, staged, root=str(root))
     assert results == [None] * 6
     assert sorted(os.listdir(root)) == sorted(u.key for u in good)  # nothing else, no temps
+
+
+def test_a_batch_of_small_files_archives_without_removing_anything_afterwards(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only copies nobody will publish are discarded: none, when the batch went well."""
+    from archive_core_sftp.driver import SftpDriver
+
+    from archive_core import ArchiveItem, ArchiveRequest
+    from drivers.sftp.tests.support import driver_with
+
+    root = tmp_path / "root"
+    root.mkdir()
+    items = []
+    for n in range(5):
+        path = tmp_path / f"clip{n}.mov"
+        path.write_bytes(os.urandom(50_000))
+        sha1 = hashlib.sha1(path.read_bytes()).hexdigest()
+        items.append(ArchiveItem(key=str(n), sources=[str(path)], name=path.name, sha1=sha1))
+    forgotten: list[str] = []
+    monkeypatch.setattr(SftpDriver, "_forget", lambda self, temp: forgotten.append(temp))
+    driver = driver_with(config_for(sshd, remote_root=str(root), min_free_bytes=0), tmp_path)
+    try:
+        request = ArchiveRequest(policy="p", target="offsite", job_id="j", items=items)
+        outcomes = list(driver.archive(request))
+    finally:
+        driver.close()
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert forgotten == []
+    assert sorted(os.listdir(root)) == [f"clip{n}.mov" for n in range(5)]
