@@ -33,24 +33,23 @@ class DirectorySync:
         if self._unsupported is None:
             self._fsync(connection, directory)
 
-    def _fsync(self, connection: _wire.Connection, directory: str) -> bool:
+    def _fsync(self, connection: _wire.Connection, directory: str) -> None:
         from archive_core_sftp import _wire
 
         if b"fsync@openssh.com" not in connection.extensions:
             self._give_up("the server does not offer fsync@openssh.com")
-            return False
+            return
         try:
             handle = connection.open(directory, _wire.O_READ)
         except _wire.SFTPError as exc:
             if isinstance(exc, _wire.ConnectionLost):
                 raise
             self._give_up(f"it would not open the directory {directory} ({exc.strerror})")
-            return False
+            return
         try:
             connection.fsync(handle)
         finally:
             connection.close_handle(handle)
-        return True
 
     def _give_up(self, why: str) -> None:
         if self._unsupported is None:

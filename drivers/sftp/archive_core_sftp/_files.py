@@ -16,7 +16,7 @@ import errno
 import posixpath
 import queue
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
@@ -291,6 +291,20 @@ def _refused(
     )
 
 
+def chunks(source: BinaryIO, throttle: Callable[[int], None] | None) -> Iterator[memoryview]:
+    """`source` in WRITE-sized pieces, each in a buffer of its own (it stays referenced by
+    the request until sent) and booked against the bandwidth limit; the HashingReader
+    raises FixityMismatch at a wrong end."""
+    while True:
+        buffer = bytearray(_wire.MAX_CHUNK)
+        count = source.readinto(buffer)
+        if not count:
+            return
+        if throttle is not None:
+            throttle(count)
+        yield memoryview(buffer)[:count]
+
+
 def _write_all(
     connection: _wire.Connection,
     handle: bytes,
@@ -323,18 +337,13 @@ def _write_all(
                 refused = refused or exc
 
     try:
-        while refused is None:
-            buffer = bytearray(_wire.MAX_CHUNK)
-            count = source.readinto(buffer)  # raises FixityMismatch at a wrong end
-            if not count:
-                break
-            if throttle is not None:
-                throttle(count)
-            data = memoryview(buffer)[:count]
-            connection.submit(_wire.WRITE, [_head(handle, offset, count), data], replies)
-            offset += count
+        for data in chunks(source, throttle):
+            connection.submit(_wire.WRITE, [_head(handle, offset, len(data)), data], replies)
+            offset += len(data)
             outstanding += 1
             collect(WINDOW - 1)
+            if refused is not None:
+                break
     except _wire.ConnectionLost:
         raise
     except BaseException:

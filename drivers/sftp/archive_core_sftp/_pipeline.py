@@ -196,18 +196,11 @@ def _send_small(
     assert upload.source is not None
     tag = ("sent", upload)
     offset = 0
-    while True:
-        buffer = bytearray(_wire.MAX_CHUNK)
-        got = upload.source.readinto(buffer)  # raises FixityMismatch at a wrong end
-        if not got:
-            break
-        if throttle is not None:
-            throttle(got)
-        data = memoryview(buffer)[:got]
-        head = _files._head(handle, offset, got)
+    for data in _files.chunks(upload.source, throttle):
+        head = _files._head(handle, offset, len(data))
         connection.submit(_wire.WRITE, [head, data], replies, tag=tag, flush=False)
         upload.replies += 1
-        offset += got
+        offset += len(data)
         if offset > SMALL_FILE:
             raise _wire.SFTPError(
                 _wire.FAILURE, f"grew past {SMALL_FILE} bytes while it was read", upload.temp
