@@ -203,12 +203,26 @@ def scp_down(env: Env, case: Case, target: Path) -> None:
     quiet_run(["scp", "-q", "-r", *env.ssh_options(), f"{env.host}:{case.remote}", str(target)])
 
 
-def rsync_up(env: Env, case: Case, target: Path) -> None:
-    quiet_run(["rsync", "-a", "-e", env.ssh_e(), f"{case.local}/", f"{env.host}:{target}/"])
+def rsync_up(env: Env, case: Case, target: Path, *options: str) -> None:
+    source, there = f"{case.local}/", f"{env.host}:{target}/"
+    quiet_run(["rsync", "-a", *options, "-e", env.ssh_e(), source, there])
 
 
-def rsync_down(env: Env, case: Case, target: Path) -> None:
-    quiet_run(["rsync", "-a", "-e", env.ssh_e(), f"{env.host}:{case.remote}/", f"{target}/"])
+def rsync_down(env: Env, case: Case, target: Path, *options: str) -> None:
+    source, there = f"{env.host}:{case.remote}/", f"{target}/"
+    quiet_run(["rsync", "-a", *options, "-e", env.ssh_e(), source, there])
+
+
+def rsync_fsync() -> tuple[Callable[..., None], ...]:
+    """rsync made as durable as archive-core's copies: every file fsynced where it lands."""
+
+    def up(env: Env, case: Case, target: Path) -> None:
+        rsync_up(env, case, target, "--fsync")
+
+    def down(env: Env, case: Case, target: Path) -> None:
+        rsync_down(env, case, target, "--fsync")
+
+    return up, down
 
 
 # asyncssh: its own SSH implementation in Python (cryptography for AES-GCM).
@@ -419,6 +433,7 @@ def wire_client(
     window: int = 64,
     atomic: bool = False,
     hashing: bool = False,
+    fsync: bool = False,
 ) -> tuple[Callable[..., None], ...]:
     command = wire_bulk.ssh_command(env.host, env.server.ssh_options(), cipher=env.cipher)
     options: dict[str, Any] = {"chunk": chunk, "window": window, "files_in_flight": files}
@@ -427,7 +442,7 @@ def wire_client(
         return wire_bulk.spawn_ssh(command)
 
     def put(connection: Any, items: Iterator[tuple[str, str]]) -> None:
-        extra: dict[str, Any] = {"atomic": atomic}
+        extra: dict[str, Any] = {"atomic": atomic, "fsync": fsync}
         if hashing:
             sha1, sha256 = hashlib.sha1(), hashlib.sha256()
 
@@ -582,6 +597,7 @@ def candidates() -> list[Candidate]:
         Candidate("OpenSSH sftp && sync", ALL, lambda env: (sftp_synced_up, sftp_synced_down)),
         Candidate("scp", {SINGLE}, lambda env: (scp_up, scp_down)),
         Candidate("rsync -e ssh", {SMALL, MEDIUM}, lambda env: (rsync_up, rsync_down)),
+        Candidate("rsync -e ssh --fsync", {SMALL, MEDIUM}, lambda env: rsync_fsync()),
         Candidate("asyncssh", ALL, lambda env: asyncssh_client(env, 1, False), "asyncssh"),
         Candidate("asyncssh tuned x8", ALL, lambda env: asyncssh_client(env, 8, True), "asyncssh"),
         Candidate(
@@ -617,6 +633,12 @@ def candidates() -> list[Candidate]:
             "ssh+wire x32 +atomic +sha1/256",
             ALL,
             lambda env: wire_client(env, 32, atomic=True, hashing=True),
+            directions=("up",),
+        ),
+        Candidate(
+            "ssh+wire x32 +atomic +sha +fsync",
+            {SMALL, MEDIUM},
+            lambda env: wire_client(env, 32, atomic=True, hashing=True, fsync=True),
             directions=("up",),
         ),
         Candidate(

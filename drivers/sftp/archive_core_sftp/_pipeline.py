@@ -1,33 +1,43 @@
-"""Small files uploaded many at a time over one connection by one thread, without waiting.
+"""Small files moved many at a time over one connection by one thread, without waiting.
 
 A thread per file in flight spends most of a small file's time handing replies from thread
 to thread (every reply wakes a waiter, each wake-up a turn of the GIL). Here one thread
-keeps `files_in_flight` files going on one connection: it opens the next temporary file
-while earlier ones are being written, sends a file's whole content (and its fsync, mtime
-and CLOSE, on the same handle) as soon as its OPEN is answered, and reacts to each reply as
-it comes. Each file ends as a `_files.RemoteStaged` (published with its chunk, as the
-threaded path's are) or as the exception that failed it; a connection lost on the way fails
-the files it carried, retryably, and the caller connects again.
+keeps `files_in_flight` files going on one connection and reacts to each reply as it comes:
 
-Only files small enough to be sent whole (SMALL_FILE, at most WINDOW requests) come here,
-and only when no per-file check (read_back, remote_checksum_command) has to run before the
-publish: the rest take the threaded path, where a file's window of writes waits its turn.
+- `upload_small` opens the next temporary file while earlier ones are being written, sends
+  a file's whole content (and its fsync, mtime and CLOSE, on the same handle) as soon as
+  its OPEN is answered. Each file ends as a `_files.RemoteStaged` (published with its
+  chunk, as the threaded path's are) or as the exception that failed it.
+- `download_small` looks at every directory on a copy's way and at the copy (LSTATs, as
+  `_remote.lookup` does, so nothing is read through a link), then opens it and asks for all
+  of it at once. Each file ends as its bytes, as LARGE (bigger than SMALL_FILE: the caller
+  reads it by the windowed path) or as the exception that failed it.
+
+A connection lost on the way fails the files it carried, retryably, and the caller connects
+again. Only files small enough to be held whole (SMALL_FILE, at most WINDOW requests) come
+here; uploads only when no per-file check (read_back, remote_checksum_command) has to run
+before the publish: the rest take the threaded path, where a file's window waits its turn.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import posixpath
 import queue
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import attrs
 
+from archive_core import CopyNotFound, TransferFailed, UnsafeName
 from archive_core_sftp import _files, _remote, _wire
 
 #: The largest file the pipeline takes: sent whole, its WRITEs need no window of their own.
 SMALL_FILE = _files.WINDOW * _wire.MAX_CHUNK
+
+#: What `download_small` ends a copy bigger than SMALL_FILE with.
+LARGE = "larger than SMALL_FILE"
 
 
 @attrs.define(eq=False)
@@ -40,6 +50,7 @@ class SmallUpload:
     root: str
     locator: str
     before: Callable[[_wire.Connection], None] | None = None  # a dead worker's leftovers
+    tries: int = 0  # connections lost under it so far
     temp: str = ""
     path: str = ""
     made: tuple[str, ...] = ()
@@ -49,6 +60,90 @@ class SmallUpload:
     replies: int = 0
     failed: BaseException | None = None
     done: Any = None
+
+
+@attrs.define(eq=False)
+class SmallDownload:
+    """One copy's task: `done` is its bytes, LARGE, or an exception."""
+
+    key: Any  # the caller's
+    root: str
+    locator: str
+    tries: int = 0
+    path: str = ""
+    size: int = 0
+    looks: int = 0  # LSTATs not answered yet
+    handle: bytes = b""
+    parts: dict[int, bytes] = attrs.Factory(dict)
+    replies: int = 0
+    failed: BaseException | None = None
+    done: Any = None
+
+
+TaskT = TypeVar("TaskT", SmallUpload, SmallDownload)
+
+
+class _Loop(Generic[TaskT]):
+    """The event loop both directions share: tasks begun while there is room, replies
+    dispatched by their tag's step, every task taken ending in `finished`."""
+
+    def __init__(self, connection: _wire.Connection, files_in_flight: int) -> None:
+        self.connection = connection
+        self.files_in_flight = files_in_flight
+        self.replies: queue.SimpleQueue[_wire.Reply] = queue.SimpleQueue()
+        self.active: set[TaskT] = set()
+        self.finished: collections.deque[TaskT] = collections.deque()
+
+    def submit(self, ptype: int, body: list[Any], step: str, task: TaskT, *extra: Any) -> None:
+        self.connection.submit(ptype, body, self.replies, tag=(step, task, *extra), flush=False)
+        task.replies += 1
+
+    def end(self, task: TaskT, outcome: Any) -> None:
+        task.done = outcome
+        self.active.discard(task)
+        self.finished.append(task)
+
+    def run(
+        self,
+        tasks: Iterable[TaskT],
+        start: Callable[[TaskT], None],
+        steps: dict[str, Callable[..., None]],
+        lost: Callable[[TaskT], None],
+    ) -> Iterator[TaskT]:
+        waiting = iter(tasks)
+        try:
+            while True:
+                while len(self.active) < self.files_in_flight:
+                    task = next(waiting, None)
+                    if task is None:
+                        break
+                    self.active.add(task)
+                    try:
+                        start(task)
+                    except _wire.ConnectionLost as exc:
+                        # Taken is ended, whatever happens: a connection lost before its
+                        # first request went out fails it too, for the caller to retry.
+                        if task in self.active and not task.replies:
+                            lost(task)
+                            self.end(task, exc)
+                        raise
+                while self.finished:
+                    yield self.finished.popleft()
+                if not self.active:
+                    return
+                self.connection.flush()
+                (step, task, *extra), rtype, payload = self.connection.wait(self.replies)
+                if rtype == -1:
+                    raise _wire.broke(payload) from payload
+                task.replies -= 1
+                steps[step](task, rtype, payload, *extra)
+        except _wire.ConnectionLost as exc:
+            for task in list(self.active):
+                lost(task)
+                self.end(task, exc)
+            while self.finished:
+                yield self.finished.popleft()
+            raise
 
 
 def upload_small(
@@ -67,20 +162,12 @@ def upload_small(
     """
     from archive_core import transfer
 
-    replies: queue.SimpleQueue[_wire.Reply] = queue.SimpleQueue()
-    waiting = iter(uploads)
-    active: set[SmallUpload] = set()
-    finished: collections.deque[SmallUpload] = collections.deque()
+    loop: _Loop[SmallUpload] = _Loop(connection, files_in_flight)
 
-    def begin(upload: SmallUpload) -> None:
-        # Every upload taken from `waiting` ends in `finished`, whatever happens here: a
-        # connection lost before its OPEN went out fails it too, for the caller to retry.
-        try:
-            start(upload)
-        except _wire.ConnectionLost as lost:
-            if upload not in active:
-                end(upload, lost)
-            raise
+    def end(upload: SmallUpload, outcome: Any) -> None:
+        if upload.stream is not None:
+            upload.stream.close()
+        loop.end(upload, outcome)
 
     def start(upload: SmallUpload) -> None:
         try:
@@ -102,8 +189,7 @@ def upload_small(
         flags = _wire.O_WRITE | _wire.O_CREAT | _wire.O_EXCL
         body = [_wire._s(upload.temp.encode()), _wire._U32.pack(flags)]
         body.append(_wire.Attrs(permissions=0o640).encode())
-        connection.submit(_wire.OPEN, body, replies, tag=("open", upload), flush=False)
-        active.add(upload)
+        loop.submit(_wire.OPEN, body, "open", upload)
 
     def opened(upload: SmallUpload, rtype: int, payload: Any) -> None:
         if rtype != _wire.HANDLE:
@@ -115,24 +201,20 @@ def upload_small(
         handle = _wire._string(payload, 0)[0]
         finish = _files._finish(connection, handle, upload.mtime)
         try:
-            _send_small(connection, handle, upload, replies, throttle, finish)
+            _send_small(loop, handle, upload, throttle, finish)
         except _wire.ConnectionLost:
             raise
         except BaseException as exc:  # the source failed (or its sha1): only the CLOSE
             upload.failed = exc
-            connection.submit(_wire.CLOSE, [_wire._s(handle)], replies, tag=("sent", upload))
-            upload.replies += 1
+            loop.submit(_wire.CLOSE, [_wire._s(handle)], "sent", upload)
 
     def sent(upload: SmallUpload, rtype: int, payload: Any) -> None:
         try:
             _files._check_status((None, rtype, payload), upload.temp)
-        except _wire.ConnectionLost:
-            raise
         except _wire.SFTPError as exc:
             if upload.failed is None:
                 directory = posixpath.dirname(upload.path)
                 upload.failed = _files._refused(connection, exc, upload.path, directory)
-        upload.replies -= 1
         if upload.replies:
             return
         if upload.failed is None:
@@ -142,69 +224,165 @@ def upload_small(
             )
             end(upload, staged)
             return
-        body = [_wire._s(upload.temp.encode())]
-        connection.submit(_wire.REMOVE, body, replies, tag=("removed", upload))
+        loop.submit(_wire.REMOVE, [_wire._s(upload.temp.encode())], "removed", upload)
 
     def removed(upload: SmallUpload, rtype: int, payload: Any) -> None:
         end(upload, upload.failed)
 
-    def end(upload: SmallUpload, outcome: Any) -> None:
-        upload.done = outcome
-        active.discard(upload)
+    def lost(upload: SmallUpload) -> None:
         if upload.stream is not None:
             upload.stream.close()
-        finished.append(upload)
+        if upload.temp and unremoved is not None:
+            unremoved(upload.temp)
 
     steps = {"open": opened, "sent": sent, "removed": removed}
-    try:
-        while True:
-            while len(active) < files_in_flight:
-                upload = next(waiting, None)
-                if upload is None:
-                    break
-                begin(upload)
-            while finished:
-                yield finished.popleft()
-            if not active:
-                return
-            connection.flush()
-            (step, upload), rtype, payload = connection.wait(replies)
-            if rtype == -1:
-                raise _wire.broke(payload) from payload
-            steps[step](upload, rtype, payload)
-    except _wire.ConnectionLost as lost:
-        for upload in list(active):
-            if unremoved is not None:
-                unremoved(upload.temp)
-            end(upload, lost)
-        while finished:
-            yield finished.popleft()
-        raise
+    return loop.run(uploads, start, steps, lost)
 
 
 def _send_small(
-    connection: _wire.Connection,
+    loop: _Loop[SmallUpload],
     handle: bytes,
     upload: SmallUpload,
-    replies: queue.SimpleQueue[_wire.Reply],
     throttle: Callable[[int], None] | None,
     finish: list[tuple[int, list[bytes]]],
 ) -> None:
     """Read the whole source (its sha1 checked at the end) and send it as WRITEs, then
-    `finish`, without waiting for a reply; `upload.replies` counts what is to come. The
-    one call per copy that writes its bytes."""
+    `finish`, without waiting for a reply. The one call per copy that writes its bytes."""
     assert upload.source is not None
-    tag = ("sent", upload)
     offset = 0
     for data in _files.chunks(upload.source, throttle):
-        head = _files._head(handle, offset, len(data))
-        connection.submit(_wire.WRITE, [head, data], replies, tag=tag, flush=False)
-        upload.replies += 1
+        loop.submit(_wire.WRITE, [_files._head(handle, offset, len(data)), data], "sent", upload)
         offset += len(data)
         if offset > SMALL_FILE:
             raise _wire.SFTPError(
                 _wire.FAILURE, f"grew past {SMALL_FILE} bytes while it was read", upload.temp
             )
     for ptype, body in finish:
-        connection.submit(ptype, body, replies, tag=tag, flush=False)
-        upload.replies += 1
+        loop.submit(ptype, body, "sent", upload)
+
+
+def download_small(
+    connection: _wire.Connection,
+    downloads: Iterable[SmallDownload],
+    *,
+    files_in_flight: int,
+    throttle: Callable[[int], None] | None = None,
+) -> Iterator[SmallDownload]:
+    """Each download once it is read, LARGE or failed (its `done`), as they finish.
+
+    Raises ConnectionLost when the connection breaks; every download it carried is then
+    yielded first, failed with it.
+    """
+    loop: _Loop[SmallDownload] = _Loop(connection, files_in_flight)
+
+    def fail(download: SmallDownload, exc: BaseException) -> None:
+        if download.failed is None:  # the first reason: the outermost, in request order
+            download.failed = exc
+
+    def start(download: SmallDownload) -> None:
+        try:
+            download.path = _remote.join(download.root, download.locator)
+            ways = _remote.directories_to(download.root, download.path)
+        except UnsafeName as exc:
+            loop.end(download, exc)
+            return
+        for way in [*ways, download.path]:
+            loop.submit(_wire.LSTAT, [_wire._path(way)], "looked", download, way)
+            download.looks += 1
+
+    def looked(download: SmallDownload, rtype: int, payload: Any, way: str) -> None:
+        download.looks -= 1
+        try:
+            attrs = _wire.Attrs.decode(_expect(rtype, payload, _wire.ATTRS, way, download), 0)[0]
+            if way == download.path:
+                _remote.expect_file(attrs, way, download.root)
+                download.size = attrs.size or 0
+            else:
+                _remote.expect_directory(attrs, way, download.root)
+        except (_wire.SFTPError, UnsafeName, CopyNotFound) as exc:
+            fail(download, exc)
+        if download.looks:
+            return
+        if download.failed is not None:
+            loop.end(download, download.failed)
+        elif download.size > SMALL_FILE:
+            loop.end(download, LARGE)
+        else:
+            body = [_wire._path(download.path), _wire._U32.pack(_wire.O_READ)]
+            loop.submit(_wire.OPEN, [*body, _wire.Attrs().encode()], "opened", download)
+
+    def opened(download: SmallDownload, rtype: int, payload: Any) -> None:
+        try:
+            download.handle = _wire._string(
+                _expect(rtype, payload, _wire.HANDLE, download.path, download), 0
+            )[0]
+        except (_wire.SFTPError, CopyNotFound) as exc:
+            loop.end(download, exc)
+            return
+        for offset in range(0, download.size, _wire.MAX_CHUNK):
+            ask(download, offset, min(_wire.MAX_CHUNK, download.size - offset))
+        if not download.replies:  # an empty copy
+            close(download)
+
+    def ask(download: SmallDownload, offset: int, length: int) -> None:
+        if throttle is not None:
+            throttle(length)
+        body = [_files._head(download.handle, offset, length)]
+        loop.submit(_wire.READ, body, "read", download, offset, length)
+
+    def read(download: SmallDownload, rtype: int, payload: Any, offset: int, length: int) -> None:
+        if rtype == _wire.DATA:
+            (count,) = _wire._U32.unpack_from(payload, 0)
+            download.parts[offset] = payload[4 : 4 + count]
+            if 0 < count < length and download.failed is None:
+                ask(download, offset + count, length - count)  # a short READ: the rest
+            elif count == 0:
+                fail(download, _changed(download, offset))
+        elif rtype == _wire.STATUS and _wire._status(payload)[0] == _wire.EOF:
+            fail(download, _changed(download, offset))
+        else:
+            try:
+                _expect(rtype, payload, _wire.DATA, download.path, download)
+            except (_wire.SFTPError, CopyNotFound) as exc:
+                fail(download, exc)
+        if not download.replies:
+            close(download)
+
+    def close(download: SmallDownload) -> None:
+        loop.submit(_wire.CLOSE, [_wire._s(download.handle)], "closed", download)
+
+    def closed(download: SmallDownload, rtype: int, payload: Any) -> None:
+        # A read handle's CLOSE cannot lose anything: its answer changes nothing.
+        if download.failed is not None:
+            loop.end(download, download.failed)
+            return
+        data = b"".join(download.parts[offset] for offset in sorted(download.parts))
+        download.parts.clear()
+        loop.end(download, data if len(data) == download.size else _changed(download, len(data)))
+
+    steps = {"looked": looked, "opened": opened, "read": read, "closed": closed}
+    return loop.run(downloads, start, steps, lambda download: None)
+
+
+def _expect(rtype: int, payload: bytes, want: int, path: str, download: SmallDownload) -> bytes:
+    """`payload` when it is the reply `want`ed; the server's refusal raised otherwise (a
+    missing copy as CopyNotFound, in the words the windowed path uses)."""
+    if rtype == want:
+        return payload
+    code, message = _wire._status(payload) if rtype == _wire.STATUS else (_wire.BAD_MESSAGE, "")
+    error = _wire.SFTPError(code or _wire.BAD_MESSAGE, message, path)
+    if error.errno == errno.ENOENT:
+        raise _remote.not_found(download.locator, download.root, download.path)
+    raise error
+
+
+def _changed(download: SmallDownload, offset: int) -> TransferFailed:
+    return TransferFailed(
+        f"{download.path} ended after {offset} bytes on the server, not {download.size}; "
+        "it changed while it was read.",
+        paths=(download.path,),
+        retryable=True,
+    )
+
+
+__all__ = ["LARGE", "SMALL_FILE", "SmallDownload", "SmallUpload", "download_small", "upload_small"]

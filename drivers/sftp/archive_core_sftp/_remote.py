@@ -13,7 +13,7 @@ import errno
 import posixpath
 import stat
 
-from archive_core import UnsafeName
+from archive_core import CopyNotFound, UnsafeName
 from archive_core_sftp import _wire
 
 
@@ -69,7 +69,7 @@ def make_parents(connection: _wire.Connection, root: str, path: str) -> list[str
             else:
                 made.append(current)
                 continue
-        _expect_directory(attrs, current, root)
+        expect_directory(attrs, current, root)
     return made
 
 
@@ -78,21 +78,30 @@ def lookup(connection: _wire.Connection, root: str, path: str) -> _wire.Attrs:
 
     Raises SFTPError(ENOENT) when something on the way is missing, UnsafeName for a link.
     """
-    parts = _components(root, path)
-    current = root
-    for part in parts[:-1]:
-        current = posixpath.join(current, part)
-        _expect_directory(connection.lstat(current), current, root)
+    for directory in directories_to(root, path):
+        expect_directory(connection.lstat(directory), directory, root)
     attrs = connection.lstat(path)
+    expect_file(attrs, path, root)
+    return attrs
+
+
+def directories_to(root: str, path: str) -> list[str]:
+    """The directories between root and `path`, outermost first: each must not be a link."""
+    parts = _components(root, path)[:-1]
+    return [posixpath.join(root, *parts[: n + 1]) for n in range(len(parts))]
+
+
+def expect_file(attrs: _wire.Attrs, path: str, root: str) -> None:
+    """UnsafeName unless `attrs` (an LSTAT's) are a regular file's."""
     mode = attrs.permissions or 0
     if stat.S_ISLNK(mode):
         raise _refuse_link(path, root)
     if not stat.S_ISREG(mode):
         raise UnsafeName(f"Refusing {path}: it is not a regular file on the server.", paths=(path,))
-    return attrs
 
 
-def _expect_directory(attrs: _wire.Attrs, path: str, root: str) -> None:
+def expect_directory(attrs: _wire.Attrs, path: str, root: str) -> None:
+    """UnsafeName unless `attrs` (an LSTAT's) are a directory's."""
     mode = attrs.permissions or 0
     if stat.S_ISLNK(mode):
         raise _refuse_link(path, root)
@@ -101,6 +110,10 @@ def _expect_directory(attrs: _wire.Attrs, path: str, root: str) -> None:
             f"Refusing {path}: it is in the way of a directory under remote_root {root}.",
             paths=(path,),
         )
+
+
+def not_found(locator: str, root: str, path: str) -> CopyNotFound:
+    return CopyNotFound(f"The copy {locator} is not on the server under {root}.", paths=(path,))
 
 
 def remove_partials(

@@ -10,12 +10,10 @@ confirmed after. Locators are relative posix paths under remote_root; external i
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import functools
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +26,6 @@ from archive_core import (
     ArchiveRequest,
     BaseDriver,
     Capability,
-    CopyNotFound,
     CopyRef,
     DeleteRequest,
     DriverContext,
@@ -298,117 +295,68 @@ class SftpDriver(BaseDriver):
         today: dt.date,
         patience: Patience,
     ) -> Iterator[FileOutcome]:
-        """`items` through `_pipeline.upload_small`, one lane per connection (each a thread
-        with its own connection, so that the server fsyncs several files at once), published
-        in chunks as the stager's are, here, while the lanes go on. A connection lost on the
-        way costs its files one more try on a fresh one."""
-        import math
+        """`items` through `_pipeline.upload_small`, one lane per connection (so that the
+        server fsyncs several files at once), published in chunks as they arrive."""
+        from archive_core.transfer.stager import Staged, failure_outcome
+        from archive_core_sftp import _files, _lanes, _pipeline
 
-        from archive_core.transfer.stager import (
-            CHUNK_FILES,
-            CHUNK_SECONDS,
-            Staged,
-            failure_outcome,
-            published_outcomes,
-        )
-        from archive_core_sftp import _files
+        def land(upload: _pipeline.SmallUpload) -> Any:
+            item, locator = upload.key
+            if isinstance(upload.done, _files.RemoteStaged):
+                return Staged(key=item.key, locator=locator, staged=upload.done)
+            return failure_outcome(item.key, _describe_archive(item), upload.done, request)
 
-        waiting = collections.deque(self._small_upload(item, today, request) for item in items)
-        lanes = max(1, min(self.config.connections, self.config.files_in_flight, len(waiting)))
-        each = math.ceil(self.config.files_in_flight / lanes)
-        arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        lane = functools.partial(
-            self._small_lane, waiting, arrived, each, patience, today, request, set()
-        )
-        threads = [
-            threading.Thread(target=lane, name=f"sftp-{self.context.target}-lane-{n}")
-            for n in range(lanes)
-        ]
-        for thread in threads:
-            thread.start()
+        def again(upload: _pipeline.SmallUpload) -> _pipeline.SmallUpload:
+            fresh = self._small_upload(upload.key[0], today, request)
+            fresh.tries = upload.tries + 1
+            return fresh
+
+        def pipeline(connection: _wire.Connection, uploads: Any, files_in_flight: int) -> Any:
+            return _pipeline.upload_small(
+                connection,
+                uploads,
+                files_in_flight=files_in_flight,
+                forget=self._forget,
+                throttle=self._throttle,
+                unremoved=self._unremovable,
+            )
+
+        uploads = [self._small_upload(item, today, request) for item in items]
+        work = _lanes.Work(pipeline=pipeline, land=land, again=again)
         publish = functools.partial(self._publish, patience=patience)
-        chunk: list[Staged] = []
-        due = self._clock() + CHUNK_SECONDS
-        ended = 0
-        try:
-            while ended < lanes:
-                upload = arrived.get()
-                if upload is None:
-                    ended += 1
-                    continue
-                item, locator = upload.key
-                if isinstance(upload.done, _files.RemoteStaged):
-                    chunk.append(Staged(key=item.key, locator=locator, staged=upload.done))
-                else:
-                    yield failure_outcome(item.key, _describe_archive(item), upload.done, request)
-                if chunk and (len(chunk) >= CHUNK_FILES or self._clock() >= due):
-                    # Handed over first: from here the publish answers for them.
-                    ready, chunk, due = chunk, [], self._clock() + CHUNK_SECONDS
-                    yield from published_outcomes(ready, publish)
-            ready, chunk = chunk, []
-            if ready:
-                yield from published_outcomes(ready, publish)
-        finally:
-            waiting.clear()  # stopped early (the core closed us): no file is begun any more
-            for thread in threads:
-                thread.join()
-            for left in chunk:  # staged but never published: not left on the server
-                left.staged.discard()
+        lanes = self.config.connections
+        yield from self._in_lanes(uploads, work, patience, lanes, publish, deferred=[])
 
-    def _small_lane(
+    def _in_lanes(
         self,
-        waiting: collections.deque[Any],
-        arrived: queue.SimpleQueue[Any],
-        files_in_flight: int,
+        tasks: list[Any],
+        work: Any,
         patience: Patience,
-        today: dt.date,
-        request: ArchiveRequest,
-        tried_again: set[str],
-    ) -> None:
-        """One lane of `_archive_small`: takes uploads from `waiting` until none are left,
-        on this thread's connection, and hands each to `arrived` once done; None at its end."""
-        from archive_core_sftp import _pipeline, _session, _wire
+        lanes: int,
+        publish: Callable[..., Any],
+        *,
+        deferred: list[Any],
+    ) -> Iterator[FileOutcome]:
+        """`tasks` through `pipeline` on `lanes` connections (see _lanes), published."""
+        from archive_core.transfer.stager import CHUNK_FILES
+        from archive_core_sftp import _lanes
 
-        try:
-            while waiting:
-                try:
-                    connection = self._sessions.connection(patience, spread=True)
-                except _session.SessionFailed as exc:
-                    for upload in _drain(waiting):
-                        upload.done = exc
-                        arrived.put(upload)
-                    return
-                try:
-                    for upload in _pipeline.upload_small(
-                        connection,
-                        _drain(waiting),
-                        files_in_flight=files_in_flight,
-                        forget=self._forget,
-                        throttle=self._throttle,
-                        unremoved=self._unremovable,
-                    ):
-                        item = upload.key[0]
-                        if isinstance(upload.done, _wire.ConnectionLost):
-                            with self._lock:
-                                again = item.key not in tried_again
-                                tried_again.add(item.key)
-                            if again:
-                                waiting.append(self._small_upload(item, today, request))
-                                continue
-                        arrived.put(upload)
-                except _wire.ConnectionLost as exc:
-                    log.info(
-                        "target %s: the SFTP connection broke (%s); connecting again",
-                        self.context.target,
-                        exc,
-                    )
-                    self._sessions.drop(spread=True)
-        finally:
-            arrived.put(None)
+        running = _lanes.Lanes(
+            tasks,
+            sessions=self._sessions,
+            patience=patience,
+            work=work,
+            lanes=lanes,
+            files_in_flight=self.config.files_in_flight,
+            # Two chunks and what is in flight: the lanes never wait on a chunk's publish.
+            window=2 * CHUNK_FILES + self.config.files_in_flight,
+            name=f"sftp-{self.context.target}",
+        )
+        return _lanes.published(running, publish, clock=self._clock, deferred=deferred)
 
-    def _progress_of(self, request: ArchiveRequest) -> Any:
+    def _progress_of(self, request: Any) -> Any:
         """The request's progress callback, safe to call from several lanes."""
-        report = request.progress
+        report = getattr(request, "progress", None)
         if report is None:
             return None
 
@@ -587,14 +535,95 @@ class SftpDriver(BaseDriver):
     # --- restore, verify, stat, delete ---------------------------------------------------------
 
     def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
+        """Copies up to _pipeline.SMALL_FILE many at a time on one connection by one thread
+        (`_fetched`), larger ones by the stager's threads, each with its window of READs."""
+        import attrs
+
         from archive_core.transfer.stager import Plan
 
-        plan: Plan[RestoreItem, RestoreItem] = Plan(
-            prepare=_as_is,
-            stage=functools.partial(self._restore_one, patience=self._patience()),
-            describe=lambda item: f"restoring {item.locator} to {item.destination}",
-        )
-        yield from self._run(request, plan)
+        patience = self._patience()
+        larger: list[RestoreItem] = []
+        progress = self._progress_of(request)
+        land = functools.partial(self._land_restore, request=request, progress=progress)
+        yield from self._fetched(request.items, land, patience, larger=larger)
+        if larger:
+            plan: Plan[RestoreItem, RestoreItem] = Plan(
+                prepare=_as_is,
+                stage=functools.partial(self._restore_one, patience=patience),
+                describe=_describe_restore,
+            )
+            yield from self._run(attrs.evolve(request, items=tuple(larger)), plan)
+
+    def _fetched(
+        self,
+        items: Any,
+        land: Callable[[Any], Any],
+        patience: Patience,
+        *,
+        larger: list[Any],
+    ) -> Iterator[FileOutcome]:
+        """`items` (restores or verifies) read whole through `_pipeline.download_small`;
+        `land` turns each into its outcome or staged copy, in its lane; those too large to
+        be read whole are put in `larger`."""
+        from archive_core import transfer
+        from archive_core_sftp import _lanes, _pipeline
+
+        def again(download: _pipeline.SmallDownload) -> _pipeline.SmallDownload:
+            return _pipeline.SmallDownload(
+                key=download.key,
+                root=download.root,
+                locator=download.locator,
+                tries=download.tries + 1,
+            )
+
+        def pipeline(connection: _wire.Connection, downloads: Any, files_in_flight: int) -> Any:
+            return _pipeline.download_small(
+                connection, downloads, files_in_flight=files_in_flight, throttle=self._throttle
+            )
+
+        downloads = [
+            _pipeline.SmallDownload(key=item, root=self.config.remote_root, locator=item.locator)
+            for item in items
+        ]
+        # One lane: reads gain nothing from more server processes (see _pool).
+        work = _lanes.Work(pipeline=pipeline, land=land, again=again)
+        publish = transfer.publish_staged
+        yield from self._in_lanes(downloads, work, patience, 1, publish, deferred=larger)
+
+    def _land_restore(self, download: Any, *, request: RestoreRequest, progress: Any) -> Any:
+        """A copy read whole: staged beside Portal's destination and checked (its chunk's
+        one sync and publish follow), or its failure; the item itself when it is larger."""
+        import io
+
+        from archive_core import transfer
+        from archive_core.transfer.stager import Staged, failure_outcome
+        from archive_core_sftp import _pipeline
+
+        item: RestoreItem = download.key
+        if download.done is _pipeline.LARGE:
+            return item
+        try:
+            if isinstance(download.done, BaseException):
+                raise download.done
+            if item.abandoned_by:
+                transfer.remove_partials(
+                    os.path.dirname(item.destination),
+                    os.path.basename(item.destination),
+                    made_by=item.abandoned_by,
+                )
+            received = io.BytesIO(download.done)
+            received.name = download.path  # what a failure names as the source
+            staged = transfer.stage_file(
+                received,
+                item.destination,
+                replace=True,
+                expected_sha1=item.sha1,
+                progress=progress,
+                size=len(download.done),
+            )
+        except Exception as exc:
+            return failure_outcome(item.key, _describe_restore(item), exc, request)
+        return Staged(key=item.key, locator=item.locator, staged=staged)
 
     def _restore_one(self, item: RestoreItem, progress: Any, *, patience: Patience) -> Staged:
         return self._retrying(functools.partial(self._restore_from, item, progress), patience)
@@ -629,14 +658,47 @@ class SftpDriver(BaseDriver):
         return Staged(key=item.key, locator=item.locator, staged=staged)
 
     def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
+        """Read back and hashed: small copies whole in one pipeline, as restores are."""
+        import attrs
+
         from archive_core.transfer.stager import Plan
 
-        plan: Plan[CopyRef, CopyRef] = Plan(
-            prepare=_as_is,
-            stage=functools.partial(self._verify_one, patience=self._patience()),
-            describe=lambda item: f"verifying {item.locator}",
+        patience = self._patience()
+        larger: list[CopyRef] = []
+        progress = self._progress_of(request)
+        land = functools.partial(self._land_verify, request=request, progress=progress)
+        yield from self._fetched(request.items, land, patience, larger=larger)
+        if larger:
+            plan: Plan[CopyRef, CopyRef] = Plan(
+                prepare=_as_is,
+                stage=functools.partial(self._verify_one, patience=patience),
+                describe=_describe_verify,
+            )
+            yield from self._run(attrs.evolve(request, items=tuple(larger)), plan)
+
+    def _land_verify(self, download: Any, *, request: VerifyRequest, progress: Any) -> Any:
+        import io
+
+        from archive_core import transfer
+        from archive_core.transfer.stager import failure_outcome
+        from archive_core_sftp import _pipeline
+
+        item: CopyRef = download.key
+        if download.done is _pipeline.LARGE:
+            return item
+        try:
+            if isinstance(download.done, BaseException):
+                raise download.done
+            digests = transfer.hash_stream(io.BytesIO(download.done), progress=progress)
+        except Exception as exc:
+            return failure_outcome(item.key, _describe_verify(item), exc, request)
+        return FileOutcome.success(
+            item.key,
+            locator=item.locator,
+            size=digests.size,
+            sha1=digests.sha1,
+            sha256=digests.sha256,
         )
-        yield from self._run(request, plan)
 
     def _verify_one(self, item: CopyRef, progress: Any, *, patience: Patience) -> FileOutcome:
         return self._retrying(functools.partial(self._verify_on, item, progress), patience)
@@ -713,9 +775,7 @@ class SftpDriver(BaseDriver):
             attrs = _remote.lookup(connection, root, path)
         except _wire.SFTPError as exc:
             if exc.errno == 2:
-                raise CopyNotFound(
-                    f"The copy {locator} is not on the server under {root}.", paths=(path,)
-                ) from None
+                raise _remote.not_found(locator, root, path) from None
             raise
         return path, attrs.size or 0
 
@@ -747,10 +807,12 @@ def _describe_archive(item: ArchiveItem) -> str:
     return f"archiving {item.sources[0] if item.sources else item.key}"
 
 
-def _drain(waiting: collections.deque[Any]) -> Iterator[Any]:
-    """Take from the front of `waiting` until it is empty (it may grow meanwhile)."""
-    while waiting:
-        yield waiting.popleft()
+def _describe_restore(item: RestoreItem) -> str:
+    return f"restoring {item.locator} to {item.destination}"
+
+
+def _describe_verify(item: CopyRef) -> str:
+    return f"verifying {item.locator}"
 
 
 class _Throttle:

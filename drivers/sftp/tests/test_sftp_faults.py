@@ -558,3 +558,81 @@ def test_a_server_frozen_with_small_files_in_flight_fails_them_retryably_in_boun
         assert partials(root) == []
     finally:
         driver.close()
+
+
+def restore_all(
+    driver: SftpDriver,
+    copies: dict[str, bytes],
+    destination: Path,
+    progress: Callable[[int], None] | None = None,
+) -> list[FileOutcome]:
+    items = [
+        RestoreItem(
+            key=name,
+            locator=name,
+            destination=str(destination / name),
+            sha1=hashlib.sha1(data).hexdigest(),
+        )
+        for name, data in copies.items()
+    ]
+    request = RestoreRequest(
+        policy="p", target="offsite", job_id="j", items=items, progress=progress
+    )
+    return list(driver.restore(request))
+
+
+def small_copies(root: Path) -> dict[str, bytes]:
+    copies = {f"clip{n:02}.mov": os.urandom(300_000) for n in range(30)}
+    for name, data in copies.items():
+        (root / name).write_bytes(data)
+    return copies
+
+
+def test_sessions_killed_with_small_restores_in_flight_cost_them_one_more_try(
+    make_sshd, tmp_path: Path
+) -> None:
+    server = make_sshd()
+    root = server.data_dir
+    copies = small_copies(root)
+    destination = tmp_path / "restored"
+    destination.mkdir()
+    driver = make_driver(server, tmp_path, root, sleep=Sleeps(), files_in_flight=8)
+    try:
+        progress = after_bytes(3_000_000, server.kill_sessions)  # ten files in
+        outcomes = restore_all(driver, copies, destination, progress)
+    finally:
+        driver.close()
+    assert progress.fired()
+    assert [o.error for o in outcomes if not o.ok] == []
+    assert sorted(o.key for o in outcomes) == sorted(copies)
+    for name, data in copies.items():
+        assert (destination / name).read_bytes() == data
+    assert sorted(os.listdir(destination)) == sorted(copies)  # nothing half-written beside
+
+
+def test_a_server_frozen_with_small_restores_in_flight_fails_them_retryably_in_bounded_time(
+    make_sshd, tmp_path: Path
+) -> None:
+    server = make_sshd()
+    root = server.data_dir
+    copies = small_copies(root)
+    destination = tmp_path / "restored"
+    destination.mkdir()
+    driver = make_driver(server, tmp_path, root, sleep=Sleeps(), files_in_flight=8, **FROZEN)
+    try:
+        with thawed_at_the_end(server):
+            progress = after_bytes(3_000_000, server.freeze)
+            outcomes, _ = timed(
+                lambda: restore_all(driver, copies, destination, progress), hang_bound(driver)
+            )
+            assert progress.fired()
+            failed = [o for o in outcomes if not o.ok]
+            assert failed and all(o.retryable for o in failed), [o.error for o in failed]
+            assert len(outcomes) == len(copies)  # one outcome for each, restored or not
+            for outcome in failed:
+                assert not (destination / outcome.key).exists()
+        again = restore_all(driver, copies, destination)
+        assert all(o.ok for o in again), [o.error for o in again if not o.ok]
+        assert sorted(os.listdir(destination)) == sorted(copies)
+    finally:
+        driver.close()
