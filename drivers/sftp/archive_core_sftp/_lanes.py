@@ -55,6 +55,7 @@ class Lanes:
         patience: Patience,
         work: Work,
         lanes: int,
+        spread: bool,
         files_in_flight: int,
         window: int,
         name: str,
@@ -63,6 +64,7 @@ class Lanes:
         self._sessions = sessions
         self._patience = patience
         self._work = work
+        self._spread = spread  # a lane's own connection each (see _pool), or the first
         self._budget = threading.Semaphore(window)
         self._stop = threading.Event()
         self._arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -132,7 +134,7 @@ class Lanes:
         try:
             while self._waiting and not self._stop.is_set():
                 try:
-                    connection = self._sessions.connection(self._patience, spread=True)
+                    connection = self._sessions.connection(self._patience, spread=self._spread)
                 except _session.SessionFailed as exc:
                     for task in self._feed():
                         task.done = exc
@@ -149,7 +151,7 @@ class Lanes:
                     log.info(
                         "%s: the SFTP connection broke (%s); connecting again", self._name, exc
                     )
-                    self._sessions.drop(spread=True)
+                    self._sessions.drop(spread=self._spread)
         finally:
             self._arrived.put(_END)
 

@@ -347,6 +347,7 @@ class SftpDriver(BaseDriver):
             patience=patience,
             work=work,
             lanes=lanes,
+            spread=lanes > 1,
             files_in_flight=self.config.files_in_flight,
             # Two chunks and what is in flight: the lanes never wait on a chunk's publish.
             window=2 * CHUNK_FILES + self.config.files_in_flight,
