@@ -536,38 +536,31 @@ class SftpDriver(BaseDriver):
     # --- restore, verify, stat, delete ---------------------------------------------------------
 
     def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
-        """Copies up to _pipeline.SMALL_FILE many at a time on one connection by one thread
-        (`_fetched`), larger ones by the stager's threads, each with its window of READs."""
+        return self._read_copies(request, self._land_restore, self._restore_one, _describe_restore)
+
+    def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
+        """Each copy read back and hashed, as restores read them."""
+        return self._read_copies(request, self._land_verify, self._verify_one, _describe_verify)
+
+    def _read_copies(
+        self,
+        request: RestoreRequest | VerifyRequest,
+        land: Callable[..., Any],
+        read_one: Callable[..., Any],
+        describe: Callable[[Any], str],
+    ) -> Iterator[FileOutcome]:
+        """Copies up to _pipeline.SMALL_FILE read whole, many at a time on one connection by
+        one thread (`_pipeline.download_small`); `land(item, path, data, progress)` turns
+        each into its outcome or staged copy, in that thread. Larger ones are read by the
+        stager's threads (`read_one`), each with its window of READs."""
         import attrs
 
-        from archive_core.transfer.stager import Plan
+        from archive_core import transfer
+        from archive_core.transfer.stager import Plan, failure_outcome
+        from archive_core_sftp import _lanes, _pipeline
 
         patience = self._patience()
-        larger: list[RestoreItem] = []
         progress = self._progress_of(request)
-        land = functools.partial(self._land_restore, request=request, progress=progress)
-        yield from self._fetched(request.items, land, patience, larger=larger)
-        if larger:
-            plan: Plan[RestoreItem, RestoreItem] = Plan(
-                prepare=_as_is,
-                stage=functools.partial(self._restore_one, patience=patience),
-                describe=_describe_restore,
-            )
-            yield from self._run(attrs.evolve(request, items=tuple(larger)), plan)
-
-    def _fetched(
-        self,
-        items: Any,
-        land: Callable[[Any], Any],
-        patience: Patience,
-        *,
-        larger: list[Any],
-    ) -> Iterator[FileOutcome]:
-        """`items` (restores or verifies) read whole through `_pipeline.download_small`;
-        `land` turns each into its outcome or staged copy, in its lane; those too large to
-        be read whole are put in `larger`."""
-        from archive_core import transfer
-        from archive_core_sftp import _lanes, _pipeline
 
         def again(download: _pipeline.SmallDownload) -> _pipeline.SmallDownload:
             return _pipeline.SmallDownload(
@@ -584,47 +577,42 @@ class SftpDriver(BaseDriver):
 
         downloads = [
             _pipeline.SmallDownload(key=item, root=self.config.remote_root, locator=item.locator)
-            for item in items
+            for item in request.items
         ]
+
+        def landing(download: _pipeline.SmallDownload) -> Any:
+            # In the lane's thread: what it hands over, never an exception.
+            item = download.key
+            if download.done is _pipeline.LARGE:
+                return item  # read by the stager's threads, after
+            try:
+                if isinstance(download.done, BaseException):
+                    raise download.done
+                return land(item, download.path, download.done, progress)
+            except Exception as exc:
+                return failure_outcome(item.key, describe(item), exc, request)
+
+        work = _lanes.Work(pipeline=pipeline, land=landing, again=again)
+        larger: list[Any] = []
         # One lane: reads gain nothing from more server processes (see _pool).
-        work = _lanes.Work(pipeline=pipeline, land=land, again=again)
         publish = transfer.publish_staged
         yield from self._in_lanes(downloads, work, patience, 1, publish, deferred=larger)
+        if larger:
+            plan: Plan[Any, Any] = Plan(
+                prepare=_as_is,
+                stage=functools.partial(read_one, patience=patience),
+                describe=describe,
+            )
+            yield from self._run(attrs.evolve(request, items=tuple(larger)), plan)
 
-    def _land_restore(self, download: Any, *, request: RestoreRequest, progress: Any) -> Any:
-        """A copy read whole: staged beside Portal's destination and checked (its chunk's
-        one sync and publish follow), or its failure; the item itself when it is larger."""
+    def _land_restore(self, item: RestoreItem, path: str, data: bytes, progress: Any) -> Staged:
+        """A copy read whole, staged beside Portal's destination and checked (its chunk's
+        one sync and publish follow)."""
         import io
 
-        from archive_core import transfer
-        from archive_core.transfer.stager import Staged, failure_outcome
-        from archive_core_sftp import _pipeline
-
-        item: RestoreItem = download.key
-        if download.done is _pipeline.LARGE:
-            return item
-        try:
-            if isinstance(download.done, BaseException):
-                raise download.done
-            if item.abandoned_by:
-                transfer.remove_partials(
-                    os.path.dirname(item.destination),
-                    os.path.basename(item.destination),
-                    made_by=item.abandoned_by,
-                )
-            received = io.BytesIO(download.done)
-            received.name = download.path  # what a failure names as the source
-            staged = transfer.stage_file(
-                received,
-                item.destination,
-                replace=True,
-                expected_sha1=item.sha1,
-                progress=progress,
-                size=len(download.done),
-            )
-        except Exception as exc:
-            return failure_outcome(item.key, _describe_restore(item), exc, request)
-        return Staged(key=item.key, locator=item.locator, staged=staged)
+        received = io.BytesIO(data)
+        received.name = path  # what a failure names as the source
+        return self._restore_into(item, received, len(data), progress)
 
     def _restore_one(self, item: RestoreItem, progress: Any, *, patience: Patience) -> Staged:
         return self._retrying(functools.partial(self._restore_from, item, progress), patience)
@@ -632,74 +620,43 @@ class SftpDriver(BaseDriver):
     def _restore_from(
         self, item: RestoreItem, progress: Any, connection: _wire.Connection
     ) -> Staged:
-        """The copy received beside Portal's destination and checked; the stager publishes
-        a chunk of them after one sync, as the filesys driver's restores are."""
-        from archive_core import transfer
-        from archive_core.transfer.stager import Staged
+        """A larger copy received through its window of READs, staged and checked."""
         from archive_core_sftp import _files
 
         path, size = self._existing(connection, locator=item.locator)
+        with _files.RemoteReader(connection, path, size, throttle=self._throttle) as remote:
+            return self._restore_into(item, remote, size, progress)
+
+    def _restore_into(self, item: RestoreItem, source: Any, size: int, progress: Any) -> Staged:
+        """`source` staged beside Portal's destination, its sha1 checked; the chunk's
+        publish after one sync follows, as the filesys driver's restores are."""
+        from archive_core import transfer
+        from archive_core.transfer.stager import Staged
+
         if item.abandoned_by:
             transfer.remove_partials(
                 os.path.dirname(item.destination),
                 os.path.basename(item.destination),
                 made_by=item.abandoned_by,
             )
-        with _files.RemoteReader(connection, path, size, throttle=self._throttle) as remote:
-            # The size from the server's LSTAT: a small file then goes through one buffer
-            # and the chunk's one sync, a large one through the hashing pipeline.
-            staged = transfer.stage_file(
-                remote,
-                item.destination,
-                replace=True,
-                expected_sha1=item.sha1,
-                progress=progress,
-                size=size,
-            )
+        # With its size known, a small file goes through one buffer and the chunk's one
+        # sync, a large one through the hashing pipeline.
+        staged = transfer.stage_file(
+            source,
+            item.destination,
+            replace=True,
+            expected_sha1=item.sha1,
+            progress=progress,
+            size=size,
+        )
         return Staged(key=item.key, locator=item.locator, staged=staged)
 
-    def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
-        """Read back and hashed: small copies whole in one pipeline, as restores are."""
-        import attrs
-
-        from archive_core.transfer.stager import Plan
-
-        patience = self._patience()
-        larger: list[CopyRef] = []
-        progress = self._progress_of(request)
-        land = functools.partial(self._land_verify, request=request, progress=progress)
-        yield from self._fetched(request.items, land, patience, larger=larger)
-        if larger:
-            plan: Plan[CopyRef, CopyRef] = Plan(
-                prepare=_as_is,
-                stage=functools.partial(self._verify_one, patience=patience),
-                describe=_describe_verify,
-            )
-            yield from self._run(attrs.evolve(request, items=tuple(larger)), plan)
-
-    def _land_verify(self, download: Any, *, request: VerifyRequest, progress: Any) -> Any:
+    def _land_verify(self, item: CopyRef, path: str, data: bytes, progress: Any) -> FileOutcome:
         import io
 
         from archive_core import transfer
-        from archive_core.transfer.stager import failure_outcome
-        from archive_core_sftp import _pipeline
 
-        item: CopyRef = download.key
-        if download.done is _pipeline.LARGE:
-            return item
-        try:
-            if isinstance(download.done, BaseException):
-                raise download.done
-            digests = transfer.hash_stream(io.BytesIO(download.done), progress=progress)
-        except Exception as exc:
-            return failure_outcome(item.key, _describe_verify(item), exc, request)
-        return FileOutcome.success(
-            item.key,
-            locator=item.locator,
-            size=digests.size,
-            sha1=digests.sha1,
-            sha256=digests.sha256,
-        )
+        return _verified(item, transfer.hash_stream(io.BytesIO(data), progress=progress))
 
     def _verify_one(self, item: CopyRef, progress: Any, *, patience: Patience) -> FileOutcome:
         return self._retrying(functools.partial(self._verify_on, item, progress), patience)
@@ -711,13 +668,7 @@ class SftpDriver(BaseDriver):
         digests = _files.remote_digests(
             connection, path, size, progress=progress, throttle=self._throttle
         )
-        return FileOutcome.success(
-            item.key,
-            locator=item.locator,
-            size=digests.size,
-            sha1=digests.sha1,
-            sha256=digests.sha256,
-        )
+        return _verified(item, digests)
 
     def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
         """Whether each copy is there and its size, from LSTATs: no bytes are read."""
@@ -806,6 +757,16 @@ def _as_is(item: Any) -> Any:
 
 def _describe_archive(item: ArchiveItem) -> str:
     return f"archiving {item.sources[0] if item.sources else item.key}"
+
+
+def _verified(item: CopyRef, digests: Any) -> FileOutcome:
+    return FileOutcome.success(
+        item.key,
+        locator=item.locator,
+        size=digests.size,
+        sha1=digests.sha1,
+        sha256=digests.sha256,
+    )
 
 
 def _describe_restore(item: RestoreItem) -> str:
