@@ -9,6 +9,7 @@ by the driver's own idempotence) and never reports a partial copy.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -150,13 +151,14 @@ class Catalog:
         self._heartbeat: _Heartbeat | None = None
 
     def __repr__(self) -> str:
-        return f"<Catalog {self._safe_url()}>"
+        return f"<Catalog {self.safe_url()}>"
 
     @property
     def worker(self) -> WorkerId:
         return self._worker or workers.current()
 
-    def _safe_url(self) -> str:
+    def safe_url(self) -> str:
+        """The URL with any password masked: what messages and the CLI show."""
         try:
             from sqlalchemy.engine import make_url
 
@@ -173,6 +175,39 @@ class Catalog:
         return self._engine, self._tables
 
     def _open(self):
+        """The engine, the tables and the SQLite file's identity, on a catalog at this
+        code's schema version (a new database is given it; an older or newer one refused,
+        see `archive_core.schema`)."""
+        import sqlalchemy as sa
+
+        from archive_core import schema
+
+        engine, database = self._engine_for()
+        try:
+            with self._schema_locked(engine) as conn:
+                found = schema.state(conn)
+                if found.empty:
+                    schema.upgrade(conn, self.safe_url())
+                refusal = found.refusal(self.safe_url())
+        except sa.exc.SQLAlchemyError as exc:
+            engine.dispose()
+            raise CatalogError(
+                f"Cannot reach catalog {self.safe_url()}: {_db_reason(exc)}", retryable=True
+            ) from None
+        except BaseException:
+            engine.dispose()
+            raise
+        if refusal is not None:
+            engine.dispose()
+            raise CatalogError(refusal)
+        identity = None
+        if database:
+            info = os.stat(database)
+            identity = (database, info.st_dev, info.st_ino)
+        return engine, _schema(sa), identity
+
+    def _engine_for(self) -> tuple[Any, str | None]:
+        """A new engine for the URL (SQLite: its settings, and the file's path)."""
         import sqlalchemy as sa
 
         try:
@@ -197,30 +232,61 @@ class Catalog:
         try:
             engine = sa.create_engine(url, **kwargs)
         except Exception as exc:  # missing DBAPI module, bad options
-            raise CatalogError(f"Cannot open catalog {self._safe_url()}: {exc}") from None
+            raise CatalogError(f"Cannot open catalog {self.safe_url()}: {exc}") from None
         if sqlite:
             sa.event.listen(engine, "connect", _sqlite_connect)
             sa.event.listen(engine, "begin", _sqlite_begin)
-        tables = _schema(sa)
+        return engine, database
+
+    @contextlib.contextmanager
+    def _schema_locked(self, engine: Any) -> Iterator[Any]:
+        """A write transaction holding the schema lock: PostgreSQL's advisory lock (workers
+        starting together on a new database would race to create the same tables), SQLite's
+        write lock (BEGIN IMMEDIATE)."""
+        with engine.connect() as conn:
+            conn.execution_options(archive_core_write=True)
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+                yield conn
+
+    def schema_state(self) -> Any:
+        """The catalog's `schema.SchemaState`, read without changing anything."""
+        import sqlalchemy as sa
+
+        from archive_core import schema
+
+        engine, _ = self._engine_for()
         try:
             with engine.connect() as conn:
-                conn.execution_options(archive_core_write=True)
-                with conn.begin():
-                    if engine.dialect.name == "postgresql":
-                        # Workers starting together on a new database would race to create
-                        # the same tables (a duplicate key in pg_type): one at a time.
-                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
-                    tables.metadata.create_all(conn)
+                return schema.state(conn)
         except sa.exc.SQLAlchemyError as exc:
-            engine.dispose()
             raise CatalogError(
-                f"Cannot reach catalog {self._safe_url()}: {_db_reason(exc)}", retryable=True
+                f"Cannot reach catalog {self.safe_url()}: {_db_reason(exc)}", retryable=True
             ) from None
-        identity = None
-        if database:
-            info = os.stat(database)
-            identity = (database, info.st_dev, info.st_ino)
-        return engine, tables, identity
+        finally:
+            engine.dispose()
+
+    def upgrade(self) -> tuple[Any, Any]:
+        """Bring the catalog to this code's schema version, under the schema lock; the
+        states (before, after). For `archive-core catalog upgrade`, run while no older
+        worker uses the catalog."""
+        import sqlalchemy as sa
+
+        from archive_core import schema
+
+        engine, _ = self._engine_for()
+        try:
+            with self._schema_locked(engine) as conn:
+                return schema.upgrade(conn, self.safe_url())
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(
+                f"Could not upgrade catalog {self.safe_url()}: {_db_reason(exc)}; nothing "
+                "was changed.",
+                retryable=True,
+            ) from None
+        finally:
+            engine.dispose()
 
     def close(self) -> None:
         with self._lock:

@@ -177,6 +177,50 @@ def _list_drivers(as_json: bool) -> None:
     )
 
 
+@main.group()
+def catalog() -> None:
+    """The catalog database: its schema version, and the upgrade to this code's."""
+
+
+@catalog.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_context
+def catalog_status(ctx: click.Context, as_json: bool) -> None:
+    """Show the catalog's schema version and whether this archive-core can use it."""
+    from archive_core import schema
+
+    store = _plugin(ctx).site().catalog
+    found = store.schema_state()
+    refusal = found.refusal(store.safe_url())
+    if as_json:
+        _emit_json(
+            {
+                "catalog": store.safe_url(),
+                "version": found.version,
+                "tables": list(found.tables),
+                "code_version": schema.SCHEMA_VERSION,
+                "usable": refusal is None,
+                "reason": refusal,
+            }
+        )
+        return
+    click.echo(f"catalog: {store.safe_url()}")
+    click.echo(f"schema: {found.describe()}; this archive-core uses {schema.SCHEMA_VERSION}")
+    click.echo("usable: yes" if refusal is None else f"usable: no. {refusal}")
+
+
+@catalog.command("upgrade")
+@click.pass_context
+def catalog_upgrade(ctx: click.Context) -> None:
+    """Bring the catalog to this archive-core's schema version (stop older workers first)."""
+    store = _plugin(ctx).site().catalog
+    before, after = store.upgrade()
+    if before.version == after.version:
+        click.echo(f"The catalog is already at version {after.version}: nothing to do.")
+        return
+    click.echo(f"Upgraded the catalog from {before.describe()} to {after.describe()}.")
+
+
 @drivers.command("new")
 @click.argument("name")
 @click.option(
