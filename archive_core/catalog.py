@@ -648,6 +648,66 @@ class Catalog:
 
         return self._run(work, write=False)
 
+    def prune(
+        self, *, done_before: dt.datetime, failed_before: dt.datetime, dry_run: bool = False
+    ) -> Pruned:
+        """Remove the journal rows of work finished before these times: done and abandoned
+        rows before `done_before`, failed ones before `failed_before`. An intent (work not
+        finished, or a dead worker's that no re-run has superseded yet) is never removed,
+        however old: the next run of its batch needs it. In rounds of PRUNE_ROWS, so that a
+        first prune of years of journal holds no lock for long."""
+        import sqlalchemy as sa
+
+        def old(t, states: tuple[str, ...], before: dt.datetime):
+            return sa.and_(t.journal.c.state.in_(states), t.journal.c.finished < before)
+
+        def count(conn, t) -> Pruned:
+            def rows(states, before) -> int:
+                query = sa.select(sa.func.count()).where(old(t, states, before))
+                return conn.execute(query).scalar_one()
+
+            return Pruned(
+                done=rows((DONE, ABANDONED), done_before), failed=rows((FAILED,), failed_before)
+            )
+
+        if dry_run:
+            return self._run(count, write=False)
+
+        def one_round(states: tuple[str, ...], before: dt.datetime) -> Callable[..., int]:
+            def work(conn, t) -> int:
+                ids = sa.select(t.journal.c.id).where(old(t, states, before)).limit(PRUNE_ROWS)
+                found = [row[0] for row in conn.execute(ids)]
+                if found:
+                    conn.execute(t.journal.delete().where(t.journal.c.id.in_(found)))
+                return len(found)
+
+            return work
+
+        removed = {}
+        for kind, states, before in (
+            ("done", (DONE, ABANDONED), done_before),
+            ("failed", (FAILED,), failed_before),
+        ):
+            removed[kind] = 0
+            while True:
+                gone = self._run(one_round(states, before), write=True)
+                removed[kind] += gone
+                if gone < PRUNE_ROWS:
+                    break
+        return Pruned(done=removed["done"], failed=removed["failed"])
+
+
+#: Journal rows `Catalog.prune` removes per transaction.
+PRUNE_ROWS = 5_000
+
+
+@attrs.frozen(kw_only=True)
+class Pruned:
+    """How many journal rows a prune removed (or, dry, would remove)."""
+
+    done: int  # done and abandoned
+    failed: int
+
 
 class _Heartbeat:
     """Refreshes its catalog's worker heartbeat while that catalog has batches open.

@@ -221,6 +221,30 @@ def catalog_upgrade(ctx: click.Context) -> None:
     click.echo(f"Upgraded the catalog from {before.describe()} to {after.describe()}.")
 
 
+@catalog.command("prune")
+@click.option("--dry-run", is_flag=True, help="Count the rows, remove nothing.")
+@click.pass_context
+def catalog_prune(ctx: click.Context, dry_run: bool) -> None:
+    """Remove journal rows of finished work past the site's retention ([catalog]
+    keep_done_days, keep_failed_days). Unfinished work's rows are always kept."""
+    import datetime as dt
+
+    site = _plugin(ctx).site()
+    keep = site.config.journal_retention
+    now = dt.datetime.now(dt.UTC)
+    pruned = site.catalog.prune(
+        done_before=now - dt.timedelta(days=keep.done_days),
+        failed_before=now - dt.timedelta(days=keep.failed_days),
+        dry_run=dry_run,
+    )
+    verb = "Would remove" if dry_run else "Removed"
+    click.echo(
+        f"{verb} {pruned.done} journal rows of work done or abandoned more than "
+        f"{keep.done_days} days ago and {pruned.failed} of work that failed more than "
+        f"{keep.failed_days} days ago."
+    )
+
+
 @drivers.command("new")
 @click.argument("name")
 @click.option(

@@ -63,6 +63,15 @@ class PortalSettings:
 
 
 @attrs.frozen(kw_only=True)
+class JournalRetention:
+    """How long `archive-core catalog prune` keeps the journal rows of finished work. Failures
+    are kept at least as long as successes: they are what an admin comes back to read."""
+
+    done_days: int = 30
+    failed_days: int = 365
+
+
+@attrs.frozen(kw_only=True)
 class Target:
     """One driver instance: a driver name and its (not yet validated) settings."""
 
@@ -99,6 +108,7 @@ class SiteConfig:
     catalog_url: str = attrs.field(repr=_url_without_password)
     # Given by reference (`[catalog] password = "env:NAME"`), so the URL needs none.
     catalog_password: Secret | None = None
+    journal_retention: JournalRetention = attrs.Factory(JournalRetention)
     state_dir: Path
     portal: PortalSettings
     targets: Mapping[str, Target]
@@ -112,6 +122,8 @@ class SiteConfig:
 class _CatalogSection:
     url: str | None = None
     password: Secret | None = None
+    keep_done_days: int = attrs.field(default=30, validator=attrs.validators.ge(1))
+    keep_failed_days: int = attrs.field(default=365, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -172,6 +184,14 @@ def parse_config(
     base = base_dir or Path.cwd()
     state_dir = (base / section.state_dir) if section.state_dir else DEFAULT_STATE_DIR
     catalog_url = section.catalog.url or f"sqlite:///{state_dir / 'catalog.sqlite'}"
+    retention = JournalRetention(
+        done_days=section.catalog.keep_done_days, failed_days=section.catalog.keep_failed_days
+    )
+    if retention.failed_days < retention.done_days:
+        problems.append(
+            f"catalog.keep_failed_days: {retention.failed_days} is less than keep_done_days "
+            f"({retention.done_days}); failures are kept at least as long as successes"
+        )
 
     targets: dict[str, Target] = {
         name: Target(name=name, driver=t.driver, settings=t.settings, path=f"targets.{name}")
@@ -210,6 +230,7 @@ def parse_config(
         source=source,
         catalog_url=catalog_url,
         catalog_password=section.catalog.password,
+        journal_retention=retention,
         state_dir=state_dir,
         portal=section.portal,
         targets=targets,
