@@ -62,13 +62,17 @@ class PortalSettings:
     ready_timeout_seconds: float = 5.0
 
 
+#: `[catalog] keep_done_days` and `keep_failed_days` when not set.
+KEEP_DONE_DAYS, KEEP_FAILED_DAYS = 30, 365
+
+
 @attrs.frozen(kw_only=True)
 class JournalRetention:
     """How long `archive-core catalog prune` keeps the journal rows of finished work. Failures
     are kept at least as long as successes: they are what an admin comes back to read."""
 
-    done_days: int = 30
-    failed_days: int = 365
+    done_days: int = KEEP_DONE_DAYS
+    failed_days: int = KEEP_FAILED_DAYS
 
 
 @attrs.frozen(kw_only=True)
@@ -122,8 +126,8 @@ class SiteConfig:
 class _CatalogSection:
     url: str | None = None
     password: Secret | None = None
-    keep_done_days: int = attrs.field(default=30, validator=attrs.validators.ge(1))
-    keep_failed_days: int = attrs.field(default=365, validator=attrs.validators.ge(1))
+    keep_done_days: int = attrs.field(default=KEEP_DONE_DAYS, validator=attrs.validators.ge(1))
+    keep_failed_days: int = attrs.field(default=KEEP_FAILED_DAYS, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen(kw_only=True)

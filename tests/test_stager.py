@@ -403,3 +403,35 @@ def test_threads_with_one_worker_allowed_run_inline() -> None:
     stager = Stager(name="s", workers=1)
     assert stager.mode_for([], plan_for(Path("/")), "threads", remote=False) is Mode.INLINE
     assert [m.value for m in Mode] == ["auto", "inline", "threads", "processes"]
+
+
+def test_results_a_driver_staged_itself_are_published_in_chunks_or_dropped_when_stopped(
+    tmp_path: Path, small_chunks_and_tasks: None
+) -> None:
+    from archive_core.transfer.stager import publish_results
+
+    items, datas = sources(tmp_path, 20)
+
+    def run(root: Path) -> Iterator[Any]:
+        root.mkdir()
+        plan = plan_for(root)
+        groups = ([plan.stage(plan.prepare(item), None)] for item in items)  # one per group
+        return publish_results(
+            groups, plan.publish, name="t", clock=Clock(), taken=lambda count: None
+        )
+
+    whole = tmp_path / "whole"
+    outcomes = list(run(whole))
+    assert [o.key for o in outcomes] == [i.key for i in items]
+    assert all(o.ok for o in outcomes)
+    assert published(whole) == datas
+
+    stopped = tmp_path / "stopped"
+    stream = run(stopped)
+    assert next(stream).ok  # the first chunk's first outcome: a later chunk is staged
+    stream.close()
+    assert temporaries(stopped) == []
+    copies = published(stopped)
+    assert 0 < len(copies) < 20
+    for name, data in copies.items():
+        assert data == datas[name]  # every copy there is complete and checked

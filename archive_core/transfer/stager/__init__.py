@@ -17,12 +17,17 @@ The surface drivers import from here:
 - `Result`: `FileOutcome | Staged`, what `stage` returns.
 - `Mode`: `auto`, `inline`, `threads`, `processes`; `choose_mode(items, ...)`: what auto picks.
 - `failure_outcome(key, what, exc, request)`: a per-file failure an admin can act on.
-- `published_outcomes(staged, publish)`: publish one chunk and get its outcomes;
-  `CHUNK_FILES`, `CHUNK_SECONDS`: when the stager's chunks are due, for a driver that
-  stages by itself and chunks alike.
+- `published_outcomes(staged, publish)`: publish one chunk and get its outcomes.
+- `publish_results(groups, publish, name=, clock=, taken=)`: results a driver staged by
+  itself (its own threads or pipeline), published in chunks as the stager's own are;
+  `CHUNK_FILES`, the most files a chunk holds (to size a window of staged copies).
 """
 
-from archive_core.transfer.stager._chunks import CHUNK_FILES, CHUNK_SECONDS, published_outcomes
+from archive_core.transfer.stager._chunks import (
+    CHUNK_FILES,
+    publish_results,
+    published_outcomes,
+)
 from archive_core.transfer.stager._plan import (
     Mode,
     Plan,
@@ -35,7 +40,6 @@ from archive_core.transfer.stager._stager import Stager, choose_mode
 
 __all__ = [
     "CHUNK_FILES",
-    "CHUNK_SECONDS",
     "Mode",
     "Plan",
     "Result",
@@ -44,5 +48,6 @@ __all__ = [
     "Stager",
     "choose_mode",
     "failure_outcome",
+    "publish_results",
     "published_outcomes",
 ]

@@ -178,3 +178,25 @@ def publish_as_ready(
     if chunk:
         yield from publisher.submit(chunk.take())
     yield from publisher.finish()
+
+
+def publish_results(
+    groups: Iterable[list[Result]],
+    publish: Publish,
+    *,
+    name: str,
+    clock: Callable[[], float],
+    taken: Callable[[int], None],
+) -> Iterator[FileOutcome]:
+    """For a driver that stages by itself (its own threads, a pipeline): its results as they
+    arrive in groups (an empty group when a wait ran out, so that a chunk due by its age
+    goes), published as the stager publishes its workers' (`publish_as_ready`): outcomes at
+    once, staged copies chunk by chunk in the background. `taken(n)`: n results have left.
+    Stopped early, every staged copy not published is discarded."""
+    chunk = Chunk(clock)
+    publisher = Publisher(publish, name=name)
+    try:
+        yield from publish_as_ready(groups, chunk, publisher, taken=taken)
+    finally:
+        for left in [*chunk.take(), *publisher.abandon()]:
+            left.staged.discard()

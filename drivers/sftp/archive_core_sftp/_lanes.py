@@ -32,6 +32,9 @@ Pipeline = Callable[[_wire.Connection, Iterator[Any], int], Iterator[Any]]
 
 _END = object()
 
+#: The caller looks at its chunk's age at least this often while the lanes work.
+COLLECT_SECONDS = 0.2
+
 
 @attrs.frozen
 class Work:
@@ -70,7 +73,7 @@ class Lanes:
         self._arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
         count = max(1, min(lanes, files_in_flight, len(self._waiting)))
         each = math.ceil(files_in_flight / count)
-        self._name = name
+        self.name = name
         self._threads = [
             threading.Thread(target=self._lane, args=(each,), name=f"{name}-lane-{n}")
             for n in range(count)
@@ -148,9 +151,7 @@ class Lanes:
                             continue
                         self._arrived.put(self._work.land(task))
                 except _wire.ConnectionLost as exc:
-                    log.info(
-                        "%s: the SFTP connection broke (%s); connecting again", self._name, exc
-                    )
+                    log.info("%s: the SFTP connection broke (%s); connecting again", self.name, exc)
                     self._sessions.drop(spread=self._spread)
         finally:
             self._arrived.put(_END)
@@ -163,41 +164,27 @@ def published(
     clock: Callable[[], float],
     deferred: list[Any],
 ) -> Iterator[FileOutcome]:
-    """The lanes' results as they arrive: failures at once, staged copies published in
-    chunks as the stager's are (here, while the lanes go on); anything else (a copy too
-    large for a pipeline) is put in `deferred` for the caller."""
-    from archive_core.transfer.stager import (
-        CHUNK_FILES,
-        CHUNK_SECONDS,
-        Staged,
-        published_outcomes,
-    )
+    """The lanes' results published as the stager publishes its own (`publish_results`);
+    anything that is no result (a copy too large for a pipeline) is put in `deferred`."""
+    from archive_core.transfer.stager import Staged, publish_results
 
-    chunk: list[Staged] = []
-    due = 0.0
-    try:
-        for group in lanes.results(timeout=CHUNK_SECONDS / 4):
+    def groups() -> Iterator[list[Any]]:
+        for group in lanes.results(timeout=COLLECT_SECONDS):
+            results = []
             for landed in group:
-                if isinstance(landed, Staged):
-                    if not chunk:
-                        due = clock() + CHUNK_SECONDS
-                    chunk.append(landed)
-                    continue
-                lanes.done(1)
-                if isinstance(landed, FileOutcome):
-                    yield landed
+                if isinstance(landed, FileOutcome | Staged):
+                    results.append(landed)
                 else:
+                    lanes.done(1)
                     deferred.append(landed)
-            if chunk and (len(chunk) >= CHUNK_FILES or clock() >= due):
-                # Handed over first: from here the publish answers for them.
-                ready, chunk = chunk, []
-                lanes.done(len(ready))
-                yield from published_outcomes(ready, publish)
-        ready, chunk = chunk, []
-        if ready:
-            yield from published_outcomes(ready, publish)
+            yield results
+
+    try:
+        yield from publish_results(
+            groups(), publish, name=lanes.name, clock=clock, taken=lanes.done
+        )
     finally:
-        # Stopped early (the core closed us): staged but never published, not left.
-        for left in [*chunk, *lanes.stop()]:
+        # Stopped early (the core closed us): staged but never handed over, not left.
+        for left in lanes.stop():
             if isinstance(left, Staged):
                 left.staged.discard()
