@@ -72,7 +72,6 @@ class SmallDownload:
     tries: int = 0
     path: str = ""
     size: int = 0
-    looks: int = 0  # LSTATs not answered yet
     handle: bytes = b""
     parts: dict[int, bytes] = attrs.Factory(dict)
     replies: int = 0
@@ -288,12 +287,12 @@ def download_small(
             return
         for way in [*ways, download.path]:
             loop.submit(_wire.LSTAT, [_wire._path(way)], "looked", download, way)
-            download.looks += 1
 
     def looked(download: SmallDownload, rtype: int, payload: Any, way: str) -> None:
-        download.looks -= 1
         try:
-            attrs = _wire.Attrs.decode(_expect(rtype, payload, _wire.ATTRS, way, download), 0)[0]
+            attrs = _wire.Attrs.decode(
+                _expect(connection, (rtype, payload), _wire.ATTRS, way, download), 0
+            )[0]
             if way == download.path:
                 _remote.expect_file(attrs, way, download.root)
                 download.size = attrs.size or 0
@@ -301,7 +300,7 @@ def download_small(
                 _remote.expect_directory(attrs, way, download.root)
         except (_wire.SFTPError, UnsafeName, CopyNotFound) as exc:
             fail(download, exc)
-        if download.looks:
+        if download.replies:  # LSTATs of the way still to come
             return
         if download.failed is not None:
             loop.end(download, download.failed)
@@ -314,7 +313,7 @@ def download_small(
     def opened(download: SmallDownload, rtype: int, payload: Any) -> None:
         try:
             download.handle = _wire._string(
-                _expect(rtype, payload, _wire.HANDLE, download.path, download), 0
+                _expect(connection, (rtype, payload), _wire.HANDLE, download.path, download), 0
             )[0]
         except (_wire.SFTPError, CopyNotFound) as exc:
             loop.end(download, exc)
@@ -342,7 +341,7 @@ def download_small(
             fail(download, _changed(download, offset))
         else:
             try:
-                _expect(rtype, payload, _wire.DATA, download.path, download)
+                _expect(connection, (rtype, payload), _wire.DATA, download.path, download)
             except (_wire.SFTPError, CopyNotFound) as exc:
                 fail(download, exc)
         if not download.replies:
@@ -364,16 +363,21 @@ def download_small(
     return loop.run(downloads, start, steps, lambda download: None)
 
 
-def _expect(rtype: int, payload: bytes, want: int, path: str, download: SmallDownload) -> bytes:
-    """`payload` when it is the reply `want`ed; the server's refusal raised otherwise (a
-    missing copy as CopyNotFound, in the words the windowed path uses)."""
-    if rtype == want:
-        return payload
-    code, message = _wire._status(payload) if rtype == _wire.STATUS else (_wire.BAD_MESSAGE, "")
-    error = _wire.SFTPError(code or _wire.BAD_MESSAGE, message, path)
-    if error.errno == errno.ENOENT:
-        raise _remote.not_found(download.locator, download.root, download.path)
-    raise error
+def _expect(
+    connection: _wire.Connection,
+    reply: tuple[int, bytes],
+    want: int,
+    path: str,
+    download: SmallDownload,
+) -> bytes:
+    """The `reply`'s payload when it is the one `want`ed, as `Connection._expect` has it; a
+    missing copy raised as CopyNotFound, in the words the windowed path uses."""
+    try:
+        return connection._expect(*reply, want, path)
+    except _wire.SFTPError as exc:
+        if exc.errno == errno.ENOENT:
+            raise _remote.not_found(download.locator, download.root, download.path) from None
+        raise
 
 
 def _changed(download: SmallDownload, offset: int) -> TransferFailed:
