@@ -1,10 +1,13 @@
-"""The catalog of archived copies and the per-file journal, on any SQLAlchemy database.
+"""The catalog of archived copies and the journal of batches, on any SQLAlchemy database.
 
-One `copies` row per archived copy; one `journal` row per file per operation attempt, written
-as "intent" before the transfer and "done"/"failed" after it. A worker killed mid-batch leaves
-intents without results; the next run of the batch marks those "abandoned" (once it knows
-their worker is dead: a live one's are left alone), finds copies that were completed (here or
-by the driver's own idempotence) and never reports a partial copy.
+One `copies` row per archived copy. The journal keeps one `batches` row per batch of one
+operation on one target: written as "intent" before the transfer, with the batch's files
+(key and name) in it, counted as their results are recorded and marked "done" once every
+file has one. Only a file that failed gets a row of its own (`journal`, with the reason).
+A worker killed mid-batch leaves its batch an intent; the next run of any of its files takes
+those files over ("abandoned" in the old batch, once it knows that worker is dead: a live
+one's are left alone), finds the copies that were completed (here or by the driver's own
+idempotence) and never reports a partial copy.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ R = TypeVar("R")
 
 #: Journal states. "abandoned" marks an intent a later run superseded (its worker died).
 INTENT, DONE, FAILED, ABANDONED = "intent", "done", "failed", "abandoned"
+#: Kinds of a batch's parts: its files, and a group of their results.
+FILES, RESULTS = "files", "results"
 
 _CHUNK = 500  # rows per IN (...) clause; keeps every backend's parameter limit happy
 
@@ -53,6 +58,9 @@ class CopyRecord:
     size: int | None
     created: dt.datetime
     last_verified: dt.datetime | None = None
+    # What the driver said about where the copy sits (a tape copy's barcode, partition and
+    # start block), handed back with every later request for it; JSON-serialisable.
+    placement: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -60,9 +68,7 @@ class JournalEntry:
     """One file about to be transferred (the "intent" half of the journal)."""
 
     key: str  # unique within the batch
-    name: str  # archive name, or the locator for restore/delete/verify
-    item_id: str | None = None
-    sha1: str | None = None
+    name: str  # archive name, the destination for restore, the locator for delete/verify
 
 
 @attrs.frozen(kw_only=True)
@@ -147,7 +153,9 @@ class Catalog:
         self._tables: Any = None
         self._file: tuple[str, int, int] | None = None  # SQLite: path, device, inode opened
         self._lock = threading.Lock()
-        self._batches: set[str] = set()  # this object's open batches (the heartbeat's reason)
+        # This object's open batches (the heartbeat's reason), with their entries: a failure's
+        # journal row names its file.
+        self._batches: dict[str, Sequence[JournalEntry]] = {}
         self._heartbeat: _Heartbeat | None = None
 
     def __repr__(self) -> str:
@@ -408,6 +416,26 @@ class Catalog:
 
         return self._run(work, write=False)
 
+    def placements(self, external_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+        """The recorded placement of each of these copies that has one: external id -> it."""
+        import json
+
+        import sqlalchemy as sa
+
+        ids = sorted(set(external_ids))
+
+        def work(conn, t) -> dict[str, Mapping[str, Any]]:
+            c = t.copies
+            found = {}
+            for chunk in _chunks(ids, _CHUNK):
+                query = sa.select(c.c.external_id, c.c.placement).where(
+                    c.c.external_id.in_(chunk), c.c.placement.is_not(None)
+                )
+                found.update((eid, json.loads(text)) for eid, text in conn.execute(query))
+            return found
+
+        return self._run(work, write=False) if ids else {}
+
     def copies(self, *, policy: str | None = None, target: str | None = None) -> list[CopyRecord]:
         def work(conn, t) -> list[CopyRecord]:
             query = t.copies.select().order_by(t.copies.c.id)
@@ -446,65 +474,52 @@ class Catalog:
         operation: str,
         entries: Sequence[JournalEntry],
     ) -> JournalBatch:
-        """Write the intent of a batch in one transaction.
+        """Write the intent of a batch: one row, whatever its size, in one transaction.
 
-        Older intents for the same names that never got a result are marked abandoned when
-        the worker that wrote them is dead (see `_dead_intents`); a live worker's stay open,
-        since it is still moving that file. `abandoned` names the dead workers per name.
-        Call `end()` once the batch is over.
+        Files of older intents with the same names are taken over when the worker that
+        wrote them is dead (see `_dead_batches`); a live worker's stay open, since it is still
+        moving those files. `abandoned` names the dead workers per name. Call `end()` once
+        the batch is over.
         """
+        import json
+
         batch = uuid.uuid4().hex
         worker = str(self.worker)
-        names = sorted({e.name for e in entries})
+        names = {e.name for e in entries}
+        files = json.dumps([[e.key, e.name] for e in entries], ensure_ascii=False)
 
         def work(conn, t) -> dict[str, tuple[str, ...]]:
             now = self._clock()
             _beat(conn, t.workers, worker, now)
-            dead = self._dead_intents(conn, t, target, operation, names, now)
-            for chunk in _chunks(sorted(dead), _CHUNK):
-                conn.execute(
-                    t.journal.update()
-                    .where(t.journal.c.id.in_(chunk), t.journal.c.state == INTENT)
-                    .values(state=ABANDONED, finished=now)
+            abandoned = self._take_over(conn, t, target, operation, names, now)
+            conn.execute(
+                t.batches.insert().values(
+                    id=batch,
+                    job_id=job_id,
+                    policy=policy,
+                    target=target,
+                    operation=operation,
+                    worker=worker,
+                    state=INTENT,
+                    files=len(entries),
+                    done=0,
+                    failed=0,
+                    started=now,
                 )
-            if entries:
-                _executemany(
-                    conn,
-                    t.journal,
-                    t.journal.insert(),
-                    [
-                        {
-                            "batch": batch,
-                            "job_id": job_id,
-                            "policy": policy,
-                            "target": target,
-                            "operation": operation,
-                            "key": e.key,
-                            "name": e.name,
-                            "item_id": e.item_id,
-                            "sha1": e.sha1,
-                            "state": INTENT,
-                            "worker": worker,
-                            "started": now,
-                        }
-                        for e in entries
-                    ],
-                )
-            abandoned: dict[str, set[str]] = {}
-            for name, owner in dead.values():
-                abandoned.setdefault(name, set()).add(owner)
-            return {name: tuple(sorted(owners)) for name, owners in abandoned.items()}
+            )
+            conn.execute(t.parts.insert().values(batch=batch, kind=FILES, data=files))
+            return abandoned
 
-        # Registered before the intents exist, so no other thread can take them for dead.
+        # Registered before the intent exists, so no other thread can take it for dead.
         with _open_lock:
             _open_batches.add(batch)
         try:
             abandoned = self._run(work, write=True)
         except BaseException:
-            self.end(batch)
+            self._forget(batch)
             raise
         with self._lock:
-            self._batches.add(batch)
+            self._batches[batch] = entries
             if self._heartbeat is None:
                 self._heartbeat = _Heartbeat(self)
         if abandoned:
@@ -519,10 +534,50 @@ class Catalog:
             )
         return JournalBatch(id=batch, abandoned=abandoned)
 
-    def _dead_intents(
-        self, conn, t, target: str, operation: str, names: Sequence[str], now: dt.datetime
-    ) -> dict[int, tuple[str, str]]:
-        """Open intents for `names` whose worker is dead: journal id -> (name, worker).
+    def _take_over(
+        self, conn, t, target: str, operation: str, names: set[str], now: dt.datetime
+    ) -> dict[str, tuple[str, ...]]:
+        """Take the files named `names` over from dead workers' open batches: name -> the
+        dead workers. Each file taken over gets an "abandoned" row of its own and leaves its
+        old batch, which is abandoned once no file is left in it."""
+        import json
+
+        import sqlalchemy as sa
+
+        b, p = t.batches, t.parts
+        dead = self._dead_batches(conn, t, target, operation, now)
+        if not dead:  # the usual batch: nothing left open by a dead worker
+            return {}
+        abandoned: dict[str, set[str]] = {}
+        rows: list[dict[str, Any]] = []
+        query = sa.select(b).where(b.c.id.in_(sorted(dead)), b.c.state == INTENT).order_by(b.c.id)
+        olds = list(conn.execute(query).mappings())
+        held = _held(conn, t, [old["id"] for old in olds])
+        for old in olds:
+            files, recorded = held[old["id"]]
+            taken = [(k, n) for k, n in files if n in names and k not in recorded]
+            if not taken:
+                continue
+            for key, name in taken:
+                abandoned.setdefault(name, set()).add(old["worker"])
+                rows.append(_journal_row(old, key, name, ABANDONED, now))
+            gone = {k for k, _ in taken}
+            left = [f for f in files if f[0] not in gone]
+            conn.execute(
+                p.update()
+                .where(p.c.batch == old["id"], p.c.kind == FILES)
+                .values(data=json.dumps(left, ensure_ascii=False))
+            )
+            if all(k in recorded for k, _ in left):
+                conn.execute(
+                    b.update().where(b.c.id == old["id"]).values(state=ABANDONED, finished=now)
+                )
+        if rows:
+            conn.execute(t.journal.insert(), rows)
+        return {name: tuple(sorted(owners)) for name, owners in abandoned.items()}
+
+    def _dead_batches(self, conn, t, target: str, operation: str, now: dt.datetime) -> set[str]:
+        """Open batches on `target` of `operation` whose worker is dead.
 
         Dead means: this very process, but the batch is no longer open in it; a process of
         this pid space that is gone; or, where the process table cannot tell (another host,
@@ -530,24 +585,17 @@ class Catalog:
         """
         import sqlalchemy as sa
 
-        j = t.journal
-        rows = []
-        for chunk in _chunks(names, _CHUNK):
-            rows.extend(
-                conn.execute(
-                    sa.select(j.c.id, j.c.name, j.c.worker, j.c.batch).where(
-                        j.c.target == target,
-                        j.c.operation == operation,
-                        j.c.state == INTENT,
-                        j.c.name.in_(chunk),
-                    )
-                )
+        b = t.batches
+        rows = conn.execute(
+            sa.select(b.c.id, b.c.worker).where(
+                b.c.state == INTENT, b.c.target == target, b.c.operation == operation
             )
-        if not rows:  # the usual batch: nothing left open by anyone
-            return {}
+        ).all()
+        if not rows:
+            return set()
         me = str(self.worker)
         verdict: dict[str, bool | None] = {}
-        for _, _, owner, _ in rows:
+        for _, owner in rows:
             if owner not in verdict and owner != me:
                 parsed = WorkerId.parse(owner)
                 verdict[owner] = False if parsed is None else parsed.is_alive()
@@ -562,15 +610,20 @@ class Catalog:
                 verdict[owner] = now - _utc(beat) < HEARTBEAT_STALE
         with _open_lock:
             running = set(_open_batches)
-        dead = {}
-        for row_id, name, owner, batch in rows:
-            alive = batch in running if owner == me else bool(verdict[owner])
-            if not alive:
-                dead[row_id] = (name, owner)
-        return dead
+        return {
+            batch
+            for batch, owner in rows
+            if not (batch in running if owner == me else bool(verdict[owner]))
+        }
 
     def finish(self, batch: str, results: Sequence[JournalResult]) -> None:
-        """Record results of part of a batch, and the copies they made or removed, atomically."""
+        """Record results of part of a batch, and the copies they made or removed, atomically.
+
+        A success costs its copy's row (archive) or removal (delete) and nothing in the
+        journal but its key in the batch's row; a failure gets a journal row with its reason.
+        """
+        import json
+
         import sqlalchemy as sa
 
         if not results:
@@ -582,26 +635,36 @@ class Catalog:
             key=lambda row: (row["target"], row["locator"]),
         )
         removed = sorted({r.removed for r in results if r.removed})
-        done = [r.key for r in results if r.ok]
-        failed = [{"b_key": r.key, "b_error": r.error} for r in results if not r.ok]
+        failed = [r for r in results if not r.ok]
+        names = self._names(batch) if failed else {}
 
         def work(conn, t) -> None:
             now = self._clock()
-            # Successes carry nothing per row, so one statement per chunk marks them done;
-            # only failures need a row each, for their error.
-            for chunk in _chunks(done, _CHUNK):
-                conn.execute(
-                    t.journal.update()
-                    .where(t.journal.c.batch == batch, t.journal.c.key.in_(chunk))
-                    .values(state=DONE, finished=now)
-                )
+            b = t.batches
             if failed:
+                meta = conn.execute(sa.select(b).where(b.c.id == batch)).mappings().one()
                 conn.execute(
-                    t.journal.update()
-                    .where(t.journal.c.batch == batch, t.journal.c.key == sa.bindparam("b_key"))
-                    .values(state=FAILED, error=sa.bindparam("b_error"), finished=now),
-                    failed,
+                    t.journal.insert(),
+                    [
+                        _journal_row(meta, r.key, names.get(r.key, r.key), FAILED, now, r.error)
+                        for r in failed
+                    ],
                 )
+            # The batch is done with its last file's result: no write of its own at the end.
+            ok, bad = len(results) - len(failed), len(failed)
+            complete = sa.and_(b.c.state == INTENT, b.c.done + b.c.failed + (ok + bad) >= b.c.files)
+            keys = json.dumps([r.key for r in results], ensure_ascii=False)
+            conn.execute(t.parts.insert().values(batch=batch, kind=RESULTS, data=keys))
+            conn.execute(
+                b.update()
+                .where(b.c.id == batch)
+                .values(
+                    done=b.c.done + ok,
+                    failed=b.c.failed + bad,
+                    state=sa.case((complete, DONE), else_=b.c.state),
+                    finished=sa.case((complete, now), else_=b.c.finished),
+                )
+            )
             if new:
                 _upsert(conn, t.copies, new, keys=("target", "locator"), keep=("created",))
             for chunk in _chunks(removed, _CHUNK):
@@ -609,12 +672,25 @@ class Catalog:
 
         self._run(work, write=True)
 
+    def _names(self, batch: str) -> dict[str, str]:
+        with self._lock:
+            entries = self._batches.get(batch, ())
+        return {e.key: e.name for e in entries}
+
     def end(self, batch: str) -> None:
-        """The batch is over in this process: its results are given, or given up on."""
+        """The batch is over in this process: its results are given, or given up on.
+
+        Nothing is written: a batch is done once its last file's result is recorded, and
+        one that stopped short (the catalog refused a result) stays an intent, which the
+        next run of its files takes over, as it would a dead worker's.
+        """
+        self._forget(batch)
+
+    def _forget(self, batch: str) -> None:
         with _open_lock:
             _open_batches.discard(batch)
         with self._lock:
-            self._batches.discard(batch)
+            self._batches.pop(batch, None)
 
     def beat(self) -> None:
         """Refresh this worker's heartbeat now (the heartbeat thread does it while busy)."""
@@ -627,86 +703,135 @@ class Catalog:
             return bool(self._batches)
 
     def unfinished(self, *, target: str | None = None) -> list[JournalRow]:
-        """Intents with no result: files a worker was moving when it stopped."""
+        """Files of open batches: what a worker was moving when it stopped, or is moving now
+        (a batch's files are open until the batch is done, however many have results)."""
+        import sqlalchemy as sa
 
         def work(conn, t) -> list[JournalRow]:
-            query = t.journal.select().where(t.journal.c.state == INTENT).order_by(t.journal.c.id)
+            b = t.batches
+            query = sa.select(b).where(b.c.state == INTENT).order_by(b.c.started, b.c.id)
             if target is not None:
-                query = query.where(t.journal.c.target == target)
-            return [_record(JournalRow, r) for r in conn.execute(query).mappings()]
+                query = query.where(b.c.target == target)
+            found = list(conn.execute(query).mappings())
+            held = _held(conn, t, [batch["id"] for batch in found])
+            return [
+                row
+                for batch in found
+                for row in _file_rows(batch, *held[batch["id"]])
+                if row.state == INTENT
+            ]
 
         return self._run(work, write=False)
 
     def journal(self, *, job_id: str | None = None, batch: str | None = None) -> list[JournalRow]:
+        """One row per file of the matching batches: its own row where it has one (failed,
+        or taken over by a later run), else its batch's state (done, or still an intent).
+        Rows of work journaled before batches had rows of their own come as they were kept."""
+        import sqlalchemy as sa
+
         def work(conn, t) -> list[JournalRow]:
-            query = t.journal.select().order_by(t.journal.c.id)
+            b, j = t.batches, t.journal
+            files = sa.select(j).order_by(j.c.id)
+            batches = sa.select(b).order_by(b.c.started, b.c.id)
             if job_id is not None:
-                query = query.where(t.journal.c.job_id == job_id)
+                files = files.where(j.c.job_id == job_id)
+                batches = batches.where(b.c.job_id == job_id)
             if batch is not None:
-                query = query.where(t.journal.c.batch == batch)
-            return [_record(JournalRow, r) for r in conn.execute(query).mappings()]
+                files = files.where(j.c.batch == batch)
+                batches = batches.where(b.c.id == batch)
+            rows = [_record(JournalRow, r) for r in conn.execute(files).mappings()]
+            own = {(r.batch, r.key) for r in rows}
+            found = list(conn.execute(batches).mappings())
+            held = _held(conn, t, [f["id"] for f in found])
+            for one in found:
+                rows.extend(
+                    r for r in _file_rows(one, *held[one["id"]]) if (r.batch, r.key) not in own
+                )
+            return sorted(rows, key=lambda r: r.started)
 
         return self._run(work, write=False)
 
     def prune(
         self, *, done_before: dt.datetime, failed_before: dt.datetime, dry_run: bool = False
     ) -> Pruned:
-        """Remove the journal rows of work finished before these times: done and abandoned
-        rows before `done_before`, failed ones before `failed_before`. An intent (work not
-        finished, or a dead worker's that no re-run has superseded yet) is never removed,
-        however old: the next run of its batch needs it. In rounds of PRUNE_ROWS, so that a
-        first prune of years of journal holds no lock for long."""
+        """Remove the journal of work finished before these times: batches done or abandoned
+        before `done_before` (with the record of their files that succeeded), files'
+        failures before `failed_before`. An open batch (work not finished, or a dead worker's
+        that no re-run has taken over yet) is never removed, however old: the next run of
+        its files needs it. In rounds of PRUNE_ROWS, so that a first prune of years of
+        journal holds no lock for long."""
         import sqlalchemy as sa
 
-        def old(t, states: tuple[str, ...], before: dt.datetime):
-            return sa.and_(t.journal.c.state.in_(states), t.journal.c.finished < before)
+        finished = (DONE, ABANDONED)
+
+        def old(table, states: tuple[str, ...], before: dt.datetime):
+            return sa.and_(table.c.state.in_(states), table.c.finished < before)
 
         def count(conn, t) -> Pruned:
-            def rows(states, before) -> int:
-                query = sa.select(sa.func.count()).where(old(t, states, before))
-                return conn.execute(query).scalar_one()
+            def rows(table, states, before, what=None) -> int:
+                query = sa.select(sa.func.count() if what is None else what).where(
+                    old(table, states, before)
+                )
+                return conn.execute(query).scalar_one() or 0
 
+            b = t.batches
             return Pruned(
-                done=rows((DONE, ABANDONED), done_before), failed=rows((FAILED,), failed_before)
+                batches=rows(b, finished, done_before),
+                done=rows(b, finished, done_before, sa.func.sum(b.c.done))
+                + rows(t.journal, finished, done_before),
+                failed=rows(t.journal, (FAILED,), failed_before),
             )
 
         if dry_run:
             return self._run(count, write=False)
 
-        def one_round(states: tuple[str, ...], before: dt.datetime) -> Callable[..., int]:
-            def work(conn, t) -> int:
-                ids = sa.select(t.journal.c.id).where(old(t, states, before)).limit(PRUNE_ROWS)
-                found = [row[0] for row in conn.execute(ids)]
+        def one_round(
+            pick: Callable[[Any], Any], states: tuple[str, ...], before: dt.datetime
+        ) -> Callable[..., tuple[int, int]]:
+            def work(conn, t) -> tuple[int, int]:
+                table = pick(t)
+                done = table.c.done if table is t.batches else sa.literal(1)
+                found = conn.execute(
+                    sa.select(table.c.id, done).where(old(table, states, before)).limit(PRUNE_ROWS)
+                ).all()
                 if found:
-                    conn.execute(t.journal.delete().where(t.journal.c.id.in_(found)))
-                return len(found)
+                    ids = [r[0] for r in found]
+                    conn.execute(table.delete().where(table.c.id.in_(ids)))
+                    if table is t.batches:
+                        conn.execute(t.parts.delete().where(t.parts.c.batch.in_(ids)))
+                return len(found), sum(r[1] for r in found)
 
             return work
 
-        removed = {}
-        for kind, states, before in (
-            ("done", (DONE, ABANDONED), done_before),
-            ("failed", (FAILED,), failed_before),
+        removed = {"batches": 0, "done": 0, "failed": 0}
+        for kind, pick, states, before in (
+            ("batches", lambda t: t.batches, finished, done_before),
+            ("done", lambda t: t.journal, finished, done_before),
+            ("failed", lambda t: t.journal, (FAILED,), failed_before),
         ):
-            removed[kind] = 0
             while True:
-                gone = self._run(one_round(states, before), write=True)
-                removed[kind] += gone
+                gone, files = self._run(one_round(pick, states, before), write=True)
+                if kind == "batches":
+                    removed["batches"] += gone
+                    removed["done"] += files
+                else:
+                    removed[kind] += gone
                 if gone < PRUNE_ROWS:
                     break
-        return Pruned(done=removed["done"], failed=removed["failed"])
+        return Pruned(**removed)
 
 
-#: Journal rows `Catalog.prune` removes per transaction.
+#: Rows (batches, or files' journal rows) `Catalog.prune` removes per transaction.
 PRUNE_ROWS = 5_000
 
 
 @attrs.frozen(kw_only=True)
 class Pruned:
-    """How many journal rows a prune removed (or, dry, would remove)."""
+    """What a prune removed (or, dry, would remove)."""
 
-    done: int  # done and abandoned
-    failed: int
+    batches: int  # batch records of work done or abandoned
+    done: int  # files those batches (and older journal rows) record as done or abandoned
+    failed: int  # files' failure rows
 
 
 class _Heartbeat:
@@ -780,6 +905,8 @@ def _upsert(
     Every column but the keys and `keep` (and `last_verified`, which only verify sets) is
     overwritten. Rows must come sorted by `keys`, so concurrent writers lock in one order.
     """
+    import sqlalchemy as sa
+
     backend = conn.dialect.name
     fixed = {*keys, *keep, "id", "last_verified"}
     columns = [c for c in rows[0] if c not in fixed]
@@ -789,15 +916,18 @@ def _upsert(
         else:
             from sqlalchemy.dialects.postgresql import insert
         stmt = insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c[k] for k in keys],
-            set_={c: stmt.excluded[c] for c in columns},
-        )
+        update = {c: stmt.excluded[c] for c in columns}
+        if "placement" in update:
+            # None is "not known", never "nowhere": a copy recorded again by a driver that
+            # did not say its placement keeps the one recorded before.
+            update["placement"] = sa.func.coalesce(update["placement"], table.c.placement)
+        stmt = stmt.on_conflict_do_update(index_elements=[table.c[k] for k in keys], set_=update)
         _executemany(conn, table, stmt, rows)
         return
     for row in rows:  # portable path for other backends
         match = [table.c[k] == row[k] for k in keys]
-        updated = conn.execute(table.update().where(*match).values({c: row[c] for c in columns}))
+        values = {c: row[c] for c in columns if c != "placement" or row[c] is not None}
+        updated = conn.execute(table.update().where(*match).values(values))
         if updated.rowcount == 0:
             conn.execute(table.insert().values(**row))
 
@@ -875,10 +1005,45 @@ def _schema(sa):
         sa.Column("size", sa.BigInteger),
         sa.Column("created", ts, nullable=False),
         sa.Column("last_verified", ts),
+        sa.Column("placement", sa.Text),  # JSON, as the driver gave it
         sa.UniqueConstraint("target", "locator", name="uq_archive_core_copy_location"),
         sa.Index("ix_archive_core_copies_name", "target", "name"),
         sa.Index("ix_archive_core_copies_external_id", "external_id"),
     )
+    # One row per batch: its intent (the files, as JSON [[key, name], ...]) and progress.
+    batches = sa.Table(
+        "archive_core_batches",
+        metadata,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("job_id", sa.String(255)),
+        sa.Column("policy", sa.String(255), nullable=False),
+        sa.Column("target", sa.String(255), nullable=False),
+        sa.Column("operation", sa.String(16), nullable=False),
+        sa.Column("worker", sa.String(255), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("files", sa.Integer, nullable=False),
+        sa.Column("done", sa.Integer, nullable=False),
+        sa.Column("failed", sa.Integer, nullable=False),
+        sa.Column("started", ts, nullable=False),
+        sa.Column("finished", ts),
+        sa.Index("ix_archive_core_batches_open", "state", "target", "operation"),
+        sa.Index("ix_archive_core_batches_job", "job_id"),
+    )
+    # What a batch holds, kept apart from its small, often updated row: its files ("files":
+    # JSON [[key, name], ...], written once), and one row per group of results recorded
+    # ("results": JSON [key, ...], written with the group). Nothing here is ever rewritten
+    # while the batch runs, so a batch of 10,000 files costs its list once.
+    parts = sa.Table(
+        "archive_core_batch_parts",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("batch", sa.String(32), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Index("ix_archive_core_batch_parts_batch", "batch"),
+    )
+    # One row per file that failed (with the reason), or that a later run took over from a
+    # dead worker's batch; a file that succeeded is counted in its batch only.
     journal = sa.Table(
         "archive_core_journal",
         metadata,
@@ -898,7 +1063,6 @@ def _schema(sa):
         sa.Column("started", ts, nullable=False),
         sa.Column("finished", ts),
         sa.Index("ix_archive_core_journal_batch", "batch", "key"),
-        sa.Index("ix_archive_core_journal_open", "target", "operation", "state", "name"),
         sa.Index("ix_archive_core_journal_job", "job_id"),
     )
     # One row per worker process that wrote intents: its heartbeat tells workers on other
@@ -909,15 +1073,94 @@ def _schema(sa):
         sa.Column("worker", sa.String(255), primary_key=True),
         sa.Column("heartbeat", ts, nullable=False),
     )
-    return _Tables(metadata=metadata, copies=copies, journal=journal, workers=workers)
+    return _Tables(
+        metadata=metadata,
+        copies=copies,
+        batches=batches,
+        parts=parts,
+        journal=journal,
+        workers=workers,
+    )
 
 
 @attrs.frozen
 class _Tables:
     metadata: Any
     copies: Any
+    batches: Any
+    parts: Any
     journal: Any
     workers: Any
+
+
+def _journal_row(
+    batch: Mapping[str, Any],
+    key: str,
+    name: str,
+    state: str,
+    now: dt.datetime,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """A file's own journal row, in its batch (a `batches` row)."""
+    return {
+        "batch": batch["id"],
+        "job_id": batch["job_id"],
+        "policy": batch["policy"],
+        "target": batch["target"],
+        "operation": batch["operation"],
+        "key": key,
+        "name": name,
+        "state": state,
+        "error": error,
+        "worker": batch["worker"],
+        "started": batch["started"],
+        "finished": now,
+    }
+
+
+def _held(conn, t, batches: Sequence[str]) -> dict[str, tuple[list[list[str]], set[str]]]:
+    """What each batch holds: its files ([key, name] pairs) and the keys with a result."""
+    import json
+
+    import sqlalchemy as sa
+
+    held: dict[str, tuple[list[list[str]], set[str]]] = {b: ([], set()) for b in batches}
+    p = t.parts
+    for chunk in _chunks(list(batches), _CHUNK):
+        query = sa.select(p.c.batch, p.c.kind, p.c.data).where(p.c.batch.in_(chunk))
+        for batch, kind, data in conn.execute(query.order_by(p.c.id)):
+            files, recorded = held[batch]
+            if kind == FILES:
+                files.extend(json.loads(data))
+            else:
+                recorded.update(json.loads(data))
+    return held
+
+
+def _file_rows(
+    batch: Mapping[str, Any], files: list[list[str]], recorded: set[str]
+) -> list[JournalRow]:
+    """A batch's files (those it still holds) as journal rows: done once a file's result
+    is recorded (a failure has a row of its own, which the caller prefers), else in the
+    batch's state."""
+    started, finished = _utc(batch["started"]), _utc(batch["finished"])
+    return [
+        JournalRow(
+            batch=batch["id"],
+            job_id=batch["job_id"],
+            policy=batch["policy"],
+            target=batch["target"],
+            operation=batch["operation"],
+            key=key,
+            name=name,
+            state=DONE if key in recorded else batch["state"],
+            worker=batch["worker"],
+            started=started,  # type: ignore[arg-type]
+            finished=finished,
+            error=None,
+        )
+        for key, name in files
+    ]
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -931,7 +1174,16 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 
 def _copy_row(copy: CopyRecord) -> dict[str, Any]:
     # attrs.asdict recurses and copies; this runs once per archived file.
-    return {f: getattr(copy, f) for f in _COPY_FIELDS}
+    row = {f: getattr(copy, f) for f in _COPY_FIELDS}
+    if copy.placement is not None:
+        row["placement"] = _placement_text(copy.placement)
+    return row
+
+
+def _placement_text(placement: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(placement, sort_keys=True, ensure_ascii=False)
 
 
 _COPY_FIELDS = tuple(a.name for a in attrs.fields(CopyRecord))
@@ -942,7 +1194,13 @@ def _record(cls: type[R], row: Any) -> R:
     values = {}
     for field in attrs.fields(cls):
         value = row[field.name]
-        values[field.name] = _utc(value) if isinstance(value, dt.datetime) else value
+        if isinstance(value, dt.datetime):
+            value = _utc(value)
+        elif field.name == "placement" and value is not None:
+            import json
+
+            value = json.loads(value)
+        values[field.name] = value
     return cls(**values)
 
 

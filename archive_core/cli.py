@@ -222,11 +222,11 @@ def catalog_upgrade(ctx: click.Context) -> None:
 
 
 @catalog.command("prune")
-@click.option("--dry-run", is_flag=True, help="Count the rows, remove nothing.")
+@click.option("--dry-run", is_flag=True, help="Count what would go, remove nothing.")
 @click.pass_context
 def catalog_prune(ctx: click.Context, dry_run: bool) -> None:
-    """Remove journal rows of finished work past the site's retention ([catalog]
-    keep_done_days, keep_failed_days). Unfinished work's rows are always kept."""
+    """Remove the journal of finished work past the site's retention ([catalog]
+    keep_done_days, keep_failed_days). Unfinished work's journal is always kept."""
     import datetime as dt
 
     site = _plugin(ctx).site()
@@ -239,9 +239,9 @@ def catalog_prune(ctx: click.Context, dry_run: bool) -> None:
     )
     verb = "Would remove" if dry_run else "Removed"
     click.echo(
-        f"{verb} {pruned.done} journal rows of work done or abandoned more than "
-        f"{keep.done_days} days ago and {pruned.failed} of work that failed more than "
-        f"{keep.failed_days} days ago."
+        f"{verb} the journal of {pruned.done} files done or abandoned more than "
+        f"{keep.done_days} days ago ({pruned.batches} batches) and of {pruned.failed} files "
+        f"that failed more than {keep.failed_days} days ago."
     )
 
 

@@ -44,6 +44,9 @@ class Capability(enum.StrEnum):
     VERIFY = "verify"  # read copies back and hash them
     BULK = "bulk"  # many FileSets per call are efficient (Portal bulk policies)
     PLAN = "plan"  # can order a restore batch for its medium (tape)
+    # returns placement with archive outcomes, and gets it back with every request for the
+    # copy (restore, delete, verify, stat), so it can plan without touching hardware
+    PLACEMENT = "placement"
     PARTIAL_RESTORE = "partial_restore"  # byte ranges of a copy
 
 

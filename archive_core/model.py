@@ -5,7 +5,8 @@ Every class is keyword-only so fields can be added with defaults without breakin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -63,6 +64,9 @@ class RestoreItem:
     destination: str
     sha1: str | None = None
     size: int | None = None
+    # The placement the driver returned when it archived this copy (drivers that declare
+    # Capability.PLACEMENT; None when the catalog has none or cannot be read).
+    placement: Mapping[str, Any] | None = None
     # Workers whose earlier restore to this destination died mid-transfer (see ArchiveItem):
     # only their leftovers for this destination may be removed, nothing else in its folder.
     abandoned_by: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
@@ -80,6 +84,7 @@ class CopyRef:
     locator: str
     sha1: str | None = None
     size: int | None = None
+    placement: Mapping[str, Any] | None = None  # as in RestoreItem
 
 
 @attrs.frozen(kw_only=True)
@@ -149,6 +154,10 @@ class FileOutcome:
     error: str | None = None  # admin-readable, set when not ok
     retryable: bool = False
     reused: bool = False  # an identical copy already existed; nothing was written
+    # Archive: where the copy sits, in the driver's own terms (small, JSON-serialisable:
+    # e.g. {"barcode": "A00001L9", "partition": "b", "start_block": 4711}). The catalog
+    # keeps it with the copy and hands it back with every later request for that copy.
+    placement: Mapping[str, Any] | None = None
 
     @classmethod
     def success(cls, key: str, **fields) -> FileOutcome:

@@ -44,6 +44,9 @@ class TargetHandle:
     capabilities: frozenset[Capability]
     instance: Any = attrs.field(repr=False)
 
+    def declares(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
     def require(self, capability: Capability, *, policy: str) -> None:
         if capability not in self.capabilities:
             raise CapabilityNotDeclared(

@@ -71,6 +71,7 @@ def plugin_with_drivers(
     policies: Mapping[str, Mapping[str, Any]],
     targets: Mapping[str, Mapping[str, Any]],
     portal: Mapping[str, Any] | None = None,
+    catalog_url: str | None = None,
 ) -> ArchiveCorePlugin:
     from archive_core.hooks import Hooks
     from archive_core.policies import load_config
@@ -81,7 +82,7 @@ def plugin_with_drivers(
         tmp_path / "archive-core.toml",
         targets=targets,
         policies=policies,
-        catalog_url=f"sqlite:///{tmp_path / 'catalog.sqlite'}",
+        catalog_url=catalog_url or f"sqlite:///{tmp_path / 'catalog.sqlite'}",
         portal=portal,
     )
     site = Site(load_config(config), registry=FixedRegistry(drivers), hooks=Hooks())

@@ -6,7 +6,9 @@ import datetime as dt
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
 from archive_core import workers
@@ -46,7 +48,7 @@ def _archive_one(catalog: Catalog, copy: CopyRecord, *, job: str = "j") -> None:
         policy="p",
         target="t",
         operation="archive",
-        entries=[JournalEntry(key="0", name=copy.name, sha1=copy.sha1)],
+        entries=[JournalEntry(key="0", name=copy.name)],
     )
     catalog.finish(batch.id, [JournalResult(key="0", ok=True, copy=copy)])
 
@@ -84,7 +86,7 @@ def _process(*, alive: bool) -> tuple[WorkerId, subprocess.Popen]:
 
 
 def _intent(catalog: Catalog, job: str, name: str = "n.mov"):
-    entry = JournalEntry(key="0", name=name, sha1=SHA1)
+    entry = JournalEntry(key="0", name=name)
     return catalog.begin(job_id=job, policy="p", target="t", operation="archive", entries=[entry])
 
 
@@ -206,3 +208,171 @@ def test_archive_and_restore_through_portal_with_the_catalog_on_each_backend(
     assert Path(fs.files[0]).read_bytes() == b"shared catalog"
     assert [c.external_id for c in plugin.site().catalog.copies()] == list(archived.external_ids)
     plugin.site().close()
+
+
+# --- the journal by batch ----------------------------------------------------------------------
+
+
+def _dead_worker() -> WorkerId:
+    return WorkerId(host="portal-worker-9", pid=1, pid_space="a-boot-long-gone", start=1)
+
+
+def _stale(catalog_url: str) -> Catalog:
+    """A catalog as a worker on another host used it, long enough ago to be taken for dead."""
+    then = dt.datetime.now(dt.UTC) - HEARTBEAT_STALE - dt.timedelta(seconds=5)
+    return Catalog(catalog_url, worker=_dead_worker(), clock=lambda: then)
+
+
+def test_a_rerun_takes_over_only_its_own_files_from_a_dead_batch_and_the_rest_stay_open(
+    catalog_url,
+):
+    names = [f"clip{n}.mov" for n in range(4)]
+    dead = _stale(catalog_url)
+    killed = dead.begin(
+        job_id="killed",
+        policy="p",
+        target="t",
+        operation="archive",
+        entries=[JournalEntry(key=str(n), name=name) for n, name in enumerate(names)],
+    )
+    # clip0's result was recorded before the worker died; clip1..3 were in flight.
+    dead.finish(killed.id, [JournalResult(key="0", ok=True, copy=_copy(names[0]))])
+    dead.close()
+    catalog = Catalog(catalog_url)
+    assert sorted(r.name for r in catalog.unfinished()) == names[1:]
+
+    rerun = catalog.begin(
+        job_id="again",
+        policy="p",
+        target="t",
+        operation="archive",
+        entries=[JournalEntry(key="0", name=names[0]), JournalEntry(key="1", name=names[1])],
+    )
+    # clip0 had its result: nothing of the dead worker's to clear for it.
+    assert rerun.abandoned == {names[1]: (str(_dead_worker()),)}
+    open_ = {(r.job_id, r.name) for r in catalog.unfinished()}
+    assert open_ == {
+        ("killed", names[2]),
+        ("killed", names[3]),
+        ("again", names[0]),
+        ("again", names[1]),
+    }
+    catalog.finish(rerun.id, [JournalResult(key=k, ok=True) for k in ("0", "1")])
+    catalog.end(rerun.id)
+
+    last = catalog.begin(
+        job_id="last",
+        policy="p",
+        target="t",
+        operation="archive",
+        entries=[JournalEntry(key="0", name=n) for n in names[2:3]]
+        + [JournalEntry(key="1", name=names[3])],
+    )
+    assert set(last.abandoned) == {names[2], names[3]}
+    catalog.finish(last.id, [JournalResult(key=k, ok=True) for k in ("0", "1")])
+    catalog.end(last.id)
+    assert catalog.unfinished() == []
+    states = sorted((r.job_id, r.name, r.state) for r in catalog.journal())
+    assert states == [
+        ("again", names[0], "done"),
+        ("again", names[1], "done"),
+        ("killed", names[0], "done"),
+        ("killed", names[1], "abandoned"),
+        ("killed", names[2], "abandoned"),
+        ("killed", names[3], "abandoned"),
+        ("last", names[2], "done"),
+        ("last", names[3], "done"),
+    ]
+    catalog.close()
+
+
+def test_a_batch_stopped_short_stays_open_until_a_rerun_takes_its_files_over(catalog_url):
+    catalog = Catalog(catalog_url)
+    entries = [JournalEntry(key=str(n), name=f"f{n}") for n in range(3)]
+    spec = {"policy": "p", "target": "t", "operation": "archive"}
+    stopped = catalog.begin(job_id="stopped", **spec, entries=entries)
+    catalog.finish(stopped.id, [JournalResult(key="0", ok=False, error="disk full")])
+    catalog.end(stopped.id)  # the catalog refused the rest: no result for f1, f2
+    assert sorted(r.name for r in catalog.unfinished()) == ["f1", "f2"]
+    rerun = catalog.begin(job_id="rerun", **spec, entries=entries)
+    # This very worker ran it: its batch is over, so its leftovers may go.
+    assert rerun.abandoned == {"f1": (str(catalog.worker),), "f2": (str(catalog.worker),)}
+    catalog.finish(rerun.id, [JournalResult(key=e.key, ok=True) for e in entries])
+    assert catalog.unfinished() == []
+    [failure] = [r for r in catalog.journal(job_id="stopped") if r.state == "failed"]
+    assert (failure.name, failure.error) == ("f0", "disk full")
+    catalog.close()
+
+
+def _statements(catalog: Catalog) -> tuple[list[tuple[str, int]], Any]:
+    """Every statement the catalog's engine runs from now on, with its number of rows of
+    parameters (an executemany's rows each cost the database a statement)."""
+    import sqlalchemy as sa
+
+    seen: list[tuple[str, int]] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append((statement, len(parameters) if executemany else 1))
+
+    catalog.copies()  # the engine exists
+    engine = catalog._engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    return seen, lambda: sa.event.remove(engine, "before_cursor_execute", count)
+
+
+@pytest.mark.parametrize("operation", ["archive", "verify", "restore", "delete"])
+def test_a_batch_costs_a_bounded_number_of_statements_whatever_its_size(
+    tmp_path: Path, catalog_url, operation
+):
+    """No statement per file, on either backend: a batch costs a few statements per group of
+    results and per chunk of lookups, never one per file."""
+    from tests.sites import MemoryDriver, plugin_with_drivers
+
+    plugin = plugin_with_drivers(
+        tmp_path,
+        {"memory": MemoryDriver},
+        policies={"p": {"targets": ["m"]}},
+        targets={"m": {"driver": "memory"}},
+        catalog_url=catalog_url,
+    )
+    for n, size in enumerate((1000, 3000)):
+        sets = [
+            media(tmp_path / f"online{n}", f"f{i}.bin", f"{n}-{i}".encode(), item_id=f"VX-{i}")
+            for i in range(size)
+        ]
+        archived, *_ = plugin.archive(sets, "p", f"warm-{n}") if operation != "archive" else (sets,)
+        if operation == "restore":
+            archived = [fs._replace(files=[fs.files[0] + ".back"]) for fs in archived]
+        seen, stop = _statements(plugin.site().catalog)
+        try:
+            getattr(plugin, operation)(archived, "p", f"job-{n}")
+        finally:
+            stop()
+        # A group of results (256 files) costs ~5 statements, a lookup one per 500 files; a
+        # statement per file would be 1,000 and 3,000.
+        assert len(seen) <= 10 + size / 30, f"{operation} of {size} files: {len(seen)} statements"
+        # ...and the journal is written per batch and per group, not per file.
+        journal = sum(rows for text, rows in seen if "archive_core_journal" in text)
+        journal += sum(rows for text, rows in seen if "archive_core_batch" in text)
+        assert journal <= 10 + size / 30, f"{operation} of {size} files: {journal} journal rows"
+    plugin.site().close()
+
+
+# --- placement ---------------------------------------------------------------------------------
+
+
+def test_placement_is_kept_with_its_copy_and_not_lost_when_recorded_again_without(catalog_url):
+    catalog = Catalog(catalog_url)
+    where = {"barcode": "A00001L9", "partition": "b", "block": 4711}
+    placed = attrs.evolve(_copy(), placement=where)
+    _archive_one(catalog, placed, job="first")
+    assert catalog.copy(placed.external_id).placement == where
+    _archive_one(catalog, _copy(), job="again")  # a driver that did not say it this time
+    assert catalog.copy(placed.external_id).placement == where
+    assert catalog.placements([placed.external_id, "filesys://t/other"]) == {
+        placed.external_id: where
+    }
+    moved = {"barcode": "A00002L9", "partition": "b", "block": 12}
+    _archive_one(catalog, attrs.evolve(_copy(), placement=moved), job="rewritten")
+    assert catalog.copy(placed.external_id).placement == moved
+    catalog.close()

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from click.testing import CliRunner
 
-from archive_core.catalog import Catalog, _schema
+from archive_core.catalog import HEARTBEAT_STALE, Catalog, Pruned
 from archive_core.cli import main
 from archive_core.errors import ConfigError
 from archive_core.policies import parse_config
@@ -18,38 +18,33 @@ NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
 
 
 def _journal(url: str, rows: list[tuple[str, str, int]]) -> None:
-    """Rows (key, state, days ago) in the catalog at `url`, made by the code's schema."""
-    import sqlalchemy as sa
+    """Work journaled (key, state, days ago) in the catalog at `url`, each file its own
+    batch, written through the catalog as a worker writes it. "abandoned": a dead worker's
+    batch that a re-run (finished the same day) took the file over from."""
+    from archive_core.catalog import JournalEntry, JournalResult
+    from archive_core.workers import WorkerId
 
-    Catalog(url).close()
-    catalog = Catalog(url)
-    try:
-        catalog.copies()  # made at the code's version
-    finally:
-        catalog.close()
-    journal = _schema(sa).journal
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for key, state, days in rows:
-                when = NOW - dt.timedelta(days=days)
-                conn.execute(
-                    journal.insert(),
-                    {
-                        "batch": "b1",
-                        "policy": "P",
-                        "target": "disk0",
-                        "operation": "archive",
-                        "key": key,
-                        "name": key,
-                        "state": state,
-                        "worker": "h:1:0",
-                        "started": when,
-                        "finished": None if state == "intent" else when,
-                    },
-                )
-    finally:
-        engine.dispose()
+    dead = WorkerId(host="gone", pid=1, pid_space="old-boot", start=1)
+    for key, state, days in rows:
+        when = NOW - dt.timedelta(days=days)
+        catalog = Catalog(url, clock=lambda when=when: when)
+        # Its heartbeat is stale by the time the re-run comes: that worker is gone.
+        then = when - HEARTBEAT_STALE - dt.timedelta(seconds=1)
+        other = Catalog(url, clock=lambda then=then: then, worker=dead)
+        entries = [JournalEntry(key=key, name=key)]
+        spec = {"job_id": key, "policy": "P", "target": "disk0", "operation": "archive"}
+        try:
+            if state in ("intent", "abandoned"):
+                other.begin(**spec, entries=entries)
+            if state == "intent":
+                continue
+            batch = catalog.begin(**spec, entries=entries)
+            ok = state != "failed"
+            catalog.finish(batch.id, [JournalResult(key=key, ok=ok, error=None if ok else "x")])
+            catalog.end(batch.id)
+        finally:
+            catalog.close()
+            other.close()
 
 
 ROWS = [
@@ -70,11 +65,12 @@ def test_prune_keeps_failures_longer_and_unfinished_work_always(catalog_url: str
             "done_before": NOW - dt.timedelta(days=30),
             "failed_before": NOW - dt.timedelta(days=365),
         }
-        dry = catalog.prune(**cut, dry_run=True)
-        assert (dry.done, dry.failed) == (2, 1)
-        assert len(catalog.journal()) == len(ROWS)  # a dry run removes nothing
-        pruned = catalog.prune(**cut)
-        assert (pruned.done, pruned.failed) == (2, 1)
+        # Old enough: the batches of done-old, abandoned-old (the dead one and its re-run)
+        # and of both failures; recording done-old, the re-run and the file taken over.
+        expected = Pruned(batches=5, done=3, failed=1)
+        assert catalog.prune(**cut, dry_run=True) == expected
+        assert len(catalog.journal()) == len(ROWS) + 1  # a dry run removes nothing
+        assert catalog.prune(**cut) == expected
         left = sorted(row.key for row in catalog.journal())
     finally:
         catalog.close()
@@ -107,8 +103,11 @@ def test_the_prune_command_uses_the_site_retention(tmp_path) -> None:
     _journal(url, [("ancient", "done", 4000), ("today", "done", -1), ("lost", "failed", 4000)])
     result = CliRunner().invoke(main, ["--config", str(config), "catalog", "prune"])
     assert result.exit_code == 0, result.output
-    assert "Removed 1 journal rows of work done or abandoned more than 3 days ago" in result.output
-    assert "1 of work that failed more than 365 days ago" in result.output
+    assert (
+        "Removed the journal of 1 files done or abandoned more than 3 days ago (2 batches)"
+        in result.output
+    )
+    assert "of 1 files that failed more than 365 days ago" in result.output
 
 
 def test_failures_kept_shorter_than_successes_is_a_config_error() -> None:

@@ -98,6 +98,49 @@ class TestMinimalDriver(TestMemoryDriver):
         return frozenset({Capability.ARCHIVE, Capability.RESTORE})
 
 
+class PlacingDriver(MemoryDriver):
+    """Says where each copy sits (its bucket and object), as a tape driver says its block."""
+
+    name = "placing"
+    capabilities = MemoryDriver.capabilities | {Capability.PLACEMENT}
+
+    def archive(self, request):
+        for outcome in super().archive(request):
+            if outcome.ok:
+                where = {"bucket": self.config.bucket, "object": outcome.locator}
+                outcome = attrs.evolve(outcome, placement=where)
+            yield outcome
+
+
+class TestPlacingDriver(TestMemoryDriver):
+    """A driver that declares placement gets it back: the placement check passes too."""
+
+    @pytest.fixture
+    def driver_class(self) -> type:
+        return PlacingDriver
+
+    @pytest.fixture
+    def expected_capabilities(self) -> frozenset[Capability]:
+        return FULL | {Capability.PLACEMENT}
+
+
+def test_a_driver_that_declares_placement_but_returns_none_is_caught() -> None:
+    class Placeless(MemoryDriver):
+        name = "placeless"
+        capabilities = MemoryDriver.capabilities | {Capability.PLACEMENT}
+
+    report = report_for(Placeless)
+    check = "placement_comes_back_with_every_request_for_the_copy"
+    assert report.outcome(check) == "failed", str(report)
+    assert "archived without placement" in str(report)
+
+
+def test_placement_is_checked_only_for_drivers_that_declare_it() -> None:
+    report = report_for(MemoryDriver)
+    check = "placement_comes_back_with_every_request_for_the_copy"
+    assert report.outcome(check) == "skipped", str(report)
+
+
 # --- the function form, and drivers that break the contract ------------------------------------
 
 
@@ -299,8 +342,9 @@ def test_pytest_mixin_gates_capabilities_and_applies_known_failures(pytester: An
         """
     )
     result = pytester.runpytest("-q", "-p", "no:cacheprovider")
-    # delete (twice), verify, bulk; unreachable, invalid, the write seam, part sizes, memory
-    gated = 4 + 5
+    # delete (twice), verify, bulk, placement; unreachable, invalid, the write seam, part
+    # sizes, memory
+    gated = 5 + 5
     result.assert_outcomes(passed=len(CHECKS) - gated - 1, skipped=gated, xfailed=1)
 
 

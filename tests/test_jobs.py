@@ -239,7 +239,7 @@ def test_driver_is_told_which_files_a_dead_worker_left_unfinished_and_by_whom(tm
         policy="p",
         target="t",
         operation="archive",
-        entries=[JournalEntry(key="0", name=dead, sha1=batch[0].sha1)],
+        entries=[JournalEntry(key="0", name=dead)],
     )
     Recording.seen = []
     archived, _, error, _ = plugin.archive(batch, "p", "retry")

@@ -116,6 +116,7 @@ def _archive_to(
             sha1=record.sha1,
             sha256=record.sha256,
             reused=True,
+            placement=record.placement,
         )
         results[item.key] = (outcome, record.external_id)
         runner.file_done(outcome)
@@ -179,13 +180,12 @@ def _archive_to(
                 sha256=outcome.sha256,
                 size=outcome.size,
                 created=created,
+                placement=outcome.placement,
             )
         return JournalResult(key=outcome.key, ok=outcome.ok, error=outcome.error, copy=copy)
 
     batch = Batch(
-        entries=[
-            JournalEntry(key=i.key, name=i.name, item_id=i.item_id, sha1=i.sha1) for i in todo
-        ],
+        entries=[JournalEntry(key=i.key, name=i.name) for i in todo],
         prepare=prepare,
         call=handle.instance.archive,
         check=check,
@@ -220,7 +220,13 @@ def _confirm(
         )
         return {}
     refs = {
-        item.key: CopyRef(key=item.key, locator=rec.locator, sha1=rec.sha1, size=rec.size)
+        item.key: CopyRef(
+            key=item.key,
+            locator=rec.locator,
+            sha1=rec.sha1,
+            size=rec.size,
+            placement=rec.placement if handle.declares(Capability.PLACEMENT) else None,
+        )
         for item, rec in known
     }
     records = {item.key: rec for item, rec in known}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from archive_core.model import ArchiveItem, FileOutcome
 
@@ -27,7 +27,36 @@ def check_archived(outcome: FileOutcome, item: ArchiveItem) -> FileOutcome:
         return outcome
     if not outcome.locator:
         return FileOutcome.failure(outcome.key, "the driver reported success without a location")
+    if outcome.placement is not None:
+        problem = placement_problem(outcome.placement)
+        if problem:
+            return FileOutcome.failure(
+                outcome.key,
+                f"the driver stored the copy at {outcome.locator} but returned placement the "
+                f"catalog cannot keep ({problem}), so it is not reported archived",
+                locator=outcome.locator,
+            )
     return check_sha1(outcome, item.sha1, "stored")
+
+
+#: The most a copy's placement may take as JSON: a note of where it is, not data.
+PLACEMENT_MAX_BYTES = 4096
+
+
+def placement_problem(placement: object) -> str | None:
+    """Why a driver's placement cannot be recorded; None when it can."""
+    import json
+
+    if not isinstance(placement, Mapping):
+        return f"it must be a mapping, not {type(placement).__name__}"
+    try:
+        text = json.dumps(placement, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"it is not JSON-serialisable: {exc}"
+    size = len(text.encode())
+    if size > PLACEMENT_MAX_BYTES:
+        return f"it takes {size} bytes as JSON, more than the {PLACEMENT_MAX_BYTES} allowed"
+    return None
 
 
 def check_sha1(outcome: FileOutcome, expected: str | None, verb: str) -> FileOutcome:

@@ -56,7 +56,12 @@ class _OnEveryCopy(abc.ABC):
             # One key per copy: a file may have two copies on one target.
             refs = {f"{i}": (job, copy) for i, (job, copy) in enumerate(pairs)}
             items = {
-                key: CopyRef(key=key, locator=copy.locator, sha1=job.sha1 or copy.sha1)
+                key: CopyRef(
+                    key=key,
+                    locator=copy.locator,
+                    sha1=job.sha1 or copy.sha1,
+                    placement=copy.placement,
+                )
                 for key, (job, copy) in refs.items()
             }
             job_of = {key: job.key for key, (job, _) in refs.items()}
@@ -82,10 +87,7 @@ class _OnEveryCopy(abc.ABC):
     ) -> Batch:
         fields = {"policy": runner.policy.uuid, "target": handle.name, "job_id": runner.job_id}
         return Batch(
-            entries=[
-                JournalEntry(key=k, name=i.locator, item_id=refs[k][0].item_id, sha1=i.sha1)
-                for k, i in items.items()
-            ],
+            entries=[JournalEntry(key=k, name=i.locator) for k, i in items.items()],
             prepare=lambda _abandoned: (self._request(runner, fields, items), items),
             call=self._call(handle),
             check=self._check,

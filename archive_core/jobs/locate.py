@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+import attrs
+
+from archive_core.driver import Capability
 from archive_core.errors import ArchiveCoreError, CatalogError, DriverUnavailable
 from archive_core.externalid import ExternalId
 from archive_core.jobs.operation import Copy
@@ -13,6 +17,8 @@ from archive_core.naming import archive_name
 if TYPE_CHECKING:
     from archive_core.jobs.operation import JobContext
     from archive_core.jobs.report import FileJob
+
+log = logging.getLogger("archive_core.jobs")
 
 
 def locate(
@@ -27,7 +33,51 @@ def locate(
         located[job.key] = copies_of(runner, job, errors[job.key])
         if not located[job.key] and not errors[job.key]:
             errors[job.key].append("no archived copy is known for this file")
-    return dict.fromkeys(c.target for found in located.values() for c in found), located
+    return dict.fromkeys(c.target for found in located.values() for c in found), with_placement(
+        runner, located
+    )
+
+
+def with_placement(runner: JobContext, located: dict[str, list[Copy]]) -> dict[str, list[Copy]]:
+    """The copies, each on a target whose driver declares Capability.PLACEMENT given the
+    placement the catalog keeps for it. Read in bulk, once per job; a catalog that cannot be
+    read leaves the placement out (the driver finds the copy by its locator) and says so."""
+    wanting = {
+        c.external_id
+        for found in located.values()
+        for c in found
+        if c.placement is None and _wants_placement(runner, c.target)
+    }
+    if not wanting:
+        return located
+    try:
+        placements = runner.site.catalog.placements(wanting)
+    except CatalogError as exc:
+        log.warning(
+            "policy=%s job=%s the catalog cannot be read for the placement of %d copies (%s); "
+            "their drivers get none",
+            runner.policy.uuid,
+            runner.job_id,
+            len(wanting),
+            exc.message,
+        )
+        return located
+    return {
+        key: [
+            attrs.evolve(c, placement=placements[c.external_id])
+            if c.external_id in placements
+            else c
+            for c in found
+        ]
+        for key, found in located.items()
+    }
+
+
+def _wants_placement(runner: JobContext, target: str) -> bool:
+    try:
+        return runner.site.target(target).declares(Capability.PLACEMENT)
+    except DriverUnavailable:
+        return False
 
 
 def copies_of(runner: JobContext, job: FileJob, errors: list[str]) -> list[Copy]:
@@ -67,6 +117,7 @@ def copies_of(runner: JobContext, job: FileJob, errors: list[str]) -> list[Copy]
                 locator=record.locator,
                 external_id=record.external_id,
                 sha1=record.sha1,
+                placement=record.placement,
             )
             for record in found.values()
         )

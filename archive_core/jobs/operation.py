@@ -28,6 +28,7 @@ class Copy:
     locator: str
     external_id: str
     sha1: str | None = None
+    placement: Mapping[str, Any] | None = None  # the catalog's, for drivers that want it
 
 
 #: A target's driver as the loop holds it: usable, or the reason it is not (kept per file).

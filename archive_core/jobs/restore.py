@@ -95,6 +95,7 @@ def _restore_from(
             locator=copy.locator,
             destination=job.files[0],
             sha1=job.sha1 or copy.sha1,
+            placement=copy.placement,
         )
         for job, copy in pairs
     }
@@ -118,7 +119,7 @@ def _restore_from(
     batch = Batch(
         # Journaled by destination: a restore killed mid-file is found again by the next
         # restore to the same path, whose driver may then clear what it left there.
-        entries=[JournalEntry(key=i.key, name=i.destination, sha1=i.sha1) for i in items.values()],
+        entries=[JournalEntry(key=i.key, name=i.destination) for i in items.values()],
         prepare=prepare,
         call=handle.instance.restore,
         check=lambda outcome, item: check_sha1(outcome, item.sha1, "restored"),

@@ -472,6 +472,60 @@ def verify_reads_back_what_was_archived(h: Harness) -> None:
     expect(not failed and len(verified) == 2, f"verify failed: {error}")
 
 
+@check(Capability.ARCHIVE, Capability.PLACEMENT)
+def placement_comes_back_with_every_request_for_the_copy(h: Harness) -> None:
+    """A driver that declares placement returns it with each copy it archives, and gets that
+    placement back with every later request for the copy: stat, restore, verify, delete."""
+    originals = [h.media(f"placed{i}.bin", os.urandom(2000 + i)) for i in range(2)]
+    archived, _, error = _archive(h.plugin, originals)
+    expect(error == "", f"archive failed: {error}")
+    placed = {r.locator: r.placement for r in h.site().catalog.copies(target=KIT_TARGET)}
+    for locator, placement in placed.items():
+        expect(
+            bool(placement),
+            f"the copy {locator} was archived without placement, though the driver declares "
+            "the placement capability",
+        )
+    wanted = {"stat"} | {op for op in ("restore", "verify", "delete") if h.supports(Capability(op))}
+    with _requests_to(h.site().target(KIT_TARGET).instance, wanted) as seen:
+        _archive(h.plugin, originals)  # again: the core stats each copy it remembers
+        if h.supports(Capability.RESTORE):
+            h.plugin.restore([h.elsewhere(fs) for fs in archived], KIT_POLICY)
+        if h.supports(Capability.VERIFY):
+            h.plugin.verify(archived, KIT_POLICY)
+        if h.supports(Capability.DELETE):
+            h.plugin.delete(archived, KIT_POLICY)
+    for operation in sorted(wanted):
+        expect(seen[operation], f"the core sent no {operation} request: nothing to check")
+        for item in seen[operation]:
+            expect(
+                item.placement == placed.get(item.locator),
+                f"{operation} of {item.locator} was given placement {item.placement!r}, not "
+                f"{placed.get(item.locator)!r}, which archive returned",
+            )
+
+
+@contextlib.contextmanager
+def _requests_to(instance: Any, operations: set[str]) -> Iterator[dict[str, list[Any]]]:
+    """The items of every request the core sends `instance` for `operations`, while open."""
+    seen: dict[str, list[Any]] = {op: [] for op in operations}
+
+    def recording(operation: str, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def record(request: Any) -> Any:
+            seen[operation].extend(request.items)
+            return call(request)
+
+        return record
+
+    for operation in operations:
+        setattr(instance, operation, recording(operation, getattr(instance, operation)))
+    try:
+        yield seen
+    finally:
+        for operation in operations:
+            delattr(instance, operation)  # the class's method shows through again
+
+
 @check(Capability.ARCHIVE, Capability.BULK)
 def a_bulk_batch_of_many_files_is_archived_in_one_call(h: Harness) -> None:
     """A bulk policy takes hundreds of FileSets in one call."""

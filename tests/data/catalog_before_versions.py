@@ -11,6 +11,23 @@ def create(url: str) -> Any:
     """Make the pre-version catalog at `url`; returns its tables (copies, journal, workers)."""
     import sqlalchemy as sa
 
+    metadata = tables(sa)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            metadata.create_all(conn)
+    finally:
+        engine.dispose()
+    found = metadata.tables
+    return (
+        found["archive_core_copies"],
+        found["archive_core_journal"],
+        found["archive_core_workers"],
+    )
+
+
+def tables(sa: Any) -> Any:
+    """The pre-version tables, in a MetaData of their own."""
     metadata = sa.MetaData()
     ts = sa.DateTime(timezone=True)
     copies = sa.Table(
@@ -60,10 +77,5 @@ def create(url: str) -> Any:
         sa.Column("worker", sa.String(255), primary_key=True),
         sa.Column("heartbeat", ts, nullable=False),
     )
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            metadata.create_all(conn)
-    finally:
-        engine.dispose()
-    return copies, journal, workers
+    del copies, journal, workers  # kept by name above: the text is what sites have
+    return metadata

@@ -164,10 +164,11 @@ class JournalCounter:
         self._sa = sa
 
     def count(self, *, finished_only: bool) -> int:
+        """Files of the job's batches with a recorded result (finished_only), or all of them
+        (their intent is written)."""
         sa = self._sa
-        query = "SELECT count(*) FROM archive_core_journal WHERE job_id = :job"
-        if finished_only:
-            query += " AND state <> 'intent'"
+        counted = "done + failed" if finished_only else "files"
+        query = f"SELECT coalesce(sum({counted}), 0) FROM archive_core_batches WHERE job_id = :job"
         try:
             with self._engine.connect() as conn:
                 return int(conn.execute(sa.text(query), {"job": self._job}).scalar_one())
