@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 
 import attrs
 
-from archive_core import workers
-from archive_core.errors import CatalogError
+from archive_core import catalog_faults, workers
+from archive_core.errors import CatalogError, CatalogFault
+from archive_core.policies import LOCK_WAIT_SECONDS
 from archive_core.secret import Secret
 from archive_core.workers import WorkerId
 
@@ -121,7 +122,8 @@ HEARTBEAT_SECONDS = 20.0
 HEARTBEAT_STALE = dt.timedelta(seconds=120)
 
 #: A transaction that lost a lock conflict (PostgreSQL deadlock or serialization failure,
-#: SQLite busy) is run again this many times, with growing pauses, before it is an error.
+#: SQLite busy) is run again this many times, with growing pauses, before it is an error;
+#: but not once its lock wait (`Catalog(lock_wait=)`) is used up.
 _RETRIES = 8
 
 #: Batches this process has open, across every Catalog object in it: an open intent of this
@@ -135,6 +137,8 @@ class Catalog:
 
     `worker` (default: this process) and `clock` are injectable so that tests can play a
     worker that died on another host without waiting for its heartbeat to go stale.
+    `lock_wait` is how long one transaction waits, in all, for locks that other programs or
+    workers hold (`[catalog] lock_wait_seconds`) before it fails as "locked".
     """
 
     def __init__(
@@ -144,9 +148,11 @@ class Catalog:
         password: Secret | None = None,
         worker: WorkerId | None = None,
         clock: Callable[[], dt.datetime] = _now,
+        lock_wait: float = LOCK_WAIT_SECONDS,
     ) -> None:
         self.url = url
         self._password = password
+        self._lock_wait = lock_wait
         self._worker = worker
         self._clock = clock
         self._engine: Any = None
@@ -167,47 +173,48 @@ class Catalog:
 
     def safe_url(self) -> str:
         """The URL with any password masked: what messages and the CLI show."""
-        try:
-            from sqlalchemy.engine import make_url
-
-            return make_url(self.url).render_as_string(hide_password=True)
-        except Exception:
-            return "<unparseable url>"
+        return catalog_faults.mask_url(self.url)
 
     # --- engine and schema -------------------------------------------------------------------
 
-    def _connect(self):
+    def _connect(self, deadline: float):
         with self._lock:
             if self._engine is None:
-                self._engine, self._tables, self._file = self._open()
+                self._engine, self._tables, self._file = self._open(deadline)
         return self._engine, self._tables
 
-    def _open(self):
+    def _open(self, deadline: float):
         """The engine, the tables and the SQLite file's identity, on a catalog at this
         code's schema version (a new database is given it; an older or newer one refused,
-        see `archive_core.schema`)."""
+        see `archive_core.schema`). Locks are waited for until `deadline` (monotonic)."""
         import sqlalchemy as sa
 
         from archive_core import schema
 
         engine, database = self._engine_for()
         try:
-            with self._schema_locked(engine) as conn:
-                found = schema.state(conn)
-                if found.empty:
-                    schema.upgrade(conn, self.safe_url())
-                refusal = found.refusal(self.safe_url())
+            # Read first: only a new, empty catalog needs the write lock, and a catalog that
+            # can be read but not written (locked by another program, read-only, full) still
+            # serves the reads of restore and verify.
+            with engine.connect() as conn:
+                conn.execution_options(archive_core_lock_wait=_left(deadline))
+                with conn.begin():
+                    found = schema.state(conn)
+            if found.empty:
+                with self._schema_locked(engine, deadline) as conn:
+                    found = schema.state(conn)  # again: another worker may have made it
+                    if found.empty:
+                        schema.upgrade(conn, self.safe_url())
+            refusal = found.refusal(self.safe_url())
         except sa.exc.SQLAlchemyError as exc:
             engine.dispose()
-            raise CatalogError(
-                f"Cannot reach catalog {self.safe_url()}: {_db_reason(exc)}", retryable=True
-            ) from None
+            raise self._fault(exc) from None
         except BaseException:
             engine.dispose()
             raise
         if refusal is not None:
             engine.dispose()
-            raise CatalogError(refusal)
+            raise CatalogError(refusal, catalog=self.safe_url())
         identity = None
         if database:
             info = os.stat(database)
@@ -221,7 +228,13 @@ class Catalog:
         try:
             url = sa.engine.make_url(self.url)
         except Exception as exc:
-            raise CatalogError(f"Catalog URL is not a valid database URL: {exc}") from None
+            raise catalog_faults.bad_url(self.safe_url(), exc, self._secrets()) from None
+        if "@" in (catalog_faults.url_password(self.url) or ""):
+            # SQLAlchemy would end the password at its first "@" and take the rest for the
+            # host: the rest of the password would go to DNS and into its error message.
+            raise catalog_faults.bad_url(
+                self.safe_url(), "its password holds an unencoded @ (write it as %40)", ()
+            )
         if self._password is not None:
             url = url.set(password=self._password.reveal())
         kwargs: dict[str, Any] = {"future": True}
@@ -229,8 +242,16 @@ class Catalog:
         database = _sqlite_file(url) if sqlite else None
         if sqlite:
             if database and url.query.get("mode") != "ro":
-                os.makedirs(os.path.dirname(database), exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 60}
+                directory = os.path.dirname(database)
+                try:
+                    os.makedirs(directory, exist_ok=True)
+                except OSError as exc:
+                    raise catalog_faults.cannot_create_directory(
+                        self.safe_url(), directory, exc
+                    ) from None
+            # The sqlite3 module's busy wait while connecting; each transaction then sets its
+            # own from what is left of its lock wait (`_sqlite_begin`).
+            kwargs["connect_args"] = {"timeout": self._lock_wait}
         else:
             kwargs["pool_pre_ping"] = True
             if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
@@ -240,19 +261,52 @@ class Catalog:
         try:
             engine = sa.create_engine(url, **kwargs)
         except Exception as exc:  # missing DBAPI module, bad options
-            raise CatalogError(f"Cannot open catalog {self.safe_url()}: {exc}") from None
+            raise CatalogError(
+                f"The catalog {self.safe_url()} cannot be opened: "
+                f"{catalog_faults.scrub(str(exc), self._secrets())}",
+                catalog=self.safe_url(),
+                fault=CatalogFault.UNREACHABLE,
+            ) from None
         if sqlite:
             sa.event.listen(engine, "connect", _sqlite_connect)
             sa.event.listen(engine, "begin", _sqlite_begin)
+        elif engine.dialect.name == "postgresql":
+            sa.event.listen(engine, "begin", _postgresql_begin)
         return engine, database
 
+    def _secrets(self) -> tuple[str, ...]:
+        """What no message may show: the password, in the URL or given by reference."""
+        given = (self._password.reveal(),) if self._password is not None else ()
+        return (*given, *catalog_faults.url_secrets(self.url))
+
+    def _fault(self, exc: Exception, *, attempts: int = 1) -> CatalogError:
+        """The CatalogError a database error of this catalog is, worded for an admin."""
+        import sqlalchemy as sa
+
+        database = None
+        read_only_url = False
+        with contextlib.suppress(Exception):
+            url = sa.engine.make_url(self.url)
+            if url.get_backend_name() == "sqlite":
+                database = _sqlite_file(url)
+                read_only_url = url.query.get("mode") == "ro"
+        return catalog_faults.describe(
+            exc,
+            catalog=self.safe_url(),
+            path=database,
+            read_only_url=read_only_url,
+            lock_wait=self._lock_wait,
+            attempts=attempts,
+            secrets=self._secrets(),
+        )
+
     @contextlib.contextmanager
-    def _schema_locked(self, engine: Any) -> Iterator[Any]:
+    def _schema_locked(self, engine: Any, deadline: float) -> Iterator[Any]:
         """A write transaction holding the schema lock: PostgreSQL's advisory lock (workers
         starting together on a new database would race to create the same tables), SQLite's
         write lock (BEGIN IMMEDIATE)."""
         with engine.connect() as conn:
-            conn.execution_options(archive_core_write=True)
+            conn.execution_options(archive_core_write=True, archive_core_lock_wait=_left(deadline))
             with conn.begin():
                 if engine.dialect.name == "postgresql":
                     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
@@ -267,11 +321,10 @@ class Catalog:
         engine, _ = self._engine_for()
         try:
             with engine.connect() as conn:
+                conn.execution_options(archive_core_lock_wait=self._lock_wait)
                 return schema.state(conn)
         except sa.exc.SQLAlchemyError as exc:
-            raise CatalogError(
-                f"Cannot reach catalog {self.safe_url()}: {_db_reason(exc)}", retryable=True
-            ) from None
+            raise self._fault(exc) from None
         finally:
             engine.dispose()
 
@@ -285,13 +338,15 @@ class Catalog:
 
         engine, _ = self._engine_for()
         try:
-            with self._schema_locked(engine) as conn:
+            with self._schema_locked(engine, time.monotonic() + self._lock_wait) as conn:
                 return schema.upgrade(conn, self.safe_url())
         except sa.exc.SQLAlchemyError as exc:
+            fault = self._fault(exc)
             raise CatalogError(
-                f"Could not upgrade catalog {self.safe_url()}: {_db_reason(exc)}; nothing "
-                "was changed.",
-                retryable=True,
+                f"{fault.message} The upgrade changed nothing.",
+                catalog=fault.catalog,
+                fault=fault.fault,
+                retryable=fault.retryable,
             ) from None
         finally:
             engine.dispose()
@@ -352,35 +407,53 @@ class Catalog:
 
         Several workers writing overlapping batches may deadlock on PostgreSQL, or find a
         SQLite file busy; such a transaction was rolled back whole, so running it again is
-        safe. Any other database error, or the last failed retry, is a CatalogError.
+        safe. All its attempts together wait at most `lock_wait` for locks: a lock another
+        program keeps is given up on once, as "locked", not waited out again per retry. Any
+        other database error, or the last failed retry, is a CatalogError saying what is
+        wrong with the catalog.
         """
         import sqlalchemy as sa
 
+        deadline = time.monotonic() + self._lock_wait
         for attempt in range(_RETRIES + 1):
             self._check_file(after_write=False)  # first: it may drop the engine for a new one
-            engine, tables = self._connect()
+            engine, tables = self._connect(deadline)
             try:
                 with engine.connect() as conn:
-                    if write:
-                        conn.execution_options(archive_core_write=True)
+                    conn.execution_options(
+                        archive_core_write=write, archive_core_lock_wait=_left(deadline)
+                    )
                     with conn.begin():
                         result = work(conn, tables)
             except sa.exc.DBAPIError as exc:
-                if attempt < _RETRIES and _conflict(exc):
-                    log.info("catalog: %s; running the transaction again", _db_reason(exc))
-                    time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+                lost = catalog_faults.lost_lock(exc)
+                left = deadline - time.monotonic()
+                if lost is not None and attempt < _RETRIES and left > _SHORTEST_WAIT:
+                    log.info(
+                        "catalog %s: %s; running the transaction again",
+                        self.safe_url(),
+                        catalog_faults.first_line(exc, self._secrets()),
+                    )
+                    pause = min(2.0, 0.02 * 2**attempt) * (0.5 + random.random())
+                    time.sleep(min(pause, left / 2))
                     continue
-                raise CatalogError(
-                    f"Catalog operation failed: {_db_reason(exc)}", retryable=True
-                ) from None
+                raise self._failed(engine, exc, attempts=attempt + 1) from None
             except sa.exc.SQLAlchemyError as exc:
-                raise CatalogError(
-                    f"Catalog operation failed: {_db_reason(exc)}", retryable=True
-                ) from None
+                raise self._failed(engine, exc) from None
             if write:
                 self._check_file(after_write=True)
             return result
         raise AssertionError("unreachable")
+
+    def _failed(self, engine: Any, exc: Exception, *, attempts: int = 1) -> CatalogError:
+        """The error a failed transaction raises; the engine's idle connections are dropped
+        unless it only lost a lock, so that the next transaction opens the database anew: a
+        session opened read-only, or a file opened while damaged or not writable, stays that
+        way after the admin has fixed it."""
+        error = self._fault(exc, attempts=attempts)
+        if error.fault not in (CatalogFault.LOCKED, CatalogFault.CONFLICT):
+            engine.dispose()
+        return error
 
     # --- copies --------------------------------------------------------------------------------
 
@@ -887,14 +960,18 @@ def _sqlite_file(url: Any) -> str | None:
     return os.path.abspath(database)
 
 
-def _conflict(exc: Exception) -> bool:
-    """Whether a database error is a lost lock conflict, so the transaction may run again."""
-    orig = getattr(exc, "orig", None)
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if state in ("40P01", "40001", "55P03"):  # deadlock, serialization failure, lock timeout
-        return True
-    text = str(orig or exc).lower()
-    return "database is locked" in text or "database table is locked" in text
+#: Below this much left of its lock wait, a transaction that lost a lock is not tried again.
+_SHORTEST_WAIT = 0.05
+
+
+def _left(deadline: float) -> float:
+    """Seconds left until `deadline` (monotonic); never quite none, so that a last attempt
+    still takes a free lock instead of failing at once."""
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def _millis(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _upsert(
@@ -974,7 +1051,6 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
     # here because a lost "done" only means the next run re-verifies an existing copy.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=60000")
     cursor.close()
 
 
@@ -983,8 +1059,20 @@ def _sqlite_begin(conn) -> None:
     # reader and then writes fails at once with "database is locked" when another process
     # wrote in between, without waiting for busy_timeout. Readers stay DEFERRED (WAL lets
     # them run beside the writer).
-    write = conn.get_execution_options().get("archive_core_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    options = conn.get_execution_options()
+    wait = options.get("archive_core_lock_wait")
+    if wait is not None:
+        # SQLite's busy handler retries a taken lock until this much time has passed.
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {_millis(wait)}")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("archive_core_write") else "BEGIN")
+
+
+def _postgresql_begin(conn) -> None:
+    # Without a lock_timeout a statement waits for a lock as long as its holder keeps it:
+    # a session left open in a transaction would hold every worker's batch for good.
+    wait = conn.get_execution_options().get("archive_core_lock_wait")
+    if wait is not None:
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_millis(wait)}")
 
 
 def _schema(sa):
@@ -1202,12 +1290,6 @@ def _record(cls: type[R], row: Any) -> R:
             value = json.loads(value)
         values[field.name] = value
     return cls(**values)
-
-
-def _db_reason(exc: Exception) -> str:
-    # The DBAPI's first line says what is wrong without the SQL or parameters (file names).
-    orig = getattr(exc, "orig", None) or exc
-    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -6,6 +6,7 @@ sentence that names what went wrong and where (policy, driver, file) without sec
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Sequence
 
 
@@ -156,5 +157,35 @@ class RestoreFailed(ArchiveCoreError):
         )
 
 
+class CatalogFault(enum.StrEnum):
+    """What is wrong with a catalog database, for code that acts on it (the message says it
+    to the admin)."""
+
+    LOCKED = "locked"  # another program or session held a lock longer than the lock wait
+    CONFLICT = "conflict"  # lost one lock conflict with other workers after another
+    READ_ONLY = "read-only"
+    FULL = "full"  # its disk (or quota, or tablespace) has no space left
+    UNREACHABLE = "unreachable"  # cannot be opened, connected to or logged into
+    DAMAGED = "damaged"  # not a database, or its pages are corrupt
+    FAILED = "failed"  # any other database error
+
+
 class CatalogError(ArchiveCoreError):
-    """The catalog database could not be reached or holds something unexpected."""
+    """The catalog database could not be reached or holds something unexpected.
+
+    `catalog` names it as messages do (the URL, its password masked); `fault` says what is
+    wrong when a database error was behind it (None: archive-core's own refusal, such as a
+    schema version it cannot use).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        catalog: str | None = None,
+        fault: CatalogFault | None = None,
+        **fields,
+    ) -> None:
+        super().__init__(message, **fields)
+        self.catalog = catalog
+        self.fault = fault

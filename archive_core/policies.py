@@ -65,6 +65,12 @@ class PortalSettings:
 #: `[catalog] keep_done_days` and `keep_failed_days` when not set.
 KEEP_DONE_DAYS, KEEP_FAILED_DAYS = 30, 365
 
+#: `[catalog] lock_wait_seconds` when not set: how long one catalog transaction waits, in all,
+#: for locks that other programs or workers hold before its files fail as "locked". Workers
+#: taking turns on one catalog hold its locks for milliseconds; a lock held this long is held
+#: by something that is not about to let go, and a Portal job must not hang on it.
+LOCK_WAIT_SECONDS = 30.0
+
 
 @attrs.frozen(kw_only=True)
 class JournalRetention:
@@ -96,12 +102,9 @@ class Policy:
 
 def _url_without_password(url: str) -> str:
     """A database URL as it may be shown: any password replaced by a mask."""
-    try:
-        from sqlalchemy.engine import make_url
+    from archive_core.catalog_faults import mask_url
 
-        return repr(make_url(url).render_as_string(hide_password=True))
-    except Exception:
-        return "'<a database URL>'"
+    return repr(mask_url(url))
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +115,7 @@ class SiteConfig:
     catalog_url: str = attrs.field(repr=_url_without_password)
     # Given by reference (`[catalog] password = "env:NAME"`), so the URL needs none.
     catalog_password: Secret | None = None
+    catalog_lock_wait: float = LOCK_WAIT_SECONDS  # seconds
     journal_retention: JournalRetention = attrs.Factory(JournalRetention)
     state_dir: Path
     portal: PortalSettings
@@ -128,6 +132,9 @@ class _CatalogSection:
     password: Secret | None = None
     keep_done_days: int = attrs.field(default=KEEP_DONE_DAYS, validator=attrs.validators.ge(1))
     keep_failed_days: int = attrs.field(default=KEEP_FAILED_DAYS, validator=attrs.validators.ge(1))
+    lock_wait_seconds: float = attrs.field(
+        default=LOCK_WAIT_SECONDS, validator=attrs.validators.gt(0)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -234,6 +241,7 @@ def parse_config(
         source=source,
         catalog_url=catalog_url,
         catalog_password=section.catalog.password,
+        catalog_lock_wait=section.catalog.lock_wait_seconds,
         journal_retention=retention,
         state_dir=state_dir,
         portal=section.portal,

@@ -109,7 +109,9 @@ class Site:
                 from archive_core.catalog import Catalog
 
                 self._catalog = Catalog(
-                    self.config.catalog_url, password=self.config.catalog_password
+                    self.config.catalog_url,
+                    password=self.config.catalog_password,
+                    lock_wait=self.config.catalog_lock_wait,
                 )
             return self._catalog
 

@@ -19,7 +19,16 @@ CORE = ROOT / "archive_core"
 CORE_LAYERS: list[set[str]] = [
     {"errors", "model", "naming", "secret", "workers"},  # values and identities
     # contract, bytes, state (the catalog, its schema version and migrations)
-    {"driver", "externalid", "transfer", "catalog", "schema", "migrations", "policies"},
+    {
+        "driver",
+        "externalid",
+        "transfer",
+        "catalog",
+        "catalog_faults",
+        "schema",
+        "migrations",
+        "policies",
+    },
     {"hooks", "registry", "objectstore"},  # plugins found and observed; a driver base
     {"site"},  # one configuration at run time
     {"jobs"},  # one operation of one policy
