@@ -444,7 +444,7 @@ def _shown(url: str) -> str:
 @fault_maker("pg-locked")
 def _pg_locked(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fault]:
     """Another session (a migration, an admin's psql left in a transaction) holds a lock on the
-    journal that every write of the catalog needs."""
+    journal's batches, which every batch writes first."""
     server: PostgresServer = request.getfixturevalue("postgresql_server")
     with _pg_database(server) as (name, url):
         _, plugin, root = _site(tmp_path, url)
@@ -452,7 +452,7 @@ def _pg_locked(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fault
 
         def arm() -> None:
             session = _pg_admin(server, name)
-            session.execute("LOCK TABLE archive_core_journal IN ACCESS EXCLUSIVE MODE")
+            session.execute("LOCK TABLE archive_core_batches IN ACCESS EXCLUSIVE MODE")
             holder.append(session)
 
         def clear() -> None:
@@ -563,22 +563,25 @@ def _pg_full(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fault]:
 
 
 def _fill_journal(session: Any) -> None:
-    """Add finished rows of a target no test uses until the journal has no room for one more.
+    """Add finished batches of a target no test uses until the journal has no room for one more:
+    its batches and their parts, both of which a batch's intent writes.
 
     One row a statement: a failed statement of many would leave its rows dead in pages the
     next insert may prune and use again."""
     import psycopg
 
-    for n in itertools.count():
-        try:
-            session.execute(
-                "INSERT INTO archive_core_journal (batch, policy, target, operation, key, name, "
-                "state, worker, started) VALUES ('filler', 'filler', 'filler', 'archive', %s, "
-                "%s, 'done', 'filler', now())",
-                (str(n), f"filler {n}"),
-            )
-        except psycopg.errors.DiskFull:
-            return
+    fillers = (
+        "INSERT INTO archive_core_batches (id, policy, target, operation, worker, state, "
+        "files, done, failed, started) VALUES (%s, 'filler', 'filler', 'archive', 'filler', "
+        "'done', 1, 1, 0, now())",
+        "INSERT INTO archive_core_batch_parts (batch, kind, data) VALUES (%s, 'files', '[]')",
+    )
+    for statement in fillers:
+        for n in itertools.count():
+            try:
+                session.execute(statement, (f"filler{n}",))
+            except psycopg.errors.DiskFull:
+                break
 
 
 @fault_maker("pg-unreachable")
@@ -800,7 +803,7 @@ def test_restore_needs_the_catalog_only_to_find_copies_portal_gave_no_external_i
 
 
 def _entry() -> list[JournalEntry]:
-    return [JournalEntry(key="0", name="a.mov", sha1="a" * 40)]
+    return [JournalEntry(key="0", name="a.mov")]
 
 
 def test_a_lock_held_longer_than_lock_wait_is_given_up_once_with_a_locked_error(tmp_path):
