@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -26,6 +26,9 @@ from archive_core import workers
 from archive_core.errors import CatalogError
 from archive_core.secret import Secret
 from archive_core.workers import WorkerId
+
+if TYPE_CHECKING:
+    from archive_core.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,7 @@ class Catalog:
         self._lock = threading.Lock()
         self._batches: set[str] = set()  # this object's open batches (the heartbeat's reason)
         self._heartbeat: _Heartbeat | None = None
+        self._leases: Leases | None = None
 
     def __repr__(self) -> str:
         return f"<Catalog {self.safe_url()}>"
@@ -156,6 +160,17 @@ class Catalog:
     @property
     def worker(self) -> WorkerId:
         return self._worker or workers.current()
+
+    @property
+    def leases(self) -> Leases:
+        """Leases on named resources held in this catalog (`archive_core.leases`); made on
+        first use, with no I/O until a lease is asked for."""
+        with self._lock:
+            if self._leases is None:
+                from archive_core.leases import Leases
+
+                self._leases = Leases(self)
+            return self._leases
 
     def safe_url(self) -> str:
         """The URL with any password masked: what messages and the CLI show."""
@@ -909,7 +924,43 @@ def _schema(sa):
         sa.Column("worker", sa.String(255), primary_key=True),
         sa.Column("heartbeat", ts, nullable=False),
     )
-    return _Tables(metadata=metadata, copies=copies, journal=journal, workers=workers)
+    # One row per leased resource (archive_core.leases): who holds it, with which token,
+    # until when. A released lease's row goes; an expired one stays until it is taken over.
+    leases = sa.Table(
+        "archive_core_leases",
+        metadata,
+        sa.Column("resource", sa.String(255), primary_key=True),
+        sa.Column("token", sa.String(32), nullable=False),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("purpose", sa.String(255)),
+        sa.Column("granted", ts, nullable=False),
+        sa.Column("expires", ts, nullable=False),
+        sa.Column("ttl", sa.Float, nullable=False),
+        sa.Column("taken_over_from", sa.String(255)),
+    )
+    # Workers waiting for a resource; the id gives their arrival order (every insert for one
+    # resource happens under that resource's lock, so ids rise in commit order).
+    lease_waiters = sa.Table(
+        "archive_core_lease_waiters",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("resource", sa.String(255), nullable=False),
+        sa.Column("token", sa.String(32), nullable=False),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("purpose", sa.String(255)),
+        sa.Column("arrived", ts, nullable=False),
+        sa.Column("expires", ts, nullable=False),
+        sa.UniqueConstraint("token", name="uq_archive_core_lease_waiter_token"),
+        sa.Index("ix_archive_core_lease_waiters_queue", "resource", "id"),
+    )
+    return _Tables(
+        metadata=metadata,
+        copies=copies,
+        journal=journal,
+        workers=workers,
+        leases=leases,
+        lease_waiters=lease_waiters,
+    )
 
 
 @attrs.frozen
@@ -918,6 +969,8 @@ class _Tables:
     copies: Any
     journal: Any
     workers: Any
+    leases: Any
+    lease_waiters: Any
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:

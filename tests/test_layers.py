@@ -18,8 +18,8 @@ CORE = ROOT / "archive_core"
 #: Lowest first. A package (transfer/, testing/, scaffold/) counts as one module here.
 CORE_LAYERS: list[set[str]] = [
     {"errors", "model", "naming", "secret", "workers"},  # values and identities
-    # contract, bytes, state (the catalog, its schema version and migrations)
-    {"driver", "externalid", "transfer", "catalog", "schema", "migrations", "policies"},
+    # contract, bytes, state (the catalog, its leases, its schema version and migrations)
+    {"driver", "externalid", "transfer", "catalog", "leases", "schema", "migrations", "policies"},
     {"hooks", "registry", "objectstore"},  # plugins found and observed; a driver base
     {"site"},  # one configuration at run time
     {"jobs"},  # one operation of one policy
