@@ -462,6 +462,23 @@ def test_a_catalog_one_version_older_gets_the_lease_tables_from_catalog_upgrade(
         catalog.close()
 
 
+def test_a_driver_built_by_the_site_reaches_the_site_catalogs_leases(tmp_path: Path) -> None:
+    from archive_core.policies import load_config
+    from archive_core.site import Site
+    from tests.sites import filesys_site
+
+    config, _ = filesys_site(tmp_path)
+    site = Site(load_config(config))
+    try:
+        leases = site.target("disk0").instance.context.leases
+        assert leases is site.catalog.leases
+        assert not (tmp_path / "catalog.sqlite").exists()  # nothing opened until asked
+        with leases.hold("drive:disk0/0", ttl=30) as held:
+            assert site.catalog.leases.current("drive:disk0/0") == held.lease
+    finally:
+        site.close()
+
+
 # --- real processes, real time ---------------------------------------------------------------
 
 
