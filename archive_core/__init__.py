@@ -4,8 +4,8 @@ What a driver may import is re-exported here; `import archive_core` stays light 
 SQLAlchemy, rich or driver imports) because Portal workers and the CLI import it on every
 start. Besides this module, drivers and hook plugins may import the public modules listed in
 `PUBLIC_MODULES`, each with its own documented surface. Every other module of the package
-(catalog, jobs, site, portal, registry, policies, cli, demo, naming, externalid, and the
-definitions behind the names below) is internal: it may change in any release.
+(catalog, leases, jobs, site, portal, registry, policies, cli, demo, naming, externalid, and
+the definitions behind the names below) is internal: it may change in any release.
 """
 
 from archive_core.driver import (
@@ -26,9 +26,12 @@ from archive_core.errors import (
     ConfigError,
     CopyNotFound,
     FixityMismatch,
+    LeaseLost,
+    LeaseTimeout,
     TransferFailed,
     UnsafeName,
 )
+from archive_core.leases import HeldLease, Lease, Leases, LeaseWaiter
 from archive_core.model import (
     ArchiveItem,
     ArchiveRequest,
@@ -84,6 +87,12 @@ __all__ = [
     "DriverContext",
     "FileOutcome",
     "FixityMismatch",
+    "HeldLease",
+    "Lease",
+    "LeaseLost",
+    "LeaseTimeout",
+    "LeaseWaiter",
+    "Leases",
     "OfferedPolicy",
     "ProgressCallback",
     "Readiness",

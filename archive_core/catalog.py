@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -30,6 +30,9 @@ from archive_core.errors import CatalogError, CatalogFault
 from archive_core.policies import LOCK_WAIT_SECONDS
 from archive_core.secret import Secret
 from archive_core.workers import WorkerId
+
+if TYPE_CHECKING:
+    from archive_core.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ class Catalog:
         # journal row names its file.
         self._batches: dict[str, Sequence[JournalEntry]] = {}
         self._heartbeat: _Heartbeat | None = None
+        self._leases: Leases | None = None
 
     def __repr__(self) -> str:
         return f"<Catalog {self.safe_url()}>"
@@ -170,6 +174,17 @@ class Catalog:
     @property
     def worker(self) -> WorkerId:
         return self._worker or workers.current()
+
+    @property
+    def leases(self) -> Leases:
+        """Leases on named resources held in this catalog (`archive_core.leases`); made on
+        first use, with no I/O until a lease is asked for."""
+        with self._lock:
+            if self._leases is None:
+                from archive_core.leases import Leases
+
+                self._leases = Leases(self)
+            return self._leases
 
     def safe_url(self) -> str:
         """The URL with any password masked: what messages and the CLI show."""
@@ -1161,6 +1176,35 @@ def _schema(sa):
         sa.Column("worker", sa.String(255), primary_key=True),
         sa.Column("heartbeat", ts, nullable=False),
     )
+    # One row per leased resource (archive_core.leases): who holds it, with which token,
+    # until when. A released lease's row goes; an expired one stays until it is taken over.
+    leases = sa.Table(
+        "archive_core_leases",
+        metadata,
+        sa.Column("resource", sa.String(255), primary_key=True),
+        sa.Column("token", sa.String(32), nullable=False),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("purpose", sa.String(255)),
+        sa.Column("granted", ts, nullable=False),
+        sa.Column("expires", ts, nullable=False),
+        sa.Column("ttl", sa.Float, nullable=False),
+        sa.Column("taken_over_from", sa.String(255)),
+    )
+    # Workers waiting for a resource; the id gives their arrival order (every insert for one
+    # resource happens under that resource's lock, so ids rise in commit order).
+    lease_waiters = sa.Table(
+        "archive_core_lease_waiters",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("resource", sa.String(255), nullable=False),
+        sa.Column("token", sa.String(32), nullable=False),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("purpose", sa.String(255)),
+        sa.Column("arrived", ts, nullable=False),
+        sa.Column("expires", ts, nullable=False),
+        sa.UniqueConstraint("token", name="uq_archive_core_lease_waiter_token"),
+        sa.Index("ix_archive_core_lease_waiters_queue", "resource", "id"),
+    )
     return _Tables(
         metadata=metadata,
         copies=copies,
@@ -1168,6 +1212,8 @@ def _schema(sa):
         parts=parts,
         journal=journal,
         workers=workers,
+        leases=leases,
+        lease_waiters=lease_waiters,
     )
 
 
@@ -1179,6 +1225,8 @@ class _Tables:
     parts: Any
     journal: Any
     workers: Any
+    leases: Any
+    lease_waiters: Any
 
 
 def _journal_row(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
@@ -29,6 +29,9 @@ from archive_core.model import (
     StatRequest,
     VerifyRequest,
 )
+
+if TYPE_CHECKING:
+    from archive_core.leases import Leases
 
 #: The contract version this core implements. A driver whose `api_version` differs in the
 #: major number is refused with a reason instead of being called with the wrong shapes.
@@ -61,10 +64,16 @@ OPERATIONS: dict[str, Capability] = {
 
 @attrs.frozen(kw_only=True)
 class DriverContext:
-    """What the core tells a driver instance about where it runs."""
+    """What the core tells a driver instance about where it runs.
+
+    `leases` holds a resource several workers share (a tape drive, a cartridge) across
+    processes and machines, in the site's catalog; it does no I/O until a lease is asked for.
+    None where the driver runs without a catalog (the conformance kit, a driver's own tests).
+    """
 
     target: str  # the target (driver instance) name from the admin's config
     state_dir: Path  # a directory the driver may keep its own state in
+    leases: Leases | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -6,8 +6,11 @@ sentence that names what went wrong and where (policy, driver, file) without sec
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Iterable, Sequence
+
+from archive_core.workers import WorkerId
 
 
 class ArchiveCoreError(Exception):
@@ -189,3 +192,128 @@ class CatalogError(ArchiveCoreError):
         super().__init__(message, **fields)
         self.catalog = catalog
         self.fault = fault
+
+
+class LeaseTimeout(ArchiveCoreError):
+    """A lease was not had within the caller's wait bound, `wait` seconds (0: a try-acquire);
+    `waited` is how long the caller did wait.
+
+    `holder` (with `purpose`) holds the resource until `expires`; or the resource is free but
+    `ahead` workers asked for it first (`next_holder` is the first of them). Retryable: the
+    resource is busy, not broken.
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        *,
+        resource: str,
+        wait: float,
+        waited: float,
+        holder: str | None = None,
+        purpose: str | None = None,
+        expires: dt.datetime | None = None,
+        ahead: int = 0,
+        next_holder: str | None = None,
+    ) -> None:
+        self.resource = resource
+        self.wait = wait
+        self.waited = waited
+        self.holder = holder
+        self.purpose = purpose
+        self.expires = expires
+        self.ahead = ahead
+        self.next_holder = next_holder
+        if wait > 0:
+            head = f"Gave up waiting for {resource} after {waited:.1f} s"
+        else:
+            head = f"{resource} is not free"
+        if holder is not None:
+            why = f"{describe_holder(holder, purpose)} holds it until {when(expires)}"
+            if ahead:
+                why += (
+                    f", and {_workers(ahead)} {'waits' if ahead == 1 else 'wait'} before this one"
+                )
+        else:
+            why = f"it is free, but {_workers(ahead)} asked for it first"
+            if next_holder is not None:
+                why += f" ({describe_holder(next_holder)} is next)"
+        super().__init__(f"{head}: {why}.", retryable=True)
+
+
+class LeaseLost(ArchiveCoreError):
+    """A lease the caller held is not surely its own any more: its renew or release (`action`
+    "renewed", "released") found another token and changed nothing, or, with `reason`, it
+    could not be renewed before it ran out (`action` "kept": `HeldLease.check()`).
+
+    `expires` is when the caller's lease ran out as the caller last knew it. `holder` (with
+    `since`) is who holds the resource now: another worker took it over after that expiry;
+    None when nobody holds it now (released already, or taken over and released since) or
+    when that could not be asked (`reason` then says why). Retryable: the work done under
+    the lease should be done again, under a new one.
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        *,
+        resource: str,
+        action: str,
+        expires: dt.datetime,
+        holder: str | None = None,
+        purpose: str | None = None,
+        since: dt.datetime | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.resource = resource
+        self.action = action
+        self.expires = expires
+        self.holder = holder
+        self.purpose = purpose
+        self.since = since
+        self.reason = reason
+        head = f"The lease on {resource} could not be {action}"
+        if reason is not None:
+            why = (
+                f"{reason}; it expired at {when(expires)} as far as this worker knows, so "
+                "another worker may hold it now"
+            )
+        elif holder is not None:
+            why = (
+                f"it expired at {when(expires)} without being renewed in time, and "
+                f"{describe_holder(holder, purpose)} has held it since {when(since)}"
+            )
+        else:
+            why = (
+                "this worker does not hold it any more: it was released already, or it "
+                f"expired at {when(expires)} and another worker has held it since"
+            )
+        super().__init__(
+            f"{head}: {why}. This worker must stop using {resource}; what it did with it after "
+            f"{when(expires)} was not protected by the lease.",
+            retryable=True,
+        )
+
+
+def describe_holder(holder: str, purpose: str | None = None) -> str:
+    """A lease holder as an admin reads it: `worker 1234 on host-a (archive job VX-12)`.
+
+    Holders are `WorkerId` texts (host, pid, pid space, start); the pid space and start tell
+    processes apart but mean nothing to a reader, so only host and pid are shown.
+    """
+    parsed = WorkerId.parse(holder)
+    who = holder if parsed is None else f"worker {parsed.pid} on {parsed.host}"
+    return f"{who} ({purpose})" if purpose else who
+
+
+def when(moment: dt.datetime | None) -> str:
+    """A lease time as messages show it: UTC, to the millisecond (leases last seconds)."""
+    if moment is None:
+        return "an unknown time"
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def _workers(count: int) -> str:
+    return f"{count} other worker{'s' if count != 1 else ''}"

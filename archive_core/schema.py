@@ -21,13 +21,17 @@ import attrs
 from archive_core.errors import CatalogError
 
 #: The revision this code reads and writes (a test checks that it is Alembic's head).
-SCHEMA_VERSION = "0002"
+SCHEMA_VERSION = "0003"
 #: Every revision this code's migrations know, oldest first.
-KNOWN_VERSIONS = ("0001", "0002")
+KNOWN_VERSIONS = ("0001", "0002", "0003")
 #: The revision a catalog made by `create_all`, before versions, is stamped with.
 BASELINE = "0001"
 
 VERSION_TABLE = "archive_core_version"
+#: The tables every catalog has, a catalog made before versions included: what tells a catalog
+#: from an empty database, and what `upgrade` checks before it stamps a pre-version catalog
+#: BASELINE. Tables of later revisions (the batches of 0002, the leases of 0003) are not
+#: here: a pre-version catalog cannot have them, and its upgrade creates them.
 TABLES = ("archive_core_copies", "archive_core_journal", "archive_core_workers")
 
 # Alembic runs a migration through module-wide state (`alembic.context`): two catalogs made at

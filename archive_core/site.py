@@ -176,8 +176,10 @@ class Site:
                 target=name,
             )
         state_dir = self.config.state_dir / "targets" / name
+        # The catalog object and its leases do no I/O until a driver asks for a lease.
+        context = DriverContext(target=name, state_dir=state_dir, leases=self.catalog.leases)
         try:
-            instance = cls(config, DriverContext(target=name, state_dir=state_dir))
+            instance = cls(config, context)
         except Exception as exc:
             log.exception("driver %s could not be set up for target %s", target.driver, name)
             reason = f"driver {target.driver!r} could not be set up: {_describe(exc)}"

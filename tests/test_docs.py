@@ -103,3 +103,18 @@ def test_the_guide_lists_everything_a_driver_may_import() -> None:
     names += [*archive_core.PUBLIC_MODULES, *transfer.__all__, *stager.__all__]
     missing = [name for name in names if f"`{name}" not in text]
     assert not missing, f"not in docs/writing-drivers.md: {missing}"
+
+
+def test_the_guide_documents_every_lease_call_and_the_timings_it_promises() -> None:
+    from archive_core import leases
+
+    text = " ".join(section("Leases").split())
+    calls = {n for n in vars(leases.Leases) if not n.startswith("_")}
+    assert calls == {"acquire", "renew", "release", "hold", "current", "waiting"}
+    missing = [n for n in calls if f"`{n}(" not in text]
+    assert not missing, f"lease calls missing from the guide: {missing}"
+    for name in ("check()", "lost", "lease", "taken_over_from", "LeaseLost", "LeaseTimeout"):
+        assert f"`{name}" in text, name
+    assert f"asking every {leases.POLL_SECONDS:g} s" in text
+    assert f"loses it {leases.WAITER_TTL_SECONDS:g} s after its last ask" in text
+    assert "(default `ttl / 3`)" in text

@@ -18,13 +18,14 @@ CORE = ROOT / "archive_core"
 #: Lowest first. A package (transfer/, testing/, scaffold/) counts as one module here.
 CORE_LAYERS: list[set[str]] = [
     {"errors", "model", "naming", "secret", "workers"},  # values and identities
-    # contract, bytes, state (the catalog, its schema version and migrations)
+    # contract, bytes, state (the catalog, its faults and leases, its schema version and migrations)
     {
         "driver",
         "externalid",
         "transfer",
         "catalog",
         "catalog_faults",
+        "leases",
         "schema",
         "migrations",
         "policies",
