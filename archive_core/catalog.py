@@ -995,26 +995,18 @@ def _upsert(
     """Insert rows; a row whose `keys` another worker wrote first is updated instead.
 
     Every column but the keys and `keep` (and `last_verified`, which only verify sets) is
-    overwritten. Rows must come sorted by `keys`, so concurrent writers lock in one order.
+    overwritten. Rows must come sorted by `keys`, so concurrent writers lock in one order;
+    they are the caller's to throw away (their values are converted in place).
     """
-    import sqlalchemy as sa
-
     backend = conn.dialect.name
     fixed = {*keys, *keep, "id", "last_verified"}
     columns = [c for c in rows[0] if c not in fixed]
     if backend in ("sqlite", "postgresql"):
-        if backend == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(table)
-        update = {c: stmt.excluded[c] for c in columns}
-        if "placement" in update:
-            # None is "not known", never "nowhere": a copy recorded again by a driver that
-            # did not say its placement keeps the one recorded before.
-            update["placement"] = sa.func.coalesce(update["placement"], table.c.placement)
-        stmt = stmt.on_conflict_do_update(index_elements=[table.c[k] for k in keys], set_=update)
-        _executemany(conn, table, stmt, rows)
+        shape = (backend, table.name, keys, keep, tuple(rows[0]))
+        plan = _PLANS.get(shape)
+        if plan is None:
+            plan = _PLANS[shape] = _upsert_plan(conn.dialect, table, rows[0], columns, keys)
+        _executemany(conn, plan, rows)
         return
     for row in rows:  # portable path for other backends
         match = [table.c[k] == row[k] for k in keys]
@@ -1024,37 +1016,72 @@ def _upsert(
             conn.execute(table.insert().values(**row))
 
 
-def _executemany(conn, table, stmt, rows: list[dict[str, Any]]) -> None:
-    """Run `stmt` once per row, compiled once: the bulk path of a batch of thousands of files.
+@attrs.frozen
+class _Plan:
+    """A bulk statement compiled once per process: its SQL, the order its parameters go in
+    (None: by name), and the bind processors its columns need (SQLite's datetime format)."""
+
+    sql: str
+    order: tuple[str, ...] | None
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+
+#: Bulk statements by (backend, table, keys, kept columns, row columns): compiling one costs
+#: more than writing a group of small files' rows.
+_PLANS: dict[tuple[Any, ...], _Plan] = {}
+
+
+def _upsert_plan(
+    dialect, table, row: Mapping[str, Any], columns: list[str], keys: tuple[str, ...]
+) -> _Plan:
+    import sqlalchemy as sa
+
+    if dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    stmt = insert(table)
+    update = {c: stmt.excluded[c] for c in columns}
+    if "placement" in update:
+        # None is "not known", never "nowhere": a copy recorded again by a driver that did
+        # not say its placement keeps the one recorded before.
+        update["placement"] = sa.func.coalesce(update["placement"], table.c.placement)
+    stmt = stmt.on_conflict_do_update(index_elements=[table.c[k] for k in keys], set_=update)
+    names = list(row)
+    compiled = stmt.compile(dialect=dialect, column_keys=names)
+    processors = tuple(
+        (name, proc)
+        for name in names
+        if (proc := table.c[name].type.bind_processor(dialect)) is not None
+    )
+    order = tuple(compiled.positiontup) if compiled.positional else None
+    return _Plan(sql=compiled.string, order=order, processors=processors)
+
+
+def _executemany(conn, plan: _Plan, rows: list[dict[str, Any]]) -> None:
+    """Run a planned statement once per row: the bulk path of a batch of thousands of files.
 
     SQLAlchemy's own executemany rebuilds every row's parameters through its compiler, which
-    costs more than the database work for small files. Here the statement is compiled once
-    and rows go straight to the DBAPI, after each column's own bind processor (SQLite needs
-    its datetime format), so the result is what `conn.execute(stmt, rows)` would store.
+    costs more than the database work for small files. Here rows go straight to the DBAPI,
+    after each column's own bind processor, so the result is what `conn.execute(stmt, rows)`
+    would store.
     """
-    dialect = conn.dialect
-    keys = list(rows[0])
-    compiled = stmt.compile(dialect=dialect, column_keys=keys)
-    processors = {
-        key: proc for key in keys if (proc := table.c[key].type.bind_processor(dialect)) is not None
-    }
-    if processors:
-        rows = [dict(row) for row in rows]  # the caller's rows stay as they were
-        for key, processor in processors.items():
-            for row in rows:
-                row[key] = processor(row[key])
-    if compiled.positional:
+    for name, processor in plan.processors:
+        for row in rows:
+            row[name] = processor(row[name])
+    params: list[Any]
+    if plan.order is None:
+        params = rows
+    else:
         import operator
 
         # One C-level getter per row instead of a generator: this runs for every file.
-        order = compiled.positiontup
+        order = plan.order
         pick = operator.itemgetter(*order)
-        params: list[Any] = (
+        params = (
             [pick(row) for row in rows] if len(order) > 1 else [(row[order[0]],) for row in rows]
         )
-    else:
-        params = rows
-    conn.exec_driver_sql(compiled.string, params)
+    conn.exec_driver_sql(plan.sql, params)
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:

@@ -163,29 +163,40 @@ class Hooks:
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of `hook_name`; one that raises is logged, never raised."""
-        for _ in self._call_each(hook_name, kwargs):
+        implementations = self._implementations(hook_name, kwargs)
+        if not implementations:
+            return  # the usual case, once per file: nobody listens
+        for _ in self._call_each(hook_name, implementations, kwargs):
             pass
 
     def collect(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Like `notify`, returning the results that are not None, in call order."""
-        return [result for result in self._call_each(hook_name, kwargs) if result is not None]
+        implementations = self._implementations(hook_name, kwargs)
+        return [
+            result
+            for result in self._call_each(hook_name, implementations, kwargs)
+            if result is not None
+        ]
 
-    def _call_each(self, hook_name: str, kwargs: dict[str, Any]) -> Iterator[Any]:
+    def _implementations(self, hook_name: str, kwargs: dict[str, Any]) -> list[Any]:
+        """The hook's implementations, once the call is checked against the hook's spec."""
         caller = getattr(self._manager.hook, hook_name, None)
         if caller is None or caller.spec is None:
             raise ArchiveCoreError(
                 f"archive-core has no hook named {hook_name!r}. "
                 f"Known hooks: {', '.join(_spec_names())}."
             )
-        expected = set(caller.spec.argnames)
-        if set(kwargs) != expected:
+        expected = caller.spec.argnames
+        if len(kwargs) != len(expected) or not all(arg in kwargs for arg in expected):
             raise ArchiveCoreError(
                 f"Hook {hook_name} takes {', '.join(sorted(expected))}; "
                 f"it was called with {', '.join(sorted(kwargs)) or 'nothing'}."
             )
-        implementations = caller.get_hookimpls()
-        if not implementations:
-            return  # the usual case, once per file: nobody listens
+        return caller.get_hookimpls()
+
+    def _call_each(
+        self, hook_name: str, implementations: list[Any], kwargs: dict[str, Any]
+    ) -> Iterator[Any]:
         # pluggy's own call order (last registered first, tryfirst/trylast honoured); wrappers
         # exist to wrap a call chain, which observers called one by one do not have.
         for impl in reversed(implementations):

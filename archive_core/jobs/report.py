@@ -17,8 +17,8 @@ class FileJob:
     """One Portal FileSet as the core sees it."""
 
     key: str
-    files: tuple[str, ...] = attrs.field(converter=tuple)
-    external_ids: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    files: tuple[str, ...]  # tuples, as the Portal face makes them: no converter per file
+    external_ids: tuple[str, ...] = ()
     item_id: str | None = None
     sha1: str | None = None  # Portal's, as 40 lowercase hex digits (checked at the boundary)
     problem: str | None = None  # what makes the FileSet unusable as Portal passed it
