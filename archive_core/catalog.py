@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import attrs
 
@@ -67,9 +67,9 @@ class CopyRecord:
     placement: Mapping[str, Any] | None = None
 
 
-@attrs.frozen(kw_only=True)
-class JournalEntry:
-    """One file about to be transferred (the "intent" half of the journal)."""
+class JournalEntry(NamedTuple):
+    """One file about to be transferred (the "intent" half of the journal); a named tuple
+    because a batch makes one per file (see `archive_core.jobs.report.FileJob`)."""
 
     key: str  # unique within the batch
     name: str  # archive name, the destination for restore, the locator for delete/verify
@@ -738,20 +738,11 @@ class Catalog:
                         for r in failed
                     ],
                 )
-            # The batch is done with its last file's result: no write of its own at the end.
-            ok, bad = len(results) - len(failed), len(failed)
-            complete = sa.and_(b.c.state == INTENT, b.c.done + b.c.failed + (ok + bad) >= b.c.files)
             keys = json.dumps([r.key for r in results], ensure_ascii=False)
-            conn.execute(t.parts.insert().values(batch=batch, kind=RESULTS, data=keys))
+            conn.execute(t.parts.insert(), {"batch": batch, "kind": RESULTS, "data": keys})
+            ok = len(results) - len(failed)
             conn.execute(
-                b.update()
-                .where(b.c.id == batch)
-                .values(
-                    done=b.c.done + ok,
-                    failed=b.c.failed + bad,
-                    state=sa.case((complete, DONE), else_=b.c.state),
-                    finished=sa.case((complete, now), else_=b.c.finished),
-                )
+                t.progress, {"p_batch": batch, "p_ok": ok, "p_bad": len(failed), "p_now": now}
             )
             if new:
                 _upsert(conn, t.copies, new, keys=("target", "locator"), keep=("created",))
@@ -1052,7 +1043,7 @@ def _upsert_plan(
     processors = tuple(
         (name, proc)
         for name in names
-        if (proc := table.c[name].type.bind_processor(dialect)) is not None
+        if (proc := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
     )
     order = tuple(compiled.positiontup) if compiled.positional else None
     return _Plan(sql=compiled.string, order=order, processors=processors)
@@ -1064,11 +1055,18 @@ def _executemany(conn, plan: _Plan, rows: list[dict[str, Any]]) -> None:
     SQLAlchemy's own executemany rebuilds every row's parameters through its compiler, which
     costs more than the database work for small files. Here rows go straight to the DBAPI,
     after each column's own bind processor, so the result is what `conn.execute(stmt, rows)`
-    would store.
+    would store. No row costs a round trip: SQLite runs in this process, and psycopg (3.1 and
+    later) sends an executemany's rows to PostgreSQL in one pipeline.
     """
     for name, processor in plan.processors:
+        # A column's values repeat across a batch (its one `created`): each converted once.
+        converted: dict[Any, Any] = {}
         for row in rows:
-            row[name] = processor(row[name])
+            value = row[name]
+            try:
+                row[name] = converted[value]
+            except KeyError:
+                row[name] = converted[value] = processor(value)
     params: list[Any]
     if plan.order is None:
         params = rows
@@ -1241,6 +1239,26 @@ def _schema(sa):
         workers=workers,
         leases=leases,
         lease_waiters=lease_waiters,
+        progress=_progress(sa, batches),
+    )
+
+
+def _progress(sa, b):
+    """A group of results counted in its batch, which is done with its last file's result
+    (no write of its own at the end). Built once: making it costs more than running it."""
+    ok, bad = sa.bindparam("p_ok", type_=sa.Integer), sa.bindparam("p_bad", type_=sa.Integer)
+    complete = sa.and_(b.c.state == INTENT, b.c.done + b.c.failed + ok + bad >= b.c.files)
+    return (
+        b.update()
+        .where(b.c.id == sa.bindparam("p_batch"))
+        .values(
+            done=b.c.done + ok,
+            failed=b.c.failed + bad,
+            state=sa.case((complete, DONE), else_=b.c.state),
+            finished=sa.case(
+                (complete, sa.bindparam("p_now", type_=b.c.started.type)), else_=b.c.finished
+            ),
+        )
     )
 
 
@@ -1254,6 +1272,7 @@ class _Tables:
     workers: Any
     leases: Any
     lease_waiters: Any
+    progress: Any  # the statement counting a group of results in its batch
 
 
 def _journal_row(

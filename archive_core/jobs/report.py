@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import attrs
 
@@ -12,12 +12,16 @@ from archive_core.model import FileOutcome
 PAST = {"archive": "archived", "restore": "restored", "delete": "deleted", "verify": "verified"}
 
 
-@attrs.frozen(kw_only=True)
-class FileJob:
-    """One Portal FileSet as the core sees it."""
+class FileJob(NamedTuple):
+    """One Portal FileSet as the core sees it.
+
+    A named tuple, as FileResult: the core makes one per file, thousands per batch, and a tuple
+    of strings is cheaper to make than an attrs instance and not tracked by the garbage
+    collector for the rest of the batch.
+    """
 
     key: str
-    files: tuple[str, ...]  # tuples, as the Portal face makes them: no converter per file
+    files: tuple[str, ...]
     external_ids: tuple[str, ...] = ()
     item_id: str | None = None
     sha1: str | None = None  # Portal's, as 40 lowercase hex digits (checked at the boundary)
@@ -33,8 +37,7 @@ class FileJob:
         return f"item {self.item_id or '?'} (file set {self.key})"
 
 
-@attrs.frozen(kw_only=True)
-class FileResult:
+class FileResult(NamedTuple):
     key: str
     ok: bool
     external_ids: tuple[str, ...] = ()
