@@ -630,16 +630,12 @@ class Catalog:
         old batch, which is abandoned once no file is left in it."""
         import json
 
-        import sqlalchemy as sa
-
         b, p = t.batches, t.parts
-        dead = self._dead_batches(conn, t, target, operation, now)
-        if not dead:  # the usual batch: nothing left open by a dead worker
+        olds = self._dead_batches(conn, t, target, operation, now)
+        if not olds:  # the usual batch: nothing left open by a dead worker
             return {}
         abandoned: dict[str, set[str]] = {}
         rows: list[dict[str, Any]] = []
-        query = sa.select(b).where(b.c.id.in_(sorted(dead)), b.c.state == INTENT).order_by(b.c.id)
-        olds = list(conn.execute(query).mappings())
         held = _held(conn, t, [old["id"] for old in olds])
         for old in olds:
             files, recorded = held[old["id"]]
@@ -664,8 +660,10 @@ class Catalog:
             conn.execute(t.journal.insert(), rows)
         return {name: tuple(sorted(owners)) for name, owners in abandoned.items()}
 
-    def _dead_batches(self, conn, t, target: str, operation: str, now: dt.datetime) -> set[str]:
-        """Open batches on `target` of `operation` whose worker is dead.
+    def _dead_batches(
+        self, conn, t, target: str, operation: str, now: dt.datetime
+    ) -> list[Mapping[str, Any]]:
+        """The rows of the open batches on `target` of `operation` whose worker is dead.
 
         Dead means: this very process, but the batch is no longer open in it; a process of
         this pid space that is gone; or, where the process table cannot tell (another host,
@@ -674,17 +672,16 @@ class Catalog:
         import sqlalchemy as sa
 
         b = t.batches
-        rows = conn.execute(
-            sa.select(b.c.id, b.c.worker).where(
-                b.c.state == INTENT, b.c.target == target, b.c.operation == operation
-            )
-        ).all()
+        query = sa.select(b).where(
+            b.c.state == INTENT, b.c.target == target, b.c.operation == operation
+        )
+        rows = list(conn.execute(query.order_by(b.c.id)).mappings())
         if not rows:
-            return set()
+            return []
         me = str(self.worker)
         verdict: dict[str, bool | None] = {}
-        for _, owner in rows:
-            if owner not in verdict and owner != me:
+        for owner in {row["worker"] for row in rows}:
+            if owner != me:
                 parsed = WorkerId.parse(owner)
                 verdict[owner] = False if parsed is None else parsed.is_alive()
         unknown = sorted(w for w, alive in verdict.items() if alive is None)
@@ -698,17 +695,17 @@ class Catalog:
                 verdict[owner] = now - _utc(beat) < HEARTBEAT_STALE
         with _open_lock:
             running = set(_open_batches)
-        return {
-            batch
-            for batch, owner in rows
-            if not (batch in running if owner == me else bool(verdict[owner]))
-        }
+        return [
+            row
+            for row in rows
+            if not (row["id"] in running if row["worker"] == me else bool(verdict[row["worker"]]))
+        ]
 
     def finish(self, batch: str, results: Sequence[JournalResult]) -> None:
         """Record results of part of a batch, and the copies they made or removed, atomically.
 
-        A success costs its copy's row (archive) or removal (delete) and nothing in the
-        journal but its key in the batch's row; a failure gets a journal row with its reason.
+        A success costs its copy's row (archive) or removal (delete) and, in the journal, only
+        its key in the group's part and the batch's count; a failure gets a row with its reason.
         """
         import json
 
@@ -1358,14 +1355,16 @@ def _copy_row(copy: CopyRecord) -> dict[str, Any]:
     # attrs.asdict recurses and copies; this runs once per archived file.
     row = {f: getattr(copy, f) for f in _COPY_FIELDS}
     if copy.placement is not None:
-        row["placement"] = _placement_text(copy.placement)
+        row["placement"] = placement_text(copy.placement)
     return row
 
 
-def _placement_text(placement: Mapping[str, Any]) -> str:
+def placement_text(placement: Mapping[str, Any]) -> str:
+    """A copy's placement as the catalog keeps it; TypeError or ValueError when it cannot be
+    kept (not JSON-serialisable, or NaN and infinities, which JSON has no words for)."""
     import json
 
-    return json.dumps(placement, sort_keys=True, ensure_ascii=False)
+    return json.dumps(placement, sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
 _COPY_FIELDS = tuple(a.name for a in attrs.fields(CopyRecord))

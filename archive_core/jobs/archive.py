@@ -219,13 +219,14 @@ def _confirm(
             handle.name,
         )
         return {}
+    placed = handle.declares(Capability.PLACEMENT)
     refs = {
         item.key: CopyRef(
             key=item.key,
             locator=rec.locator,
             sha1=rec.sha1,
             size=rec.size,
-            placement=rec.placement if handle.declares(Capability.PLACEMENT) else None,
+            placement=rec.placement if placed else None,
         )
         for item, rec in known
     }

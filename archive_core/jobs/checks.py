@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from archive_core.catalog import placement_text
 from archive_core.model import ArchiveItem, FileOutcome
 
 
@@ -45,12 +46,10 @@ PLACEMENT_MAX_BYTES = 4096
 
 def placement_problem(placement: object) -> str | None:
     """Why a driver's placement cannot be recorded; None when it can."""
-    import json
-
     if not isinstance(placement, Mapping):
         return f"it must be a mapping, not {type(placement).__name__}"
     try:
-        text = json.dumps(placement, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        text = placement_text(placement)
     except (TypeError, ValueError) as exc:
         return f"it is not JSON-serialisable: {exc}"
     size = len(text.encode())

@@ -42,11 +42,13 @@ def with_placement(runner: JobContext, located: dict[str, list[Copy]]) -> dict[s
     """The copies, each on a target whose driver declares Capability.PLACEMENT given the
     placement the catalog keeps for it. Read in bulk, once per job; a catalog that cannot be
     read leaves the placement out (the driver finds the copy by its locator) and says so."""
+    targets = {c.target for found in located.values() for c in found}
+    placed = {name for name in targets if _wants_placement(runner, name)}
     wanting = {
         c.external_id
         for found in located.values()
         for c in found
-        if c.placement is None and _wants_placement(runner, c.target)
+        if c.placement is None and c.target in placed
     }
     if not wanting:
         return located
