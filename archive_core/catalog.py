@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import attrs
 
 from archive_core import catalog_faults, workers
-from archive_core.errors import CatalogError, CatalogFault
+from archive_core.errors import ArchiveCoreError, CatalogError, CatalogFault
 from archive_core.policies import LOCK_WAIT_SECONDS
 from archive_core.secret import Secret
 from archive_core.workers import WorkerId
@@ -498,9 +498,10 @@ class Catalog:
 
     def copy(self, external_id: str) -> CopyRecord | None:
         def work(conn, t) -> CopyRecord | None:
-            query = t.copies.select().where(t.copies.c.external_id == external_id)
-            row = conn.execute(query).mappings().first()
-            return _record(CopyRecord, row) if row else None
+            for where in _located(t.copies, [external_id]):
+                row = conn.execute(t.copies.select().where(where)).mappings().first()
+                return _record(CopyRecord, row) if row else None
+            return None
 
         return self._run(work, write=False)
 
@@ -515,9 +516,9 @@ class Catalog:
         def work(conn, t) -> dict[str, Mapping[str, Any]]:
             c = t.copies
             found = {}
-            for chunk in _chunks(ids, _CHUNK):
+            for where in _located(c, ids):
                 query = sa.select(c.c.external_id, c.c.placement).where(
-                    c.c.external_id.in_(chunk), c.c.placement.is_not(None)
+                    where, c.c.placement.is_not(None)
                 )
                 found.update((eid, json.loads(text)) for eid, text in conn.execute(query))
             return found
@@ -542,12 +543,8 @@ class Catalog:
         stamp = when or self._clock()
 
         def work(conn, t) -> None:
-            for chunk in _chunks(ids, _CHUNK):
-                conn.execute(
-                    t.copies.update()
-                    .where(t.copies.c.external_id.in_(chunk))
-                    .values(last_verified=stamp)
-                )
+            for where in _located(t.copies, ids):
+                conn.execute(t.copies.update().where(where).values(last_verified=stamp))
 
         self._run(work, write=True)
 
@@ -743,8 +740,8 @@ class Catalog:
             )
             if new:
                 _upsert(conn, t.copies, new, keys=("target", "locator"), keep=("created",))
-            for chunk in _chunks(removed, _CHUNK):
-                conn.execute(t.copies.delete().where(t.copies.c.external_id.in_(chunk)))
+            for where in _located(t.copies, removed):
+                conn.execute(t.copies.delete().where(where))
 
         self._run(work, write=True)
 
@@ -1132,8 +1129,10 @@ def _schema(sa):
         sa.Column("last_verified", ts),
         sa.Column("placement", sa.Text),  # JSON, as the driver gave it
         sa.UniqueConstraint("target", "locator", name="uq_archive_core_copy_location"),
+        # No index on external_id: an external id names its (target, locator), found through
+        # the unique index (see _located). A third index on every copy was a third random
+        # B-tree page written per archived file.
         sa.Index("ix_archive_core_copies_name", "target", "name"),
-        sa.Index("ix_archive_core_copies_external_id", "external_id"),
     )
     # One row per batch: its intent (the files, as JSON [[key, name], ...]) and progress.
     batches = sa.Table(
@@ -1383,6 +1382,34 @@ def _record(cls: type[R], row: Any) -> R:
             value = json.loads(value)
         values[field.name] = value
     return cls(**values)
+
+
+def _located(copies: Any, external_ids: Iterable[str]) -> Iterator[Any]:
+    """WHERE clauses, one per target and chunk, that pick the copies with these external ids.
+
+    An external id is `<scheme>://<target>/<locator>`, made by ExternalId from the copy's own
+    target and locator, so the unique (target, locator) index finds its row; the id itself is
+    compared too (the scheme is in it). An id that does not parse names no copy here.
+    """
+    import sqlalchemy as sa
+
+    from archive_core.externalid import ExternalId
+
+    by_target: dict[str, list[tuple[str, str]]] = {}
+    for text in external_ids:
+        try:
+            ext = ExternalId.parse(text)
+        except ArchiveCoreError:
+            continue
+        by_target.setdefault(ext.target, []).append((ext.locator, text))
+    c = copies.c
+    for target, pairs in by_target.items():
+        for chunk in _chunks(sorted(pairs), _CHUNK):
+            yield sa.and_(
+                c.target == target,
+                c.locator.in_([locator for locator, _ in chunk]),
+                c.external_id.in_([text for _, text in chunk]),
+            )
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -163,6 +163,60 @@ def test_deleted_copy_leaves_the_catalog_and_verified_copy_gets_a_date(catalog_u
     catalog.close()
 
 
+def test_copies_are_found_verified_and_deleted_by_the_external_ids_portal_holds(catalog_url):
+    from archive_core.externalid import ExternalId
+
+    def on(target: str, locator: str) -> CopyRecord:
+        text = str(ExternalId(scheme="filesys", target=target, locator=locator))
+        return attrs.evolve(_copy(locator), target=target, external_id=text)
+
+    catalog = Catalog(catalog_url)
+    odd = on("t", "2026/a b#c?d/caf\u00e9 100%.mov")  # quoted in its external id
+    same_place_elsewhere = on("t2", odd.locator)
+    for copy in (odd, same_place_elsewhere):
+        _archive_one(catalog, copy)
+    assert catalog.copy(odd.external_id).target == "t"
+    assert catalog.copy(same_place_elsewhere.external_id).target == "t2"
+    for stranger in (
+        odd.external_id.replace("filesys://", "sftp://", 1),  # same place, another driver
+        "not an external id",
+        "filesys://t/elsewhere.mov",
+    ):
+        assert catalog.copy(stranger) is None
+    catalog.mark_verified([odd.external_id, "filesys://t/elsewhere.mov"])
+    verified = {c.target: c.last_verified for c in catalog.copies()}
+    assert verified["t"] is not None and verified["t2"] is None
+    batch = catalog.begin(
+        job_id="d",
+        policy="p",
+        target="t",
+        operation="delete",
+        entries=[JournalEntry(key="0", name=odd.locator)],
+    )
+    catalog.finish(batch.id, [JournalResult(key="0", ok=True, removed=odd.external_id)])
+    assert [c.target for c in catalog.copies()] == ["t2"]
+    catalog.close()
+
+
+def test_a_copy_is_looked_up_by_external_id_through_the_location_index(tmp_path):
+    import sqlalchemy as sa
+
+    from archive_core.catalog import _located, _schema
+
+    copies = _schema(sa).copies
+    url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
+    made = Catalog(url)
+    assert made.copies() == []  # the first use makes the schema
+    made.close()
+    engine = sa.create_engine(url)
+    query = copies.select().where(next(_located(copies, ["filesys://t/a/b.mov"])))
+    compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as conn:
+        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+    engine.dispose()
+    assert "USING INDEX sqlite_autoindex_archive_core_copies" in plan, plan
+
+
 def test_workers_recording_the_same_copy_at_once_leave_one_row(catalog_url):
     """Several Portal workers (here threads, each with its own connection) race on one copy."""
     catalogs = [Catalog(catalog_url) for _ in range(4)]

@@ -680,3 +680,41 @@ def test_remove_partials_matches_a_name_cut_to_fit_name_max(tmp_path):
     made_by = [workers.WorkerId(host=workers.current().host, pid=pid)]
     assert len(remove_partials(tmp_path, long_name, made_by=made_by)) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+class _CountingSource(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.asked: list[int] = []
+
+    def readinto(self, view: Any) -> int:
+        self.asked.append(len(view))
+        return super().readinto(view)
+
+
+def test_a_hashing_reader_of_known_size_asks_its_source_for_no_more_than_is_left() -> None:
+    data = os.urandom(1000)
+    source = _CountingSource(data)
+    reader = transfer.HashingReader(
+        source, label="clip.mov", expected_sha1=hashlib.sha1(data).hexdigest(), expected_size=1000
+    )
+    got = reader.read(1024 * 1024)  # what an upload asks for at a time
+    assert got == data and reader.read(1024 * 1024) == b""
+    assert source.asked == [1001, 1]  # the byte over is how a file that grew is seen
+    assert reader.digests is not None and reader.digests.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_hashing_reader_refuses_a_source_longer_than_said_at_the_first_byte_over() -> None:
+    source = _CountingSource(os.urandom(1000 + 1024 * 1024))
+    reader = transfer.HashingReader(source, label="clip.mov", expected_size=1000)
+    with pytest.raises(TransferFailed, match=r"clip\.mov has more than the 1000 bytes expected"):
+        while reader.read(1024 * 1024):
+            pass
+    assert sum(source.asked) == 1001
+
+
+def test_a_hashing_reader_refuses_a_source_shorter_than_said() -> None:
+    reader = transfer.HashingReader(io.BytesIO(b"x" * 900), label="clip.mov", expected_size=1000)
+    with pytest.raises(TransferFailed, match="ended after 900 bytes, not the 1000 bytes expected"):
+        while reader.read(1024 * 1024):
+            pass

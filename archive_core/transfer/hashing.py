@@ -204,6 +204,10 @@ class HashingReader:
             while part := self.read(CHUNK_SIZE):
                 parts.append(part)
             return b"".join(parts)
+        if self._expected_size is not None:
+            # No more than is left, and one byte over to see a source that grew: an upload
+            # asks for a MiB at a time, and a zeroed MiB per small file cost more than the file.
+            count = min(count, max(self._expected_size - self._size, 0) + 1)
         buffer = bytearray(count)
         got = self.readinto(buffer)
         return bytes(memoryview(buffer)[:got])
@@ -229,22 +233,27 @@ class HashingReader:
             self._sha1.update(chunk)
             self._sha256.update(chunk)
             self._size += count
+            if self._expected_size is not None and self._size > self._expected_size:
+                self._wrong_size("has more than")  # no need to read the rest to know
             self._progress(count)
             return count
         self._finish()
         return 0
+
+    def _wrong_size(self, how: str) -> None:
+        raise TransferFailed(
+            f"{self.name} {how} the {self._expected_size} bytes expected; it changed while it "
+            "was read. It was not stored.",
+            paths=(self.name,),
+            retryable=True,
+        )
 
     def _finish(self) -> None:
         digests = Digests(
             size=self._size, sha1=self._sha1.hexdigest(), sha256=self._sha256.hexdigest()
         )
         if self._expected_size is not None and digests.size != self._expected_size:
-            raise TransferFailed(
-                f"{self.name} ended after {digests.size} bytes, expected {self._expected_size}; "
-                "it changed while it was read. It was not stored.",
-                paths=(self.name,),
-                retryable=True,
-            )
+            self._wrong_size(f"ended after {digests.size} bytes, not")
         if self._expected_sha1 and digests.sha1 != self._expected_sha1:
             raise FixityMismatch(path=self.name, expected=self._expected_sha1, actual=digests.sha1)
         self.digests = digests
