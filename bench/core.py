@@ -707,7 +707,9 @@ def report(
             if not row or not driver:
                 return None
             parts.append(min(row) - min(driver))
-        return parts[0] / parts[1] if parts[1] > 0 else None
+        # Where the driver's own time varies more than the core adds (restore's fsyncs), a
+        # difference can come out negative: not measured, rather than a ratio that means nothing.
+        return parts[0] / parts[1] if min(parts) > 0 else None
 
     def sql(key, operation) -> str:
         runs = results.get(key, [])
