@@ -541,7 +541,7 @@ class Catalog:
         return self._run(work, write=False)
 
     def mark_verified(self, external_ids: Iterable[str], when: dt.datetime | None = None) -> None:
-        ids = sorted(set(external_ids))
+        ids = set(external_ids)
         if not ids:
             return
         stamp = when or self._clock()
@@ -1401,7 +1401,7 @@ def _located(copies: Any, external_ids: Iterable[str]) -> Iterator[Any]:
 
     from archive_core.externalid import ExternalId
 
-    by_target: dict[str, list[tuple[str, str]]] = {}
+    by_target: dict[str, set[str]] = {}
     for text in external_ids:
         try:
             ext = ExternalId.parse(text)

@@ -46,11 +46,22 @@ def _archive_one(catalog: Catalog, copy: CopyRecord, *, job: str = "j") -> None:
     batch = catalog.begin(
         job_id=job,
         policy="p",
-        target="t",
+        target=copy.target,
         operation="archive",
         entries=[JournalEntry(key="0", name=copy.name)],
     )
     catalog.finish(batch.id, [JournalResult(key="0", ok=True, copy=copy)])
+
+
+def _delete_one(catalog: Catalog, copy: CopyRecord) -> None:
+    batch = catalog.begin(
+        job_id="d",
+        policy="p",
+        target=copy.target,
+        operation="delete",
+        entries=[JournalEntry(key="0", name=copy.locator)],
+    )
+    catalog.finish(batch.id, [JournalResult(key="0", ok=True, removed=copy.external_id)])
 
 
 def test_recorded_copy_is_found_only_with_its_own_sha1(catalog_url):
@@ -151,14 +162,7 @@ def test_deleted_copy_leaves_the_catalog_and_verified_copy_gets_a_date(catalog_u
     _archive_one(catalog, drop)
     catalog.mark_verified([keep.external_id])
     assert catalog.copy(keep.external_id).last_verified is not None
-    batch = catalog.begin(
-        job_id="d",
-        policy="p",
-        target="t",
-        operation="delete",
-        entries=[JournalEntry(key="0", name=drop.locator)],
-    )
-    catalog.finish(batch.id, [JournalResult(key="0", ok=True, removed=drop.external_id)])
+    _delete_one(catalog, drop)
     assert [c.locator for c in catalog.copies()] == ["keep.mov"]
     catalog.close()
 
@@ -186,14 +190,7 @@ def test_copies_are_found_verified_and_deleted_by_the_external_ids_portal_holds(
     catalog.mark_verified([odd.external_id, "filesys://t/elsewhere.mov"])
     verified = {c.target: c.last_verified for c in catalog.copies()}
     assert verified["t"] is not None and verified["t2"] is None
-    batch = catalog.begin(
-        job_id="d",
-        policy="p",
-        target="t",
-        operation="delete",
-        entries=[JournalEntry(key="0", name=odd.locator)],
-    )
-    catalog.finish(batch.id, [JournalResult(key="0", ok=True, removed=odd.external_id)])
+    _delete_one(catalog, odd)
     assert [c.target for c in catalog.copies()] == ["t2"]
     catalog.close()
 

@@ -8,7 +8,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import attrs
 
@@ -240,7 +240,7 @@ class HashingReader:
         self._finish()
         return 0
 
-    def _wrong_size(self, how: str) -> None:
+    def _wrong_size(self, how: str) -> NoReturn:
         raise TransferFailed(
             f"{self.name} {how} the {self._expected_size} bytes expected; it changed while it "
             "was read. It was not stored.",
