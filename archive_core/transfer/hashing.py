@@ -172,9 +172,11 @@ class HashingReader:
     For drivers whose storage pulls bytes from a stream (an object store's upload, a remote
     file write): hand this to the upload instead of the source. At the end of the source it
     compares the size and sha1 with what was expected and raises FixityMismatch (or
-    TransferFailed for a short or long file) *instead of* reporting the end, so the upload
-    fails before it completes and nothing is stored under the final name. `digests` is set
-    once the end was reached and checked.
+    TransferFailed for a short file) *instead of* reporting the end, so the upload fails
+    before it completes and nothing is stored under the final name; a source longer than
+    `expected_size` fails at its first byte over. With `expected_size` given, no read asks
+    the source for more than is left (plus that one byte). `digests` is set once the end was
+    reached and checked.
     """
 
     def __init__(
