@@ -774,10 +774,12 @@ def report(
                         speed(old),
                         speed(new),
                         ratio_text(best_ratio(new, old)),
-                        "-" if size is None else ratio_text(core_ratio(backend, size, operation)),
-                        "-"
-                        if size is None
-                        else ratio_text(core_ratio(backend, size, operation, "cpu")),
+                        *(
+                            "-"
+                            if size is None
+                            else ratio_text(core_ratio(backend, size, operation, f))
+                            for f in ("wall", "cpu")
+                        ),
                         f"{min(old_cpu):.1f}" if old_cpu else "-",
                         f"{min(new_cpu):.1f}" if new_cpu else "-",
                         sql(old_key, operation),

@@ -24,7 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from core import _written, table  # bench/core.py: its table and its /proc/self/io reading
 
 TARGET, POLICY = "bench-target", "VX-P"
 LAYOUTS = {
@@ -89,13 +91,6 @@ def fill(conn: sqlite3.Connection, count: int) -> None:
         conn.executemany(INSERT, (_row(n, "f") for n in range(start, min(count, start + 50_000))))
         conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _written() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    return 0
 
 
 def batch(
@@ -173,16 +168,7 @@ def main() -> None:
                 f"{best('delete cpu') * us:.1f}",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for n, line in enumerate(lines):
-        print(
-            "  ".join(
-                cell.ljust(w) if i < 2 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print(table(lines))
     if big != small:
         print(
             f"\nbest at {big:,} rows over best at {small:,} "
