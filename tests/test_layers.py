@@ -104,6 +104,14 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
         {"_copies"},  # the per-file work the stager runs
         {"driver"},  # the contract
     ],
+    "drivers/tape_ltfs/archive_core_tape_ltfs": [
+        {"errors", "model"},  # the port's values and typed errors
+        {"port", "cost", "config"},  # its protocols, its public cost model, its settings
+        {"parse", "runner", "retry", "moves"},  # the tools' text; running them; shared checks
+        {"real", "sim"},  # the two backends (never importing each other: see below)
+        {"factory"},  # the one place that knows both
+        {"cli", "plugin"},  # what operators run
+    ],
 }
 
 
@@ -148,6 +156,18 @@ def test_package_imports_only_run_downwards(package):
                 if imported in where and where[imported] > where[module]:
                     upward.append(f"{path.relative_to(ROOT)} imports {imported}")
     assert not upward, "imports from a higher layer: " + "; ".join(upward)
+
+
+def test_the_tape_backends_never_import_each_other():
+    package = ROOT / "drivers/tape_ltfs/archive_core_tape_ltfs"
+    modules = _package_modules(package)
+    crossing = [
+        f"{path.relative_to(ROOT)} imports {other}"
+        for backend, other in (("real", "sim"), ("sim", "real"))
+        for path in modules[backend]
+        if other in _package_imports(package, path)
+    ]
+    assert not crossing, "; ".join(crossing)
 
 
 # --- what drivers may import -----------------------------------------------------------------

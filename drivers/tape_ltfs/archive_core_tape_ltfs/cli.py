@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from archive_core_tape_ltfs import errors
-from archive_core_tape_ltfs.config import LIBRARY_ENV, load_library_config, open_library
+from archive_core_tape_ltfs.config import LIBRARY_ENV, load_library_config
+from archive_core_tape_ltfs.factory import open_library
 from archive_core_tape_ltfs.model import (
     DriveBay,
     FormatRequest,

@@ -1,4 +1,4 @@
-"""The library config: which backend, which devices, which timeouts; and opening a library.
+"""The library config: which backend, which devices, which timeouts (`factory` opens one).
 
 The tape driver's own `Config` embeds a `LibraryConfig` as its `library` setting; the operator
 CLI reads the same table from a TOML file (`--library FILE` or `ARCHIVE_CORE_TAPE_LIBRARY`).
@@ -9,15 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from archive_core import ConfigError, setting
-
-if TYPE_CHECKING:
-    from archive_core_tape_ltfs.port import Library
-    from archive_core_tape_ltfs.runner import Runner
 
 LIBRARY_ENV = "ARCHIVE_CORE_TAPE_LIBRARY"
 BACKENDS = ("real", "simulator")
@@ -228,15 +224,3 @@ def load_library_config(path: str | os.PathLike[str] | None = None) -> LibraryCo
         if isinstance(state_dir, str) and not os.path.isabs(state_dir):
             raw = {**raw, "simulator": {**raw["simulator"], "state_dir": str(base / state_dir)}}
     return structure_library(raw, path="library" if "library" in data else "", source=str(file))
-
-
-def open_library(config: LibraryConfig, *, runner: Runner | None = None) -> Library:
-    """The Library the config describes: the real tools, or the simulator at its state_dir."""
-    if config.backend == "simulator":
-        from archive_core_tape_ltfs.sim.library import SimLibrary
-
-        assert config.simulator is not None
-        return SimLibrary.open(config.simulator)
-    from archive_core_tape_ltfs.real.library import RealLibrary
-
-    return RealLibrary(config, runner=runner)

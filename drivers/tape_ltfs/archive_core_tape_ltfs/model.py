@@ -36,6 +36,44 @@ def volume_serial_for(barcode: str) -> str | None:
     return serial if _VOLSER.match(serial) else None
 
 
+@attrs.frozen(kw_only=True)
+class MediaType:
+    """What a cartridge is, from the media id of its barcode (`L9`, WORM `LZ`, `M8`, `LA`).
+
+    The label is the operator's claim; a drive reports what it found (density code, MAM medium
+    type), and the two are compared before a write.
+    """
+
+    code: str  # the barcode's last two characters
+    generation: int  # the LTO generation whose format the cartridge holds
+    worm: bool = False
+
+    @property
+    def name(self) -> str:
+        kind = "WORM" if self.worm else "data"
+        return f"LTO-{self.generation} {kind} ({self.code})"
+
+
+# The media ids of tape-facts §1.3: L5..L9 and LA (LTO-10) data, LV..LZ WORM for LTO-5..9, M8
+# an LTO-7 cartridge formatted to 9 TB by an LTO-8 drive.
+MEDIA_TYPES: dict[str, MediaType] = {
+    **{f"L{g}": MediaType(code=f"L{g}", generation=g) for g in range(5, 10)},
+    "LA": MediaType(code="LA", generation=10),
+    **{
+        code: MediaType(code=code, generation=generation, worm=True)
+        for code, generation in (("LV", 5), ("LW", 6), ("LX", 7), ("LY", 8), ("LZ", 9))
+    },
+    "M8": MediaType(code="M8", generation=8),
+}
+
+
+def media_type_for(barcode: str | None) -> MediaType | None:
+    """The media type a barcode declares (`ABC123L9` -> LTO-9 data), None when unknown."""
+    if not barcode or is_cleaning_barcode(barcode):
+        return None
+    return MEDIA_TYPES.get(barcode.strip().upper()[-2:])
+
+
 class SlotKind(enum.Enum):
     STORAGE = "storage"
     IMPORT_EXPORT = "import/export"
@@ -116,9 +154,22 @@ class Inventory:
 class DriveState(enum.Enum):
     EMPTY = "empty"
     LOADING = "loading"
-    CALIBRATING = "calibrating"
+    CALIBRATING = "calibrating"  # LTO-9 media optimisation of a new cartridge; cannot cancel
     READY = "ready"
     NOT_READY = "not ready"
+    CLEANING = "cleaning"  # a cleaning cartridge is running
+    UNLOADING = "unloading"  # rewinding and unthreading
+    OUT_OF_SERVICE = "out of service"  # dead, or taken offline at the library
+
+    @property
+    def busy(self) -> bool:
+        """A state that ends on its own: wait, do not treat it as a failure."""
+        return self in (
+            DriveState.LOADING,
+            DriveState.CALIBRATING,
+            DriveState.CLEANING,
+            DriveState.UNLOADING,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -132,6 +183,10 @@ class DriveStatus:
     file_number: int | None = None
     block_number: int | None = None
     partition: int | None = None
+    # How long a busy state has still to run, when the drive or the model knows it.
+    seconds_left: float | None = None
+    media: MediaType | None = None  # what the drive found loaded (density code, MAM)
+    detail: str = ""  # the drive's own words (sense text) for a state that is not READY
 
 
 @attrs.frozen(kw_only=True)
@@ -159,11 +214,79 @@ def generation_from_model(model: str) -> int | None:
     return None
 
 
+# TapeAlert flag names in flag-number order (SSC; sg3-utils' wording), so status can name them.
+TAPE_ALERT_NAMES: tuple[str, ...] = (
+    "Read warning",
+    "Write warning",
+    "Hard error",
+    "Media",
+    "Read failure",
+    "Write failure",
+    "Media life",
+    "Not data grade",
+    "Write protect",
+    "No removal",
+    "Cleaning media",
+    "Unsupported format",
+    "Recoverable mechanical cartridge failure",
+    "Unrecoverable mechanical cartridge failure",
+    "Memory chip in cartridge failure",
+    "Forced eject",
+    "Read only format",
+    "Tape directory corrupted on load",
+    "Nearing media life",
+    "Cleaning required",
+    "Cleaning requested",
+    "Expired cleaning media",
+    "Invalid cleaning tape",
+    "Retension requested",
+    "Dual port interface error",
+    "Cooling fan failing",
+    "Power supply failure",
+    "Power consumption",
+    "Drive maintenance",
+    "Hardware A",
+    "Hardware B",
+    "Interface",
+    "Eject media",
+    "Microcode update fail",
+    "Drive humidity",
+    "Drive temperature",
+    "Drive voltage",
+    "Predictive failure",
+    "Diagnostics required",
+    *(f"Obsolete ({code:X}h)" for code in range(0x28, 0x2F)),
+    *(f"Reserved ({code:X}h)" for code in range(0x2F, 0x32)),
+    "Lost statistics",
+    "Tape directory invalid at unload",
+    "Tape system area write failure",
+    "Tape system area read failure",
+    "No start of data",
+    "Loading failure",
+    "Unrecoverable unload failure",
+    "Automation interface failure",
+    "Firmware failure",
+    "WORM medium - integrity check failed",
+    "WORM medium - overwrite attempted",
+    *(f"Reserved parameter code 0x{code:02x}, flag" for code in range(0x3D, 0x41)),
+)
+
+
+def tape_alert_name(flag: int) -> str:
+    if 1 <= flag <= len(TAPE_ALERT_NAMES):
+        return TAPE_ALERT_NAMES[flag - 1]
+    return f"flag {flag}"
+
+
 @attrs.frozen(kw_only=True)
 class TapeAlerts:
     """The TapeAlert flags a drive has set (numbers 1..64)."""
 
     flags: frozenset[int] = frozenset()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(tape_alert_name(f) for f in sorted(self.flags))
 
     @property
     def needs_cleaning(self) -> bool:
@@ -196,6 +319,51 @@ class FileLocation:
     startblock: int
 
 
+@attrs.frozen(kw_only=True)
+class Extent:
+    """One extent of a file as the LTFS index records it (`extentinfo/extent`)."""
+
+    partition: str  # "a" or "b"
+    startblock: int
+    byte_offset: int  # into the start block
+    byte_count: int
+    file_offset: int  # where in the file these bytes belong
+
+
+@attrs.frozen(kw_only=True)
+class IndexedFile:
+    path: str  # relative to the volume root, "/" separated
+    size: int
+    fileuid: int
+    extents: tuple[Extent, ...] = ()
+
+    @property
+    def location(self) -> FileLocation | None:
+        """The first extent's start, what `Mount.location` answers; None for an empty file."""
+        if not self.extents:
+            return None
+        first = min(self.extents, key=lambda e: e.file_offset)
+        return FileLocation(partition=first.partition, startblock=first.startblock)
+
+
+@attrs.frozen(kw_only=True)
+class CapturedIndex:
+    """A whole LTFS index: every file with all its extents, without a mount to ask.
+
+    Captured when a volume is unmounted, or read from an unmounted volume; a restore planner
+    and a catalog check read placements from it.
+    """
+
+    volume_uuid: str
+    generation: int
+    files: tuple[IndexedFile, ...] = ()
+    location: str = ""  # where this index lies on tape, `<partition>:<block>`
+
+    def file(self, path: str) -> IndexedFile | None:
+        wanted = path.lstrip("/")
+        return next((f for f in self.files if f.path == wanted), None)
+
+
 # Bits of `ltfs.volumeLockState`: 0x04 is the write-perm state a field report shows on a
 # cartridge LTFS dropped to read-only (tape-facts §3.4); the IP bit is our reading of the same
 # flag set and is only ever produced by the simulator.
@@ -215,10 +383,67 @@ class VolumeInfo:
     lock_state: int = LOCK_UNLOCKED
     name: str = ""
     block_size: int = 524288
+    mam_barcode: str = ""  # the barcode LTFS wrote to cartridge memory; "" when unset
 
     @property
     def write_perm_error(self) -> bool:
         return bool(self.lock_state & LOCK_WRITE_PERM_BOTH)
+
+
+class ReadOnlyReason(enum.Enum):
+    """Why a mounted volume takes no writes (now, not when it was mounted)."""
+
+    WRITE_PROTECTED = "write-protect tab set"
+    WRITE_ERROR = "LTFS dropped it to read-only after a write error"
+    OLDER_GENERATION = "the drive reads this generation but cannot write it"
+    WORM = "WORM cartridge: files cannot be removed or rewritten"
+    MOUNTED_READ_ONLY = "mounted read-only"
+    FULL = "past early warning: no more file data fits"
+
+
+@attrs.frozen(kw_only=True)
+class VolumeState:
+    """A mounted volume's live writability, re-read after every error."""
+
+    lock_state: int = LOCK_UNLOCKED
+    reasons: frozenset[ReadOnlyReason] = frozenset()
+
+    @property
+    def read_only(self) -> bool:
+        """No new file can be written (a WORM volume still takes new files)."""
+        return bool(self.reasons - {ReadOnlyReason.WORM})
+
+    @property
+    def why(self) -> str:
+        return "; ".join(r.value for r in sorted(self.reasons, key=lambda r: r.name))
+
+
+@attrs.frozen(kw_only=True)
+class MountRecord:
+    """An LTFS mount on this host, whichever process made it (read from the shared registry).
+
+    `owner_pid` is the worker or command that mounted it; `ltfs_pid` the ltfs process serving
+    it. An owner that died leaves a mount to adopt or unmount; an ltfs that died leaves a
+    reservation to release and a volume to check.
+    """
+
+    drive: int
+    mountpoint: str
+    barcode: str | None
+    owner_pid: int
+    ltfs_pid: int
+    host: str = ""
+    owner_alive: bool = True
+    ltfs_alive: bool = True
+    since: float = 0.0  # library clock when it was mounted
+
+    @property
+    def orphaned(self) -> bool:
+        return self.ltfs_alive and not self.owner_alive
+
+    @property
+    def dead(self) -> bool:
+        return not self.ltfs_alive
 
 
 class CheckMode(enum.Enum):
@@ -304,11 +529,13 @@ class FormatRequest:
 
 @attrs.frozen(kw_only=True)
 class MountRequest:
-    """Mount the LTFS volume in `drive`; `barcode`, if given, must match the volume serial."""
+    """Mount the LTFS volume in `drive`; `barcode`, if given, must match the volume serial and
+    `volume_uuid`, if given, the volume's UUID (WrongCartridge otherwise, nothing mounted)."""
 
     drive: int
     barcode: str | None = None
     read_only: bool = False
+    volume_uuid: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -13,6 +13,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from archive_core_tape_ltfs.model import (
     Capacity,
+    CapturedIndex,
     CheckRequest,
     CheckResult,
     DriveIdentity,
@@ -21,11 +22,13 @@ from archive_core_tape_ltfs.model import (
     FormatRequest,
     Inventory,
     LoadRequest,
+    MountRecord,
     MountRequest,
     TapeAlerts,
     TransferRequest,
     UnloadRequest,
     VolumeInfo,
+    VolumeState,
 )
 
 
@@ -70,7 +73,9 @@ class Drive(Protocol):
 
     def identity(self) -> DriveIdentity: ...
 
-    def alerts(self) -> TapeAlerts: ...
+    def alerts(self) -> TapeAlerts:
+        """The TapeAlert flags set now. Reading them must not clear them: a cleaning request
+        read by `tape status` is still there for the driver's cleaning decision."""
 
     def eject(self) -> None:
         """Rewind and unthread the cartridge so the robot can take it; refused while LTFS holds
@@ -82,7 +87,13 @@ class Mount(Protocol):
     """A mounted LTFS volume. Data moves through `open_write`/`open_read`, whole files at a time."""
 
     drive: int
-    read_only: bool
+
+    @property
+    def read_only(self) -> bool:
+        """`state().read_only`: live, so a permanent write error shows at once."""
+
+    def state(self) -> VolumeState:
+        """Whether the volume takes writes now, and why not (read again after every error)."""
 
     def capacity(self) -> Capacity: ...
 
@@ -113,8 +124,18 @@ class LtfsVolume(Protocol):
 
     def mount(self, request: MountRequest) -> Mount: ...
 
-    def unmount(self, mount: Mount, *, eject: bool = False) -> None:
-        """Unmount and return only once the LTFS process has exited and the index is on tape."""
+    def unmount(self, mount: Mount, *, eject: bool = False) -> CapturedIndex | None:
+        """Unmount and return only once the LTFS process has exited and the index is on tape;
+        the index it wrote (all files with all extents), None when it could not be captured."""
+
+    def read_index(self, drive: int) -> CapturedIndex:
+        """The latest index of the unmounted volume in `drive`, read from tape."""
+
+    def mounts(self) -> tuple[MountRecord, ...]:
+        """Every LTFS mount on this host, whichever process made it, with who is alive."""
+
+    def adopt(self, drive: int) -> Mount:
+        """Take over the mount of `drive` whose owner died (DriveHeldByLtfs while it lives)."""
 
     def check(self, request: CheckRequest) -> CheckResult: ...
 

@@ -8,8 +8,7 @@ rate, and that the simulated library charges a step what the head's movement say
 from __future__ import annotations
 
 import pytest
-from archive_core_tape_ltfs.model import FormatRequest, LoadRequest, MountRequest, UnloadRequest
-from archive_core_tape_ltfs.sim.timing import (
+from archive_core_tape_ltfs.cost import (
     GUARD_WRAPS,
     IP_WRAPS,
     PROFILES,
@@ -18,6 +17,7 @@ from archive_core_tape_ltfs.sim.timing import (
     TimingProfile,
     profile_for,
 )
+from archive_core_tape_ltfs.model import FormatRequest, LoadRequest, MountRequest, UnloadRequest
 from hypothesis import given
 from hypothesis import strategies as st
 

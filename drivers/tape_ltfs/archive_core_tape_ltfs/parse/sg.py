@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import re
 
-from archive_core_tape_ltfs.model import DriveIdentity, TapeAlerts, generation_from_model
+from archive_core_tape_ltfs.model import (
+    TAPE_ALERT_NAMES,
+    DriveIdentity,
+    TapeAlerts,
+    generation_from_model,
+)
 
 _INQ = {
     "Vendor identification": "vendor",
@@ -31,62 +36,6 @@ def parse_inquiry(stdout: str) -> DriveIdentity:
     )
 
 
-# Flag names in parameter-code order, as sg3-utils 1.4x decodes page 0x2E.
-TAPE_ALERT_NAMES: tuple[str, ...] = (
-    "Read warning",
-    "Write warning",
-    "Hard error",
-    "Media",
-    "Read failure",
-    "Write failure",
-    "Media life",
-    "Not data grade",
-    "Write protect",
-    "No removal",
-    "Cleaning media",
-    "Unsupported format",
-    "Recoverable mechanical cartridge failure",
-    "Unrecoverable mechanical cartridge failure",
-    "Memory chip in cartridge failure",
-    "Forced eject",
-    "Read only format",
-    "Tape directory corrupted on load",
-    "Nearing media life",
-    "Cleaning required",
-    "Cleaning requested",
-    "Expired cleaning media",
-    "Invalid cleaning tape",
-    "Retension requested",
-    "Dual port interface error",
-    "Cooling fan failing",
-    "Power supply failure",
-    "Power consumption",
-    "Drive maintenance",
-    "Hardware A",
-    "Hardware B",
-    "Interface",
-    "Eject media",
-    "Microcode update fail",
-    "Drive humidity",
-    "Drive temperature",
-    "Drive voltage",
-    "Predictive failure",
-    "Diagnostics required",
-    *(f"Obsolete ({code:X}h)" for code in range(0x28, 0x2F)),
-    *(f"Reserved ({code:X}h)" for code in range(0x2F, 0x32)),
-    "Lost statistics",
-    "Tape directory invalid at unload",
-    "Tape system area write failure",
-    "Tape system area read failure",
-    "No start of data",
-    "Loading failure",
-    "Unrecoverable unload failure",
-    "Automation interface failure",
-    "Firmware failure",
-    "WORM medium - integrity check failed",
-    "WORM medium - overwrite attempted",
-    *(f"Reserved parameter code 0x{code:02x}, flag" for code in range(0x3D, 0x41)),
-)
 _ALERT_NUMBER = {name.lower(): number for number, name in enumerate(TAPE_ALERT_NAMES, start=1)}
 _ALERT_LINE = re.compile(r"^\s+(?P<name>.+?):\s*(?P<value>[01])\s*$")
 

@@ -203,7 +203,7 @@ class SimChanger:
             )
         timing = library.timing(drive)
         if drive.threaded:
-            from archive_core_tape_ltfs.sim.timing import Position
+            from archive_core_tape_ltfs.cost import Position
 
             state.clock += timing.unload(Position(partition=drive.partition, block=drive.block))
         state.clock += timing.library.robot_move_seconds

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.cost import Position
 from archive_core_tape_ltfs.model import DriveIdentity, DriveState, DriveStatus, TapeAlerts
 from archive_core_tape_ltfs.parse import mt, sg
 from archive_core_tape_ltfs.sim import render
-from archive_core_tape_ltfs.sim.timing import Position
 
 if TYPE_CHECKING:
     from archive_core_tape_ltfs.sim.library import SimLibrary

@@ -13,6 +13,7 @@ from pathlib import Path
 import attrs
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import SimulatedCartridge, SimulatorSettings, Timeouts
+from archive_core_tape_ltfs.cost import TimingModel, profile_for
 from archive_core_tape_ltfs.model import LOCK_WRITE_PERM_DP, is_cleaning_barcode
 from archive_core_tape_ltfs.sim import faults
 from archive_core_tape_ltfs.sim.state import (
@@ -27,7 +28,6 @@ from archive_core_tape_ltfs.sim.state import (
     SimVolume,
     StateStore,
 )
-from archive_core_tape_ltfs.sim.timing import TimingModel, profile_for
 
 logger = logging.getLogger(__name__)
 

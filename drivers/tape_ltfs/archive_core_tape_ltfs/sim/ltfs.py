@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.cost import BLOCK_SIZE, Position
 from archive_core_tape_ltfs.model import (
     ALERT_CLEANING_REQUIRED,
     CLEANING_ALERTS,
@@ -36,7 +37,6 @@ from archive_core_tape_ltfs.sim.state import (
     SimState,
     SimVolume,
 )
-from archive_core_tape_ltfs.sim.timing import BLOCK_SIZE, Position
 
 from archive_core import CopyNotFound
 

@@ -1,4 +1,7 @@
-"""The LTO timing model: how long each robot, drive and LTFS step takes, per generation.
+"""The public cost model: how long each robot, drive and LTFS step takes, per generation.
+
+The simulator charges its virtual clock with it, and a planner (restore ordering, whether an
+exchange pays) can use it for a real library too: it depends on nothing but the figures.
 
 Figures are the published ones of tape-facts §4 (IBM full- and half-height drives); where a
 figure was not published the value is marked as an estimate. Locate follows the LTFS file
