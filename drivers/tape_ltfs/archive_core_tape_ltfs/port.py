@@ -9,6 +9,7 @@ clean, how to retry a media error): that belongs to the driver above.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from archive_core_tape_ltfs.model import (
@@ -105,9 +106,10 @@ class Mount(Protocol):
     def location(self, path: str) -> FileLocation | None:
         """Partition and start block of the file's first extent; None for an empty file."""
 
-    def open_write(self, path: str, *, source_rate: float | None = None) -> BinaryIO:
-        """A new file at `path` (relative to the volume root); `source_rate` (bytes/s) is how
-        fast the caller can feed it, which decides whether the drive streams or back-hitches."""
+    def open_write(self, path: str) -> BinaryIO:
+        """A new file at `path` (relative to the volume root). How fast the caller feeds it
+        decides whether the drive streams or back-hitches; the simulator measures that feed on
+        its clock, nobody declares it."""
 
     def open_read(self, path: str) -> BinaryIO: ...
 
@@ -150,7 +152,15 @@ class Library(Protocol):
     changer: Changer
     ltfs: LtfsVolume
     clock: Clock
+    # Where this host keeps the library's own files: ltfs logs, captured indexes, the registry
+    # of mounts every process sees, the operator's ledger of exported cartridges.
+    work_directory: Path
 
     def drive(self, index: int) -> Drive: ...
 
     def drive_indexes(self) -> tuple[int, ...]: ...
+
+    def worker(self, name: str) -> Library:
+        """This library for one concurrent caller (a thread driving one drive). Real hardware
+        needs nothing: it is this library. The simulator gives the caller its own timeline, so
+        work on two drives overlaps on the virtual clock as it does in a real library."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import LibraryConfig
@@ -101,6 +102,14 @@ class RealLibrary:
 
     def drive_indexes(self) -> tuple[int, ...]:
         return tuple(sorted(self._drives))
+
+    @property
+    def work_directory(self) -> Path:
+        return self.config.work_directory
+
+    def worker(self, name: str) -> RealLibrary:
+        # Real drives overlap by themselves; threads share this library and its locks.
+        return self
 
     def _ltfs_device(self, index: int) -> str:
         binding = self.config.binding(index)

@@ -120,7 +120,7 @@ class RealMount:
             ) from exc
         return FileLocation(partition=partition, startblock=int(block))
 
-    def open_write(self, path: str, *, source_rate: float | None = None) -> BinaryIO:
+    def open_write(self, path: str) -> BinaryIO:
         try:
             raw = self._fs.open(self._path(path), "xb")
         except OSError as exc:
