@@ -39,7 +39,7 @@ class ScsiDrive:
         runner: Runner,
         clock: Clock,
         timeouts: Timeouts,
-        held: Callable[[int], bool],
+        held: Callable[[int], str | None],
         barcode_of: Callable[[int], str | None] = lambda _index: None,
     ) -> None:
         self.index = binding.index
@@ -55,9 +55,9 @@ class ScsiDrive:
         return f"<ScsiDrive {self.index} serial={self._binding.serial}>"
 
     def _nst(self, what: str) -> str:
-        if self._held(self.index):
+        if holder := self._held(self.index):
             raise errors.DriveHeldByLtfs(
-                f"Cannot {what} drive {self.index}: LTFS holds it. Unmount the volume first; "
+                f"Cannot {what} drive {self.index}: {holder}. Unmount the volume first; "
                 f"opening its tape device now could rewind the tape during an index write.",
                 drive=self.index,
                 device=self._binding.nst,

@@ -62,7 +62,7 @@ class RealLibrary:
             move_timeout=timeouts.changer_move,
             status_timeout=timeouts.status,
             inventory_timeout=timeouts.inventory,
-            held=self._held,
+            held=lambda index: self.ltfs.holder(index),
         )
         self._drives = {
             b.index: ScsiDrive(
@@ -71,7 +71,7 @@ class RealLibrary:
                 runner=self.runner,
                 clock=self.clock,
                 timeouts=timeouts,
-                held=self._held,
+                held=lambda index: self.ltfs.holder(index),
                 barcode_of=self._barcode_in,
             )
             for b in config.drives
@@ -89,9 +89,6 @@ class RealLibrary:
 
     def __repr__(self) -> str:
         return f"<RealLibrary changer={self.config.changer} drives={sorted(self._drives)}>"
-
-    def _held(self, index: int) -> bool:
-        return self.ltfs.holder(index) is not None
 
     def _barcode_in(self, index: int) -> str | None:
         bay = self.changer.inventory().drive(index)
