@@ -22,7 +22,7 @@ from archive_core_tape_ltfs.model import (
 )
 from archive_core_tape_ltfs.parse import mam, mt, sg, turs
 from archive_core_tape_ltfs.port import Clock
-from archive_core_tape_ltfs.runner import Command, Runner
+from archive_core_tape_ltfs.runner import Command, CommandResult, Runner
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +70,15 @@ class ScsiDrive:
             )
         return self._binding.nst
 
-    def _sg(self, *args: str, timeout: float | None = None) -> tuple[str, Command]:
-        device = self._sg_device()
-        return device, Command(argv=(*args, device), timeout=timeout or self._timeouts.status)
+    def _sg(self, *args: str) -> CommandResult:
+        """An sg3-utils query on the drive's SCSI generic node (harmless while LTFS holds it)."""
+        command = Command(argv=(*args, self._sg_device()), timeout=self._timeouts.status)
+        return self._runner.run(command)
 
     def status(self) -> DriveStatus:
         if self._held(self.index):
-            # TEST UNIT READY and log pages over sg are harmless to LTFS; the tape node is not.
-            return self._why_not_ready(DriveStatus(state=DriveState.NOT_READY))
+            # Only the SCSI generic node while LTFS holds the drive: its tape node could rewind.
+            return self._by_sense(DriveStatus(state=DriveState.NOT_READY))
         device = self._nst("query")
         done = self._runner.run(
             Command(argv=("mt", "-f", device, "status"), timeout=self._timeouts.status)
@@ -85,18 +86,17 @@ class ScsiDrive:
         if done.exit_code != 0:
             if "No medium found" not in done.stderr and "offline" not in done.stderr:
                 raise mt.failure(done.stderr, device=device, drive=self.index, what="query")
-            return self._why_not_ready(DriveStatus(state=DriveState.EMPTY))
+            return self._by_sense(DriveStatus(state=DriveState.EMPTY))
         status = mt.parse_status(done.stdout)
         if status.state is DriveState.READY:
             return attrs.evolve(status, media=self._media(status.density_code))
-        return self._why_not_ready(status)
+        return self._by_sense(status)
 
-    def _why_not_ready(self, status: DriveStatus) -> DriveStatus:
+    def _by_sense(self, status: DriveStatus) -> DriveStatus:
         """`status` completed from the sense data of TEST UNIT READY and, for a drive busy on
         its own, the DT device activity (page 0x11) that tells calibrating, cleaning and
         unloading apart; a READY drive with what it found loaded."""
-        _device, command = self._sg("sg_turs", "-v")
-        done = self._runner.run(command)
+        done = self._sg("sg_turs", "-v")
         answer = turs.parse_turs(done.exit_code, done.stdout, done.stderr)
         if answer.ready:
             return attrs.evolve(status, state=DriveState.READY, media=self._media(None))
@@ -111,16 +111,22 @@ class ScsiDrive:
         return attrs.evolve(status, state=state, seconds_left=answer.seconds_left, detail=detail)
 
     def _activity(self) -> tuple[DriveState | None, str]:
-        _device, command = self._sg("sg_logs", "-p", "0x11")
-        done = self._runner.run(command)
+        done = self._sg("sg_logs", "-p", "0x11")
         return sg.parse_device_activity(done.stdout) if done.ok else (None, "")
 
     def cartridge_memory(self) -> mam.CartridgeMemory | None:
         """The loaded cartridge's MAM attributes; None when the drive cannot read them (no
         cartridge, an old drive, a MAM chip failure): callers fall back to the barcode."""
-        _device, command = self._sg("sg_read_attr")
-        done = self._runner.run(command)
+        done = self._sg("sg_read_attr")
         return mam.parse_attributes(done.stdout) if done.ok else None
+
+    def worm(self, barcode: str | None) -> bool:
+        """Whether the loaded cartridge is WORM: its MAM says, else its barcode's media id."""
+        memory = self.cartridge_memory()
+        if memory is not None and memory.worm is not None:
+            return memory.worm
+        labelled = media_type_for(barcode)
+        return labelled is not None and labelled.worm
 
     def _media(self, density_code: int | None) -> MediaType | None:
         """What the drive found loaded: the generation from the density code (mt status, or the
@@ -139,6 +145,7 @@ class ScsiDrive:
         found = MEDIA_TYPES[code]
         if not worm:
             return found
+        # A generation without a WORM media id of its own (M8, LTO-10) keeps the data id.
         return media_type_of(found.generation, worm=True) or attrs.evolve(found, worm=True)
 
     def wait_ready(
@@ -163,8 +170,8 @@ class ScsiDrive:
             self._clock.sleep(self._timeouts.poll_interval)
 
     def identity(self) -> DriveIdentity:
-        device = self._sg_device()
-        done = self._runner.run(Command(argv=("sg_inq", device), timeout=self._timeouts.status))
+        done = self._sg("sg_inq")
+        device = done.command.argv[-1]
         if not done.ok:
             raise errors.DriveError(
                 f"Cannot identify drive {self.index}: sg_inq {device} failed: "
@@ -190,8 +197,8 @@ class ScsiDrive:
         # "clean now" before the driver's cleaning decision ever saw it. LTFS's own
         # `user.ltfs.mediaStorageAlert` is no way around that: LTFS reads page 0x2E to answer
         # it (src/tape_drivers/linux/sg/sg_tape.c, sg_get_tape_alert).
-        device, command = self._sg("sg_logs", "-p", "0x12")
-        done = self._runner.run(command)
+        done = self._sg("sg_logs", "-p", "0x12")
+        device = done.command.argv[-1]
         if not done.ok:
             raise errors.DriveError(
                 f"Cannot read the TapeAlert flags of drive {self.index} ({device}): "

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import LibraryConfig
-from archive_core_tape_ltfs.model import media_type_for
 from archive_core_tape_ltfs.parse import ltfs as ltfs_text
 from archive_core_tape_ltfs.real.changer import MtxChanger
 from archive_core_tape_ltfs.real.drive import ScsiDrive
@@ -62,7 +61,7 @@ class RealLibrary:
             move_timeout=timeouts.changer_move,
             status_timeout=timeouts.status,
             inventory_timeout=timeouts.inventory,
-            held=lambda index: self.ltfs.holder(index),
+            held=self._holder,
         )
         self._drives = {
             b.index: ScsiDrive(
@@ -71,7 +70,7 @@ class RealLibrary:
                 runner=self.runner,
                 clock=self.clock,
                 timeouts=timeouts,
-                held=lambda index: self.ltfs.holder(index),
+                held=self._holder,
                 barcode_of=self._barcode_in,
             )
             for b in config.drives
@@ -82,7 +81,7 @@ class RealLibrary:
             clock=self.clock,
             device_of=self._ltfs_device,
             eject=lambda i: self.drive(i).eject(),
-            worm_of=self._worm,
+            worm_of=lambda index, barcode: self.drive(index).worm(barcode),
             processes=processes,
             fs=fs,
         )
@@ -94,12 +93,8 @@ class RealLibrary:
         bay = self.changer.inventory().drive(index)
         return bay.barcode if bay is not None and bay.full else None
 
-    def _worm(self, index: int, barcode: str | None) -> bool:
-        memory = self.drive(index).cartridge_memory()
-        if memory is not None and memory.worm is not None:
-            return memory.worm
-        media = media_type_for(barcode)
-        return media is not None and media.worm
+    def _holder(self, index: int) -> str | None:
+        return self.ltfs.holder(index)
 
     def drive(self, index: int) -> ScsiDrive:
         try:

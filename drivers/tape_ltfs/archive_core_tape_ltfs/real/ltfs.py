@@ -9,8 +9,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import attrs
-
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import LibraryConfig
 from archive_core_tape_ltfs.model import (
@@ -27,10 +25,11 @@ from archive_core_tape_ltfs.model import (
 from archive_core_tape_ltfs.parse import ltfs as ltfs_text
 from archive_core_tape_ltfs.parse.index import parse_index
 from archive_core_tape_ltfs.port import Clock, Mount
+from archive_core_tape_ltfs.real.holders import Holders
 from archive_core_tape_ltfs.real.mount import RealMount
 from archive_core_tape_ltfs.real.mountfs import MountFs
 from archive_core_tape_ltfs.real.processes import ForeignProcess, ProcessTable
-from archive_core_tape_ltfs.real.registry import MountRegistry, Registered
+from archive_core_tape_ltfs.real.registry import MountRegistry
 from archive_core_tape_ltfs.runner import Command, Runner
 
 logger = logging.getLogger(__name__)
@@ -61,35 +60,14 @@ class LtfsTools:
         self._device_of = device_of
         self._eject = eject
         self._worm_of = worm_of
-        self._processes = processes
         self._fs = fs or MountFs()
-        self._registry = MountRegistry(config.work_directory)
-        # The mounts this process serves, by drive; other processes' are in the registry.
-        self._holding: dict[int, RealMount] = {}
+        self._holders = Holders(MountRegistry(config.work_directory), processes)
 
     # --- who holds a drive ---------------------------------------------------------------
 
-    def _alive(self, pid: int, started: float, host: str) -> bool:
-        if host != self._registry.host:
-            return True  # another host's process cannot be seen from here: assume it runs
-        return self._processes.start_time(pid) == started
-
     def holder(self, drive: int) -> str | None:
         """Who keeps LTFS on `drive`, in words for an error message; None when nobody does."""
-        own = self._holding.get(drive)
-        if own is not None:
-            if own.process.poll() is None:
-                return f"its volume is mounted at {own.mountpoint}"
-            # Our ltfs died (crash, kill): it holds nothing now; its record stays until the
-            # drive is released, so every process sees the volume needs a check.
-            del self._holding[drive]
-        record = self._registry.read(drive)
-        if record is None or not self._alive(record.ltfs_pid, record.ltfs_started, record.host):
-            return None
-        owner = f"process {record.owner_pid} on {record.host}"
-        if not self._alive(record.owner_pid, record.owner_started, record.host):
-            owner += ", which has exited (adopt the mount to unmount it)"
-        return f"its volume is mounted at {record.mountpoint} by {owner}"
+        return self._holders.holder(drive)
 
     def _guard(self, drive: int, what: str) -> None:
         holder = self.holder(drive)
@@ -197,20 +175,6 @@ class LtfsTools:
                     detail=process.stderr_text()[-800:],
                 )
             self._clock.sleep(0.5)
-        owner_pid, owner_started = self._processes.this_process()
-        self._registry.write(
-            Registered(
-                drive=request.drive,
-                mountpoint=str(mountpoint),
-                barcode=request.barcode,
-                owner_pid=owner_pid,
-                owner_started=owner_started,
-                ltfs_pid=process.pid,
-                ltfs_started=self._processes.start_time(process.pid) or 0.0,
-                host=self._registry.host,
-                since=self._clock.now(),
-            )
-        )
         mount = RealMount(
             drive=request.drive,
             mountpoint=mountpoint,
@@ -221,7 +185,7 @@ class LtfsTools:
             read_only_at_mount=ltfs_text.read_only_at_mount(process.stderr_text()),
             worm=worm,
         )
-        self._holding[request.drive] = mount
+        self._holders.hold(mount, since=self._clock.now())
         self._check_identity(mount, request)
         return mount
 
@@ -279,7 +243,7 @@ class LtfsTools:
             )
         # umount only starts the unmount: the index is on tape when ltfs has exited.
         code = mount.process.wait(self._config.timeouts.unmount)
-        self._holding.pop(mount.drive, None)
+        self._holders.unmounted(mount, cleanly=code == 0)
         if code != 0:
             raise ltfs_text.failure(
                 mount.process.stderr_text(),
@@ -288,7 +252,6 @@ class LtfsTools:
                 device=self._device_of(mount.drive),
                 barcode=mount.barcode,
             )
-        self._registry.remove(mount.drive, ltfs_pid=mount.process.pid)
         if eject:
             self._eject(mount.drive)
         return self._captured(capture)
@@ -314,52 +277,17 @@ class LtfsTools:
     # --- the registry --------------------------------------------------------------------
 
     def mounts(self) -> tuple[MountRecord, ...]:
-        return tuple(
-            MountRecord(
-                drive=r.drive,
-                mountpoint=r.mountpoint,
-                barcode=r.barcode,
-                owner_pid=r.owner_pid,
-                ltfs_pid=r.ltfs_pid,
-                host=r.host,
-                owner_alive=self._alive(r.owner_pid, r.owner_started, r.host),
-                ltfs_alive=self._alive(r.ltfs_pid, r.ltfs_started, r.host),
-                since=r.since,
-            )
-            for r in self._registry.records()
-        )
+        return self._holders.records()
 
     def adopt(self, drive: int) -> Mount:
-        own = self._holding.get(drive)
-        if own is not None and own.process.poll() is None:
+        own = self._holders.own(drive)
+        if own is not None:
             return own
-        record = self._registry.read(drive)
-        if record is None:
-            raise errors.TapeError(
-                f"No LTFS mount of drive {drive} is recorded on this host; there is nothing "
-                f"to adopt.",
-                drive=drive,
-            )
-        if self._alive(record.owner_pid, record.owner_started, record.host):
-            raise errors.DriveHeldByLtfs(
-                f"Cannot adopt the volume of drive {drive} at {record.mountpoint}: process "
-                f"{record.owner_pid} on {record.host} mounted it and is still running.",
-                drive=drive,
-                barcode=record.barcode,
-            )
-        if not self._alive(record.ltfs_pid, record.ltfs_started, record.host):
-            raise errors.InconsistentIndex(
-                f"Cannot adopt the volume of drive {drive}: its ltfs process (pid "
-                f"{record.ltfs_pid}) ended without an unmount, and so did process "
-                f"{record.owner_pid} that mounted it. Release the drive, then check the "
-                f"volume before mounting it again.",
-                drive=drive,
-                barcode=record.barcode,
-            )
+        record = self._holders.orphan(drive)
         process = ForeignProcess(
             pid=record.ltfs_pid,
             started=record.ltfs_started,
-            processes=self._processes,
+            processes=self._holders.processes,
             clock=self._clock,
             log_path=self._log(drive),
             poll_interval=self._config.timeouts.poll_interval,
@@ -373,9 +301,7 @@ class LtfsTools:
             read_only_at_mount=ltfs_text.read_only_at_mount(process.stderr_text()),
             worm=self._worm_of(drive, record.barcode),
         )
-        owner_pid, owner_started = self._processes.this_process()
-        self._registry.write(attrs.evolve(record, owner_pid=owner_pid, owner_started=owner_started))
-        self._holding[drive] = mount
+        self._holders.adopt(mount, record)
         return mount
 
     # --- reading the index of an unmounted volume ----------------------------------------
@@ -456,4 +382,4 @@ class LtfsTools:
                 done.stdout + done.stderr, what="release", drive=drive, device=device
             )
         # The dead mount's record has done its job (telling everyone the drive needed this).
-        self._registry.remove(drive)
+        self._holders.released(drive)
