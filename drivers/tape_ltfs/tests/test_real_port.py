@@ -447,6 +447,18 @@ def test_a_mount_made_by_another_process_blocks_the_drive(tmp_path):
     assert not any(argv[0] in ("mt", "mkltfs", "mtx") for argv in host.commands)
 
 
+def test_another_process_reads_a_mount_through_a_view_but_cannot_change_it(tmp_path):
+    _host, _owner, _mount, other = two_processes(tmp_path)
+    view = other.ltfs.view(0)
+    assert view.volume().uuid == UUID and view.capacity().free_bytes > 0
+    assert not view.state().read_only
+    for change in (view.sync, lambda: view.open_write("new.mov"), lambda: view.remove("a")):
+        with pytest.raises(errors.DriveHeldByLtfs, match="only the process that owns it"):
+            change()
+    with pytest.raises(errors.SourceEmpty, match="Drive 1 has no LTFS mount"):
+        other.ltfs.view(1)
+
+
 def test_a_mount_whose_owner_died_is_adopted_and_its_unmount_waits_for_ltfs(tmp_path):
     clock = Clock()
     host, _owner, _mount, other = two_processes(tmp_path, clock=clock)

@@ -46,6 +46,13 @@ class Holders:
             owner += ", which has exited (adopt the mount to unmount it)"
         return f"its volume is mounted at {record.mountpoint} by {owner}"
 
+    def live(self, drive: int) -> Registered | None:
+        """The record of `drive`'s mount while its ltfs runs, whoever made it."""
+        record = self.registry.read(drive)
+        if record is None or not self._alive(record.ltfs_pid, record.ltfs_started, record.host):
+            return None
+        return record
+
     def hold(self, mount: RealMount, *, since: float) -> None:
         """Record a mount this process just made."""
         owner_pid, owner_started = self.processes.this_process()

@@ -26,10 +26,10 @@ from archive_core_tape_ltfs.parse import ltfs as ltfs_text
 from archive_core_tape_ltfs.parse.index import parse_index
 from archive_core_tape_ltfs.port import Clock, Mount
 from archive_core_tape_ltfs.real.holders import Holders
-from archive_core_tape_ltfs.real.mount import RealMount
+from archive_core_tape_ltfs.real.mount import MountView, RealMount
 from archive_core_tape_ltfs.real.mountfs import MountFs
 from archive_core_tape_ltfs.real.processes import ForeignProcess, ProcessTable
-from archive_core_tape_ltfs.real.registry import MountRegistry
+from archive_core_tape_ltfs.real.registry import MountRegistry, Registered
 from archive_core_tape_ltfs.runner import Command, Runner
 
 logger = logging.getLogger(__name__)
@@ -284,25 +284,39 @@ class LtfsTools:
         if own is not None:
             return own
         record = self._holders.orphan(drive)
+        mount = self._served(record, RealMount)
+        self._holders.adopt(mount, record)
+        return mount
+
+    def view(self, drive: int) -> Mount:
+        own = self._holders.own(drive)
+        record = self._holders.live(drive)
+        if own is None and record is None:
+            raise errors.SourceEmpty(f"Drive {drive} has no LTFS mount on this host.", drive=drive)
+        if own is not None:
+            return MountView.of(own)
+        assert record is not None
+        return self._served(record, MountView)
+
+    def _served(self, record: Registered, kind: type[RealMount]) -> RealMount:
+        """A mount object over the volume another process's ltfs serves."""
         process = ForeignProcess(
             pid=record.ltfs_pid,
             started=record.ltfs_started,
             processes=self._holders.processes,
             clock=self._clock,
-            log_path=self._log(drive),
+            log_path=self._log(record.drive),
             poll_interval=self._config.timeouts.poll_interval,
         )
-        mount = RealMount(
-            drive=drive,
+        return kind(
+            drive=record.drive,
             mountpoint=Path(record.mountpoint),
             process=process,
             fs=self._fs,
             barcode=record.barcode,
             read_only_at_mount=ltfs_text.read_only_at_mount(process.stderr_text()),
-            worm=self._worm_of(drive, record.barcode),
+            worm=self._worm_of(record.drive, record.barcode),
         )
-        self._holders.adopt(mount, record)
-        return mount
 
     # --- reading the index of an unmounted volume ----------------------------------------
 

@@ -7,7 +7,7 @@ import contextlib
 import errno
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.model import (
@@ -180,3 +180,32 @@ class RealMount:
     def files(self) -> Iterator[tuple[str, int]]:
         for full, size in self._fs.walk(self.mountpoint):
             yield str(full.relative_to(self.mountpoint)), size
+
+
+class MountView(RealMount):
+    """A mount read through for queries (capacity, volume, state, files) by a process that does
+    not own it: changing the volume belongs to its owner, or to whoever adopts it."""
+
+    @classmethod
+    def of(cls, mount: RealMount) -> MountView:
+        view = cls.__new__(cls)
+        view.__dict__.update(mount.__dict__)
+        return view
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise errors.DriveHeldByLtfs(
+            f"Cannot {what} through a view of the mount of drive {self.drive} at "
+            f"{self.mountpoint}: only the process that owns it may change the volume; adopt "
+            f"the mount once its owner has exited.",
+            drive=self.drive,
+            barcode=self.barcode,
+        )
+
+    def sync(self) -> int:
+        self._refuse("sync the index")
+
+    def open_write(self, path: str) -> BinaryIO:
+        self._refuse(f"write {path}")
+
+    def remove(self, path: str) -> None:
+        self._refuse(f"remove {path}")
