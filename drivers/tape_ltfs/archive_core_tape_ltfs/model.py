@@ -67,6 +67,14 @@ MEDIA_TYPES: dict[str, MediaType] = {
 }
 
 
+def media_type_of(generation: int, *, worm: bool = False) -> MediaType | None:
+    """The media type of a generation's data or WORM cartridge, as a drive reports it."""
+    return next(
+        (m for m in MEDIA_TYPES.values() if m.generation == generation and m.worm == worm),
+        None,
+    )
+
+
 def media_type_for(barcode: str | None) -> MediaType | None:
     """The media type a barcode declares (`ABC123L9` -> LTO-9 data), None when unknown."""
     if not barcode or is_cleaning_barcode(barcode):
@@ -364,15 +372,20 @@ class CapturedIndex:
         return next((f for f in self.files if f.path == wanted), None)
 
 
-# Bits of `ltfs.volumeLockState`: 0x04 is the write-perm state a field report shows on a
-# cartridge LTFS dropped to read-only (tape-facts §3.4); the IP bit is our reading of the same
-# flag set and is only ever produced by the simulator.
+# Bits of `ltfs.volumeLockState` as LTFS prints them (`0x%08x`, `enum volumelock_status` in
+# LinearTapeFileSystem/ltfs src/libltfs/ltfs.h): the cartridge's write protection, then LTFS's
+# own locks and the permanent-write-error state it sets when it drops a volume to read-only.
 LOCK_UNLOCKED = 0x00
-LOCK_LOCKED = 0x01
-LOCK_PERM_LOCKED = 0x02
-LOCK_WRITE_PERM_DP = 0x04
-LOCK_WRITE_PERM_IP = 0x08
-LOCK_WRITE_PERM_BOTH = 0x0C
+LOCK_LOCKED = 0x01  # advisory lock in the LTFS format
+LOCK_PERM_LOCKED = 0x02  # advisory permanent lock
+LOCK_PHYSICAL_WP = 0x04  # write-protect tab
+LOCK_PERMANENT_WP = 0x08  # permanent write protection of the cartridge
+LOCK_PERSISTENT_WP = 0x10  # persistent write protection of the cartridge
+LOCK_WRITE_PERM = 0x20  # a permanent write error happened on this volume
+LOCK_WRITE_PERM_DP = 0x40  # ... on the data partition
+LOCK_WRITE_PERM_IP = 0x80  # ... on the index partition
+LOCK_WRITE_PERM_BOTH = LOCK_WRITE_PERM | LOCK_WRITE_PERM_DP | LOCK_WRITE_PERM_IP
+LOCK_WRITE_PROTECTED = LOCK_PHYSICAL_WP | LOCK_PERMANENT_WP | LOCK_PERSISTENT_WP
 
 
 @attrs.frozen(kw_only=True)

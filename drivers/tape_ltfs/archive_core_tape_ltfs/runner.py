@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -20,6 +19,8 @@ logger = logging.getLogger(__name__)
 class Command:
     argv: tuple[str, ...] = attrs.field(converter=tuple)
     timeout: float
+    # Where it runs: `ltfsck --capture-index` writes its files to the current directory.
+    cwd: Path | None = None
 
     @property
     def tool(self) -> str:
@@ -101,6 +102,7 @@ class SubprocessRunner:
                 errors="replace",
                 timeout=command.timeout,
                 stdin=subprocess.DEVNULL,
+                cwd=command.cwd,
                 check=False,
             )
         except FileNotFoundError:
@@ -132,14 +134,3 @@ class SubprocessRunner:
                     detail=str(command),
                 ) from None
         return _Child(popen, command, log_path)
-
-
-def argv(*parts: str | int | Sequence[str]) -> tuple[str, ...]:
-    """Flatten command parts (strings, numbers, option lists) into an argv."""
-    out: list[str] = []
-    for part in parts:
-        if isinstance(part, str | int):
-            out.append(str(part))
-        else:
-            out.extend(part)
-    return tuple(out)

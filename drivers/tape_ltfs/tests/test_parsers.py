@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import tracemalloc
+import xml.etree.ElementTree as ET
+
 import pytest
 from archive_core_tape_ltfs import errors
-from archive_core_tape_ltfs.model import SlotKind
-from archive_core_tape_ltfs.parse import ltfs, mt, mtx, sense, sg, tapeinfo
+from archive_core_tape_ltfs.model import DriveState, ReadOnlyReason, SlotKind
+from archive_core_tape_ltfs.parse import ltfs, mam, mt, mtx, sense, sg, tapeinfo, turs
+from archive_core_tape_ltfs.parse.index import parse_index
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .conftest import golden
+from .conftest import GOLDEN, golden
+
+GOLDEN_INDEX = GOLDEN / "ltfs_index_nested.schema"
 
 
 def test_mtx_status_of_a_24_slot_library_with_cleaning_tape_and_short_tag():
@@ -252,3 +259,161 @@ def test_any_slot_map_survives_a_round_trip_through_mtx_status_text(tags, pad):
         lines.append(f"      Storage Element {number}:Full {tail}")
     inventory = mtx.parse_status("\n".join(lines))
     assert [s.barcode for s in inventory.slots] == tags
+
+
+# --- TapeAlert response, device activity, TEST UNIT READY, cartridge memory ------------------
+
+
+def test_tape_alert_response_page_flags_are_read_by_number():
+    alerts = sg.parse_tape_alert_response(golden("sg_logs_tapealert_response_cleaning.stdout"))
+    assert alerts.flags == {4, 20, 21}
+    assert alerts.needs_cleaning and alerts.critical == {4}
+
+
+def test_tape_alert_response_in_the_named_layout_gives_the_same_flags():
+    text = golden("sg_logs_tapealert_cleaning.stdout")
+    assert sg.parse_tape_alert_response(text) == sg.parse_tape_alerts(text)
+
+
+def test_output_without_a_tape_alert_page_is_a_tool_failure():
+    with pytest.raises(errors.ToolFailed, match="0x12"):
+        sg.parse_tape_alert_response("No ascii information for page = 0x12, here is hex:\n")
+
+
+@pytest.mark.parametrize(
+    ("sample", "state", "words"),
+    [
+        ("calibrating", DriveState.CALIBRATING, "Calibrating"),
+        ("cleaning", DriveState.CLEANING, "Cleaning operation in progress"),
+        ("unloading", DriveState.UNLOADING, "Volume is being unloaded"),
+        ("idle", None, "No DT device activity"),
+    ],
+)
+def test_dt_device_activity_names_the_busy_state(sample, state, words):
+    text = golden(f"sg_logs_dt_device_status_{sample}.stdout")
+    assert sg.parse_device_activity(text) == (state, words)
+
+
+@pytest.mark.parametrize(
+    ("sample", "state", "code"),
+    [
+        ("becoming_ready_progress", DriveState.LOADING, (0x04, 0x01)),
+        ("becoming_ready_estimate", DriveState.LOADING, (0x04, 0x01)),
+        ("cleaning_cartridge", DriveState.CLEANING, (0x30, 0x03)),
+        ("manual_intervention", DriveState.OUT_OF_SERVICE, (0x04, 0x03)),
+        ("offline", DriveState.OUT_OF_SERVICE, (0x04, 0x12)),
+        ("no_medium", DriveState.EMPTY, (0x3A, 0x00)),
+    ],
+)
+def test_test_unit_ready_sense_data_gives_the_drive_state(sample, state, code):
+    answer = turs.parse_turs(
+        2, golden(f"sg_turs_{sample}.stdout"), golden(f"sg_turs_{sample}.stderr")
+    )
+    assert not answer.ready and answer.sense_key == "Not Ready" and answer.code == code
+    assert turs.state_of(answer) is state
+
+
+def test_test_unit_ready_progress_and_estimate_are_kept():
+    progress = turs.parse_turs(
+        2,
+        golden("sg_turs_becoming_ready_progress.stdout"),
+        golden("sg_turs_becoming_ready_progress.stderr"),
+    )
+    assert progress.progress == 37.5 and progress.seconds_left is None
+    assert progress.detail == (
+        "Not Ready: Logical unit is in process of becoming ready (37.50% done)"
+    )
+    estimate = turs.parse_turs(
+        2,
+        golden("sg_turs_becoming_ready_estimate.stdout"),
+        golden("sg_turs_becoming_ready_estimate.stderr"),
+    )
+    assert estimate.seconds_left == 95.0
+
+
+def test_a_ready_unit_has_no_sense():
+    assert turs.state_of(turs.parse_turs(0, "", "")) is DriveState.READY
+
+
+def test_cartridge_memory_of_a_worm_and_a_data_cartridge():
+    worm = mam.parse_attributes(golden("sg_read_attr_worm_lto9.stdout"))
+    assert (worm.medium_type, worm.density_code, worm.barcode) == (0x80, 0x60, "WRM001LZ")
+    assert worm.worm
+    data = mam.parse_attributes(golden("sg_read_attr_data_lto8.stdout"))
+    assert (data.worm, data.density_code, data.barcode) == (False, 0x5E, "ABC123L8")
+    assert mam.parse_attributes("").worm is None
+
+
+def test_mount_messages_say_why_ltfs_mounted_read_only():
+    assert ltfs.read_only_at_mount(golden("ltfs_mount_ok.stderr")) == {
+        ReadOnlyReason.WRITE_PROTECTED
+    }
+    assert ltfs.read_only_at_mount("LTFS14078I Medium is Read-Only in this device.\n") == {
+        ReadOnlyReason.OLDER_GENERATION
+    }
+
+
+# --- the LTFS index ---------------------------------------------------------------------------
+
+
+def test_the_index_gives_every_file_with_its_path_and_all_extents():
+    index = parse_index(GOLDEN_INDEX, origin="golden")
+    assert (index.volume_uuid, index.generation) == ("4a6f1c3e-9b2d-4e8f-a1c7-0d5e3b2a9f10", 12)
+    assert index.location == "b:1046"
+    assert [f.path for f in index.files] == [
+        "clips/2024/one.mov",
+        "clips/2024/two.mov",
+        "proxy/thumb.jpg",
+        "empty.txt",
+        "a:b.txt",
+    ]
+    one = index.file("clips/2024/one.mov")
+    assert one.size == 3146728 and one.fileuid == 5
+    assert [
+        (e.file_offset, e.partition, e.startblock, e.byte_offset, e.byte_count) for e in one.extents
+    ] == [
+        (0, "b", 1024, 0, 3145728),
+        (3145728, "b", 1040, 0, 1000),
+    ]
+    assert index.file("proxy/thumb.jpg").location.partition == "a"
+    assert index.file("empty.txt").extents == () and index.file("empty.txt").location is None
+
+
+def test_a_cut_index_is_an_inconsistent_index():
+    text = golden("ltfs_index_nested.schema")
+    with pytest.raises(errors.InconsistentIndex, match="golden"):
+        parse_index(io.BytesIO(text[: len(text) // 2].encode()), origin="golden")
+
+
+def _big_index(files: int) -> bytes:
+    head = golden("ltfs_index_nested.schema").split("<directory>", 1)[0]
+    entry = (
+        "<file><name>f{n}.mxf</name><length>1000</length><readonly>false</readonly>"
+        "<fileuid>{n}</fileuid><extentinfo><extent><fileoffset>0</fileoffset>"
+        "<partition>b</partition><startblock>{n}</startblock><byteoffset>0</byteoffset>"
+        "<bytecount>1000</bytecount></extent></extentinfo></file>\n"
+    )
+    body = "".join(entry.format(n=n) for n in range(files))
+    return (
+        f"{head}<directory><name>v</name><contents><directory><name>d</name><contents>"
+        f"{body}</contents></directory></contents></directory></ltfsindex>\n"
+    ).encode()
+
+
+def _peak(work) -> int:
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_index_is_streamed_not_held_as_a_document():
+    data = _big_index(5_000)
+    streamed = _peak(lambda: parse_index(io.BytesIO(data), origin="big"))
+    document = _peak(lambda: ET.parse(io.BytesIO(data)))
+    index = parse_index(io.BytesIO(data), origin="big")
+    assert len(index.files) == 5_000 and index.files[-1].path == "d/f4999.mxf"
+    # The element tree alone costs more than every file parsed the streaming way.
+    assert streamed < document / 2

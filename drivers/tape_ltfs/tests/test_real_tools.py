@@ -100,22 +100,25 @@ def test_recorded_removal_prevented_on_unload_is_unload_refused():
 def test_drive_queries_use_the_nst_and_sg_nodes_and_check_the_serial():
     library, runner, _ = replayed(
         (0, golden("mt_status_bot_lto5.stdout"), ""),
+        (0, golden("sg_read_attr_data_lto8.stdout"), ""),
         (
             0,
             golden("tapeinfo_tandberg_lto5.stdout").replace("SerialNumber", "Unit serial number"),
             "",
         ),
-        (0, golden("sg_logs_tapealert_cleaning.stdout"), ""),
+        (0, golden("sg_logs_tapealert_response_cleaning.stdout"), ""),
     )
     drive = library.drive(0)
-    assert drive.wait_ready().at_bot
+    status = drive.wait_ready()
+    assert status.at_bot and status.media.code == "L5"  # density 0x58; the MAM says data
     with pytest.raises(errors.DriveError, match="renumbered"):
         drive.identity()
     assert drive.alerts().needs_cleaning
     assert runner.commands == [
         ("mt", "-f", "/dev/nst0", "status"),
+        ("sg_read_attr", "/dev/sg4"),
         ("sg_inq", "/dev/sg4"),
-        ("sg_logs", "-p", "0x2e", "/dev/sg4"),
+        ("sg_logs", "-p", "0x12", "/dev/sg4"),
     ]
 
 
@@ -156,15 +159,17 @@ def test_the_real_port_over_the_simulator_never_opens_the_tape_node_while_ltfs_h
     ]
     until_umount = held[: next(i for i, c in enumerate(held) if c[0] == "umount")]
     assert not any(c[0] == "mt" for c in until_umount)
-    assert ("sg_turs", "/dev/sim/sg10") in until_umount
+    assert ("sg_turs", "-v", "/dev/sim/sg10") in until_umount
     spawn = held[0]
     assert "devname=SIM0900000" in spawn and "sync_type=unmount" in spawn
 
 
 # --- the real binaries ------------------------------------------------------------------------
 
+_DRIVE_TOOLS = ("mt", "sg_inq", "sg_logs", "sg_turs", "sg_read_attr")
+
 needs = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("mt", "sg_inq", "sg_logs", "sg_turs")),
+    not all(shutil.which(t) for t in _DRIVE_TOOLS),
     reason="mt-st and sg3-utils are not installed (scripts/setup-system installs them)",
 )
 
@@ -173,6 +178,7 @@ def _argv_of_every_drive_command(sim, tmp_path) -> list[tuple[str, ...]]:
     real = real_over(sim, tmp_path)
     real.changer.load(LoadRequest(slot=3, drive=0))
     drive = real.drive(0)
+    drive.status()  # still loading: the sense data and the device activity are asked for
     drive.wait_ready()
     drive.identity()
     drive.alerts()
@@ -180,13 +186,13 @@ def _argv_of_every_drive_command(sim, tmp_path) -> list[tuple[str, ...]]:
     drive.status()
     real.ltfs.unmount(mount)
     drive.eject()
-    return [c for c in real.tools.commands if c[0] in ("mt", "sg_inq", "sg_logs", "sg_turs")]
+    return [c for c in real.tools.commands if c[0] in _DRIVE_TOOLS]
 
 
 @needs
 def test_mt_and_sg3_utils_accept_the_command_lines_the_adapter_builds(sim, tmp_path):
     commands = _argv_of_every_drive_command(sim, tmp_path)
-    assert {c[0] for c in commands} == {"mt", "sg_inq", "sg_logs", "sg_turs"}
+    assert {c[0] for c in commands} == set(_DRIVE_TOOLS)
     for argv in commands:
         # /dev/null opens but is no tape: a usage error (exit 1 with usage text) would show
         # before the device is touched; an accepted command line fails at the ioctl instead.

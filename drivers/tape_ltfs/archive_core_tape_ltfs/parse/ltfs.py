@@ -7,6 +7,7 @@ import re
 import attrs
 
 from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.model import ReadOnlyReason
 
 _DEVICE = re.compile(
     r"^Device Name = (?P<device>\S+)(?: \((?P<hctl>[\d.]+)\))?, "
@@ -63,6 +64,25 @@ def volume_uuid(output: str) -> str | None:
 def mounted_generation(output: str) -> int | None:
     match = _MOUNTED.search(output)
     return int(match.group("gen")) if match else None
+
+
+# What ltfs prints when it finds at mount time that the medium takes no (more) file data
+# (src/main.c, after ltfs_mount): it then adds `ro` itself, except at programmable early warning
+# (14071I), where it mounts read-write so metadata can still change. 14019I is printed for a
+# write-protected cartridge and for one with an earlier permanent write error alike; the lock
+# state tells the two apart.
+_READ_ONLY_AT_MOUNT = {
+    "LTFS14019I": ReadOnlyReason.WRITE_PROTECTED,
+    "LTFS14071I": ReadOnlyReason.FULL,
+    "LTFS14073I": ReadOnlyReason.FULL,
+    "LTFS14074I": ReadOnlyReason.FULL,
+    "LTFS14078I": ReadOnlyReason.OLDER_GENERATION,
+}
+
+
+def read_only_at_mount(log: str) -> frozenset[ReadOnlyReason]:
+    """Why ltfs's mount messages say the volume takes no file data."""
+    return frozenset(reason for id_, reason in _READ_ONLY_AT_MOUNT.items() if id_ in log)
 
 
 def rollback_generations(output: str) -> tuple[int, ...]:

@@ -18,6 +18,19 @@ WR_PROT = 0x04000000
 ONLINE = 0x01000000
 DR_OPEN = 0x00040000
 
+# Density codes of the LTO formats (LinearTapeFileSystem/ltfs src/libltfs/tape_ops.h TC_DC_*;
+# mt-st's table agrees up to LTO-9) as the media id of the barcode that format carries: 0x5D is
+# an LTO-7 cartridge an LTO-8 drive formatted as M8.
+DENSITY_MEDIA = {
+    0x58: "L5",
+    0x5A: "L6",
+    0x5C: "L7",
+    0x5D: "M8",
+    0x5E: "L8",
+    0x60: "L9",
+    0x62: "LA",
+}
+
 FLAG_NAMES = {
     0x80000000: "EOF",
     BOT: "BOT",

@@ -32,7 +32,7 @@ class MtxChanger:
         move_timeout: float,
         status_timeout: float,
         inventory_timeout: float,
-        held: Callable[[int], bool] = lambda _drive: False,
+        held: Callable[[int], str | None] = lambda _drive: None,
     ) -> None:
         self.device = device
         self._runner = runner
@@ -87,11 +87,11 @@ class MtxChanger:
         self._retry("mtx load", attempt)
 
     def unload(self, request: UnloadRequest) -> int:
-        if self._held(request.drive):
+        if holder := self._held(request.drive):
             raise errors.UnloadRefused(
-                f"Drive {request.drive} is still held by LTFS; unmount the volume and wait "
-                f"for the ltfs process to exit before unloading (moving the tape earlier "
-                f"corrupts its index).",
+                f"Drive {request.drive} is still held by LTFS ({holder}); unmount the volume "
+                f"and wait for the ltfs process to exit before unloading (moving the tape "
+                f"earlier corrupts its index).",
                 drive=request.drive,
                 device=self.device,
             )

@@ -1,16 +1,28 @@
-"""A drive over mt-st (non-rewinding node only) and sg3-utils (identity, TapeAlert)."""
+"""A drive over mt-st (non-rewinding node only) and sg3-utils: identity, TapeAlert, the sense
+data of TEST UNIT READY, the DT device activity and the cartridge memory."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
+import attrs
+
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import DriveBinding, Timeouts
-from archive_core_tape_ltfs.model import DriveIdentity, DriveState, DriveStatus, TapeAlerts
-from archive_core_tape_ltfs.parse import mt, sg
+from archive_core_tape_ltfs.model import (
+    MEDIA_TYPES,
+    DriveIdentity,
+    DriveState,
+    DriveStatus,
+    MediaType,
+    TapeAlerts,
+    media_type_for,
+    media_type_of,
+)
+from archive_core_tape_ltfs.parse import mam, mt, sg, turs
 from archive_core_tape_ltfs.port import Clock
-from archive_core_tape_ltfs.runner import Command, Runner
+from archive_core_tape_ltfs.runner import Command, CommandResult, Runner
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +39,11 @@ class ScsiDrive:
         runner: Runner,
         clock: Clock,
         timeouts: Timeouts,
-        held: Callable[[int], bool],
+        held: Callable[[int], str | None],
+        barcode_of: Callable[[int], str | None] = lambda _index: None,
     ) -> None:
         self.index = binding.index
+        self._barcode_of = barcode_of
         self._binding = binding
         self._sg_device = sg_device
         self._runner = runner
@@ -41,9 +55,9 @@ class ScsiDrive:
         return f"<ScsiDrive {self.index} serial={self._binding.serial}>"
 
     def _nst(self, what: str) -> str:
-        if self._held(self.index):
+        if holder := self._held(self.index):
             raise errors.DriveHeldByLtfs(
-                f"Cannot {what} drive {self.index}: LTFS holds it. Unmount the volume first; "
+                f"Cannot {what} drive {self.index}: {holder}. Unmount the volume first; "
                 f"opening its tape device now could rewind the tape during an index write.",
                 drive=self.index,
                 device=self._binding.nst,
@@ -56,23 +70,83 @@ class ScsiDrive:
             )
         return self._binding.nst
 
+    def _sg(self, *args: str) -> CommandResult:
+        """An sg3-utils query on the drive's SCSI generic node (harmless while LTFS holds it)."""
+        command = Command(argv=(*args, self._sg_device()), timeout=self._timeouts.status)
+        return self._runner.run(command)
+
     def status(self) -> DriveStatus:
         if self._held(self.index):
-            # TEST UNIT READY over sg is harmless to LTFS; the tape node is not.
-            device = self._sg_device()
-            done = self._runner.run(
-                Command(argv=("sg_turs", device), timeout=self._timeouts.status)
-            )
-            return DriveStatus(state=DriveState.READY if done.ok else DriveState.NOT_READY)
+            # Only the SCSI generic node while LTFS holds the drive: its tape node could rewind.
+            return self._by_sense(DriveStatus(state=DriveState.NOT_READY))
         device = self._nst("query")
         done = self._runner.run(
             Command(argv=("mt", "-f", device, "status"), timeout=self._timeouts.status)
         )
         if done.exit_code != 0:
-            if "No medium found" in done.stderr or "offline" in done.stderr:
-                return DriveStatus(state=DriveState.EMPTY)
-            raise mt.failure(done.stderr, device=device, drive=self.index, what="query")
-        return mt.parse_status(done.stdout)
+            if "No medium found" not in done.stderr and "offline" not in done.stderr:
+                raise mt.failure(done.stderr, device=device, drive=self.index, what="query")
+            return self._by_sense(DriveStatus(state=DriveState.EMPTY))
+        status = mt.parse_status(done.stdout)
+        if status.state is DriveState.READY:
+            return attrs.evolve(status, media=self._media(status.density_code))
+        return self._by_sense(status)
+
+    def _by_sense(self, status: DriveStatus) -> DriveStatus:
+        """`status` completed from the sense data of TEST UNIT READY and, for a drive busy on
+        its own, the DT device activity (page 0x11) that tells calibrating, cleaning and
+        unloading apart; a READY drive with what it found loaded."""
+        done = self._sg("sg_turs", "-v")
+        answer = turs.parse_turs(done.exit_code, done.stdout, done.stderr)
+        if answer.ready:
+            return attrs.evolve(status, state=DriveState.READY, media=self._media(None))
+        # Sense data decides when there is some; mt's reading of the status bits otherwise.
+        state = turs.state_of(answer) if answer.sense_key else status.state
+        detail = answer.detail
+        if state not in (DriveState.OUT_OF_SERVICE, DriveState.CLEANING):
+            busy, activity = self._activity()
+            state = busy or state
+            if busy is not None:
+                detail = f"{detail}; drive activity: {activity}" if detail else activity
+        return attrs.evolve(status, state=state, seconds_left=answer.seconds_left, detail=detail)
+
+    def _activity(self) -> tuple[DriveState | None, str]:
+        done = self._sg("sg_logs", "-p", "0x11")
+        return sg.parse_device_activity(done.stdout) if done.ok else (None, "")
+
+    def cartridge_memory(self) -> mam.CartridgeMemory | None:
+        """The loaded cartridge's MAM attributes; None when the drive cannot read them (no
+        cartridge, an old drive, a MAM chip failure): callers fall back to the barcode."""
+        done = self._sg("sg_read_attr")
+        return mam.parse_attributes(done.stdout) if done.ok else None
+
+    def worm(self, barcode: str | None) -> bool:
+        """Whether the loaded cartridge is WORM: its MAM says, else its barcode's media id."""
+        memory = self.cartridge_memory()
+        if memory is not None and memory.worm is not None:
+            return memory.worm
+        labelled = media_type_for(barcode)
+        return labelled is not None and labelled.worm
+
+    def _media(self, density_code: int | None) -> MediaType | None:
+        """What the drive found loaded: the generation from the density code (mt status, or the
+        MAM's medium density code), WORM from the MAM's medium type; the barcode's media id
+        where the drive does not tell."""
+        memory = self.cartridge_memory()
+        if memory is not None and not density_code:
+            density_code = memory.density_code
+        code = mt.DENSITY_MEDIA.get(density_code or 0)
+        worm = memory.worm if memory is not None else None
+        if code is None or worm is None:
+            labelled = media_type_for(self._barcode_of(self.index))
+            if code is None:
+                return labelled
+            worm = labelled.worm if labelled is not None else False
+        found = MEDIA_TYPES[code]
+        if not worm:
+            return found
+        # A generation without a WORM media id of its own (M8, LTO-10) keeps the data id.
+        return media_type_of(found.generation, worm=True) or attrs.evolve(found, worm=True)
 
     def wait_ready(
         self, timeout: float | None = None, *, new_cartridge: bool = False
@@ -87,16 +161,17 @@ class ScsiDrive:
             if self._clock.now() >= deadline:
                 raise errors.DriveNotReady(
                     f"Drive {self.index} did not become ready within {timeout:.0f} s (it is "
-                    f"{status.state.value}). A new LTO-9 cartridge needs up to 2 hours on its "
-                    f"first load; otherwise unload it and check the drive.",
+                    f"{status.state.value}{': ' + status.detail if status.detail else ''}). A "
+                    f"new LTO-9 cartridge needs up to 2 hours on its first load; otherwise "
+                    f"unload it and check the drive.",
                     drive=self.index,
                     device=self._binding.nst,
                 )
             self._clock.sleep(self._timeouts.poll_interval)
 
     def identity(self) -> DriveIdentity:
-        device = self._sg_device()
-        done = self._runner.run(Command(argv=("sg_inq", device), timeout=self._timeouts.status))
+        done = self._sg("sg_inq")
+        device = done.command.argv[-1]
         if not done.ok:
             raise errors.DriveError(
                 f"Cannot identify drive {self.index}: sg_inq {device} failed: "
@@ -117,19 +192,22 @@ class ScsiDrive:
         return found
 
     def alerts(self) -> TapeAlerts:
-        device = self._sg_device()
-        done = self._runner.run(
-            Command(argv=("sg_logs", "-p", "0x2e", device), timeout=self._timeouts.status)
-        )
+        # Page 0x12 (TapeAlert response) reports the flags without clearing them; page 0x2E
+        # clears them on read on many drives, so a status query would swallow the drive's
+        # "clean now" before the driver's cleaning decision ever saw it. LTFS's own
+        # `user.ltfs.mediaStorageAlert` is no way around that: LTFS reads page 0x2E to answer
+        # it (src/tape_drivers/linux/sg/sg_tape.c, sg_get_tape_alert).
+        done = self._sg("sg_logs", "-p", "0x12")
+        device = done.command.argv[-1]
         if not done.ok:
             raise errors.DriveError(
-                f"Cannot read TapeAlert flags of drive {self.index}: "
+                f"Cannot read the TapeAlert flags of drive {self.index} ({device}): "
                 f"{done.stderr.strip() or 'sg_logs failed'}.",
                 drive=self.index,
                 device=device,
                 detail=done.stderr,
             )
-        return sg.parse_tape_alerts(done.stdout)
+        return sg.parse_tape_alert_response(done.stdout)
 
     def eject(self) -> None:
         device = self._nst("eject")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+from collections.abc import Callable
 from typing import Any
 
 from archive_core import CopyNotFound
@@ -64,33 +65,12 @@ def translate(
 
 
 class TapeFile(io.RawIOBase):
-    """Wraps an open file on an LTFS mount; OSErrors become typed tape errors."""
+    """Wraps an open file on an LTFS mount; its OSErrors become what `fail` makes of them."""
 
-    def __init__(
-        self,
-        raw: Any,
-        *,
-        path: str,
-        drive: int,
-        barcode: str | None,
-        write_protected: bool = False,
-    ) -> None:
+    def __init__(self, raw: Any, *, fail: Callable[[OSError, str], Exception]) -> None:
         super().__init__()
-        self._write_protected = write_protected
         self._raw = raw
-        self._path = path
-        self._drive = drive
-        self._barcode = barcode
-
-    def _fail(self, exc: OSError, what: str):
-        return translate(
-            exc,
-            path=self._path,
-            drive=self._drive,
-            barcode=self._barcode,
-            what=what,
-            write_protected=self._write_protected,
-        )
+        self._fail = fail
 
     def readable(self) -> bool:
         return self._raw.readable()

@@ -11,8 +11,9 @@ from archive_core_tape_ltfs.config import LibraryConfig
 from archive_core_tape_ltfs.parse import ltfs as ltfs_text
 from archive_core_tape_ltfs.real.changer import MtxChanger
 from archive_core_tape_ltfs.real.drive import ScsiDrive
-from archive_core_tape_ltfs.real.ltfs import LtfsTools, RealMount
+from archive_core_tape_ltfs.real.ltfs import LtfsTools
 from archive_core_tape_ltfs.real.mountfs import MountFs
+from archive_core_tape_ltfs.real.processes import ProcessTable, ProcTable
 from archive_core_tape_ltfs.retry import TransientRetry
 from archive_core_tape_ltfs.runner import Command, Runner, SubprocessRunner
 
@@ -35,11 +36,14 @@ class RealLibrary:
         runner: Runner | None = None,
         clock=None,
         fs: MountFs | None = None,
+        processes: ProcessTable | None = None,
     ) -> None:
         self.config = config
         self.runner = runner or SubprocessRunner()
         self.clock = clock or WallClock()
-        self._holding: dict[int, RealMount] = {}
+        if processes is None:
+            # Tools played by a simulation know their own (not OS) processes.
+            processes = self.runner if isinstance(self.runner, ProcessTable) else ProcTable()
         self._sg_cache: dict[int, str] = {}
         self._lock = threading.Lock()
         timeouts = config.timeouts
@@ -57,7 +61,7 @@ class RealLibrary:
             move_timeout=timeouts.changer_move,
             status_timeout=timeouts.status,
             inventory_timeout=timeouts.inventory,
-            held=self._held,
+            held=self._holder,
         )
         self._drives = {
             b.index: ScsiDrive(
@@ -66,7 +70,8 @@ class RealLibrary:
                 runner=self.runner,
                 clock=self.clock,
                 timeouts=timeouts,
-                held=self._held,
+                held=self._holder,
+                barcode_of=self._barcode_in,
             )
             for b in config.drives
         }
@@ -75,20 +80,21 @@ class RealLibrary:
             runner=self.runner,
             clock=self.clock,
             device_of=self._ltfs_device,
-            holding=self._holding,
             eject=lambda i: self.drive(i).eject(),
+            worm_of=lambda index, barcode: self.drive(index).worm(barcode),
+            processes=processes,
             fs=fs,
         )
 
     def __repr__(self) -> str:
         return f"<RealLibrary changer={self.config.changer} drives={sorted(self._drives)}>"
 
-    def _held(self, index: int) -> bool:
-        mount = self._holding.get(index)
-        if mount is not None and mount.process.poll() is not None:
-            self._holding.pop(index, None)  # its ltfs process is gone
-            return False
-        return mount is not None
+    def _barcode_in(self, index: int) -> str | None:
+        bay = self.changer.inventory().drive(index)
+        return bay.barcode if bay is not None and bay.full else None
+
+    def _holder(self, index: int) -> str | None:
+        return self.ltfs.holder(index)
 
     def drive(self, index: int) -> ScsiDrive:
         try:

@@ -1,170 +1,42 @@
-"""LTFS over its tools: mkltfs, an `ltfs -f` child per mount, umount + wait, ltfsck."""
+"""LTFS over its tools: mkltfs, an `ltfs -f` child per mount, umount + wait, ltfsck; the mounts
+of every process on this host through a shared registry."""
 
 from __future__ import annotations
 
-import errno
 import logging
-from collections.abc import Callable, Iterator
+import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import LibraryConfig
 from archive_core_tape_ltfs.model import (
-    Capacity,
+    CapturedIndex,
     CheckMode,
     CheckRequest,
     CheckResult,
-    FileLocation,
     FormatRequest,
+    MountRecord,
     MountRequest,
     VolumeInfo,
     volume_serial_for,
 )
 from archive_core_tape_ltfs.parse import ltfs as ltfs_text
+from archive_core_tape_ltfs.parse.index import parse_index
 from archive_core_tape_ltfs.port import Clock, Mount
-from archive_core_tape_ltfs.real.files import TapeFile, translate
+from archive_core_tape_ltfs.real.holders import Holders
+from archive_core_tape_ltfs.real.mount import MountView, RealMount
 from archive_core_tape_ltfs.real.mountfs import MountFs
-from archive_core_tape_ltfs.runner import Command, Process, Runner
+from archive_core_tape_ltfs.real.processes import ForeignProcess, ProcessTable
+from archive_core_tape_ltfs.real.registry import MountRegistry, Registered
+from archive_core_tape_ltfs.runner import Command, Runner
 
 logger = logging.getLogger(__name__)
 
-_XATTR = "user.ltfs."
-
-
-class RealMount:
-    """A volume mounted by an `ltfs -f` child process at a directory of this host."""
-
-    def __init__(
-        self,
-        *,
-        drive: int,
-        mountpoint: Path,
-        process: Process,
-        fs: MountFs,
-        read_only: bool,
-        barcode: str | None,
-        write_protected: bool = False,
-    ) -> None:
-        self.drive = drive
-        self.write_protected = write_protected
-        self.mountpoint = mountpoint
-        self.process = process
-        self.read_only = read_only
-        self.barcode = barcode
-        self._fs = fs
-
-    def __repr__(self) -> str:
-        return f"<RealMount drive={self.drive} at {self.mountpoint} pid={self.process.pid}>"
-
-    def _path(self, path: str) -> Path:
-        relative = Path(path.lstrip("/"))
-        if ".." in relative.parts:
-            raise errors.TapeError(f"Refusing a path outside the volume: {path!r}.")
-        return self.mountpoint / relative
-
-    def _xattr(self, name: str, path: Path | None = None) -> str:
-        target = path or self.mountpoint
-        try:
-            return self._fs.getxattr(target, _XATTR + name).decode().strip()
-        except OSError as exc:
-            raise translate(
-                exc, path=str(target), drive=self.drive, barcode=self.barcode, what="query"
-            ) from exc
-
-    def capacity(self) -> Capacity:
-        stat = self._fs.statvfs(self.mountpoint)
-        files = stat.f_files - stat.f_ffree if stat.f_files < 2**63 else 0
-        return Capacity(
-            block_size=stat.f_frsize,
-            total_bytes=stat.f_blocks * stat.f_frsize,
-            free_bytes=stat.f_bavail * stat.f_frsize,
-            files=max(files, 0),
-        )
-
-    def volume(self) -> VolumeInfo:
-        return VolumeInfo(
-            serial=self._xattr("volumeSerial"),
-            uuid=self._xattr("volumeUUID"),
-            generation=int(self._xattr("indexGeneration")),
-            lock_state=int(self._xattr("volumeLockState"), 16),
-            name=self._optional("volumeName"),
-            block_size=int(self._optional("volumeBlocksize") or 524288),
-        )
-
-    def _optional(self, name: str) -> str:
-        try:
-            return self._fs.getxattr(self.mountpoint, _XATTR + name).decode().strip()
-        except OSError:
-            return ""
-
-    def sync(self) -> int:
-        try:
-            self._fs.setxattr(self.mountpoint, _XATTR + "sync", b"1")
-        except OSError as exc:
-            raise translate(
-                exc, path="/", drive=self.drive, barcode=self.barcode, what="sync the index of"
-            ) from exc
-        return int(self._xattr("indexGeneration"))
-
-    def location(self, path: str) -> FileLocation | None:
-        target = self._path(path)
-        try:
-            partition = self._fs.getxattr(target, _XATTR + "partition").decode().strip()
-            block = self._fs.getxattr(target, _XATTR + "startblock").decode().strip()
-        except OSError as exc:
-            if exc.errno == errno.ENODATA:
-                return None  # an empty file has no extent
-            raise translate(
-                exc, path=path, drive=self.drive, barcode=self.barcode, what="locate"
-            ) from exc
-        return FileLocation(partition=partition, startblock=int(block))
-
-    def open_write(self, path: str) -> BinaryIO:
-        try:
-            raw = self._fs.open(self._path(path), "xb")
-        except OSError as exc:
-            raise translate(
-                exc,
-                path=path,
-                drive=self.drive,
-                barcode=self.barcode,
-                what="create",
-                write_protected=self.write_protected,
-            ) from exc
-        return TapeFile(
-            raw,
-            path=path,
-            drive=self.drive,
-            barcode=self.barcode,
-            write_protected=self.write_protected,
-        )  # type: ignore[return-value]
-
-    def open_read(self, path: str) -> BinaryIO:
-        try:
-            raw = self._fs.open(self._path(path), "rb")
-        except OSError as exc:
-            raise translate(
-                exc, path=path, drive=self.drive, barcode=self.barcode, what="open"
-            ) from exc
-        return TapeFile(raw, path=path, drive=self.drive, barcode=self.barcode)  # type: ignore[return-value]
-
-    def remove(self, path: str) -> None:
-        try:
-            self._fs.remove(self._path(path))
-        except OSError as exc:
-            raise translate(
-                exc,
-                path=path,
-                drive=self.drive,
-                barcode=self.barcode,
-                what="remove",
-                write_protected=self.write_protected,
-            ) from exc
-
-    def files(self) -> Iterator[tuple[str, int]]:
-        for full, size in self._fs.walk(self.mountpoint):
-            yield str(full.relative_to(self.mountpoint)), size
+# `ltfsck --capture-index` names each index it lists `<volser>-<generation>.schema`, or
+# `<uuid>-<generation>.schema` without a serial (src/libltfs/ltfs.c, ltfs_save_index_to_disk).
+_LISTED_INDEX = re.compile(r"^(?P<name>.+)-(?P<gen>\d+)\.schema$")
 
 
 class LtfsTools:
@@ -177,28 +49,31 @@ class LtfsTools:
         runner: Runner,
         clock: Clock,
         device_of: Callable[[int], str],
-        holding: dict[int, RealMount],
         eject: Callable[[int], None],
+        worm_of: Callable[[int, str | None], bool],
+        processes: ProcessTable,
         fs: MountFs | None = None,
     ) -> None:
         self._config = config
         self._runner = runner
         self._clock = clock
         self._device_of = device_of
-        self._holding = holding
         self._eject = eject
+        self._worm_of = worm_of
         self._fs = fs or MountFs()
+        self._holders = Holders(MountRegistry(config.work_directory), processes)
+
+    # --- who holds a drive ---------------------------------------------------------------
+
+    def holder(self, drive: int) -> str | None:
+        """Who keeps LTFS on `drive`, in words for an error message; None when nobody does."""
+        return self._holders.holder(drive)
 
     def _guard(self, drive: int, what: str) -> None:
-        held = self._holding.get(drive)
-        if held is not None and held.process.poll() is not None:
-            # The ltfs process died (crash, kill): nothing holds the drive any more.
-            self._holding.pop(drive, None)
-        if drive in self._holding:
+        holder = self.holder(drive)
+        if holder is not None:
             raise errors.DriveHeldByLtfs(
-                f"Cannot {what} drive {drive}: its volume is mounted at "
-                f"{self._holding[drive].mountpoint}. Unmount it first.",
-                drive=drive,
+                f"Cannot {what} drive {drive}: {holder}. Unmount it first.", drive=drive
             )
 
     def format(self, request: FormatRequest) -> VolumeInfo:
@@ -236,6 +111,15 @@ class LtfsTools:
         uuid = ltfs_text.volume_uuid(output) or ""
         return VolumeInfo(serial=serial, uuid=uuid, generation=1, name=request.name)
 
+    # --- mount, unmount ------------------------------------------------------------------
+
+    def _ltfs_work(self, drive: int) -> Path:
+        """The drive's own LTFS work directory, where its captured index lands."""
+        return self._config.work_directory / f"drive{drive}"
+
+    def _log(self, drive: int) -> Path:
+        return self._config.work_directory / f"ltfs-drive{drive}.log"
+
     def mount(self, request: MountRequest) -> Mount:
         self._guard(request.drive, "mount")
         device = self._device_of(request.drive)
@@ -252,12 +136,15 @@ class LtfsTools:
                     f"could not be unmounted.",
                     drive=request.drive,
                 )
-        work = self._config.work_directory
+        # Read while nothing holds the drive: the cartridge memory says whether it is WORM.
+        worm = self._worm_of(request.drive, request.barcode)
+        work = self._ltfs_work(request.drive)
         work.mkdir(parents=True, exist_ok=True)
         options = [
             f"devname={device}",
             "sync_type=unmount",
             f"work_directory={work}",
+            # At unmount ltfs writes the final index to <work_directory>/<volser>.schema.
             "capture_index",
             "noatime",
             *self._config.ltfs_options,
@@ -268,12 +155,11 @@ class LtfsTools:
         for option in options:
             args += ["-o", option]
         command = Command(argv=args, timeout=self._config.timeouts.mount)
-        process = self._runner.spawn(command, work / f"ltfs-drive{request.drive}.log")
+        process = self._runner.spawn(command, self._log(request.drive))
         # ltfs announces success before FUSE is up: the mount table is the only proof.
         deadline = self._clock.now() + command.timeout
-        while (mount_options := self._fs.mount_options(mountpoint)) is None:
-            code = process.poll()
-            if code is not None:
+        while self._fs.mount_options(mountpoint) is None:
+            if process.poll() is not None:
                 raise ltfs_text.failure(
                     process.stderr_text(),
                     what="mount",
@@ -294,26 +180,58 @@ class LtfsTools:
             mountpoint=mountpoint,
             process=process,
             fs=self._fs,
-            read_only="ro" in mount_options,
             barcode=request.barcode,
-            write_protected="LTFS14019I" in process.stderr_text(),
+            mounted_read_only=request.read_only,
+            read_only_at_mount=ltfs_text.read_only_at_mount(process.stderr_text()),
+            worm=worm,
         )
-        self._holding[request.drive] = mount
-        if request.barcode:
-            expected = volume_serial_for(request.barcode)
-            found = mount.volume().serial
-            if expected and found != expected:
-                self.unmount(mount)
-                raise errors.WrongCartridge(
-                    f"Drive {request.drive} should hold {request.barcode}, but its LTFS volume "
-                    f"has serial {found}. The cartridge or its label was swapped.",
-                    drive=request.drive,
-                    barcode=request.barcode,
-                )
+        self._holders.hold(mount, since=self._clock.now())
+        self._check_identity(mount, request)
         return mount
 
-    def unmount(self, mount: Mount, *, eject: bool = False) -> None:
+    def _check_identity(self, mount: RealMount, request: MountRequest) -> None:
+        """WrongCartridge, with the volume unmounted, unless it is the one the request names."""
+        if not request.barcode and not request.volume_uuid:
+            return
+        volume = mount.volume()
+        tape = request.barcode or f"the cartridge in drive {request.drive}"
+        expected = volume_serial_for(request.barcode) if request.barcode else None
+        if expected and volume.serial != expected:
+            self._refuse(
+                mount,
+                errors.WrongCartridge(
+                    f"Drive {request.drive} should hold {request.barcode}, but its LTFS "
+                    f"volume has serial {volume.serial}. The cartridge or its label was "
+                    f"swapped.",
+                    drive=request.drive,
+                    barcode=request.barcode,
+                ),
+            )
+        if request.volume_uuid and volume.uuid.lower() != request.volume_uuid.lower():
+            self._refuse(
+                mount,
+                errors.WrongCartridge(
+                    f"The LTFS volume of {tape} in drive {request.drive} has UUID "
+                    f"{volume.uuid}, but the catalog knows this cartridge as volume "
+                    f"{request.volume_uuid}. It was reformatted, or its label belongs to "
+                    f"another cartridge; it was unmounted untouched.",
+                    drive=request.drive,
+                    barcode=request.barcode,
+                ),
+            )
+
+    def _refuse(self, mount: RealMount, error: errors.TapeError) -> None:
+        try:
+            self.unmount(mount)
+        except errors.TapeError as failed:
+            raise failed from error
+        raise error
+
+    def unmount(self, mount: Mount, *, eject: bool = False) -> CapturedIndex | None:
         assert isinstance(mount, RealMount)
+        capture = self._capture_path(mount)
+        if capture is not None:
+            capture.unlink(missing_ok=True)  # an older unmount's copy is no proof of this one
         done = self._runner.run(
             Command(argv=("umount", str(mount.mountpoint)), timeout=self._config.timeouts.status)
         )
@@ -325,7 +243,7 @@ class LtfsTools:
             )
         # umount only starts the unmount: the index is on tape when ltfs has exited.
         code = mount.process.wait(self._config.timeouts.unmount)
-        self._holding.pop(mount.drive, None)
+        self._holders.unmounted(mount, cleanly=code == 0)
         if code != 0:
             raise ltfs_text.failure(
                 mount.process.stderr_text(),
@@ -336,6 +254,101 @@ class LtfsTools:
             )
         if eject:
             self._eject(mount.drive)
+        return self._captured(capture)
+
+    def _capture_path(self, mount: RealMount) -> Path | None:
+        """Where ltfs will write this volume's final index: `<volser>.schema`, or
+        `<uuid>.schema` for a volume formatted without a serial (ltfs_save_index_to_disk)."""
+        try:
+            volume = mount.volume()
+        except errors.TapeError:
+            return None  # the volume no longer answers: nothing will be captured
+        return self._ltfs_work(mount.drive) / f"{volume.serial.strip() or volume.uuid}.schema"
+
+    def _captured(self, path: Path | None) -> CapturedIndex | None:
+        if path is None or not path.is_file():
+            return None
+        try:
+            return parse_index(path, origin=str(path))
+        except errors.InconsistentIndex as exc:
+            logger.warning("%s", exc.message)
+            return None
+
+    # --- the registry --------------------------------------------------------------------
+
+    def mounts(self) -> tuple[MountRecord, ...]:
+        return self._holders.records()
+
+    def adopt(self, drive: int) -> Mount:
+        own = self._holders.own(drive)
+        if own is not None:
+            return own
+        record = self._holders.orphan(drive)
+        mount = self._served(record, RealMount)
+        self._holders.adopt(mount, record)
+        return mount
+
+    def view(self, drive: int) -> Mount:
+        own = self._holders.own(drive)
+        record = self._holders.live(drive)
+        if own is None and record is None:
+            raise errors.SourceEmpty(f"Drive {drive} has no LTFS mount on this host.", drive=drive)
+        if own is not None:
+            return MountView.of(own)
+        assert record is not None
+        return self._served(record, MountView)
+
+    def _served(self, record: Registered, kind: type[RealMount]) -> RealMount:
+        """A mount object over the volume another process's ltfs serves."""
+        process = ForeignProcess(
+            pid=record.ltfs_pid,
+            started=record.ltfs_started,
+            processes=self._holders.processes,
+            clock=self._clock,
+            log_path=self._log(record.drive),
+            poll_interval=self._config.timeouts.poll_interval,
+        )
+        return kind(
+            drive=record.drive,
+            mountpoint=Path(record.mountpoint),
+            process=process,
+            fs=self._fs,
+            barcode=record.barcode,
+            read_only_at_mount=ltfs_text.read_only_at_mount(process.stderr_text()),
+            worm=self._worm_of(record.drive, record.barcode),
+        )
+
+    # --- reading the index of an unmounted volume ----------------------------------------
+
+    def read_index(self, drive: int) -> CapturedIndex:
+        self._guard(drive, "read the index of the cartridge in")
+        device = self._device_of(drive)
+        # ltfsck writes every index it lists into its current directory.
+        listing = self._config.work_directory / f"index-drive{drive}"
+        shutil.rmtree(listing, ignore_errors=True)
+        listing.mkdir(parents=True)
+        try:
+            done = self._runner.run(
+                Command(
+                    argv=("ltfsck", "--capture-index", device),
+                    timeout=self._config.timeouts.check,
+                    cwd=listing,
+                )
+            )
+            output = done.stdout + done.stderr
+            captured = [
+                (int(m.group("gen")), path)
+                for path in listing.glob("*.schema")
+                if (m := _LISTED_INDEX.match(path.name))
+            ]
+            if not captured:
+                raise ltfs_text.failure(
+                    output, what="read the LTFS index", drive=drive, device=device
+                )
+            _generation, latest = max(captured)
+            return parse_index(latest, origin=f"of the cartridge in drive {drive}")
+        finally:
+            shutil.rmtree(listing, ignore_errors=True)
 
     def check(self, request: CheckRequest) -> CheckResult:
         self._guard(request.drive, "check")
@@ -382,3 +395,5 @@ class LtfsTools:
             raise ltfs_text.failure(
                 done.stdout + done.stderr, what="release", drive=drive, device=device
             )
+        # The dead mount's record has done its job (telling everyone the drive needed this).
+        self._holders.released(drive)

@@ -141,6 +141,7 @@ class SimulatedTools:
         self.library = library
         self.commands: list[tuple[str, ...]] = []
         self._mounts: dict[str, tuple[SimMount, _LtfsProcess]] = {}
+        self._processes: dict[int, _LtfsProcess] = {}
 
     # --- Runner ----------------------------------------------------------------------------
 
@@ -190,7 +191,19 @@ class SimulatedTools:
             )
         process = _LtfsProcess(pid=mount.pid, log=log, library=self.library, drive=drive)
         self._mounts[str(mountpoint)] = (mount, process)
+        self._processes[process.pid] = process
         return process
+
+    # --- ProcessTable: the real adapter asks which pids live; these ltfs are not OS processes
+
+    def start_time(self, pid: int) -> float | None:
+        process = self._processes.get(pid)
+        if process is not None:
+            return 0.0 if process.poll() is None else None
+        return 0.0 if pid == os.getpid() else None
+
+    def this_process(self) -> tuple[int, float]:
+        return os.getpid(), 0.0
 
     def _mtx(self, args: list[str]) -> tuple[int, str, str]:
         assert args[:1] == ["-f"], "the adapter always names the changer device"
