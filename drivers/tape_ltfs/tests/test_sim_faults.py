@@ -136,8 +136,7 @@ def test_swapped_cartridges_are_caught_by_barcode_and_by_volume_serial(sim):
     with pytest.raises(errors.WrongCartridge):
         sim.changer.load(LoadRequest(slot=1, drive=0, barcode="AAA001L9"))
     # A relabelled cartridge: the barcode says AAA001, the volume on it says AAA003.
-    with sim.transaction() as state:
-        state.cartridges["AAA003L9"].label = "AAA001L9"
+    sim.inject(kind="mislabel", barcode="AAA003L9", label="AAA001L9")
     sim.changer.load(LoadRequest(slot=1, drive=0, barcode="AAA001L9"))
     sim.drive(0).wait_ready()
     with pytest.raises(errors.WrongCartridge):
@@ -249,8 +248,9 @@ def test_random_faults_replay_the_same_way_for_the_same_seed(sim_settings, tmp_p
 def test_the_library_state_is_shared_by_separate_openers(sim, sim_settings):
     sim.changer.load(LoadRequest(slot=1, drive=1))
     other = SimLibrary.open(sim_settings)
-    assert other.changer.inventory().drive(1).barcode == "AAA001L9"
+    # A new opener is a caller of its own, starting at the library's present.
     assert other.clock.now() == sim.clock.now()
+    assert other.changer.inventory().drive(1).barcode == "AAA001L9"
 
 
 def test_unknown_fault_kinds_are_refused_with_the_known_ones(sim):
