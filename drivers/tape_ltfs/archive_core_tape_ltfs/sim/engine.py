@@ -37,6 +37,8 @@ from archive_core_tape_ltfs.sim.state import (
     SimVolume,
     changed,
     clean,
+    hot_changed,
+    hot_fields,
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
@@ -49,8 +51,8 @@ CREATE TABLE IF NOT EXISTS library (
     ops INTEGER NOT NULL, horizon REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS slots (number INTEGER PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS drives (idx INTEGER PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS cartridges (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS drives (idx INTEGER PRIMARY KEY, body TEXT NOT NULL, hot TEXT);
+CREATE TABLE IF NOT EXISTS cartridges (key TEXT PRIMARY KEY, body TEXT NOT NULL, hot TEXT);
 CREATE TABLE IF NOT EXISTS files (
     volume TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, fileuid INTEGER NOT NULL,
     generation INTEGER NOT NULL, extents TEXT NOT NULL, blob TEXT, seed INTEGER,
@@ -124,7 +126,7 @@ def _converter() -> cattrs.Converter:
         skipped = {
             f.name: override(omit=True)
             for f in attrs.fields(cls)
-            if not f.metadata.get("stored", True)
+            if not f.metadata.get("stored", True) or f.metadata.get("hot")
         }
         converter.register_unstructure_hook(
             cls, make_dict_unstructure_fn(cls, converter, **skipped)
@@ -140,8 +142,26 @@ def _dump(row: Any) -> str:
     return json.dumps(_CONVERTER.unstructure(row), separators=(",", ":"))
 
 
-def _load(cls: type, body: str) -> Any:
+_DRIVE_HOT = hot_fields(SimDrive)
+_VOLUME_HOT = hot_fields(SimVolume)
+
+
+def _hot_of(row: SimDrive | SimCartridge) -> str | None:
+    """The hot attributes of a drive, or of a cartridge's volume, as a short JSON list."""
+    if isinstance(row, SimDrive):
+        return json.dumps([getattr(row, n) for n in _DRIVE_HOT])
+    if row.volume is None:
+        return None
+    return json.dumps([getattr(row.volume, n) for n in _VOLUME_HOT])
+
+
+def _load(cls: type, body: str, hot: str | None = None) -> Any:
     row = _CONVERTER.structure(json.loads(body), cls)
+    if hot is not None:
+        target, names = (row, _DRIVE_HOT) if cls is SimDrive else (row.volume, _VOLUME_HOT)
+        if target is not None:
+            for name, value in zip(names, json.loads(hot), strict=True):
+                object.__setattr__(target, name, value)
     clean(row)
     return row
 
@@ -159,11 +179,11 @@ class Cartridges:
         row = self._rows.get(key)
         if row is None:
             found = self._engine.connection.execute(
-                "SELECT body FROM cartridges WHERE key = ?", (key,)
+                "SELECT body, hot FROM cartridges WHERE key = ?", (key,)
             ).fetchone()
             if found is None:
                 raise KeyError(key)
-            row = self._rows[key] = _load(SimCartridge, found[0])
+            row = self._rows[key] = _load(SimCartridge, *found)
         self.touched[key] = row
         return row
 
@@ -430,11 +450,12 @@ class Engine:
                     "INSERT INTO slots VALUES (?, ?)", [(s.number, _dump(s)) for s in state.slots]
                 )
                 db.executemany(
-                    "INSERT INTO drives VALUES (?, ?)", [(d.index, _dump(d)) for d in state.drives]
+                    "INSERT INTO drives VALUES (?, ?, ?)",
+                    [(d.index, _dump(d), _hot_of(d)) for d in state.drives],
                 )
                 db.executemany(
-                    "INSERT INTO cartridges VALUES (?, ?)",
-                    [(c.key, _dump(c)) for c in cartridges],
+                    "INSERT INTO cartridges VALUES (?, ?, ?)",
+                    [(c.key, _dump(c), _hot_of(c)) for c in cartridges],
                 )
                 db.execute("COMMIT")
                 return True
@@ -455,7 +476,8 @@ class Engine:
                 _load(SimSlot, b) for (b,) in db.execute("SELECT body FROM slots ORDER BY number")
             )
             state.drives = tuple(
-                _load(SimDrive, b) for (b,) in db.execute("SELECT body FROM drives ORDER BY idx")
+                _load(SimDrive, body, hot)
+                for body, hot in db.execute("SELECT body, hot FROM drives ORDER BY idx")
             )
             object.__setattr__(state, "ops", ops)
             object.__setattr__(state, "horizon", horizon)
@@ -484,14 +506,23 @@ class Engine:
                 clean(slot)
         for drive in state.drives:
             if changed(drive):
-                db.execute("UPDATE drives SET body = ? WHERE idx = ?", (_dump(drive), drive.index))
+                db.execute(
+                    "UPDATE drives SET body = ?, hot = ? WHERE idx = ?",
+                    (_dump(drive), _hot_of(drive), drive.index),
+                )
+                clean(drive)
+            elif drive.hot_changed:
+                db.execute("UPDATE drives SET hot = ? WHERE idx = ?", (_hot_of(drive), drive.index))
                 clean(drive)
         for key, cartridge in self._cartridges.touched.items():
             if changed(cartridge):
                 db.execute(
-                    "INSERT OR REPLACE INTO cartridges VALUES (?, ?)", (key, _dump(cartridge))
+                    "INSERT OR REPLACE INTO cartridges VALUES (?, ?, ?)",
+                    (key, _dump(cartridge), _hot_of(cartridge)),
                 )
-                clean(cartridge)
+            elif hot_changed(cartridge):
+                db.execute("UPDATE cartridges SET hot = ? WHERE key = ?", (_hot_of(cartridge), key))
+            clean(cartridge)
 
     def _forget(self) -> None:
         self._state = None

@@ -176,6 +176,14 @@ class SimLibrary:
         ends = [e.end for e in self.timeline() if e.end > since]
         return max(ends) - since if ends else 0.0
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the port calls inside one transaction instead of one each: for archive-scale
+        tests and benchmarks driving many calls from one caller. The batch is atomic (a crash
+        loses all of it, never part of a call); other processes wait until it ends."""
+        with self.engine.transaction(self.caller):
+            yield
+
     # --- state for tests and the simulated tools ------------------------------------------
 
     @contextlib.contextmanager

@@ -819,14 +819,24 @@ class SimMount:
     # --- the writing of a file --------------------------------------------------------------
 
     def _flush(
-        self, step: Step, drive: SimDrive, volume: SimVolume, writing: _Writing, written: int
+        self,
+        step: Step,
+        drive: SimDrive,
+        volume: SimVolume,
+        writing: _Writing,
+        written: int,
+        *,
+        closing: bool = False,
     ) -> None:
         """The bytes of `writing` not yet on tape go there now, as an extent of their own (an
-        index sync, or the file's close)."""
+        index sync, or the file's close, which adds LTFS's work per file)."""
         pending = written - writing.flushed
-        if pending <= 0:
-            return
         model = mechanics.timing(drive)
+        overhead = model.library.per_file_seconds if closing else 0.0
+        if pending <= 0:
+            if closing:
+                mechanics.drive_work(step, drive, overhead, "close")
+            return
         target = Position(partition=1, block=volume.append_block)
         locate = model.locate(mechanics.head(drive), target)
         elapsed = step.now - writing.mark
@@ -834,7 +844,7 @@ class SimMount:
         mechanics.drive_work(
             step,
             drive,
-            locate + seconds,
+            locate + seconds + overhead,
             "write",
             start=writing.mark,
             nbytes=pending,
@@ -872,9 +882,7 @@ class SimMount:
         error: bool,
     ) -> None:
         """Record a written (or partly written) file and charge its tape time."""
-        self._flush(step, drive, volume, writing, size)
-        model = mechanics.timing(drive)
-        mechanics.drive_work(step, drive, model.library.per_file_seconds, "close")
+        self._flush(step, drive, volume, writing, size, closing=True)
         if error:
             # LTFS cleans up the failed extents, writes an index to the index partition
             # and marks the cartridge write-perm.

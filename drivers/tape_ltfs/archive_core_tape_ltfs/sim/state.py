@@ -2,7 +2,10 @@
 
 Every row class records its own changes: assigning an attribute marks the row (the object the
 engine stores as one row) changed, so a step writes back only the rows it changed, not the
-library. Collections inside a row are tuples, changed by assignment, for that reason.
+library. Collections inside a row are tuples, changed by assignment, for that reason. The few
+attributes that change at nearly every step (a drive's head and busy time, a volume's append
+point) are "hot": stored apart from the rest of their row, so a file written or read rewrites
+a handful of numbers, not the drive and the cartridge.
 """
 
 from __future__ import annotations
@@ -17,18 +20,23 @@ CORRUPT = "corrupt"  # index write interrupted (tape moved before LTFS exited)
 NO_EOD = "no-eod"  # cartridge memory lost the end of data (power loss while writing)
 
 
-def _touched(instance: Any, _attribute: Any, value: Any) -> Any:
-    object.__setattr__(instance, "changed", True)
-    return value
+def _touched(instance: Any, attribute: Any, value: Any) -> Any:
+    flag = "hot_changed" if attribute.metadata.get("hot") else "changed"
+    object.__setattr__(instance, flag, True)
+    return value if attribute.converter is None else attribute.converter(value)
 
 
 def _row(cls):
     """An attrs class whose instances note any assignment in their `changed` flag."""
-    return attrs.define(cls, on_setattr=attrs.setters.pipe(attrs.setters.convert, _touched))
+    return attrs.define(cls, on_setattr=_touched)
 
 
 def _flag() -> Any:
     return attrs.field(default=False, eq=False, repr=False, metadata={"stored": False})
+
+
+def _hot(default: Any) -> Any:
+    return attrs.field(default=default, metadata={"hot": True})
 
 
 @_row
@@ -40,6 +48,7 @@ class Phase:
     start: float
     end: float
     changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
 @_row
@@ -55,6 +64,7 @@ class SimLtfs:
     mounted_read_only: bool = False
     exit_at: float | None = None  # set by umount: when the process will have exited
     changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
 @_row
@@ -69,11 +79,11 @@ class SimDrive:
     cartridge: str | None = None
     source_slot: int | None = None
     ready_at: float = 0.0
-    busy_until: float = 0.0  # the drive as a resource: free for the next command from then
+    busy_until: float = _hot(0.0)  # the drive as a resource: free for the next command then
     threaded: bool = False  # cartridge threaded on the heads (False after an eject)
-    partition: int = 0
-    block: int = 0
-    activity_bytes: int = 0  # read and written since the cartridge was loaded
+    partition: int = _hot(0)
+    block: int = _hot(0)
+    activity_bytes: int = _hot(0)  # read and written since the cartridge was loaded
     phases: tuple[Phase, ...] = ()
     # TapeAlert flags as page 0x2E would report them (a tuple, whatever a caller assigns).
     alerts: tuple[int, ...] = attrs.field(default=(), converter=tuple)
@@ -81,11 +91,12 @@ class SimDrive:
     ltfs: SimLtfs | None = None
     stale: SimLtfs | None = None  # the mount of an ltfs process that died (until released)
     reserved: bool = False  # stale reservation / prevent-removal left by a crashed LTFS
-    bytes_since_clean: int = 0
+    bytes_since_clean: int = _hot(0)
     clean_after_bytes: int | None = None
     hung: bool = False
     dead: bool = False  # out of service: every command fails
     changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
 @_row
@@ -94,6 +105,7 @@ class SimSlot:
     import_export: bool = False
     cartridge: str | None = None
     changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
 @_row
@@ -104,16 +116,17 @@ class SimVolume:
     mam_barcode: str = ""
     generation: int = 1
     block_size: int = 524288
-    append_block: int = 0  # next free block of the data partition
+    append_block: int = _hot(0)  # next free block of the data partition
     lock_state: int = 0
     consistency: str = CLEAN
     generations: tuple[int, ...] = (1,)
-    next_fileuid: int = 1
-    file_count: int = 0
-    dirty: bool = False  # changed since the last index on tape
+    next_fileuid: int = _hot(1)
+    file_count: int = _hot(0)
+    dirty: bool = _hot(False)  # changed since the last index on tape
     rules: str | None = None  # index-partition placement (`size=1M/name=*.xml`)
     index_location: str = ""  # where the latest index lies, `<partition>:<block>`
     changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
 @_row
@@ -132,6 +145,7 @@ class SimCartridge:
     foreign: bool = False  # holds data written by other software
     volume: SimVolume | None = None
     changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
 @_row
@@ -151,6 +165,7 @@ class SimFault:
     other_slot: int | None = None  # for swaps
     label: str | None = None  # for mislabel: the barcode now on the cartridge
     changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
 @_row
@@ -184,6 +199,7 @@ class SimState:
     ops: int = attrs.field(default=0, metadata={"stored": False})
     horizon: float = attrs.field(default=0.0, metadata={"stored": False})
     changed: bool = _flag()
+    hot_changed: bool = _flag()
 
     def slot(self, number: int) -> SimSlot | None:
         if 1 <= number <= len(self.slots) and self.slots[number - 1].number == number:
@@ -240,27 +256,42 @@ class SimFile:
 
 
 def stored_fields(cls: type) -> tuple[str, ...]:
-    """The attributes of a row class that are persisted."""
-    return tuple(f.name for f in attrs.fields(cls) if f.metadata.get("stored", True))
+    """The attributes of a row class stored with the row (not hot, not bookkeeping)."""
+    return tuple(
+        f.name
+        for f in attrs.fields(cls)
+        if f.metadata.get("stored", True) and not f.metadata.get("hot")
+    )
+
+
+def hot_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in attrs.fields(cls) if f.metadata.get("hot"))
+
+
+_NESTED = ("ltfs", "stale", "volume")
 
 
 def clean(obj: Any) -> None:
     """Mark a row and its nested rows unchanged (after loading or writing it)."""
-    object.__setattr__(obj, "changed", False)
-    for name in ("ltfs", "stale", "volume"):
-        inner = getattr(obj, name, None)
-        if inner is not None:
-            object.__setattr__(inner, "changed", False)
-    for fault in getattr(obj, "faults", ()):
-        object.__setattr__(fault, "changed", False)
+    for row in (obj, *(getattr(obj, n, None) for n in _NESTED), *getattr(obj, "faults", ())):
+        if row is not None:
+            object.__setattr__(row, "changed", False)
+            object.__setattr__(row, "hot_changed", False)
 
 
 def changed(obj: Any) -> bool:
-    """Whether a row or anything nested in it was assigned since it was loaded or written."""
+    """Whether a row's stored part, or anything nested in it, was assigned since it was loaded
+    or written."""
     if obj.changed:
         return True
-    for name in ("ltfs", "stale", "volume"):
+    for name in _NESTED:
         inner = getattr(obj, name, None)
         if inner is not None and inner.changed:
             return True
     return any(fault.changed for fault in getattr(obj, "faults", ()))
+
+
+def hot_changed(obj: Any) -> bool:
+    """Whether a row's hot attributes (or its volume's) were assigned."""
+    volume = getattr(obj, "volume", None)
+    return obj.hot_changed or (volume is not None and volume.hot_changed)
