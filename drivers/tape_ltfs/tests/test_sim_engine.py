@@ -5,6 +5,7 @@ store that several processes share and a kill cannot tear."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import textwrap
 import pytest
 from archive_core_tape_ltfs.config import SimulatedCartridge, SimulatorSettings
 from archive_core_tape_ltfs.cost import MB, timing_for
-from archive_core_tape_ltfs.model import FormatRequest, LoadRequest, MountRequest, UnloadRequest
+from archive_core_tape_ltfs.model import LoadRequest, MountRequest, UnloadRequest
 from archive_core_tape_ltfs.sim.library import ROBOT, SimLibrary, SyntheticContent, makespan
 
 
@@ -65,7 +66,7 @@ def test_four_parallel_unloads_take_one_unload_plus_the_robots_moves(lib4):
     assert parallel < 2 * one_unload  # the drives' rewinds overlapped
     robot = [e for e in lib4.timeline(ROBOT) if e.start >= start]
     assert len(robot) == 4
-    assert all(a.end <= b.start for a, b in zip(robot, robot[1:], strict=False))
+    assert all(a.end <= b.start for a, b in itertools.pairwise(robot))
 
 
 def test_every_drive_and_the_robot_keep_a_timeline_of_who_did_what(lib4):
@@ -84,7 +85,7 @@ def test_every_drive_and_the_robot_keep_a_timeline_of_who_did_what(lib4):
     assert read.seconds >= timing_for(9).stream(4 * 10**9)[0]
     for resource in ("drive0", "drive1", ROBOT):
         entries = lib4.timeline(resource)
-        assert all(a.end <= b.start + 1e-9 for a, b in zip(entries, entries[1:], strict=False))
+        assert all(a.end <= b.start + 1e-9 for a, b in itertools.pairwise(entries))
     assert makespan(lib4.timeline()) == pytest.approx(
         max(e.end for e in lib4.timeline()) - min(e.start for e in lib4.timeline())
     )
@@ -244,7 +245,7 @@ def test_a_process_killed_in_the_middle_of_a_step_leaves_the_library_as_before_i
     )
     assert done.returncode == -9
     again = SimLibrary.open(four_drive_settings(tmp_path))
-    (record,) = again.ltfs.mounts()
+    assert len(again.ltfs.mounts()) == 1
     mount = again.ltfs.adopt(0)
     paths = [p for p, _ in mount.files()]
     assert paths == sorted(f"before/{n}" for n in range(20))
