@@ -143,7 +143,6 @@ class SimChanger:
     def _robot(self, step: Step, start: float, operation: str, key: str) -> float:
         model = mechanics.timing(step.state.drives[0])
         end, _ = step.occupy(ROBOT, start, model.robot_move(), operation=operation, cartridge=key)
-        step.state.robot_moves += 1
         return end
 
     # --- the port -----------------------------------------------------------------------

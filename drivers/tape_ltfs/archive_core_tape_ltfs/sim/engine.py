@@ -343,14 +343,6 @@ class Files:
             (generation, volume),
         )
 
-    def unindexed(self, volume: str) -> list[SimFile]:
-        rows = self._db.execute(
-            "SELECT path, size, fileuid, generation, extents, blob, seed FROM files "
-            "WHERE volume = ? AND generation = 0 ORDER BY path",
-            (volume,),
-        )
-        return [_file(row) for row in rows]
-
     def drop_unindexed(self, volume: str) -> int:
         return self._db.execute(
             "DELETE FROM files WHERE volume = ? AND generation = 0", (volume,)
@@ -418,16 +410,6 @@ class Engine:
 
     def close(self) -> None:
         self.connection.close()
-
-    @property
-    def exists(self) -> bool:
-        with self._lock:
-            found = self.connection.execute(
-                "SELECT name FROM sqlite_master WHERE name = 'library'"
-            ).fetchone()
-            if found is None:
-                return False
-            return self.connection.execute("SELECT 1 FROM library").fetchone() is not None
 
     def create(self, build: Callable[[], tuple[SimState, list[SimCartridge]]]) -> bool:
         """Create the library from `build()` unless another process already has; True if

@@ -53,9 +53,6 @@ STATE_FAULTS = frozenset(
     }
 )
 
-# Conditions that stay until cleared (`SimLibrary.clear_faults`), listed beside the schedule.
-CONDITIONS = frozenset({"stuck_in_picker", "drive_dead", "door_open"})
-
 KINDS = frozenset(STEP_FAULTS) | STATE_FAULTS
 # What a changer command meets before it moves anything (a jam happens during the move).
 BEFORE_MOVE = frozenset(STEP_FAULTS) - {"stuck_in_picker"}

@@ -125,7 +125,7 @@ class SimLibrary:
         self.timeouts = timeouts
         self.clock = VirtualClock(caller)
         self.changer = SimChanger(engine, caller, timeouts)
-        self.ltfs = SimLtfsVolume(engine, caller, timeouts)
+        self.ltfs = SimLtfsVolume(engine, caller)
         self.work_directory = engine.root / WORK_DIR
         with engine.transaction(caller) as step:
             indexes = [d.index for d in step.state.drives]

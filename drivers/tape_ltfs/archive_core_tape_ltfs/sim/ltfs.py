@@ -16,7 +16,6 @@ from typing import Any, BinaryIO
 
 import attrs
 from archive_core_tape_ltfs import errors
-from archive_core_tape_ltfs.config import Timeouts
 from archive_core_tape_ltfs.cost import BLOCK_SIZE, INDEX_POSITION, Position
 from archive_core_tape_ltfs.model import (
     ALERT_CLEANING_REQUIRED,
@@ -115,10 +114,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 class SimLtfsVolume:
-    def __init__(self, engine: Engine, caller: Caller, timeouts: Timeouts) -> None:
+    def __init__(self, engine: Engine, caller: Caller) -> None:
         self._engine = engine
         self._caller = caller
-        self._timeouts = timeouts
 
     def _step(self, name: str):
         return self._engine.step(self._caller, name)
@@ -851,7 +849,6 @@ class SimMount:
             locates=int(locate > 0),
             backhitches=backhitches,
         )
-        step.state.backhitches += backhitches
         writing.extents.append(
             FileExtent(
                 partition=1,
@@ -1123,7 +1120,6 @@ class SimReader(io.RawIOBase):
             end = self._first_byte + max(self._streaming, seconds)
             if drive.busy_until == booked_end:
                 drive.busy_until = end
-            step.state.backhitches += backhitches
             self._engine.stretch(self._entry, end, backhitches)
             step.wait_until(end)
 

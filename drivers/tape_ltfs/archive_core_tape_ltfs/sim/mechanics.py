@@ -120,10 +120,9 @@ def in_service(drive: SimDrive, what: str) -> None:
 # --- busy spells --------------------------------------------------------------------------
 
 
-def busy(step: Step, drive: SimDrive, state: str, start: float, end: float) -> None:
+def busy(drive: SimDrive, state: str, start: float, end: float) -> None:
     """Remember a spell of `state` on the drive, so others' status queries see it."""
-    kept = [p for p in drive.phases if p.end > step.state.horizon - 1][-(KEPT_PHASES - 1) :]
-    drive.phases = (*kept, Phase(state=state, start=start, end=end))
+    drive.phases = (*drive.phases[-(KEPT_PHASES - 1) :], Phase(state=state, start=start, end=end))
 
 
 def phase_at(drive: SimDrive, now: float) -> Phase | None:
@@ -301,7 +300,7 @@ def unthread(step: Step, drive: SimDrive, what: str) -> float:
     seconds = model.unload(head(drive), drive.activity_bytes)
     start = max(step.now, drive.busy_until)
     end = drive_work(step, drive, seconds, "unload", start=start)
-    busy(step, drive, "unloading", start, end)
+    busy(drive, "unloading", start, end)
     drive.threaded = False
     move_head(drive, Position())
     return end
@@ -334,13 +333,13 @@ def thread(step: Step, drive: SimDrive, cartridge: SimCartridge, start: float) -
         cartridge.new = False
     resource = drive_resource(drive.index)
     step.occupy(resource, start, loading_end - start, operation="load", cartridge=cartridge.key)
-    busy(step, drive, "loading", start, loading_end)
+    busy(drive, "loading", start, loading_end)
     if end > loading_end:
         operation = "clean" if cartridge.cleaning else "calibrate"
         step.occupy(
             resource, loading_end, end - loading_end, operation=operation, cartridge=cartridge.key
         )
-        busy(step, drive, state, loading_end, end)
+        busy(drive, state, loading_end, end)
     drive.ready_at = end
 
 

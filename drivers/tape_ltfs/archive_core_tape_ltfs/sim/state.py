@@ -185,13 +185,11 @@ class SimState:
     seed: int = 0
     next_pid: int = 40000
     robot_busy_until: float = 0.0
-    robot_moves: int = 0
     # A cartridge the picker holds after a move went wrong, and the slot it came from.
     picker: str | None = None
     picker_source: int | None = None
     unit_attention: str | None = None  # a pending one: why (door opened, I/E opened)
     inventory_valid: bool = True  # False after the door was open: barcodes must be re-read
-    backhitches: int = 0
     slots: tuple[SimSlot, ...] = attrs.field(default=(), eq=False, metadata={"stored": False})
     drives: tuple[SimDrive, ...] = attrs.field(default=(), eq=False, metadata={"stored": False})
     cartridges: Any = attrs.field(default=None, eq=False, metadata={"stored": False})
@@ -219,9 +217,6 @@ class SimState:
             if drive.cartridge == key:
                 return drive
         return None
-
-    def random_rate(self, kind: str) -> float:
-        return dict(self.random_faults).get(kind, 0.0)
 
 
 @attrs.frozen
@@ -253,15 +248,6 @@ class SimFile:
     @property
     def startblock(self) -> int:
         return self.extents[0].startblock if self.extents else 0
-
-
-def stored_fields(cls: type) -> tuple[str, ...]:
-    """The attributes of a row class stored with the row (not hot, not bookkeeping)."""
-    return tuple(
-        f.name
-        for f in attrs.fields(cls)
-        if f.metadata.get("stored", True) and not f.metadata.get("hot")
-    )
 
 
 def hot_fields(cls: type) -> tuple[str, ...]:
