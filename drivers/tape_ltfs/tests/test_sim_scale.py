@@ -70,4 +70,4 @@ def test_a_hundred_thousand_files_and_three_terabytes_archive_and_restore_verifi
     # Both drives worked at once: the library took about half the time one drive would.
     one_drive = 2 * restored / timing_for(9).profile.native_rate
     assert makespan(library.timeline()) < 0.6 * one_drive
-    assert time.perf_counter() - started < 30  # typically about 6 s
+    assert time.perf_counter() - started < 30  # 6-9 s on the development VM
