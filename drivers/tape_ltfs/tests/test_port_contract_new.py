@@ -303,6 +303,22 @@ def test_mounts_lists_every_mount_with_its_owner(library):
     assert library.ltfs.mounts() == ()
 
 
+def test_a_mount_is_read_through_a_view_that_refuses_changes(library):
+    mount = formatted_mount(library)
+    with mount.open_write("clip.mov") as fh:
+        fh.write(b"x" * 1000)
+    view = library.ltfs.view(0)
+    assert view.volume().uuid == mount.volume().uuid
+    assert view.capacity().files == mount.capacity().files
+    assert not view.state().read_only
+    for change in (view.sync, lambda: view.open_write("new.mov"), lambda: view.remove("clip.mov")):
+        with pytest.raises(errors.DriveHeldByLtfs, match="only the process that owns it"):
+            change()
+    assert [path for path, _size in mount.files()] == ["clip.mov"]
+    with pytest.raises(errors.SourceEmpty, match="Drive 1 has no LTFS mount"):
+        library.ltfs.view(1)
+
+
 def test_a_live_owners_mount_cannot_be_adopted(library):
     formatted_mount(library)
     with pytest.raises(errors.DriveHeldByLtfs) as raised:

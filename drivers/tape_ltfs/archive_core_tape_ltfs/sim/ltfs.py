@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import attrs
 from archive_core_tape_ltfs import errors
@@ -411,6 +411,23 @@ class SimLtfsVolume:
             ltfs.host = here
             cartridge = step.state.cartridges.get(found.cartridge or "")
             return SimMount(
+                self._engine,
+                self._caller,
+                drive=drive,
+                pid=ltfs.pid,
+                barcode=cartridge.label if cartridge else None,
+            )
+
+    def view(self, drive: int) -> SimMount:
+        with self._engine.transaction(self._caller) as step:
+            found = mechanics.drive_row(step, drive)
+            ltfs = found.ltfs
+            if ltfs is None or ltfs.exit_at is not None:
+                raise errors.SourceEmpty(
+                    f"Drive {drive} has no LTFS mount on this host.", drive=drive
+                )
+            cartridge = step.state.cartridges.get(found.cartridge or "")
+            return SimMountView(
                 self._engine,
                 self._caller,
                 drive=drive,
@@ -1132,3 +1149,31 @@ class SimReader(io.RawIOBase):
             if self._fh is not None:
                 self._fh.close()
             super().close()
+
+
+class SimMountView(SimMount):
+    """A mount read through for queries by a caller that does not own it: changing the volume
+    belongs to its owner, or to whoever adopts it."""
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise errors.DriveHeldByLtfs(
+            f"Cannot {what} through a view of the mount of drive {self.drive}: only the "
+            f"process that owns it may change the volume; adopt the mount once its owner has "
+            f"exited.",
+            drive=self.drive,
+            barcode=self.barcode,
+        )
+
+    def sync(self) -> int:
+        self._refuse("sync the index")
+
+    def open_write(self, path: str) -> BinaryIO:
+        self._refuse(f"write {path}")
+
+    def write_synthetic(
+        self, path: str, size: int, seed: int, *, feed_rate: float | None = None
+    ) -> None:
+        self._refuse(f"write {path}")
+
+    def remove(self, path: str) -> None:
+        self._refuse(f"remove {path}")
