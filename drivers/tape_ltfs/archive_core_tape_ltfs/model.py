@@ -446,6 +446,7 @@ class MountRecord:
     owner_pid: int
     ltfs_pid: int
     host: str = ""
+    owner_name: str = ""  # which caller of the owner process (a worker, a command), if known
     owner_alive: bool = True
     ltfs_alive: bool = True
     since: float = 0.0  # library clock when it was mounted

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.model import (
@@ -136,8 +139,7 @@ def test_swapped_cartridges_are_caught_by_barcode_and_by_volume_serial(sim):
     with pytest.raises(errors.WrongCartridge):
         sim.changer.load(LoadRequest(slot=1, drive=0, barcode="AAA001L9"))
     # A relabelled cartridge: the barcode says AAA001, the volume on it says AAA003.
-    with sim.transaction() as state:
-        state.cartridges["AAA003L9"].label = "AAA001L9"
+    sim.inject(kind="mislabel", barcode="AAA003L9", label="AAA001L9")
     sim.changer.load(LoadRequest(slot=1, drive=0, barcode="AAA001L9"))
     sim.drive(0).wait_ready()
     with pytest.raises(errors.WrongCartridge):
@@ -249,10 +251,129 @@ def test_random_faults_replay_the_same_way_for_the_same_seed(sim_settings, tmp_p
 def test_the_library_state_is_shared_by_separate_openers(sim, sim_settings):
     sim.changer.load(LoadRequest(slot=1, drive=1))
     other = SimLibrary.open(sim_settings)
-    assert other.changer.inventory().drive(1).barcode == "AAA001L9"
+    # A new opener is a caller of its own, starting at the library's present.
     assert other.clock.now() == sim.clock.now()
+    assert other.changer.inventory().drive(1).barcode == "AAA001L9"
 
 
 def test_unknown_fault_kinds_are_refused_with_the_known_ones(sim):
     with pytest.raises(errors.TapeError, match="unit_attention"):
         sim.inject(kind="gremlins")
+
+
+# --- the faults the driver's tests need ---------------------------------------------------------
+
+
+def test_a_mislabelled_cartridge_shows_its_new_label_and_fails_the_serial_check(sim):
+    sim.inject(kind="mislabel", barcode="AAA003L9", label="ZZZ009L9")
+    assert sim.changer.inventory().slot(3).barcode == "ZZZ009L9"
+    sim.changer.load(LoadRequest(slot=3, drive=0, barcode="ZZZ009L9"))
+    sim.drive(0).wait_ready()
+    with pytest.raises(errors.WrongCartridge, match="serial AAA003"):
+        sim.ltfs.mount(MountRequest(drive=0, barcode="ZZZ009L9"))
+
+
+def test_a_cartridge_stuck_in_the_picker_fails_every_move_until_cleared(sim):
+    sim.inject(kind="stuck_in_picker", barcode="AAA002L9")
+    with pytest.raises(errors.ChangerHardwareError, match="AAA002L9") as raised:
+        sim.changer.load(LoadRequest(slot=2, drive=0, barcode="AAA002L9"))
+    assert raised.value.barcode == "AAA002L9"
+    with pytest.raises(errors.ChangerHardwareError, match="picker still holds cartridge AAA002L9"):
+        sim.changer.load(LoadRequest(slot=1, drive=0, barcode="AAA001L9"))
+    assert not sim.changer.inventory().slot(2).full  # the robot has it
+    assert [(f.kind, f.barcode) for f in sim.faults()] == [("stuck_in_picker", "AAA002L9")]
+    assert sim.clear_faults("stuck_in_picker") == 1
+    assert sim.changer.inventory().slot(2).barcode == "AAA002L9"
+    sim.changer.load(LoadRequest(slot=2, drive=0, barcode="AAA002L9"))
+
+
+def test_the_library_is_offline_for_its_window_only(sim):
+    sim.inject(kind="library_offline", seconds=600)
+    with pytest.raises(errors.LibraryOffline, match="offline for another"):
+        sim.changer.inventory()
+    sim.clock.sleep(600)
+    assert sim.changer.inventory().slot(1).full
+    assert sim.faults() == ()
+
+
+def test_after_the_door_was_open_barcodes_must_be_read_again(sim):
+    sim.inject(kind="door_open")
+    with pytest.raises(errors.UnitAttention, match="door"):
+        sim.changer.inventory_once()
+    slot = sim.changer.inventory().slot(1)
+    assert slot.full and slot.barcode is None  # not scanned since the door closed
+    with pytest.raises(errors.BarcodeUnreadable):
+        sim.changer.load(LoadRequest(slot=1, drive=0, barcode="AAA001L9"))
+    assert sim.changer.inventory(rescan=True).slot(1).barcode == "AAA001L9"
+    sim.changer.load(LoadRequest(slot=1, drive=0, barcode="AAA001L9"))
+
+
+def test_the_operator_at_the_import_export_station_raises_a_unit_attention(sim):
+    sim.inject(kind="ie_open", slot=11, barcode="NEW001L9")
+    with pytest.raises(errors.UnitAttention, match="import/export"):
+        sim.changer.inventory_once()
+    assert sim.changer.inventory().slot(11).barcode == "NEW001L9"
+    sim.inject(kind="ie_open", slot=11)  # and takes it out again
+    assert not sim.changer.inventory().slot(11).full
+
+
+def test_scheduled_faults_are_listed_and_cleared_by_kind(sim):
+    sim.inject(kind="unit_attention", count=3)
+    sim.inject(kind="read_error", path="x", barcode="AAA001L9")
+    sim.inject(kind="drive_dead", drive=1)
+    assert sorted(f.kind for f in sim.faults()) == ["drive_dead", "read_error", "unit_attention"]
+    assert sim.clear_faults("unit_attention") == 1
+    assert sorted(f.kind for f in sim.faults()) == ["drive_dead", "read_error"]
+    assert sim.clear_faults() == 2
+    assert sim.faults() == ()
+    assert sim.drive(1).status().state.value == "empty"
+
+
+# --- TapeAlert: page 0x2E clears on read, page 0x12 does not ----------------------------------
+
+
+def test_reading_log_page_0x2e_clears_the_flags_but_the_port_and_page_0x12_do_not(sim):
+    from archive_core_tape_ltfs.parse import sg
+    from archive_core_tape_ltfs.runner import Command
+    from archive_core_tape_ltfs.sim.tools import SimulatedTools, sg_node
+
+    tools = SimulatedTools(sim)
+    sim.inject(kind="needs_cleaning", drive=0)
+    assert sim.drive(0).alerts().needs_cleaning and sim.drive(0).alerts().needs_cleaning
+    response = tools.run(Command(argv=("sg_logs", "-p", "0x12", sg_node(0)), timeout=5))
+    assert "TapeAlert response page" in response.stdout and "14h: 1" in response.stdout
+    assert sim.drive(0).alerts().needs_cleaning
+    page = tools.run(Command(argv=("sg_logs", "-p", "0x2e", sg_node(0)), timeout=5))
+    assert sg.parse_tape_alerts(page.stdout).needs_cleaning
+    assert not sim.drive(0).alerts().needs_cleaning  # stolen by whoever read page 0x2E
+    again = tools.run(Command(argv=("sg_logs", "-p", "0x2e", sg_node(0)), timeout=5))
+    assert not sg.parse_tape_alerts(again.stdout).flags
+
+
+def test_the_drive_reports_a_cleaning_need_again_at_the_next_load(sim):
+    from archive_core_tape_ltfs.runner import Command
+    from archive_core_tape_ltfs.sim.tools import SimulatedTools, sg_node
+
+    sim.inject(kind="needs_cleaning", drive=0)
+    SimulatedTools(sim).run(Command(argv=("sg_logs", "-p", "0x2e", sg_node(0)), timeout=5))
+    sim.changer.load(LoadRequest(slot=3, drive=0))
+    assert sim.drive(0).alerts().needs_cleaning
+
+
+@pytest.mark.skipif(not shutil.which("sg_logs"), reason="sg3-utils is not installed")
+def test_the_real_sg_logs_decodes_the_simulators_tape_alert_response_page(sim, tmp_path):
+    from archive_core_tape_ltfs.sim import render
+
+    page = tmp_path / "page12.hex"
+    page.write_text(render.tape_alert_response_hex({1, 20, 21, 52, 64}))
+    done = subprocess.run(
+        ["sg_logs", f"--in={page}", "--pdt=1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    with sim.transaction() as state:
+        state.drives[0].alerts = [1, 20, 21, 52, 64]
+        ours = render.sg_logs_tape_alert_response(state.drives[0])
+    assert ours.splitlines()[1:] == done.stdout.splitlines()

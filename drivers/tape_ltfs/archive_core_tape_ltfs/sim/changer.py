@@ -1,10 +1,10 @@
-"""The simulated changer: the robot moves cartridges, and the inventory is read as mtx prints it."""
+"""The simulated changer: the robot moves cartridges one at a time, the inventory is read as
+mtx prints it, and the changer's faults (door, picker, offline windows) surface typed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.config import Timeouts
 from archive_core_tape_ltfs.model import (
     ALERT_CLEANING_MEDIA,
     ALERT_EXPIRED_CLEANING_MEDIA,
@@ -17,28 +17,15 @@ from archive_core_tape_ltfs.model import (
 from archive_core_tape_ltfs.moves import empty_bay, free_slot, full_slot, unload_target
 from archive_core_tape_ltfs.parse import mtx
 from archive_core_tape_ltfs.retry import TransientRetry
-from archive_core_tape_ltfs.sim import faults, render
-from archive_core_tape_ltfs.sim.state import CORRUPT, SimFault, SimState
+from archive_core_tape_ltfs.sim import faults, mechanics, render
+from archive_core_tape_ltfs.sim.engine import ROBOT, Caller, Engine, Step, VirtualClock
+from archive_core_tape_ltfs.sim.state import CORRUPT, SimDrive, SimFault
 
-if TYPE_CHECKING:
-    from archive_core_tape_ltfs.sim.library import SimLibrary
-
-STATUS_SECONDS = 1.0  # one READ ELEMENT STATUS
+_WHAT = {"inventory": "read status", "load": "load", "unload": "unload", "transfer": "move"}
 
 
-def changer_fault(state: SimState, step: str, *, slot=None, drive=None, barcode=None) -> None:
-    """Raise the changer error a scheduled or random fault calls for at this step."""
-    fault = faults.take(state, step, slot=slot, drive=drive, barcode=barcode)
-    if fault is None:
-        return
-    raise changer_error(fault, state, step=step, slot=slot, drive=drive)
-
-
-def changer_error(fault: SimFault, state: SimState, *, step: str, slot, drive) -> errors.TapeError:
-    where = {"slot": slot, "drive": drive, "device": state.changer_name}
-    what = {"inventory": "read status", "load": "load", "unload": "unload", "transfer": "move"}.get(
-        step, step
-    )
+def changer_error(fault: SimFault, step: Step, *, what: str, slot, drive) -> errors.TapeError:
+    where = {"slot": slot, "drive": drive, "device": step.state.changer_name}
     if fault.kind == "unit_attention":
         return errors.UnitAttention(
             f"Cannot {what}: the library reports a unit attention (Unit Attention, ASC 28h, "
@@ -46,28 +33,20 @@ def changer_error(fault: SimFault, state: SimState, *, step: str, slot, drive) -
             **where,
         )
     if fault.kind == "library_offline":
+        until = ""
+        if faults.is_window(fault) and fault.at_time is not None:
+            until = f" for another {fault.at_time + fault.seconds - step.now:.0f} s"
         return errors.LibraryOffline(
-            f"Cannot {what}: the library is offline (Not Ready, ASC 04h, ASCQ 12h). Check the "
-            f"library's front panel: it must be online and in random-access mode.",
+            f"Cannot {what}: the library is offline{until} (Not Ready, ASC 04h, ASCQ 12h). "
+            f"Check the library's front panel: it must be online and in random-access mode.",
             **where,
         )
     if fault.kind == "becoming_ready":
-        # Keeps failing until its window has passed on the virtual clock.
-        if fault.at_time is None:
-            fault.at_time = state.clock
-            fault.count = 10**9
-            state.faults.append(fault)
-        if state.clock < fault.at_time + fault.seconds:
-            if fault not in state.faults:
-                state.faults.append(fault)
-            return errors.LibraryBecomingReady(
-                f"Cannot {what}: the library is still becoming ready (Not Ready, ASC 04h, "
-                f"ASCQ 01h); it is probably scanning its slots. Try again in a few minutes.",
-                **where,
-            )
-        if fault in state.faults:
-            state.faults.remove(fault)
-        return errors.TapeError("becoming ready is over")  # never raised: see below
+        return errors.LibraryBecomingReady(
+            f"Cannot {what}: the library is still becoming ready (Not Ready, ASC 04h, "
+            f"ASCQ 01h); it is probably scanning its slots. Try again in a few minutes.",
+            **where,
+        )
     if fault.kind == "move_failure":
         return errors.ChangerHardwareError(
             f"Cannot {what}: the library reports a hardware error (Hardware Error, ASC 40h, "
@@ -82,70 +61,147 @@ def changer_error(fault: SimFault, state: SimState, *, step: str, slot, drive) -
 
 
 class SimChanger:
-    def __init__(self, library: SimLibrary) -> None:
-        self._library = library
-        timeouts = library.timeouts
+    def __init__(self, engine: Engine, caller: Caller, timeouts: Timeouts) -> None:
+        self._engine = engine
+        self._caller = caller
         self._retry = TransientRetry(
-            clock=library.clock,
+            clock=VirtualClock(caller),
             becoming_ready=timeouts.becoming_ready,
             interval=timeouts.poll_interval,
         )
 
-    def _checked_fault(self, state: SimState, step: str, **where) -> None:
-        try:
-            changer_fault(state, step, **where)
-        except errors.TapeError as exc:
-            if type(exc) is errors.TapeError:  # a becoming-ready window that has passed
-                return
-            raise
+    def _step(self, name: str):
+        return self._engine.step(self._caller, name)
 
-    def _inventory(self, state: SimState) -> Inventory:
-        state.clock += STATUS_SECONDS
-        return mtx.parse_status(render.mtx_status(state))
+    # --- what every changer command meets first -------------------------------------------
+
+    def _pending(self, step: Step, name: str, *, slot=None, drive=None, barcode=None) -> None:
+        """A unit attention the library owes, a picker that holds a cartridge, a fault."""
+        state, what = step.state, _WHAT.get(name, name)
+        if state.unit_attention is not None:
+            reason = state.unit_attention
+            state.unit_attention = None
+            qualifier, why = (
+                ("01h", "an import/export element was accessed")
+                if reason == "ie"
+                else ("00h", "its door was opened")
+            )
+            raise errors.UnitAttention(
+                f"Cannot {what}: the library reports a unit attention (Unit Attention, ASC "
+                f"28h, ASCQ {qualifier}): {why}. The inventory must be read again.",
+                slot=slot,
+                drive=drive,
+                device=state.changer_name,
+            )
+        if state.picker is not None and name != "inventory":
+            raise errors.ChangerHardwareError(
+                f"Cannot {what}: the library's picker still holds cartridge {state.picker} "
+                f"(taken from slot {state.picker_source} when a move failed). An operator must "
+                f"take it out of the picker before the robot can move again.",
+                barcode=state.picker,
+                slot=state.picker_source,
+                device=state.changer_name,
+            )
+        fault = faults.take(
+            state,
+            name,
+            now=step.now,
+            slot=slot,
+            drive=drive,
+            barcode=barcode,
+            kinds=faults.BEFORE_MOVE,
+        )
+        if fault is not None:
+            raise changer_error(fault, step, what=what, slot=slot, drive=drive)
+
+    def _jammed(self, step: Step, name: str, key: str, source: int | None) -> bool:
+        """Whether a stuck-in-picker fault fires for this move: then the robot keeps the
+        cartridge (the caller takes it from where it was and raises `_jam`)."""
+        state = step.state
+        fault = faults.take(state, name, now=step.now, barcode=key, kinds=faults.JAMS)
+        if fault is None:
+            return False
+        state.picker, state.picker_source = key, source
+        return True
+
+    def _jam(self, step: Step) -> errors.ChangerHardwareError:
+        state = step.state
+        return errors.ChangerHardwareError(
+            f"The robot could not release cartridge {state.picker} (from slot "
+            f"{state.picker_source}): it is stuck in the picker (Hardware Error, ASC 40h, "
+            f"ASCQ 01h). Every move fails until an operator takes it out.",
+            barcode=state.picker,
+            slot=state.picker_source,
+            device=state.changer_name,
+        )
+
+    def _element_status(self, step: Step) -> Inventory:
+        model = mechanics.timing(step.state.drives[0])
+        step.caller.now += model.library.element_status_seconds
+        return mtx.parse_status(render.mtx_status(step.state))
+
+    def _robot(self, step: Step, start: float, operation: str, key: str) -> float:
+        model = mechanics.timing(step.state.drives[0])
+        end, _ = step.occupy(ROBOT, start, model.robot_move(), operation=operation, cartridge=key)
+        return end
+
+    # --- the port -----------------------------------------------------------------------
 
     def inventory(self, *, rescan: bool = False) -> Inventory:
         return self._retry("inventory", lambda: self.inventory_once(rescan=rescan))
 
     def inventory_once(self, *, rescan: bool = False) -> Inventory:
         """One READ ELEMENT STATUS, without retrying a transient condition."""
-        with self._library.step("inventory") as state:
-            self._checked_fault(state, "inventory")
+        with self._step("inventory") as step:
+            self._pending(step, "inventory")
             if rescan:
-                state.clock += self._library.timing(state.drives[0]).inventory(len(state.slots))
-            return self._inventory(state)
+                model = mechanics.timing(step.state.drives[0])
+                end, _ = step.occupy(
+                    ROBOT, step.now, model.inventory(len(step.state.slots)), operation="rescan"
+                )
+                step.wait_until(end)
+                step.state.inventory_valid = True
+            return self._element_status(step)
 
     def load(self, request: LoadRequest) -> None:
         self._retry("load", lambda: self.load_once(request))
 
     def load_once(self, request: LoadRequest) -> None:
-        with self._library.step("load") as state:
-            self._checked_fault(
-                state, "load", slot=request.slot, drive=request.drive, barcode=request.barcode
+        with self._step("load") as step:
+            self._pending(
+                step, "load", slot=request.slot, drive=request.drive, barcode=request.barcode
             )
-            inventory = self._inventory(state)
+            inventory = self._element_status(step)
             full_slot(inventory, request.slot, request.barcode, what="load")
             empty_bay(inventory, request.drive, loading=request.slot)
-            self._move_to_drive(state, request)
+            drive = mechanics.drive_row(step, request.drive)
+            mechanics.in_service(drive, f"load slot {request.slot} into")
+            self._move_to_drive(step, request, drive)
 
-    def _move_to_drive(self, state: SimState, request: LoadRequest) -> None:
-        library = self._library
+    def _move_to_drive(self, step: Step, request: LoadRequest, drive: SimDrive) -> None:
+        state = step.state
         slot = state.slot(request.slot)
-        drive = library.drive_state(state, request.drive)
         assert slot is not None and slot.cartridge is not None
         cartridge = state.cartridges[slot.cartridge]
-        timing = library.timing(drive)
-        state.clock += timing.library.robot_move_seconds
-        state.robot_moves += 1
+        if self._jammed(step, "load", cartridge.key, slot.number):
+            slot.cartridge = None
+            raise self._jam(step)
+        start = max(step.now, drive.busy_until)
+        moved = self._robot(
+            step, start, f"slot {slot.number} -> drive {drive.index}", cartridge.key
+        )
+        step.wait_until(moved)
+        drive.busy_until = max(drive.busy_until, moved)
         slot.cartridge = None
         drive.cartridge = cartridge.key
         drive.source_slot = slot.number
-        drive.threaded = True
-        drive.partition, drive.block = 0, 0
-        hang = faults.take(state, "drive-load", drive=drive.index, barcode=cartridge.key)
+        hang = faults.take(
+            state, "drive-load", now=step.now, drive=drive.index, barcode=cartridge.key
+        )
         drive.hung = hang is not None and hang.kind == "load_hang"
         if cartridge.cleaning:
             if cartridge.uses_left <= 0:
-                drive.alerts = sorted(set(drive.alerts) | {ALERT_EXPIRED_CLEANING_MEDIA})
+                drive.alerts = sorted({*drive.alerts, ALERT_EXPIRED_CLEANING_MEDIA})
                 drive.threaded = False
                 raise errors.CleaningMediaExpired(
                     f"Drive {drive.index} ejected cleaning cartridge {cartridge.label}: it is "
@@ -156,28 +212,24 @@ class SimChanger:
                 )
             cartridge.uses_left -= 1
             drive.alerts = sorted((set(drive.alerts) - CLEANING_ALERTS) | {ALERT_CLEANING_MEDIA})
+            drive.needs_clean = False
             drive.bytes_since_clean = 0
-            drive.ready_at = (
-                state.clock + timing.load(new_cartridge=False) + (timing.library.cleaning_seconds)
-            )
-            return
-        calibrate = cartridge.new and cartridge.generation == 9 and drive.generation == 9
-        drive.ready_at = state.clock + timing.load(new_cartridge=calibrate)
-        cartridge.new = False
+        mechanics.thread(step, drive, cartridge, moved)
 
     def unload(self, request: UnloadRequest) -> int:
         return self._retry("unload", lambda: self.unload_once(request))
 
     def unload_once(self, request: UnloadRequest) -> int:
-        with self._library.step("unload") as state:
-            self._checked_fault(state, "unload", drive=request.drive, slot=request.slot)
-            target = unload_target(self._inventory(state), request.drive, request.slot)
-            self._move_to_slot(state, request.drive, target)
+        with self._step("unload") as step:
+            self._pending(step, "unload", drive=request.drive, slot=request.slot)
+            target = unload_target(self._element_status(step), request.drive, request.slot)
+            self._move_to_slot(step, request.drive, target)
             return target
 
-    def _move_to_slot(self, state: SimState, index: int, target: int) -> None:
-        library = self._library
-        drive = library.drive_state(state, index)
+    def _move_to_slot(self, step: Step, index: int, target: int) -> None:
+        state = step.state
+        drive = mechanics.drive_row(step, index)
+        mechanics.in_service(drive, "unload")
         assert drive.cartridge is not None
         cartridge = state.cartridges[drive.cartridge]
         if drive.ltfs is not None:
@@ -201,13 +253,13 @@ class SimChanger:
                 drive=index,
                 barcode=cartridge.label,
             )
-        timing = library.timing(drive)
-        if drive.threaded:
-            from archive_core_tape_ltfs.cost import Position
-
-            state.clock += timing.unload(Position(partition=drive.partition, block=drive.block))
-        state.clock += timing.library.robot_move_seconds
-        state.robot_moves += 1
+        ready = mechanics.unthread(step, drive, "unload") if drive.threaded else step.now
+        if self._jammed(step, "unload", cartridge.key, drive.source_slot):
+            drive.cartridge, drive.source_slot, drive.hung = None, None, False
+            raise self._jam(step)
+        moved = self._robot(step, ready, f"drive {index} -> slot {target}", cartridge.key)
+        step.wait_until(moved)
+        drive.busy_until = max(drive.busy_until, moved)  # the bay is busy until it is empty
         slot = state.slot(target)
         assert slot is not None
         slot.cartridge = drive.cartridge
@@ -215,7 +267,6 @@ class SimChanger:
         drive.source_slot = None
         drive.threaded = False
         drive.hung = False
-        drive.partition, drive.block = 0, 0
         if cartridge.cleaning:
             drive.alerts = sorted(set(drive.alerts) - {ALERT_CLEANING_MEDIA})
 
@@ -223,14 +274,23 @@ class SimChanger:
         self._retry("transfer", lambda: self.transfer_once(request))
 
     def transfer_once(self, request: TransferRequest) -> None:
-        with self._library.step("transfer") as state:
-            self._checked_fault(state, "transfer", slot=request.source, barcode=request.barcode)
-            inventory = self._inventory(state)
+        with self._step("transfer") as step:
+            self._pending(step, "transfer", slot=request.source, barcode=request.barcode)
+            inventory = self._element_status(step)
             full_slot(inventory, request.source, request.barcode, what="move")
             free_slot(inventory, request.destination, what=f"move slot {request.source} to")
-            source = state.slot(request.source)
-            destination = state.slot(request.destination)
-            assert source is not None and destination is not None
-            state.clock += self._library.timing(state.drives[0]).library.robot_move_seconds
-            state.robot_moves += 1
+            source = step.state.slot(request.source)
+            destination = step.state.slot(request.destination)
+            assert source is not None and source.cartridge is not None
+            assert destination is not None
+            if self._jammed(step, "transfer", source.cartridge, source.number):
+                source.cartridge = None
+                raise self._jam(step)
+            moved = self._robot(
+                step,
+                step.now,
+                f"slot {source.number} -> slot {destination.number}",
+                source.cartridge,
+            )
+            step.wait_until(moved)
             destination.cartridge, source.cartridge = source.cartridge, None

@@ -1,4 +1,8 @@
-"""Fault injection: every failure of tape-facts §6, by explicit schedule or by seeded chance."""
+"""Fault injection: every failure of tape-facts §6, by explicit schedule or by seeded chance.
+
+Times are the time of the caller whose step meets the fault: a fault `at_time` fires at the
+first matching step of a caller that has got that far.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,16 @@ import random
 
 from archive_core_tape_ltfs.sim.state import SimFault, SimState
 
+_CHANGER_STEPS = frozenset({"inventory", "load", "unload", "transfer"})
+_MOVES = frozenset({"load", "unload", "transfer"})
+
 # Faults that fail a step of the port when they fire (the step names where they can fire).
 STEP_FAULTS: dict[str, frozenset[str]] = {
-    "unit_attention": frozenset({"inventory", "load", "unload", "transfer"}),
-    "library_offline": frozenset({"inventory", "load", "unload", "transfer"}),
-    "becoming_ready": frozenset({"inventory", "load", "unload", "transfer"}),
-    "move_failure": frozenset({"load", "unload", "transfer"}),
+    "unit_attention": _CHANGER_STEPS,
+    "library_offline": _CHANGER_STEPS,  # with `seconds`: offline for that window
+    "becoming_ready": _CHANGER_STEPS,
+    "move_failure": _MOVES,
+    "stuck_in_picker": _MOVES,  # the robot keeps the cartridge it was moving
     "source_empty": frozenset({"load", "transfer"}),
     "destination_full": frozenset({"unload", "transfer"}),
     "load_hang": frozenset({"drive-load"}),
@@ -22,11 +30,15 @@ STEP_FAULTS: dict[str, frozenset[str]] = {
     "unmount_returns_early": frozenset({"unmount"}),
 }
 
+# Step faults that last a window of `seconds` from `at_time` instead of a number of steps.
+WINDOW_FAULTS = frozenset({"becoming_ready", "library_offline"})
+
 # Faults that change the library's state when they fire (at once, or at their scheduled time).
 STATE_FAULTS = frozenset(
     {
         "needs_cleaning",  # the drive sets TapeAlert 20
         "barcode_unreadable",  # the cartridge's label can no longer be read
+        "mislabel",  # the cartridge gets another barcode label (`label`); its volume keeps its
         "swap",  # an operator swaps the cartridges of two slots
         "vault",  # an operator takes the cartridge out of the library
         "write_protect",  # the write-protect tab is slid on
@@ -35,10 +47,20 @@ STATE_FAULTS = frozenset(
         "crash",  # the ltfs process of a drive dies (power loss, kill -9)
         "corrupt_index",  # the volume's latest index is damaged
         "missing_eod",  # the cartridge memory lost the end of data
+        "drive_dead",  # the drive goes out of service: every command fails
+        "door_open",  # the door was opened: unit attention, barcodes must be re-read
+        "ie_open",  # the operator opened the I/E station (and took or inserted a cartridge)
     }
 )
 
 KINDS = frozenset(STEP_FAULTS) | STATE_FAULTS
+# What a changer command meets before it moves anything (a jam happens during the move).
+BEFORE_MOVE = frozenset(STEP_FAULTS) - {"stuck_in_picker"}
+JAMS = frozenset({"stuck_in_picker"})
+
+
+def is_window(fault: SimFault) -> bool:
+    return fault.kind in WINDOW_FAULTS and fault.seconds > 0
 
 
 def _matches(
@@ -52,35 +74,52 @@ def _matches(
     )
 
 
-def due(fault: SimFault, state: SimState) -> bool:
-    if fault.at_time is not None and state.clock < fault.at_time:
+def due(fault: SimFault, state: SimState, now: float) -> bool:
+    if fault.at_time is not None and now < fault.at_time:
         return False
     return not (fault.after_ops is not None and state.ops <= fault.after_ops)
+
+
+def unschedule(state: SimState, fault: SimFault) -> None:
+    state.faults = tuple(f for f in state.faults if f is not fault)
 
 
 def take(
     state: SimState,
     step: str,
     *,
+    now: float,
     drive: int | None = None,
     barcode: str | None = None,
     slot: int | None = None,
     path: str | None = None,
+    kinds: frozenset[str] | None = None,
 ) -> SimFault | None:
-    """The scheduled or random fault that fires at this step, consumed; None if none does."""
-    for fault in list(state.faults):
+    """The scheduled or random fault (of `kinds`, default any) that fires at this step,
+    consumed; None if none does."""
+    for fault in state.faults:
         if fault.kind not in STEP_FAULTS or step not in STEP_FAULTS[fault.kind]:
             continue
-        if not due(fault, state):
+        if kinds is not None and fault.kind not in kinds:
+            continue
+        if not due(fault, state, now):
             continue
         if not _matches(fault, drive=drive, barcode=barcode, slot=slot, path=path):
             continue
+        if is_window(fault):
+            assert fault.at_time is not None
+            if now >= fault.at_time + fault.seconds:
+                unschedule(state, fault)  # its window has passed
+                continue
+            return fault
         fault.count -= 1
         if fault.count <= 0:
-            state.faults.remove(fault)
+            unschedule(state, fault)
         return fault
-    for kind, probability in sorted(state.random_faults.items()):
+    for kind, probability in state.random_faults:
         if kind not in STEP_FAULTS or step not in STEP_FAULTS[kind] or probability <= 0:
+            continue
+        if kinds is not None and kind not in kinds:
             continue
         # One draw per (seed, step number, kind): the same seed replays the same faults.
         if random.Random(f"{state.seed}:{state.ops}:{kind}").random() < probability:
@@ -88,9 +127,9 @@ def take(
     return None
 
 
-def due_state_faults(state: SimState) -> list[SimFault]:
+def due_state_faults(state: SimState, now: float) -> list[SimFault]:
     """State-changing faults whose time has come, removed from the schedule."""
-    ready = [f for f in state.faults if f.kind in STATE_FAULTS and due(f, state)]
-    for fault in ready:
-        state.faults.remove(fault)
+    ready = [f for f in state.faults if f.kind in STATE_FAULTS and due(f, state, now)]
+    if ready:
+        state.faults = tuple(f for f in state.faults if not any(f is r for r in ready))
     return ready

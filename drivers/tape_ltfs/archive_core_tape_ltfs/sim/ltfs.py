@@ -1,153 +1,125 @@
-"""Simulated LTFS: format, mount, file I/O with on-tape extents, sync, unmount, ltfsck."""
+"""Simulated LTFS: format, mount, file I/O with on-tape extents, sync, unmount, ltfsck.
+
+Written bytes go to a blob file per file; synthetic files (`SimMount.write_synthetic`) are only
+described. Reads stream: the bytes come from the blob or the description as the reader asks.
+The drive streams at the rate its caller feeds or drains it, measured on the caller's clock.
+"""
 
 from __future__ import annotations
 
 import io
-import math
-import shutil
-import uuid as uuidlib
+import os
+import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn
 
+import attrs
 from archive_core_tape_ltfs import errors
-from archive_core_tape_ltfs.cost import BLOCK_SIZE, Position
+from archive_core_tape_ltfs.cost import BLOCK_SIZE, INDEX_POSITION, Position
 from archive_core_tape_ltfs.model import (
     ALERT_CLEANING_REQUIRED,
-    CLEANING_ALERTS,
     Capacity,
+    CapturedIndex,
     CheckMode,
     CheckRequest,
     CheckResult,
+    Extent,
     FileLocation,
     FormatRequest,
+    IndexedFile,
+    MountRecord,
     MountRequest,
+    ReadOnlyReason,
     VolumeInfo,
+    VolumeState,
     volume_serial_for,
 )
-from archive_core_tape_ltfs.sim import faults
-from archive_core_tape_ltfs.sim.library import FIRST_DATA_BLOCK, drop_read_only
+from archive_core_tape_ltfs.sim import faults, mechanics
+from archive_core_tape_ltfs.sim.content import SyntheticContent
+from archive_core_tape_ltfs.sim.engine import Caller, Engine, Step
 from archive_core_tape_ltfs.sim.state import (
     CLEAN,
+    CORRUPT,
     EXTRA_BLOCKS,
     NO_EOD,
+    FileExtent,
     SimCartridge,
     SimDrive,
     SimFile,
     SimLtfs,
-    SimState,
     SimVolume,
 )
 
 from archive_core import CopyNotFound
 
-if TYPE_CHECKING:
-    from archive_core_tape_ltfs.sim.library import SimLibrary
-
-INDEX_BYTES_PER_FILE = 1024  # XML index size per file entry; estimate
-PEW_FRACTION = 0.99  # programmable early warning: no new file data beyond this
 DEEP_RECOVERY_SECONDS = 20 * 60  # ltfsck -z EOD recovery (LTFS17131I "about 20 minutes")
 LOST_AND_FOUND = "_ltfs_lostandfound"
+EARLY_UMOUNT_SECONDS = 0.5  # umount returning before ltfs has written anything
 
 
-def _writable_generations(drive: int) -> set[int]:
-    return {drive, drive - 1}
+def _letter(partition: int) -> str:
+    return "a" if partition == 0 else "b"
 
 
-def _readable_generations(drive: int) -> set[int]:
-    return {drive, drive - 1} if drive >= 8 else {drive, drive - 1, drive - 2}
-
-
-def _capacity_blocks(cartridge: SimCartridge) -> int:
-    return cartridge.capacity_bytes // BLOCK_SIZE
-
-
-def _pew_block(cartridge: SimCartridge) -> int:
-    return int(_capacity_blocks(cartridge) * PEW_FRACTION)
-
-
-def _index_blocks(volume: SimVolume) -> int:
-    return max(1, math.ceil(len(volume.files) * INDEX_BYTES_PER_FILE / BLOCK_SIZE))
-
-
-def _head(drive: SimDrive) -> Position:
-    return Position(partition=drive.partition, block=drive.block)
-
-
-def _seek(library: SimLibrary, state: SimState, drive: SimDrive, target: Position) -> None:
-    state.clock += library.timing(drive).locate(_head(drive), target)
-    drive.partition, drive.block = target.partition, target.block
-
-
-def write_index(
-    library: SimLibrary,
-    state: SimState,
-    drive: SimDrive,
-    volume: SimVolume,
-    *,
-    both_partitions: bool,
-) -> None:
-    """Append an index to the data partition (and rewrite it on the index partition)."""
-    timing = library.timing(drive)
-    _seek(library, state, drive, Position(partition=1, block=volume.append_block))
-    blocks = _index_blocks(volume)
-    state.clock += timing.index_sync(len(volume.files)) + timing.stream(blocks * BLOCK_SIZE)[0]
-    volume.append_block += blocks
-    drive.block = volume.append_block
-    if both_partitions:
-        _seek(library, state, drive, Position(partition=0, block=2))
-        state.clock += timing.index_sync(len(volume.files))
-    volume.generation += 1
-    volume.generations.append(volume.generation)
-    for file in volume.files.values():
-        if file.generation == 0:
-            file.generation = volume.generation
-    volume.dirty = False
-
-
-def index_write_seconds(library: SimLibrary, drive: SimDrive, volume: SimVolume) -> float:
-    """How long the final index write of an unmount takes (DP then IP)."""
-    timing = library.timing(drive)
-    if not volume.dirty:
-        return 1.0
-    return (
-        timing.locate(_head(drive), Position(partition=1, block=volume.append_block))
-        + 2 * timing.index_sync(len(volume.files))
-        + timing.locate(
-            Position(partition=1, block=volume.append_block), Position(partition=0, block=2)
-        )
+def _captured(step: Step, volume: SimVolume, *, indexed_only: bool) -> CapturedIndex:
+    files = step.files().all(volume.uuid, indexed_only=indexed_only)
+    return CapturedIndex(
+        volume_uuid=volume.uuid,
+        generation=volume.generation,
+        location=volume.index_location,
+        files=tuple(
+            IndexedFile(
+                path=f.path,
+                size=f.size,
+                fileuid=f.fileuid,
+                extents=tuple(
+                    Extent(
+                        partition=_letter(e.partition),
+                        startblock=e.startblock,
+                        byte_offset=0,
+                        byte_count=e.byte_count,
+                        file_offset=e.file_offset,
+                    )
+                    for e in f.extents
+                ),
+            )
+            for f in files
+        ),
     )
 
 
-def finish_unmount(
-    library: SimLibrary, state: SimState, drive: SimDrive, *, charge: bool = True
-) -> None:
-    """The ltfs process writes the final index (if anything changed) and exits."""
-    cartridge = state.cartridges.get(drive.cartridge or "")
-    volume = cartridge.volume if cartridge else None
-    started = state.clock
-    if volume is not None and volume.dirty and drive.ltfs and not drive.ltfs.read_only:
-        write_index(library, state, drive, volume, both_partitions=True)
-    if not charge:  # the write happened while the clock moved on for other steps
-        state.clock = started
-    drive.ltfs = None
-
-
-def _drive_with_volume(library: SimLibrary, state: SimState, index: int, what: str):
-    drive = library.drive_state(state, index)
+def _ready_drive(step: Step, index: int, what: str) -> tuple[SimDrive, SimCartridge]:
+    drive = mechanics.drive_row(step, index)
+    mechanics.in_service(drive, what)
     if drive.cartridge is None or not drive.threaded:
         raise errors.DriveNotReady(
             f"Cannot {what} drive {index}: it holds no cartridge.", drive=index
         )
-    if state.clock < drive.ready_at or drive.hung:
+    if step.now < drive.ready_at or drive.hung:
         raise errors.DriveNotReady(
             f"Cannot {what} drive {index}: the cartridge is not ready yet.", drive=index
         )
-    return drive, state.cartridges[drive.cartridge]
+    return drive, step.state.cartridges[drive.cartridge]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, but alive
+    return True
 
 
 class SimLtfsVolume:
-    def __init__(self, library: SimLibrary) -> None:
-        self._library = library
+    def __init__(self, engine: Engine, caller: Caller) -> None:
+        self._engine = engine
+        self._caller = caller
+
+    def _step(self, name: str):
+        return self._engine.step(self._caller, name)
 
     def _guard(self, drive: SimDrive, what: str) -> None:
         if drive.ltfs is not None:
@@ -165,16 +137,15 @@ class SimLtfsVolume:
                 barcode=request.barcode,
                 drive=request.drive,
             )
-        library = self._library
-        with library.step("format") as state:
-            drive, cartridge = _drive_with_volume(library, state, request.drive, "format in")
+        with self._step("format") as step:
+            drive, cartridge = _ready_drive(step, request.drive, "format in")
             self._guard(drive, "format the cartridge in")
             where = {"drive": drive.index, "barcode": request.barcode}
             if cartridge.cleaning:
                 raise errors.UnformattedTape(
                     f"Cannot format {cartridge.label}: it is a cleaning cartridge.", **where
                 )
-            if cartridge.generation not in _writable_generations(drive.generation):
+            if cartridge.generation not in mechanics.writable_generations(drive.generation):
                 raise errors.MediaError(
                     f"Cannot format {request.barcode}: an LTO-{cartridge.generation} cartridge "
                     f"cannot be written in an LTO-{drive.generation} drive.",
@@ -186,6 +157,12 @@ class SimLtfsVolume:
                     f"its write-protect tab to format it.",
                     **where,
                 )
+            if cartridge.volume is not None and cartridge.worm:
+                raise errors.AlreadyFormatted(
+                    f"Cannot format {request.barcode}: it is a WORM cartridge that already "
+                    f"holds an LTFS volume; a WORM cartridge is formatted once, never again.",
+                    **where,
+                )
             if cartridge.volume is not None and not request.force:
                 raise errors.AlreadyFormatted(
                     f"Cannot format {request.barcode}: it already holds an LTFS volume. "
@@ -193,34 +170,33 @@ class SimLtfsVolume:
                     f"cartridge the catalog does not know.",
                     **where,
                 )
-            if cartridge.volume is not None:
-                shutil.rmtree(library.blob_dir(cartridge.volume), ignore_errors=True)
-            timing = library.timing(drive)
-            state.clock += timing.rewind(_head(drive)) + timing.library.format_seconds
-            volume = SimVolume(
-                uuid=str(
-                    uuidlib.uuid5(
-                        uuidlib.NAMESPACE_URL, f"sim:{state.seed}:{state.ops}:{cartridge.key}"
-                    )
-                ),
-                serial=serial,
-                name=request.name,
-                append_block=FIRST_DATA_BLOCK,
+            mechanics.forget_volume(step, cartridge)
+            model = mechanics.timing(drive)
+            seconds = model.rewind(mechanics.head(drive)) + model.library.format_seconds
+            mechanics.drive_work(step, drive, seconds, "format")
+            volume = mechanics.new_volume(
+                step, cartridge, serial=serial, name=request.name, rules=request.rules
             )
+            volume.mam_barcode = request.barcode
             cartridge.volume = volume
             cartridge.foreign = False
-            drive.partition, drive.block = 1, volume.append_block
+            mechanics.move_head(drive, Position(partition=1, block=volume.append_block))
             return VolumeInfo(
-                serial=serial, uuid=volume.uuid, generation=volume.generation, name=request.name
+                serial=serial,
+                uuid=volume.uuid,
+                generation=volume.generation,
+                name=request.name,
+                mam_barcode=volume.mam_barcode,
             )
 
     def mount(self, request: MountRequest) -> SimMount:
-        library = self._library
-        with library.step("mount") as state:
-            drive, cartridge = _drive_with_volume(library, state, request.drive, "mount")
+        with self._step("mount") as step:
+            drive, cartridge = _ready_drive(step, request.drive, "mount")
             self._guard(drive, "mount")
             where = {"drive": drive.index, "barcode": request.barcode or cartridge.label}
-            fault = faults.take(state, "mount", drive=drive.index, barcode=cartridge.key)
+            fault = faults.take(
+                step.state, "mount", now=step.now, drive=drive.index, barcode=cartridge.key
+            )
             if drive.reserved or fault is not None:
                 raise errors.DriveBusy(
                     f"Cannot mount drive {drive.index}: it is reserved by another host or by an "
@@ -235,95 +211,233 @@ class SimLtfsVolume:
                     f"Format it only if it belongs to a scratch pool.",
                     **where,
                 )
-            if cartridge.generation not in _readable_generations(drive.generation):
+            if cartridge.generation not in mechanics.readable_generations(drive.generation):
                 raise errors.MediaError(
                     f"Cannot mount {cartridge.label}: an LTO-{cartridge.generation} cartridge "
                     f"cannot be read in an LTO-{drive.generation} drive.",
                     **where,
                 )
-            timing = library.timing(drive)
+            model = mechanics.timing(drive)
             if volume.consistency != CLEAN:
                 if volume.consistency == EXTRA_BLOCKS:
-                    state.clock += timing.library.consistency_check_seconds
+                    mechanics.drive_work(
+                        step, drive, model.library.consistency_check_seconds, "consistency check"
+                    )
                 raise errors.InconsistentIndex(
                     f"Cannot mount {cartridge.label}: the LTFS index does not match the medium "
                     f"(the volume was not unmounted cleanly). Run a check (ltfsck) on it before "
                     f"using it again.",
                     **where,
                 )
-            if request.barcode:
-                expected = volume_serial_for(request.barcode)
-                if expected and volume.serial != expected:
-                    state.clock += timing.mount(len(volume.files))
-                    raise errors.WrongCartridge(
-                        f"Drive {drive.index} should hold {request.barcode}, but its LTFS volume "
-                        f"has serial {volume.serial}. The cartridge or its label was swapped.",
-                        **where,
-                    )
-            reason = ""
-            if cartridge.write_protected:
-                reason = "write-protected"
-            elif volume.lock_state:
-                reason = "write error"
-            elif cartridge.generation not in _writable_generations(drive.generation):
-                reason = "medium generation read-only in this drive"
-            elif request.read_only:
-                reason = "mounted read-only"
-            _seek(library, state, drive, Position(partition=0, block=2))
-            state.clock += timing.mount(len(volume.files))
+            seconds = model.mount(volume.file_count, mechanics.head(drive))
+            mechanics.drive_work(step, drive, seconds, "mount")
+            mechanics.move_head(drive, INDEX_POSITION)
+            self._check_identity(request, drive, cartridge, volume, where)
+            state = step.state
             state.next_pid += 1
             drive.ltfs = SimLtfs(
-                pid=state.next_pid, read_only=bool(reason), read_only_reason=reason
+                pid=state.next_pid,
+                owner_pid=os.getpid(),
+                owner=step.caller.name,
+                host=socket.gethostname(),
+                mountpoint=str(self._engine.root / "mnt" / f"drive{drive.index}"),
+                since=step.now,
+                mounted_read_only=request.read_only,
             )
             return SimMount(
-                library,
+                self._engine,
+                self._caller,
                 drive=drive.index,
                 pid=state.next_pid,
                 barcode=cartridge.label,
-                read_only=bool(reason),
             )
 
-    def unmount(self, mount: Any, *, eject: bool = False) -> None:
+    def _check_identity(
+        self,
+        request: MountRequest,
+        drive: SimDrive,
+        cartridge: SimCartridge,
+        volume: SimVolume,
+        where: dict,
+    ) -> None:
+        """The volume read from tape must be the one asked for (LTFS has read its label and
+        index by now; nothing stays mounted when it is not)."""
+        if request.barcode:
+            expected = volume_serial_for(request.barcode)
+            if expected and volume.serial != expected:
+                raise errors.WrongCartridge(
+                    f"Drive {drive.index} should hold {request.barcode}, but its LTFS volume "
+                    f"has serial {volume.serial}. The cartridge or its label was swapped.",
+                    **where,
+                )
+        if request.volume_uuid and request.volume_uuid != volume.uuid:
+            raise errors.WrongCartridge(
+                f"Drive {drive.index} should hold the LTFS volume {request.volume_uuid}, but "
+                f"cartridge {cartridge.label or '(no barcode)'} in it holds volume "
+                f"{volume.uuid} (serial {volume.serial}). It was not mounted.",
+                **where,
+            )
+
+    def unmount(self, mount: Any, *, eject: bool = False) -> CapturedIndex | None:
         assert isinstance(mount, SimMount)
-        library = self._library
-        with library.step("unmount") as state:
-            drive, cartridge, volume = mount._alive(state, "unmount")
-            timing = library.timing(drive)
-            early = faults.take(state, "unmount", drive=drive.index, barcode=cartridge.key)
-            eom = early is not None and early.kind == "eom_on_index"
-            returns_early = early is not None and early.kind == "unmount_returns_early"
-            failure: errors.TapeError | None = None
-            if returns_early:
-                # umount returns at once; the ltfs process writes the index and exits later.
+        with self._step("unmount") as step:
+            drive, cartridge, volume = mount._alive(step, "unmount")
+            model = mechanics.timing(drive)
+            early = faults.take(
+                step.state, "unmount", now=step.now, drive=drive.index, barcode=cartridge.key
+            )
+            if early is not None and early.kind == "unmount_returns_early":
+                # umount returns at once; the ltfs process writes the index and exits later
+                # (the drive stays busy with it meanwhile).
                 assert drive.ltfs is not None
-                drive.ltfs.exit_at = state.clock + index_write_seconds(library, drive, volume)
-                state.clock += 0.5
-                return
-            if eom and volume.dirty and drive.ltfs and not drive.ltfs.read_only:
-                _seek(library, state, drive, Position(partition=1, block=volume.append_block))
-                drop_read_only(volume, reason="end of medium during the final index")
-                failure = errors.NoSpace(
-                    f"LTFS could not write the final index of {cartridge.label}: end of "
-                    f"medium. The volume keeps its previous index and is now read-only; "
-                    f"files written since the last sync are not on it.",
-                    drive=drive.index,
+                seconds = model.library.clean_unmount_seconds
+                if volume.dirty and mechanics.takes_index(drive, cartridge, volume):
+                    seconds = model.unmount(
+                        volume.file_count,
+                        dirty=True,
+                        head=mechanics.head(drive),
+                        append_block=volume.append_block,
+                    )
+                start = max(step.now, drive.busy_until)
+                drive.ltfs.exit_at = start + seconds
+                step.occupy(
+                    f"drive{drive.index}",
+                    start,
+                    seconds,
+                    operation="unmount (ltfs exiting)",
+                    cartridge=cartridge.key,
+                )
+                step.caller.now += EARLY_UMOUNT_SECONDS
+                return None
+            eom = early is not None and early.kind == "eom_on_index" and volume.dirty
+            if eom and mechanics.takes_index(drive, cartridge, volume):
+                raise self._end_of_medium(step, drive, cartridge, volume)
+            seconds = mechanics.finish_unmount(step, drive)
+            mechanics.drive_work(step, drive, seconds, "unmount")
+            captured = _captured(step, volume, indexed_only=False)
+            if eject:
+                mechanics.unthread(step, drive, "eject the cartridge from")
+            return captured
+
+    def _end_of_medium(
+        self, step: Step, drive: SimDrive, cartridge: SimCartridge, volume: SimVolume
+    ) -> errors.TapeError:
+        model = mechanics.timing(drive)
+        target = Position(partition=1, block=volume.append_block)
+        mechanics.drive_work(step, drive, model.locate(mechanics.head(drive), target), "unmount")
+        mechanics.move_head(drive, target)
+        mechanics.drop_read_only(volume, reason="end of medium during the final index")
+        volume.file_count -= step.files().drop_unindexed(volume.uuid)
+        volume.dirty = False
+        drive.ltfs = None
+        return errors.NoSpace(
+            f"LTFS could not write the final index of {cartridge.label}: end of medium. The "
+            f"volume keeps its previous index and is now read-only; files written since the "
+            f"last sync are not on it.",
+            drive=drive.index,
+            barcode=cartridge.label,
+        )
+
+    def read_index(self, drive: int) -> CapturedIndex:
+        with self._step("read-index") as step:
+            found, cartridge = _ready_drive(step, drive, "read the index in")
+            self._guard(found, "read the index in")
+            volume = cartridge.volume
+            if cartridge.cleaning or volume is None:
+                raise errors.UnformattedTape(
+                    f"Cannot read the index of {cartridge.label or 'the cartridge'} in drive "
+                    f"{drive}: it holds no LTFS volume.",
+                    drive=drive,
                     barcode=cartridge.label,
                 )
-                for path in [p for p, f in volume.files.items() if f.generation == 0]:
-                    del volume.files[path]
-                volume.dirty = False
-            finish_unmount(library, state, drive)
-            if eject:
-                state.clock += timing.unload(_head(drive))
-                drive.threaded = False
-                drive.partition, drive.block = 0, 0
-            if failure is not None:
-                raise failure
+            if volume.consistency in (CORRUPT, NO_EOD):
+                raise errors.InconsistentIndex(
+                    f"Cannot read the index of {cartridge.label}: its latest index is damaged. "
+                    f"Run a check (ltfsck) on it.",
+                    drive=drive,
+                    barcode=cartridge.label,
+                )
+            model = mechanics.timing(found)
+            seconds = model.mount(volume.file_count, mechanics.head(found))
+            mechanics.drive_work(step, found, seconds, "read index")
+            mechanics.move_head(found, INDEX_POSITION)
+            # What is on tape: files written after the last index are not in it.
+            return _captured(step, volume, indexed_only=True)
+
+    def mounts(self) -> tuple[MountRecord, ...]:
+        host = socket.gethostname()
+        with self._engine.transaction(self._caller) as step:
+            records = []
+            for drive in step.state.drives:
+                for ltfs, alive in ((drive.ltfs, True), (drive.stale, False)):
+                    if ltfs is None:
+                        continue
+                    cartridge = step.state.cartridges.get(drive.cartridge or "")
+                    records.append(
+                        MountRecord(
+                            drive=drive.index,
+                            mountpoint=ltfs.mountpoint,
+                            barcode=cartridge.label if cartridge else None,
+                            owner_pid=ltfs.owner_pid,
+                            owner_name=ltfs.owner,
+                            ltfs_pid=ltfs.pid,
+                            host=ltfs.host,
+                            owner_alive=ltfs.host != host or _pid_alive(ltfs.owner_pid),
+                            ltfs_alive=alive and ltfs.exit_at is None,
+                            since=ltfs.since,
+                        )
+                    )
+            return tuple(records)
+
+    def adopt(self, drive: int) -> SimMount:
+        with self._step("adopt") as step:
+            found = mechanics.drive_row(step, drive)
+            ltfs = found.ltfs
+            if ltfs is None or ltfs.exit_at is not None:
+                raise errors.DriveNotReady(
+                    f"Cannot adopt the mount of drive {drive}: no LTFS process holds it.",
+                    drive=drive,
+                )
+            here = socket.gethostname()
+            if ltfs.host != here or _pid_alive(ltfs.owner_pid):
+                raise errors.DriveHeldByLtfs(
+                    f"Cannot adopt the mount of drive {drive}: its owner {ltfs.owner} (process "
+                    f"{ltfs.owner_pid} on {ltfs.host}) is still alive. Let it unmount the "
+                    f"volume, or stop that process first.",
+                    drive=drive,
+                )
+            ltfs.owner_pid = os.getpid()
+            ltfs.owner = step.caller.name
+            ltfs.host = here
+            cartridge = step.state.cartridges.get(found.cartridge or "")
+            return SimMount(
+                self._engine,
+                self._caller,
+                drive=drive,
+                pid=ltfs.pid,
+                barcode=cartridge.label if cartridge else None,
+            )
+
+    def view(self, drive: int) -> SimMount:
+        with self._engine.transaction(self._caller) as step:
+            found = mechanics.drive_row(step, drive)
+            ltfs = found.ltfs
+            if ltfs is None or ltfs.exit_at is not None:
+                raise errors.SourceEmpty(
+                    f"Drive {drive} has no LTFS mount on this host.", drive=drive
+                )
+            cartridge = step.state.cartridges.get(found.cartridge or "")
+            return SimMountView(
+                self._engine,
+                self._caller,
+                drive=drive,
+                pid=ltfs.pid,
+                barcode=cartridge.label if cartridge else None,
+            )
 
     def check(self, request: CheckRequest) -> CheckResult:
-        library = self._library
-        with library.step("check") as state:
-            drive, cartridge = _drive_with_volume(library, state, request.drive, "check")
+        with self._step("check") as step:
+            drive, cartridge = _ready_drive(step, request.drive, "check")
             self._guard(drive, "check")
             volume = cartridge.volume
             if volume is None:
@@ -332,77 +446,102 @@ class SimLtfsVolume:
                     drive=drive.index,
                     barcode=cartridge.label,
                 )
-            timing = library.timing(drive)
-            state.clock += timing.library.consistency_check_seconds
-            if request.mode is CheckMode.LIST_ROLLBACK:
-                lines = [f"Generation: {g}" for g in volume.generations]
-                return CheckResult(
-                    exit_code=0, generations=tuple(volume.generations), output="\n".join(lines)
-                )
-            if request.mode is CheckMode.ROLLBACK:
-                gen = request.generation
-                if gen is None or gen not in volume.generations:
-                    return CheckResult(exit_code=4, output=f"generation {gen} not found")
-                if volume.lock_state:
-                    return CheckResult(exit_code=4, output="volume is write-perm locked")
-                for path in [
-                    p for p, f in volume.files.items() if f.generation > gen or f.generation == 0
-                ]:
-                    del volume.files[path]
-                volume.generations = [g for g in volume.generations if g <= gen]
-                volume.generation = gen
-                volume.consistency = CLEAN
-                write_index(library, state, drive, volume, both_partitions=True)
-                return CheckResult(exit_code=1, output=f"rolled back to generation {gen}")
-            if volume.consistency == CLEAN:
-                return CheckResult(exit_code=0, output="volume is consistent")
-            if volume.lock_state:
-                # A write-perm'd cartridge cannot take the index ltfsck would write (ltfs#387).
-                return CheckResult(exit_code=4, output="volume is write-perm locked")
-            if volume.consistency == NO_EOD and request.mode is not CheckMode.DEEP:
-                return CheckResult(exit_code=4, output="end of data missing: use deep recovery")
-            if volume.consistency == NO_EOD:
-                state.clock += DEEP_RECOVERY_SECONDS
-            unindexed = [p for p, f in volume.files.items() if f.generation == 0]
-            for path in unindexed:
-                file = volume.files.pop(path)
-                if request.mode is CheckMode.SALVAGE and volume.consistency == EXTRA_BLOCKS:
-                    volume.files[f"{LOST_AND_FOUND}/{path}"] = file
-            volume.consistency = CLEAN
-            write_index(library, state, drive, volume, both_partitions=True)
+            model = mechanics.timing(drive)
+            mechanics.drive_work(step, drive, model.library.consistency_check_seconds, "check")
+            return self._checked(step, request, drive, volume)
+
+    def _checked(
+        self, step: Step, request: CheckRequest, drive: SimDrive, volume: SimVolume
+    ) -> CheckResult:
+        files = step.files()
+        if request.mode is CheckMode.LIST_ROLLBACK:
+            lines = [f"Generation: {g}" for g in volume.generations]
             return CheckResult(
-                exit_code=1, output=f"recovered; {len(unindexed)} files were not in the last index"
+                exit_code=0, generations=tuple(volume.generations), output="\n".join(lines)
             )
+        if request.mode is CheckMode.ROLLBACK:
+            gen = request.generation
+            if gen is None or gen not in volume.generations:
+                return CheckResult(exit_code=4, output=f"generation {gen} not found")
+            if volume.lock_state:
+                return CheckResult(exit_code=4, output="volume is write-perm locked")
+            files.drop_after(volume.uuid, gen)
+            volume.file_count = files.count(volume.uuid)
+            volume.generations = tuple(g for g in volume.generations if g <= gen)
+            volume.generation = gen
+            volume.consistency = CLEAN
+            self._rewrite_index(step, drive, volume)
+            return CheckResult(exit_code=1, output=f"rolled back to generation {gen}")
+        if volume.consistency == CLEAN:
+            return CheckResult(exit_code=0, output="volume is consistent")
+        if volume.lock_state:
+            # A write-perm'd cartridge cannot take the index ltfsck would write (ltfs#387).
+            return CheckResult(exit_code=4, output="volume is write-perm locked")
+        if volume.consistency == NO_EOD and request.mode is not CheckMode.DEEP:
+            return CheckResult(exit_code=4, output="end of data missing: use deep recovery")
+        if volume.consistency == NO_EOD:
+            mechanics.drive_work(step, drive, DEEP_RECOVERY_SECONDS, "deep recovery")
+        if request.mode is CheckMode.SALVAGE and volume.consistency == EXTRA_BLOCKS:
+            unindexed = files.move_unindexed(volume.uuid, LOST_AND_FOUND)
+        else:
+            unindexed = files.drop_unindexed(volume.uuid)
+            volume.file_count -= unindexed
+        volume.consistency = CLEAN
+        self._rewrite_index(step, drive, volume)
+        return CheckResult(
+            exit_code=1, output=f"recovered; {unindexed} files were not in the last index"
+        )
+
+    def _rewrite_index(self, step: Step, drive: SimDrive, volume: SimVolume) -> None:
+        seconds = mechanics.write_index(step, drive, volume, both_partitions=True)
+        mechanics.drive_work(step, drive, seconds, "index write")
 
     def release(self, drive: int) -> None:
-        with self._library.step("release") as state:
-            found = self._library.drive_state(state, drive)
+        with self._step("release") as step:
+            found = mechanics.drive_row(step, drive)
             self._guard(found, "release")
             found.reserved = False
-            state.faults = [
+            found.stale = None
+            step.state.faults = tuple(
                 f
-                for f in state.faults
+                for f in step.state.faults
                 if not (f.kind == "stale_reservation" and f.drive in (None, drive))
-            ]
+            )
+
+
+@attrs.define
+class _Writing:
+    """A file on its way to tape: what of it is already there, since when it is fed."""
+
+    path: str
+    fileuid: int
+    mark: float  # caller's time when the bytes not yet on tape started coming
+    flushed: int = 0
+    extents: list[FileExtent] = attrs.Factory(list)
+    blob: str | None = None
+    seed: int | None = None
 
 
 class SimMount:
     """A mounted simulated volume; every call checks its ltfs process is still alive."""
 
     def __init__(
-        self, library: SimLibrary, *, drive: int, pid: int, barcode: str | None, read_only: bool
+        self, engine: Engine, caller: Caller, *, drive: int, pid: int, barcode: str | None
     ) -> None:
-        self._library = library
+        self._engine = engine
+        self._caller = caller
         self.drive = drive
         self.pid = pid
         self.barcode = barcode
-        self.read_only = read_only
 
     def __repr__(self) -> str:
         return f"<SimMount drive={self.drive} {self.barcode} pid={self.pid}>"
 
-    def _alive(self, state: SimState, what: str) -> tuple[SimDrive, SimCartridge, SimVolume]:
-        drive = self._library.drive_state(state, self.drive)
+    def _step(self, name: str):
+        return self._engine.step(self._caller, name)
+
+    def _alive(self, step: Step, what: str) -> tuple[SimDrive, SimCartridge, SimVolume]:
+        drive = mechanics.drive_row(step, self.drive)
         if drive.ltfs is None or drive.ltfs.pid != self.pid or drive.ltfs.exit_at is not None:
             raise errors.ToolFailed(
                 f"Cannot {what}: the LTFS process of drive {self.drive} is gone (it crashed or "
@@ -410,7 +549,7 @@ class SimMount:
                 drive=self.drive,
                 barcode=self.barcode,
             )
-        cartridge = state.cartridges[drive.cartridge or ""]
+        cartridge = step.state.cartridges[drive.cartridge or ""]
         assert cartridge.volume is not None
         return drive, cartridge, cartridge.volume
 
@@ -418,39 +557,77 @@ class SimMount:
         self, drive: SimDrive, cartridge: SimCartridge, volume: SimVolume, path: str
     ) -> None:
         where = {"drive": drive.index, "barcode": cartridge.label, "paths": (path,)}
-        if cartridge.write_protected:
+        reasons = mechanics.volume_state(drive, cartridge, volume).reasons
+        if ReadOnlyReason.WRITE_PROTECTED in reasons:
             raise errors.WriteProtected(
                 f"Cannot write {path}: cartridge {cartridge.label} is write-protected.", **where
             )
-        if volume.lock_state:
+        if ReadOnlyReason.WRITE_ERROR in reasons:
             raise errors.ReadOnlyVolume(
                 f"Cannot write {path}: LTFS dropped cartridge {cartridge.label} to read-only "
                 f"after a write error; it can be read but never appended again.",
                 **where,
             )
-        assert drive.ltfs is not None
-        if drive.ltfs.read_only:
+        if ReadOnlyReason.OLDER_GENERATION in reasons:
             raise errors.ReadOnlyVolume(
-                f"Cannot write {path}: cartridge {cartridge.label} is mounted read-only "
-                f"({drive.ltfs.read_only_reason}).",
+                f"Cannot write {path}: cartridge {cartridge.label} is LTO-{cartridge.generation}"
+                f", which drive {drive.index} (LTO-{drive.generation}) reads but cannot write.",
+                **where,
+            )
+        if ReadOnlyReason.MOUNTED_READ_ONLY in reasons:
+            raise errors.ReadOnlyVolume(
+                f"Cannot write {path}: cartridge {cartridge.label} is mounted read-only.",
                 **where,
             )
 
+    def _new_file(self, step: Step, path: str) -> tuple[SimDrive, SimCartridge, SimVolume]:
+        drive, cartridge, volume = self._alive(step, f"create {path}")
+        self._writable(drive, cartridge, volume, path)
+        if step.files().exists(volume.uuid, path):
+            if cartridge.worm:
+                raise errors.ReadOnlyVolume(
+                    f"Cannot create {path}: it exists on WORM cartridge {cartridge.label}, "
+                    f"where files cannot be overwritten.",
+                    drive=drive.index,
+                    barcode=cartridge.label,
+                    paths=(path,),
+                )
+            raise errors.TapeError(
+                f"Cannot create {path}: it already exists on cartridge {cartridge.label}.",
+                drive=drive.index,
+                barcode=cartridge.label,
+                paths=(path,),
+            )
+        return drive, cartridge, volume
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def state(self) -> VolumeState:
+        with self._step("xattr") as step:
+            drive, cartridge, volume = self._alive(step, "query the volume state")
+            return mechanics.volume_state(drive, cartridge, volume)
+
+    @property
+    def read_only(self) -> bool:
+        return self.state().read_only
+
     def capacity(self) -> Capacity:
-        with self._library.step("statvfs") as state:
-            _drive, cartridge, volume = self._alive(state, "query capacity")
-            total = _pew_block(cartridge)
-            free = 0 if volume.lock_state else max(0, total - volume.append_block)
+        with self._step("statvfs") as step:
+            _drive, cartridge, volume = self._alive(step, "query capacity")
+            total = mechanics.pew_block(cartridge)
+            free = max(0, total - volume.append_block)
+            if volume.lock_state:
+                free = 0
             return Capacity(
                 block_size=BLOCK_SIZE,
                 total_bytes=total * BLOCK_SIZE,
                 free_bytes=free * BLOCK_SIZE,
-                files=len(volume.files),
+                files=volume.file_count,
             )
 
     def volume(self) -> VolumeInfo:
-        with self._library.step("xattr") as state:
-            _drive, _cartridge, volume = self._alive(state, "query the volume")
+        with self._step("xattr") as step:
+            _drive, _cartridge, volume = self._alive(step, "query the volume")
             return VolumeInfo(
                 serial=volume.serial,
                 uuid=volume.uuid,
@@ -458,64 +635,141 @@ class SimMount:
                 lock_state=volume.lock_state,
                 name=volume.name,
                 block_size=volume.block_size,
+                mam_barcode=volume.mam_barcode,
             )
 
-    def sync(self) -> int:
-        with self._library.step("sync") as state:
-            drive, _cartridge, volume = self._alive(state, "sync")
-            if volume.dirty and not volume.lock_state and drive.ltfs and not drive.ltfs.read_only:
-                write_index(self._library, state, drive, volume, both_partitions=False)
-            return volume.generation
-
     def location(self, path: str) -> FileLocation | None:
-        with self._library.step("xattr") as state:
-            _drive, cartridge, volume = self._alive(state, "locate")
-            file = volume.files.get(path.lstrip("/"))
+        with self._step("xattr") as step:
+            _drive, cartridge, volume = self._alive(step, "locate")
+            file = step.file(volume.uuid, path.lstrip("/"))
             if file is None:
                 raise CopyNotFound(f"{path} is not on cartridge {cartridge.label}.", paths=(path,))
             if file.size == 0:
                 return None
-            return FileLocation(
-                partition="a" if file.partition == 0 else "b", startblock=file.startblock
-            )
+            return FileLocation(partition=_letter(file.partition), startblock=file.startblock)
 
-    def open_write(self, path: str, *, source_rate: float | None = None) -> BinaryIO:
+    def files(self) -> Iterator[tuple[str, int]]:
+        with self._step("readdir") as step:
+            _drive, _cartridge, volume = self._alive(step, "list files")
+            listed = step.files().listing(volume.uuid)
+        return iter(listed)
+
+    # --- changes ---------------------------------------------------------------------------
+
+    def sync(self) -> int:
+        with self._step("sync") as step:
+            drive, cartridge, volume = self._alive(step, "sync")
+            for writer in list(self._engine.open_writers.get(self.drive, ())):
+                self._flush(step, drive, volume, writer.writing, writer.written)
+            if (
+                volume.dirty
+                and not volume.lock_state
+                and mechanics.takes_index(drive, cartridge, volume)
+            ):
+                seconds = mechanics.write_index(step, drive, volume, both_partitions=False)
+                mechanics.drive_work(step, drive, seconds, "sync")
+            return volume.generation
+
+    def remove(self, path: str) -> None:
         path = path.lstrip("/")
-        with self._library.step("create") as state:
-            drive, cartridge, volume = self._alive(state, f"create {path}")
+        with self._step("remove") as step:
+            drive, cartridge, volume = self._alive(step, f"remove {path}")
             self._writable(drive, cartridge, volume, path)
-            if path in volume.files:
-                raise errors.TapeError(
-                    f"Cannot create {path}: it already exists on cartridge {cartridge.label}.",
+            if cartridge.worm:
+                raise errors.ReadOnlyVolume(
+                    f"Cannot remove {path}: cartridge {cartridge.label} is WORM; files on it "
+                    f"can never be removed or overwritten.",
                     drive=drive.index,
                     barcode=cartridge.label,
                     paths=(path,),
                 )
-            fault = faults.take(state, "write", drive=drive.index, barcode=cartridge.key, path=path)
+            if step.files().remove(volume.uuid, path) is None:
+                raise CopyNotFound(f"{path} is not on cartridge {cartridge.label}.", paths=(path,))
+            volume.file_count -= 1
+            volume.dirty = True
+
+    def open_write(self, path: str) -> BinaryIO:
+        path = path.lstrip("/")
+        with self._step("create") as step:
+            drive, cartridge, volume = self._new_file(step, path)
+            fault = faults.take(
+                step.state,
+                "write",
+                now=step.now,
+                drive=drive.index,
+                barcode=cartridge.key,
+                path=path,
+            )
             fileuid = volume.next_fileuid
             volume.next_fileuid += 1
-            blob = self._library.blob_dir(volume) / str(fileuid)
+            blob = Path(mechanics.blob_dir(self._engine, volume)) / str(fileuid)
             blob.parent.mkdir(parents=True, exist_ok=True)
-            return SimWriter(  # type: ignore[return-value]
+            room = max(0, mechanics.pew_block(cartridge) - volume.append_block) * BLOCK_SIZE
+            writing = _Writing(path=path, fileuid=fileuid, mark=step.now, blob=str(blob))
+            writer = SimWriter(
                 self,
-                path=path,
-                fileuid=fileuid,
-                blob=str(blob),
-                source_rate=source_rate,
+                writing,
+                room=room,
+                needs_cleaning=drive.needs_clean,
                 fail_at=(fault.at_bytes or 0) if fault is not None else None,
             )
+            self._engine.open_writers.setdefault(self.drive, []).append(writer)
+            return writer  # type: ignore[return-value]
+
+    def write_synthetic(
+        self, path: str, size: int, seed: int, *, feed_rate: float | None = None
+    ) -> None:
+        """Write a file of `size` bytes made from `seed` (see `SyntheticContent`) without
+        holding its bytes anywhere. `feed_rate` is how fast its source delivers: the caller's
+        clock runs on while it is read, as it would for a source that slow."""
+        path = path.lstrip("/")
+        with self._step("create") as step:
+            drive, cartridge, volume = self._new_file(step, path)
+            fault = faults.take(
+                step.state,
+                "write",
+                now=step.now,
+                drive=drive.index,
+                barcode=cartridge.key,
+                path=path,
+            )
+            fileuid = volume.next_fileuid
+            volume.next_fileuid += 1
+            writing = _Writing(path=path, fileuid=fileuid, mark=step.now, seed=seed)
+            room = max(0, mechanics.pew_block(cartridge) - volume.append_block) * BLOCK_SIZE
+            fail_at = (fault.at_bytes or 0) if fault is not None else None
+            if drive.needs_clean:
+                raise self._cleaning_failure(step, drive, cartridge, volume, path)
+            written = size
+            if fail_at is not None and size > fail_at:
+                written = fail_at
+            elif size > room:
+                written = room
+            if feed_rate:
+                step.caller.now += written / feed_rate
+            if written < size and fail_at is not None:
+                self._settle(step, drive, cartridge, volume, writing, written, error=True)
+                raise self._write_error(path)
+            self._settle(step, drive, cartridge, volume, writing, written, error=False)
+            if written < size:
+                raise self._no_space(path)
 
     def open_read(self, path: str) -> BinaryIO:
         path = path.lstrip("/")
-        with self._library.step("read") as state:
-            drive, cartridge, volume = self._alive(state, f"read {path}")
-            file = volume.files.get(path)
+        with self._step("read") as step:
+            drive, cartridge, volume = self._alive(step, f"read {path}")
+            file = step.file(volume.uuid, path)
             if file is None:
                 raise CopyNotFound(f"{path} is not on cartridge {cartridge.label}.", paths=(path,))
-            if (
-                faults.take(state, "read", drive=drive.index, barcode=cartridge.key, path=path)
-                is not None
-            ):
+            fault = faults.take(
+                step.state,
+                "read",
+                now=step.now,
+                drive=drive.index,
+                barcode=cartridge.key,
+                path=path,
+            )
+            if fault is not None:
                 raise errors.MediaError(
                     f"Cannot read {path}: cartridge {cartridge.label} or drive {drive.index} "
                     f"reported a media error. Read it from another copy.",
@@ -523,160 +777,255 @@ class SimMount:
                     barcode=cartridge.label,
                     paths=(path,),
                 )
-            timing = self._library.timing(drive)
-            _seek(
-                self._library,
-                state,
-                drive,
-                Position(partition=file.partition, block=file.startblock),
+            return self._reader(step, drive, cartridge, file)  # type: ignore[return-value]
+
+    def _reader(
+        self, step: Step, drive: SimDrive, cartridge: SimCartridge, file: SimFile
+    ) -> SimReader:
+        """Book the drive for the whole read at full speed (the reader stretches it if its
+        caller drains slower): the locate to each extent and its streaming."""
+        model = mechanics.timing(drive)
+        here = mechanics.head(drive)
+        first_locate = streaming = 0.0
+        locates = 0
+        for n, extent in enumerate(sorted(file.extents, key=lambda e: e.file_offset)):
+            target = Position(partition=extent.partition, block=extent.startblock)
+            seconds = model.locate(here, target)
+            locates += seconds > 0
+            if n == 0:
+                first_locate = seconds
+            else:
+                streaming += seconds
+            streaming += model.stream(extent.byte_count)[0]
+            here = Position(
+                partition=extent.partition,
+                block=extent.startblock + model.blocks_for(extent.byte_count),
             )
-            state.clock += timing.stream(file.size)[0]
-            drive.block += file.blocks
-            with open(file.blob, "rb") as fh:
-                data = fh.read(file.size)
-            return io.BytesIO(data)  # type: ignore[return-value]
+        start = max(step.now, drive.busy_until)
+        _end, entry = step.occupy(
+            f"drive{drive.index}",
+            start,
+            first_locate + streaming,
+            operation="read",
+            cartridge=cartridge.key,
+            nbytes=file.size,
+            locates=locates,
+        )
+        mechanics.move_head(drive, here)
+        drive.activity_bytes += file.size
+        first_byte = start + first_locate
+        step.wait_until(first_byte)
+        content = (
+            SyntheticContent(size=file.size, seed=file.seed) if file.seed is not None else None
+        )
+        return SimReader(
+            self._engine,
+            self._caller,
+            drive=drive.index,
+            path=file.path,
+            size=file.size,
+            blob=file.blob,
+            content=content,
+            first_byte=first_byte,
+            streaming=streaming,
+            entry=entry,
+        )
 
-    def remove(self, path: str) -> None:
-        path = path.lstrip("/")
-        with self._library.step("remove") as state:
-            drive, cartridge, volume = self._alive(state, f"remove {path}")
-            self._writable(drive, cartridge, volume, path)
-            if volume.files.pop(path, None) is None:
-                raise CopyNotFound(f"{path} is not on cartridge {cartridge.label}.", paths=(path,))
-            volume.dirty = True
+    # --- the writing of a file --------------------------------------------------------------
 
-    def files(self) -> Iterator[tuple[str, int]]:
-        with self._library.step("readdir") as state:
-            _drive, _cartridge, volume = self._alive(state, "list files")
-            listed = sorted((p, f.size) for p, f in volume.files.items())
-        return iter(listed)
-
-    # --- called by SimWriter ----------------------------------------------------------------
-
-    def _commit(self, writer: SimWriter, *, size: int, error: str | None) -> None:
-        """Record a written (or partly written) file and charge its tape time."""
-        with self._library.step("close") as state:
-            drive, _cartridge, volume = self._alive(state, f"write {writer.path}")
-            timing = self._library.timing(drive)
-            blocks = timing.blocks_for(size)
-            _seek(self._library, state, drive, Position(partition=1, block=volume.append_block))
-            seconds, backhitches = timing.stream(size, writer.source_rate)
-            state.clock += seconds + timing.library.per_file_seconds
-            state.backhitches += backhitches
-            if error == "write":
-                # LTFS cleans up the failed extents, writes an index to the index partition
-                # and marks the cartridge write-perm.
-                drop_read_only(volume, reason=f"permanent write error in {writer.path}")
-                write_index(self._library, state, drive, volume, both_partitions=True)
-                return
-            volume.files[writer.path] = SimFile(
-                size=size,
+    def _flush(
+        self,
+        step: Step,
+        drive: SimDrive,
+        volume: SimVolume,
+        writing: _Writing,
+        written: int,
+        *,
+        closing: bool = False,
+    ) -> None:
+        """The bytes of `writing` not yet on tape go there now, as an extent of their own (an
+        index sync, or the file's close, which adds LTFS's work per file)."""
+        pending = written - writing.flushed
+        model = mechanics.timing(drive)
+        overhead = model.library.per_file_seconds if closing else 0.0
+        if pending <= 0:
+            if closing:
+                mechanics.drive_work(step, drive, overhead, "close")
+            return
+        target = Position(partition=1, block=volume.append_block)
+        locate = model.locate(mechanics.head(drive), target)
+        elapsed = step.now - writing.mark
+        seconds, backhitches = model.stream(pending, pending / elapsed if elapsed > 0 else None)
+        mechanics.drive_work(
+            step,
+            drive,
+            locate + seconds + overhead,
+            "write",
+            start=writing.mark,
+            nbytes=pending,
+            locates=int(locate > 0),
+            backhitches=backhitches,
+        )
+        writing.extents.append(
+            FileExtent(
                 partition=1,
-                startblock=volume.append_block if size else 0,
-                blocks=blocks,
-                fileuid=writer.fileuid,
-                blob=writer.blob,
+                startblock=volume.append_block,
+                byte_count=pending,
+                file_offset=writing.flushed,
+            )
+        )
+        volume.append_block += model.blocks_for(pending)
+        mechanics.move_head(drive, Position(partition=1, block=volume.append_block))
+        writing.flushed = written
+        writing.mark = step.now
+        drive.activity_bytes += pending
+        drive.bytes_since_clean += pending
+        if drive.clean_after_bytes and drive.bytes_since_clean >= drive.clean_after_bytes:
+            drive.needs_clean = True
+            drive.alerts = sorted({*drive.alerts, ALERT_CLEANING_REQUIRED})
+
+    def _settle(
+        self,
+        step: Step,
+        drive: SimDrive,
+        cartridge: SimCartridge,
+        volume: SimVolume,
+        writing: _Writing,
+        size: int,
+        *,
+        error: bool,
+    ) -> None:
+        """Record a written (or partly written) file and charge its tape time."""
+        self._flush(step, drive, volume, writing, size, closing=True)
+        if error:
+            # LTFS cleans up the failed extents, writes an index to the index partition
+            # and marks the cartridge write-perm.
+            mechanics.drop_read_only(volume, reason=f"permanent write error in {writing.path}")
+            seconds = mechanics.write_index(step, drive, volume, both_partitions=True)
+            mechanics.drive_work(step, drive, seconds, "index write")
+            return
+        step.files().add(
+            volume.uuid,
+            SimFile(
+                path=writing.path,
+                size=size,
+                fileuid=writing.fileuid,
                 generation=0,
-            )
-            volume.append_block += blocks
-            drive.block = volume.append_block
-            volume.dirty = True
-            drive.bytes_since_clean += size
-            if drive.clean_after_bytes and drive.bytes_since_clean >= drive.clean_after_bytes:
-                drive.alerts = sorted(set(drive.alerts) | {ALERT_CLEANING_REQUIRED})
+                extents=tuple(writing.extents),
+                blob=writing.blob,
+                seed=writing.seed,
+            ),
+        )
+        volume.file_count += 1
+        volume.dirty = True
 
-    def _limits(self) -> tuple[int, bool]:
-        """(bytes that still fit before early warning, whether the drive demands cleaning)."""
-        with self._library.transaction() as state:
-            drive, cartridge, volume = self._alive(state, "write")
-            room = max(0, _pew_block(cartridge) - volume.append_block) * BLOCK_SIZE
-            return room, bool(set(drive.alerts) & {ALERT_CLEANING_REQUIRED})
-
-    def _cleaning_failure(self, writer: SimWriter) -> errors.TapeError:
-        with self._library.step("close") as state:
-            drive, cartridge, volume = self._alive(state, f"write {writer.path}")
-            # ltfs#387: the drive stops writing when it needs cleaning; LTFS treats it as a
-            # write error.
-            drop_read_only(volume, reason="drive needs cleaning")
-            write_index(self._library, state, drive, volume, both_partitions=True)
-            drive.alerts = sorted(set(drive.alerts) | (CLEANING_ALERTS & {20}))
-            return errors.NeedsCleaning(
-                f"Cannot write {writer.path}: drive {drive.index} needs cleaning (TapeAlert 20) "
-                f"and stopped writing; LTFS dropped cartridge {cartridge.label} to read-only. "
-                f"Clean the drive before writing again.",
-                drive=drive.index,
-                barcode=cartridge.label,
-                paths=(writer.path,),
+    def _commit(self, writer: SimWriter, *, error: bool) -> None:
+        with self._step("close") as step:
+            self._engine.open_writers.get(self.drive, []).remove(writer)
+            drive, cartridge, volume = self._alive(step, f"write {writer.writing.path}")
+            self._settle(
+                step, drive, cartridge, volume, writer.writing, writer.written, error=error
             )
+
+    def _cleaning_failure(
+        self, step: Step, drive: SimDrive, cartridge: SimCartridge, volume: SimVolume, path: str
+    ) -> errors.TapeError:
+        # ltfs#387: the drive stops writing when it needs cleaning; LTFS treats it as a
+        # write error.
+        mechanics.drop_read_only(volume, reason="drive needs cleaning")
+        seconds = mechanics.write_index(step, drive, volume, both_partitions=True)
+        mechanics.drive_work(step, drive, seconds, "index write")
+        drive.alerts = sorted({*drive.alerts, ALERT_CLEANING_REQUIRED})
+        return errors.NeedsCleaning(
+            f"Cannot write {path}: drive {drive.index} needs cleaning (TapeAlert 20) and "
+            f"stopped writing; LTFS dropped cartridge {cartridge.label} to read-only. Clean the "
+            f"drive before writing again.",
+            drive=drive.index,
+            barcode=cartridge.label,
+            paths=(path,),
+        )
+
+    def _fail_cleaning(self, writer: SimWriter) -> errors.TapeError:
+        with self._step("close") as step:
+            self._engine.open_writers.get(self.drive, []).remove(writer)
+            drive, cartridge, volume = self._alive(step, f"write {writer.writing.path}")
+            return self._cleaning_failure(step, drive, cartridge, volume, writer.writing.path)
+
+    def _write_error(self, path: str) -> errors.TapeError:
+        return errors.MediaError(
+            f"Cannot write {path}: permanent write error on cartridge {self.barcode} in drive "
+            f"{self.drive}. LTFS dropped the volume to read-only; write the file to another "
+            f"cartridge.",
+            drive=self.drive,
+            barcode=self.barcode,
+            paths=(path,),
+        )
+
+    def _no_space(self, path: str) -> errors.TapeError:
+        return errors.NoSpace(
+            f"Cannot write {path}: cartridge {self.barcode} reached early warning; no more "
+            f"file data fits. The partial file stays on tape and must be removed and written "
+            f"elsewhere.",
+            drive=self.drive,
+            barcode=self.barcode,
+            paths=(path,),
+        )
 
 
 class SimWriter(io.RawIOBase):
-    """A file being written to a simulated volume; bytes go to a blob, tape time at close."""
+    """A file being written to a simulated volume: bytes go to its blob as they come, tape
+    time is charged when they reach tape (at an index sync or at close)."""
 
     def __init__(
         self,
         mount: SimMount,
+        writing: _Writing,
         *,
-        path: str,
-        fileuid: int,
-        blob: str,
-        source_rate: float | None,
+        room: int,
+        needs_cleaning: bool,
         fail_at: int | None,
     ) -> None:
         super().__init__()
         self._mount = mount
-        self.path = path
-        self.fileuid = fileuid
-        self.blob = blob
-        self.source_rate = source_rate
+        self.writing = writing
+        self.written = 0
+        self._room = room
+        self._needs_cleaning = needs_cleaning
         self._fail_at = fail_at
-        self._fh = open(blob, "wb")  # noqa: SIM115 - closed in close()
-        self._written = 0
-        self._room, self._needs_cleaning = mount._limits()
+        assert writing.blob is not None
+        self._fh = open(writing.blob, "wb")  # noqa: SIM115 - closed in close()
         self._failed = False
 
     def writable(self) -> bool:
         return True
 
+    def _stop(self) -> None:
+        self._failed = True
+        self._fh.close()
+
     def write(self, data: Any) -> int:
+        path = self.writing.path
         if self._failed:
             raise errors.ReadOnlyVolume(
-                f"Cannot write {self.path}: the write already failed.", paths=(self.path,)
+                f"Cannot write {path}: the write already failed.", paths=(path,)
             )
         chunk = bytes(data)
         if self._needs_cleaning:
-            self._failed = True
-            self._fh.close()
-            raise self._mount._cleaning_failure(self)
-        if self._fail_at is not None and self._written + len(chunk) > self._fail_at:
-            self._failed = True
-            self._fh.close()
-            self._mount._commit(self, size=self._written, error="write")
-            raise errors.MediaError(
-                f"Cannot write {self.path}: permanent write error on cartridge "
-                f"{self._mount.barcode} in drive {self._mount.drive}. LTFS dropped the volume "
-                f"to read-only; write the file to another cartridge.",
-                drive=self._mount.drive,
-                barcode=self._mount.barcode,
-                paths=(self.path,),
-            )
-        if self._written + len(chunk) > self._room:
-            fits = max(0, self._room - self._written)
+            self._stop()
+            raise self._mount._fail_cleaning(self)
+        if self._fail_at is not None and self.written + len(chunk) > self._fail_at:
+            self._stop()
+            self._mount._commit(self, error=True)
+            raise self._mount._write_error(path)
+        if self.written + len(chunk) > self._room:
+            fits = max(0, self._room - self.written)
             self._fh.write(chunk[:fits])
-            self._written += fits
-            self._failed = True
-            self._fh.close()
-            self._mount._commit(self, size=self._written, error=None)
-            raise errors.NoSpace(
-                f"Cannot write {self.path}: cartridge {self._mount.barcode} reached early "
-                f"warning; no more file data fits. The partial file stays on tape and must be "
-                f"removed and written elsewhere.",
-                drive=self._mount.drive,
-                barcode=self._mount.barcode,
-                paths=(self.path,),
-            )
+            self.written += fits
+            self._stop()
+            self._mount._commit(self, error=False)
+            raise self._mount._no_space(path)
         self._fh.write(chunk)
-        self._written += len(chunk)
+        self.written += len(chunk)
         return len(chunk)
 
     def close(self) -> None:
@@ -685,8 +1034,146 @@ class SimWriter(io.RawIOBase):
         try:
             if not self._failed:
                 self._fh.close()
-                self._mount._commit(self, size=self._written, error=None)
+                self._mount._commit(self, error=False)
         finally:
             if not self._fh.closed:
                 self._fh.close()
             super().close()
+
+
+class SimReader(io.RawIOBase):
+    """A file being read: bytes from its blob or its synthetic description, in order.
+
+    The drive was booked for streaming the file at full speed; when the reader's caller drains
+    it slower (its clock runs on between reads), the read is stretched to the rate it drained
+    at, back-hitches included, once the last byte is delivered (or at close).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        caller: Caller,
+        *,
+        drive: int,
+        path: str,
+        size: int,
+        blob: str | None,
+        content: SyntheticContent | None,
+        first_byte: float,
+        streaming: float,
+        entry: int,
+    ) -> None:
+        super().__init__()
+        self._engine = engine
+        self._caller = caller
+        self._drive = drive
+        self.path = path
+        self.size = size
+        self.content = content  # the synthetic description, None for written bytes
+        self._blob = blob
+        self._fh: BinaryIO | None = None
+        self._first_byte = first_byte
+        self._streaming = streaming
+        self._entry = entry
+        self._offset = 0
+        self._settled = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _produce(self, count: int) -> bytes:
+        count = min(count, self.size - self._offset)
+        if count <= 0:
+            return b""
+        if self.content is not None:
+            data = self.content.read(self._offset, count)
+        else:
+            if self._fh is None:
+                assert self._blob is not None
+                self._fh = open(self._blob, "rb")  # noqa: SIM115 - closed in close()
+                self._fh.seek(self._offset)
+            data = self._fh.read(count)
+        self._offset += len(data)
+        if self._offset >= self.size:
+            self._settle()
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.size - self._offset
+        return self._produce(size)
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._produce(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> int:
+        """Consume the rest of the file without producing its bytes (tape time is charged as
+        for a reader that takes them as fast as they come); the number of bytes consumed."""
+        left = self.size - self._offset
+        self._offset = self.size
+        self._settle()
+        return left
+
+    def _settle(self) -> None:
+        """Charge the streaming at the rate the caller drained the file."""
+        if self._settled:
+            return
+        self._settled = True
+        caller = self._caller
+        elapsed = caller.now - self._first_byte
+        booked_end = self._first_byte + self._streaming
+        if elapsed <= self._streaming or self._offset == 0:
+            caller.now = max(caller.now, booked_end)
+            return
+        with self._engine.transaction(caller) as step:
+            drive = mechanics.drive_row(step, self._drive)
+            model = mechanics.timing(drive)
+            seconds, backhitches = model.stream(self._offset, self._offset / elapsed)
+            end = self._first_byte + max(self._streaming, seconds)
+            if drive.busy_until == booked_end:
+                drive.busy_until = end
+            self._engine.stretch(self._entry, end, backhitches)
+            step.wait_until(end)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._settle()
+        finally:
+            if self._fh is not None:
+                self._fh.close()
+            super().close()
+
+
+class SimMountView(SimMount):
+    """A mount read through for queries by a caller that does not own it: changing the volume
+    belongs to its owner, or to whoever adopts it."""
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise errors.DriveHeldByLtfs(
+            f"Cannot {what} through a view of the mount of drive {self.drive}: only the "
+            f"process that owns it may change the volume; adopt the mount once its owner has "
+            f"exited.",
+            drive=self.drive,
+            barcode=self.barcode,
+        )
+
+    def sync(self) -> int:
+        self._refuse("sync the index")
+
+    def open_write(self, path: str) -> BinaryIO:
+        self._refuse(f"write {path}")
+
+    def write_synthetic(
+        self, path: str, size: int, seed: int, *, feed_rate: float | None = None
+    ) -> None:
+        self._refuse(f"write {path}")
+
+    def remove(self, path: str) -> None:
+        self._refuse(f"remove {path}")

@@ -11,8 +11,9 @@ DENSITY_CODES = {5: 0x58, 6: 0x5A, 7: 0x5C, 8: 0x5E, 9: 0x60, 10: 0x62}
 
 
 def visible_barcode(state: SimState, key: str | None) -> str | None:
-    """The barcode the robot's scanner reads, or None (no label, or unreadable)."""
-    if key is None:
+    """The barcode the robot's scanner reads, or None (no label, unreadable, or not scanned
+    again since the door was open)."""
+    if key is None or not state.inventory_valid:
         return None
     cartridge = state.cartridges[key]
     return cartridge.label if cartridge.label_readable else None
@@ -49,15 +50,15 @@ def mtx_status(state: SimState) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mt_status(state: SimState, drive: SimDrive) -> str:
-    """`mt -f /dev/nstN status` (mt-st 1.x layout)."""
+def mt_status(state: SimState, drive: SimDrive, now: float) -> str:
+    """`mt -f /dev/nstN status` (mt-st 1.x layout) at time `now`."""
     if drive.cartridge is None or not drive.threaded:
         bits = mt_text.DR_OPEN | 0x00010000
         position = "File number=-1, block number=-1, partition=0."
         density = "Density code 0x0 (default)."
     else:
         cartridge = state.cartridges[drive.cartridge]
-        ready = state.clock >= drive.ready_at and not drive.hung
+        ready = now >= drive.ready_at and not drive.hung
         bits = 0x00010000
         if ready:
             bits |= mt_text.ONLINE
@@ -115,6 +116,35 @@ def sg_logs_tape_alerts(drive: SimDrive) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sg_logs_tape_alert_response(drive: SimDrive) -> str:
+    """`sg_logs -p 0x12 /dev/sgN`: LOG SENSE TapeAlert Response, the flags as a 64-bit mask.
+
+    Reading it clears nothing (which is why PBS reads it and not page 0x2E).
+    """
+    lines = [
+        f"    {drive.vendor:<8}  {drive.model:<16}  {drive.revision}",
+        "TapeAlert response page (ssc-3, adc-3) [0x12]",
+    ]
+    for row in range(8):
+        cells = []
+        for column in range(8):
+            flag = row * 8 + column + 1
+            value = 1 if flag in drive.alerts else 0
+            cells.append(f"{'Flag' if column == 0 else ''}{flag:02X}h: {value}")
+        lines.append("  " + "  ".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def tape_alert_response_hex(flags: set[int] | tuple[int, ...]) -> str:
+    """LOG SENSE page 0x12 (one parameter: flags 1..64 as a bit mask, flag 1 the top bit)."""
+    mask = bytearray(8)
+    for flag in flags:
+        if 1 <= flag <= 64:
+            mask[(flag - 1) // 8] |= 0x80 >> ((flag - 1) % 8)
+    page = bytes([0x12, 0, 0, 12, 0, 0, 0x03, 8]) + bytes(mask)
+    return " ".join(f"{b:02x}" for b in page)
+
+
 def tape_alert_page_hex(flags: set[int] | list[int]) -> str:
     """LOG SENSE page 0x2E with all 64 parameters, as `sg_logs --in` reads it."""
     params = b"".join(bytes([0, code, 0x03, 1, 1 if code in flags else 0]) for code in range(1, 65))
@@ -122,7 +152,7 @@ def tape_alert_page_hex(flags: set[int] | list[int]) -> str:
     return " ".join(f"{b:02x}" for b in page)
 
 
-def tapeinfo(state: SimState, drive: SimDrive) -> str:
+def tapeinfo(state: SimState, drive: SimDrive, now: float) -> str:
     lines = [
         "Product Type: Tape Drive",
         f"Vendor ID: '{drive.vendor:<8}'",
@@ -134,7 +164,7 @@ def tapeinfo(state: SimState, drive: SimDrive) -> str:
         "MaxBlock: 8388608",
     ]
     loaded = drive.cartridge is not None and drive.threaded
-    ready = loaded and state.clock >= drive.ready_at and not drive.hung
+    ready = loaded and now >= drive.ready_at and not drive.hung
     lines.append(f"Ready: {'yes' if ready else 'no'}")
     if loaded:
         code = DENSITY_CODES.get(state.cartridges[drive.cartridge].generation, 0)

@@ -1,20 +1,18 @@
-"""The virtual library's state, and its home on disk that every process shares under a lock."""
+"""The virtual library's state as rows: the library, each slot, drive and cartridge, each file.
+
+Every row class records its own changes: assigning an attribute marks the row (the object the
+engine stores as one row) changed, so a step writes back only the rows it changed, not the
+library. Collections inside a row are tuples, changed by assignment, for that reason. The few
+attributes that change at nearly every step (a drive's head and busy time, a volume's append
+point) are "hot": stored apart from the rest of their row, so a file written or read rewrites
+a handful of numbers, not the drive and the cartridge.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
-
-STATE_FILE = "library.json"
-LOCK_FILE = "library.lock"
-BLOB_DIR = "blobs"
 
 CLEAN = "clean"
 EXTRA_BLOCKS = "extra-blocks"  # data written after the last index (crash while mounted)
@@ -22,57 +20,54 @@ CORRUPT = "corrupt"  # index write interrupted (tape moved before LTFS exited)
 NO_EOD = "no-eod"  # cartridge memory lost the end of data (power loss while writing)
 
 
-@attrs.define
-class SimFile:
-    size: int
-    partition: int
-    startblock: int
-    blocks: int
-    fileuid: int
-    blob: str
-    generation: int  # index generation that first recorded it; 0 = not yet in an index
+def _touched(instance: Any, attribute: Any, value: Any) -> Any:
+    flag = "hot_changed" if attribute.metadata.get("hot") else "changed"
+    object.__setattr__(instance, flag, True)
+    return value if attribute.converter is None else attribute.converter(value)
 
 
-@attrs.define
-class SimVolume:
-    uuid: str
-    serial: str
-    name: str = ""
-    generation: int = 1
-    block_size: int = 524288
-    files: dict[str, SimFile] = attrs.Factory(dict)
-    append_block: int = 0  # next free block of the data partition
-    lock_state: int = 0
-    consistency: str = CLEAN
-    generations: list[int] = attrs.Factory(lambda: [1])
-    next_fileuid: int = 1
-    dirty: bool = False  # changed since the last index on tape
+def _row(cls):
+    """An attrs class whose instances note any assignment in their `changed` flag."""
+    return attrs.define(cls, on_setattr=_touched)
 
 
-@attrs.define
-class SimCartridge:
-    key: str  # the barcode label, or a made-up name for a cartridge without one
-    label: str | None
-    label_readable: bool = True
-    generation: int = 9
-    capacity_bytes: int = 18 * 10**12
-    write_protected: bool = False
-    new: bool = True
-    cleaning: bool = False
-    uses_left: int = 0
-    foreign: bool = False  # holds data written by other software
-    volume: SimVolume | None = None
+def _flag() -> Any:
+    return attrs.field(default=False, eq=False, repr=False, metadata={"stored": False})
 
 
-@attrs.define
+def _hot(default: Any) -> Any:
+    return attrs.field(default=default, metadata={"hot": True})
+
+
+@_row
+class Phase:
+    """A busy spell of a drive (loading, calibrating, cleaning, unloading), for status queries
+    made by other callers while it lasts."""
+
+    state: str
+    start: float
+    end: float
+    changed: bool = _flag()
+    hot_changed: bool = _flag()
+
+
+@_row
 class SimLtfs:
+    """The ltfs process serving a mounted volume, and who mounted it."""
+
     pid: int
-    read_only: bool = False
-    read_only_reason: str = ""
+    owner_pid: int  # the OS process that mounted it (or adopted it)
+    owner: str  # the caller within that process
+    host: str
+    mountpoint: str
+    since: float
+    mounted_read_only: bool = False
     exit_at: float | None = None  # set by umount: when the process will have exited
+    changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
-@attrs.define
+@_row
 class SimDrive:
     index: int
     serial: str
@@ -84,25 +79,76 @@ class SimDrive:
     cartridge: str | None = None
     source_slot: int | None = None
     ready_at: float = 0.0
+    busy_until: float = _hot(0.0)  # the drive as a resource: free for the next command then
     threaded: bool = False  # cartridge threaded on the heads (False after an eject)
-    partition: int = 0
-    block: int = 0
-    alerts: list[int] = attrs.Factory(list)
+    partition: int = _hot(0)
+    block: int = _hot(0)
+    activity_bytes: int = _hot(0)  # read and written since the cartridge was loaded
+    phases: tuple[Phase, ...] = ()
+    # TapeAlert flags as page 0x2E would report them (a tuple, whatever a caller assigns).
+    alerts: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    needs_clean: bool = False  # the condition behind flag 20: writes fail until cleaned
     ltfs: SimLtfs | None = None
+    stale: SimLtfs | None = None  # the mount of an ltfs process that died (until released)
     reserved: bool = False  # stale reservation / prevent-removal left by a crashed LTFS
-    bytes_since_clean: int = 0
+    bytes_since_clean: int = _hot(0)
     clean_after_bytes: int | None = None
     hung: bool = False
+    dead: bool = False  # out of service: every command fails
+    changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
-@attrs.define
+@_row
 class SimSlot:
     number: int
     import_export: bool = False
     cartridge: str | None = None
+    changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
-@attrs.define
+@_row
+class SimVolume:
+    uuid: str
+    serial: str
+    name: str = ""
+    mam_barcode: str = ""
+    generation: int = 1
+    block_size: int = 524288
+    append_block: int = _hot(0)  # next free block of the data partition
+    lock_state: int = 0
+    consistency: str = CLEAN
+    generations: tuple[int, ...] = (1,)
+    next_fileuid: int = _hot(1)
+    file_count: int = _hot(0)
+    dirty: bool = _hot(False)  # changed since the last index on tape
+    rules: str | None = None  # index-partition placement (`size=1M/name=*.xml`)
+    index_location: str = ""  # where the latest index lies, `<partition>:<block>`
+    changed: bool = _flag()
+    hot_changed: bool = _flag()
+
+
+@_row
+class SimCartridge:
+    key: str  # the barcode label it came with, or a made-up name for one without
+    label: str | None
+    media_code: str  # the media id the cartridge really is (L9, LZ, ...), whatever its label
+    label_readable: bool = True
+    generation: int = 9
+    worm: bool = False
+    capacity_bytes: int = 18 * 10**12
+    write_protected: bool = False
+    new: bool = True
+    cleaning: bool = False
+    uses_left: int = 0
+    foreign: bool = False  # holds data written by other software
+    volume: SimVolume | None = None
+    changed: bool = _flag()
+    hot_changed: bool = _flag()
+
+
+@_row
 class SimFault:
     """One injected fault: what, where it applies, when it fires and how often."""
 
@@ -114,33 +160,53 @@ class SimFault:
     at_time: float | None = None  # fires at the first matching step at or after this time
     after_ops: int | None = None  # ... or after this many port operations
     count: int = 1  # how many matching steps it affects
-    seconds: float = 0.0  # for becoming-ready
+    seconds: float = 0.0  # for windows (becoming ready, library offline)
     at_bytes: int | None = None  # for write errors: bytes into the next file
     other_slot: int | None = None  # for swaps
+    label: str | None = None  # for mislabel: the barcode now on the cartridge
+    changed: bool = _flag()
+    hot_changed: bool = _flag()
 
 
-@attrs.define
+@_row
 class SimState:
-    clock: float = 0.0
+    """The library row: changer identity, robot, door, faults, counters.
+
+    `slots`, `drives` and `cartridges` are rows of their own that the engine attaches for the
+    length of a step.
+    """
+
     changer_name: str = "/dev/sim/changer"
     vendor: str = "SIMLIB"
     product: str = "VIRTUAL LTO LIB"
-    slots: list[SimSlot] = attrs.Factory(list)
-    drives: list[SimDrive] = attrs.Factory(list)
-    cartridges: dict[str, SimCartridge] = attrs.Factory(dict)
-    vault: list[str] = attrs.Factory(list)
-    faults: list[SimFault] = attrs.Factory(list)
-    random_faults: dict[str, float] = attrs.Factory(dict)
+    vault: tuple[str, ...] = ()
+    faults: tuple[SimFault, ...] = ()
+    random_faults: tuple[tuple[str, float], ...] = ()
     seed: int = 0
-    ops: int = 0
     next_pid: int = 40000
-    robot_moves: int = 0
-    backhitches: int = 0
+    robot_busy_until: float = 0.0
+    # A cartridge the picker holds after a move went wrong, and the slot it came from.
+    picker: str | None = None
+    picker_source: int | None = None
+    unit_attention: str | None = None  # a pending one: why (door opened, I/E opened)
+    inventory_valid: bool = True  # False after the door was open: barcodes must be re-read
+    slots: tuple[SimSlot, ...] = attrs.field(default=(), eq=False, metadata={"stored": False})
+    drives: tuple[SimDrive, ...] = attrs.field(default=(), eq=False, metadata={"stored": False})
+    cartridges: Any = attrs.field(default=None, eq=False, metadata={"stored": False})
+    # Counters that change at every step: kept out of the library row (see the engine).
+    ops: int = attrs.field(default=0, metadata={"stored": False})
+    horizon: float = attrs.field(default=0.0, metadata={"stored": False})
+    changed: bool = _flag()
+    hot_changed: bool = _flag()
 
     def slot(self, number: int) -> SimSlot | None:
+        if 1 <= number <= len(self.slots) and self.slots[number - 1].number == number:
+            return self.slots[number - 1]
         return next((s for s in self.slots if s.number == number), None)
 
     def drive(self, index: int) -> SimDrive | None:
+        if 0 <= index < len(self.drives) and self.drives[index].index == index:
+            return self.drives[index]
         return next((d for d in self.drives if d.index == index), None)
 
     def where(self, key: str) -> SimSlot | SimDrive | None:
@@ -153,64 +219,65 @@ class SimState:
         return None
 
 
-_CONVERTER = None
+@attrs.frozen
+class FileExtent:
+    """Where a run of a file's bytes lies: partition 0/1, start block, its bytes."""
+
+    partition: int
+    startblock: int
+    byte_count: int
+    file_offset: int
 
 
-def _converter():
-    global _CONVERTER
-    if _CONVERTER is None:
-        import cattrs
+@attrs.define
+class SimFile:
+    """A file row. Content is a blob of written bytes, a synthetic description, or nothing."""
 
-        _CONVERTER = cattrs.Converter()
-    return _CONVERTER
-
-
-class StateStore:
-    """The state directory: `library.json` rewritten atomically under an exclusive flock."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        # The state as this process last read or wrote it, keyed by the file's identity, so a
-        # step needs no parse when no other process changed the library meanwhile.
-        self._cached: tuple[tuple[int, int, int], SimState] | None = None
-
-    def _key(self) -> tuple[int, int, int]:
-        stat = (self.root / STATE_FILE).stat()
-        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-    def forget(self) -> None:
-        """Drop the cached state (after a step failed half way with an unexpected error)."""
-        self._cached = None
+    path: str
+    size: int
+    fileuid: int
+    generation: int  # index generation that first recorded it; 0 = not yet in an index
+    extents: tuple[FileExtent, ...] = ()
+    blob: str | None = None  # the file holding its bytes, for written bytes
+    seed: int | None = None  # for synthetic content
 
     @property
-    def exists(self) -> bool:
-        return (self.root / STATE_FILE).exists()
+    def partition(self) -> int:
+        return self.extents[0].partition if self.extents else 1
 
-    def blob_path(self, name: str) -> Path:
-        return self.root / BLOB_DIR / name
+    @property
+    def startblock(self) -> int:
+        return self.extents[0].startblock if self.extents else 0
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def read(self) -> SimState:
-        key = self._key()
-        if self._cached is not None and self._cached[0] == key:
-            return self._cached[1]
-        data = json.loads((self.root / STATE_FILE).read_text(encoding="utf-8"))
-        state = _converter().structure(data, SimState)
-        self._cached = (key, state)
-        return state
+def hot_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in attrs.fields(cls) if f.metadata.get("hot"))
 
-    def write(self, state: SimState) -> None:
-        data: Any = _converter().unstructure(state)
-        tmp = self.root / f".{STATE_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-        os.replace(tmp, self.root / STATE_FILE)
-        self._cached = (self._key(), state)
+
+_NESTED = ("ltfs", "stale", "volume")
+
+
+def clean(obj: Any) -> None:
+    """Mark a row and its nested rows unchanged (after loading or writing it)."""
+    for row in (obj, *(getattr(obj, n, None) for n in _NESTED), *getattr(obj, "faults", ())):
+        if row is not None:
+            object.__setattr__(row, "changed", False)
+            object.__setattr__(row, "hot_changed", False)
+
+
+def changed(obj: Any) -> bool:
+    """Whether a row's stored part, or anything nested in it, was assigned since it was loaded
+    or written."""
+    if obj.changed:
+        return True
+    for name in _NESTED:
+        inner = getattr(obj, name, None)
+        if inner is not None and inner.changed:
+            return True
+    return any(fault.changed for fault in getattr(obj, "faults", ()))
+
+
+def hot_changed(obj: Any) -> bool:
+    """Whether a row's hot attributes (or its volume's) were assigned."""
+    volume = getattr(obj, "volume", None)
+    return obj.hot_changed or (volume is not None and volume.hot_changed)

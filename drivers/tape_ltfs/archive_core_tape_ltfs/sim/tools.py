@@ -27,6 +27,7 @@ from archive_core_tape_ltfs.model import (
 )
 from archive_core_tape_ltfs.runner import Command, CommandResult
 from archive_core_tape_ltfs.sim import render
+from archive_core_tape_ltfs.sim.drive import read_tape_alert_page, read_tape_alert_response_page
 from archive_core_tape_ltfs.sim.library import SimLibrary
 from archive_core_tape_ltfs.sim.ltfs import SimMount
 
@@ -99,21 +100,25 @@ class _LtfsProcess:
     def poll(self) -> int | None:
         if self.exit_code is not None or self.library is None:
             return self.exit_code
+        now = self.library.clock.now()
         with self.library.transaction() as state:
             drive = state.drives[self.drive]
-            if drive.ltfs is not None and drive.ltfs.pid == self.pid:
-                return None
+            ltfs = drive.ltfs
+            if ltfs is not None and ltfs.pid == self.pid:
+                # umount returned early: the process exits when its index write is done.
+                return 0 if ltfs.exit_at is not None and ltfs.exit_at <= now else None
             # Gone without an unmount finishing it: killed (the drive keeps its reservation).
             return 1 if drive.reserved else 0
 
     def wait(self, timeout: float) -> int:
         assert self.library is not None
+        clock = self.library.clock
         with self.library.transaction() as state:
             ltfs = state.drives[self.drive].ltfs
             pending = ltfs is not None and ltfs.pid == self.pid and ltfs.exit_at is not None
-            # Blocking in wait() is what lets the virtual time pass until ltfs exits.
-            if pending and ltfs.exit_at - state.clock <= timeout:
-                state.clock = max(state.clock, ltfs.exit_at)
+        # Blocking in wait() is what lets the caller's time pass until ltfs exits.
+        if pending and ltfs.exit_at - clock.now() <= timeout:
+            clock.sleep(ltfs.exit_at - clock.now())
         code = self.poll()
         if code is None:
             raise errors.ToolTimeout(f"ltfs (pid {self.pid}) is still running.")
@@ -146,7 +151,7 @@ class SimulatedTools:
     # --- Runner ----------------------------------------------------------------------------
 
     def _drive_of(self, device: str) -> int:
-        with self.library.transaction(readonly=True) as state:
+        with self.library.transaction() as state:
             for drive in state.drives:
                 if device in (drive.serial, sg_node(drive.index), nst_node(drive.index)):
                     return drive.index
@@ -238,8 +243,8 @@ class SimulatedTools:
         device, command = args[1], args[2]
         drive = self._drive_of(device)
         if command == "status":
-            with self.library.transaction(readonly=True) as state:
-                return 0, render.mt_status(state, state.drives[drive]), ""
+            with self.library.transaction() as state:
+                return 0, render.mt_status(state, state.drives[drive], self.library.clock.now()), ""
         if command == "offline":
             try:
                 self.library.drive(drive).eject()
@@ -249,24 +254,32 @@ class SimulatedTools:
         return 1, "", f'mt: unknown command "{command}"\n'
 
     def _sg_inq(self, args: list[str]) -> tuple[int, str, str]:
-        with self.library.transaction(readonly=True) as state:
+        with self.library.transaction() as state:
             return 0, render.sg_inq(state.drives[self._drive_of(args[-1])]), ""
 
     def _sg_logs(self, args: list[str]) -> tuple[int, str, str]:
-        with self.library.transaction(readonly=True) as state:
-            return 0, render.sg_logs_tape_alerts(state.drives[self._drive_of(args[-1])]), ""
+        page = args[args.index("-p") + 1].lower() if "-p" in args else ""
+        with self.library.transaction() as state:
+            drive = state.drives[self._drive_of(args[-1])]
+            if page in ("0x2e", "2e"):
+                return 0, read_tape_alert_page(drive), ""
+            if page in ("0x12", "12"):
+                return 0, read_tape_alert_response_page(drive), ""
+        return 1, "", f"sg_logs: log page {page or '(none)'} is not simulated\n"
 
     def _sg_turs(self, args: list[str]) -> tuple[int, str, str]:
+        now = self.library.clock.now()
         with self.library.transaction() as state:
             drive = state.drives[self._drive_of(args[-1])]
             ready = drive.ltfs is not None or (
-                drive.threaded and state.clock >= drive.ready_at and not drive.hung
+                drive.threaded and now >= drive.ready_at and not drive.hung
             )
         return (0, "", "") if ready else (2, "", "device not ready\n")
 
     def _tapeinfo(self, args: list[str]) -> tuple[int, str, str]:
+        now = self.library.clock.now()
         with self.library.transaction() as state:
-            return 0, render.tapeinfo(state, state.drives[self._drive_of(args[-1])]), ""
+            return 0, render.tapeinfo(state, state.drives[self._drive_of(args[-1])], now), ""
 
     def _mkltfs(self, args: list[str]) -> tuple[int, str, str]:
         def value(flag: str) -> str | None:
@@ -355,7 +368,11 @@ class SimulatedTools:
         entry = self._mounts.get(str(mountpoint))
         if entry is None:
             return None
-        return ["ro" if entry[0].read_only else "rw", "default_permissions"]
+        try:
+            read_only = entry[0].read_only
+        except errors.TapeError:
+            read_only = False  # a dead ltfs leaves its FUSE mount behind, options as they were
+        return ["ro" if read_only else "rw", "default_permissions"]
 
     def statvfs(self, path: Path) -> Any:
         mount, _ = self._mount_at(path)
@@ -384,6 +401,7 @@ class SimulatedTools:
                     "indexGeneration": str(volume.generation),
                     "volumeLockState": f"0x{volume.lock_state:08x}",
                     "volumeName": volume.name,
+                    "mamBarcode": volume.mam_barcode,
                     "volumeBlocksize": str(volume.block_size),
                 }
             else:
