@@ -34,6 +34,12 @@ def tape(library_file, *args: str):
     return CliRunner().invoke(main, ["tape", "--library", str(library_file), *args])
 
 
+def tape_process(library_file, *args: str) -> subprocess.CompletedProcess:
+    """The command in a process of its own, which has exited when this returns."""
+    cli = [sys.executable, "-m", "archive_core.cli", "tape", "--library", str(library_file)]
+    return subprocess.run([*cli, *args], capture_output=True, text=True)
+
+
 def as_json(library_file, *args: str) -> dict:
     result = tape(library_file, *args, "--json")
     return json.loads(result.output)
@@ -162,10 +168,12 @@ def test_a_bad_barcode_is_refused_before_waiting_for_media_optimisation(library_
 def test_mount_shows_in_status_and_unmount_takes_it_over(library_file):
     assert tape(library_file, "load", "SIM001L9").exit_code == 0
     assert tape(library_file, "format").exit_code == 0
-    mounted = tape(library_file, "mount")
-    assert mounted.exit_code == 0, mounted.output
+    mounted = tape_process(library_file, "mount")
+    assert mounted.returncode == 0, mounted.stderr
+    assert "it stays mounted" in mounted.stdout
     drive = as_json(library_file, "status")["drives"][0]
-    assert drive["mount"]["state"] in ("mounted", "orphaned")
+    # The command that mounted it has exited; the mount is there for the next one to take.
+    assert drive["mount"]["state"] == "orphaned" and drive["mount"]["ltfs_alive"]
     assert drive["volume"]["serial"] == "SIM001" and drive["volume"]["read_only"] is False
     assert drive["capacity"]["free_bytes"] > 0
     unmounted = tape(library_file, "unmount")
@@ -209,9 +217,29 @@ def test_a_bad_library_config_lists_every_problem(tmp_path):
 
 
 def test_separate_processes_see_the_same_simulated_library(library_file):
-    cli = [sys.executable, "-m", "archive_core.cli", "tape", "--library", str(library_file)]
-    subprocess.run([*cli, "load", "SIM002L9", "--drive", "0"], check=True, capture_output=True)
-    shown = subprocess.run(
-        [*cli, "inventory", "--json"], check=True, capture_output=True, text=True
-    )
+    assert tape_process(library_file, "load", "SIM002L9", "--drive", "0").returncode == 0
+    shown = tape_process(library_file, "inventory", "--json")
     assert json.loads(shown.stdout)["drives"][0]["barcode"] == "SIM002L9"
+
+
+def test_status_names_alerts_and_the_time_a_busy_drive_has_left(library_file):
+    assert tape(library_file, "sim", "fault", "needs_cleaning", "--drive", "1").exit_code == 0
+    assert tape(library_file, "load", "SIM001L9", "--no-wait").exit_code == 0
+    shown = tape(library_file, "status").output
+    assert "TapeAlert: Cleaning required" in shown
+    assert "loading (" in shown and " s left)" in shown
+    drive = as_json(library_file, "status")["drives"][0]
+    assert drive["state"] == "loading" and drive["seconds_left"] > 0
+
+
+def test_check_repairs_a_volume_after_a_crash_and_rollback_needs_its_generation(library_file):
+    assert tape(library_file, "load", "SIM001L9").exit_code == 0
+    assert tape(library_file, "format").exit_code == 0
+    assert tape(library_file, "mount").exit_code == 0
+    assert tape(library_file, "sim", "fault", "crash", "--drive", "0").exit_code == 0
+    assert tape(library_file, "release").exit_code == 0
+    checked = as_json(library_file, "check")
+    assert checked["exit_code"] in (0, 1) and not checked["uncorrected"]
+    listed = as_json(library_file, "check", "--mode", "list-rollback")
+    assert listed["generations"]
+    assert tape(library_file, "check", "--mode", "rollback").exit_code == 2

@@ -54,8 +54,9 @@ def wait_until_ready(library: Library, drive: int) -> str:
         click.echo(
             f"drive {drive} is optimising a new cartridge{left}; this cannot be cancelled", err=True
         )
-    ready = library.drive(drive).wait_ready(new_cartridge=status.state is DriveState.CALIBRATING)
-    return ready.state.value
+    # The long timeout is only an upper bound: a drive that is merely loading is ready in
+    # seconds, and one that will calibrate a new cartridge may not say so before it starts.
+    return library.drive(drive).wait_ready(new_cartridge=True).state.value
 
 
 @tape.command()
