@@ -8,11 +8,23 @@ driver above never needs to know which one it talks to.
 
 from __future__ import annotations
 
+import enum
+
 from archive_core import ArchiveCoreError
+
+
+class Remedy(enum.Enum):
+    """What it takes to get past an error: the operator CLI's exit status follows it."""
+
+    OPERATOR = "operator action needed"  # a cartridge to insert, clean, check or replace
+    RETRY = "busy, retry later"  # it passes by itself: a unit attention, a drive still loading
+    HARDWARE = "hardware or media error"  # the library, a drive or a cartridge failed
 
 
 class TapeError(ArchiveCoreError):
     """Root of every tape hardware and LTFS error."""
+
+    _remedy = Remedy.HARDWARE
 
     def __init__(
         self,
@@ -34,6 +46,10 @@ class TapeError(ArchiveCoreError):
         # The tool's own words (sense codes, LTFS message ids), for logs and support cases.
         self.detail = detail
 
+    @property
+    def remedy(self) -> Remedy:
+        return Remedy.RETRY if self.retryable else self._remedy
+
     def __repr__(self) -> str:
         fields = ", ".join(
             f"{name}={value!r}"
@@ -53,9 +69,13 @@ class ChangerError(TapeError):
 class SourceEmpty(ChangerError):
     """The element a cartridge should be taken from holds none (sense 3B/0E)."""
 
+    _remedy = Remedy.OPERATOR
+
 
 class DestinationFull(ChangerError):
     """The element a cartridge should go to already holds one (sense 3B/0D)."""
+
+    _remedy = Remedy.OPERATOR
 
 
 class UnitAttention(ChangerError):
@@ -83,13 +103,19 @@ class UnloadRefused(ChangerError):
 class CartridgeOffline(ChangerError):
     """The cartridge is not in the library (vaulted, or waiting in an import/export slot)."""
 
+    _remedy = Remedy.OPERATOR
+
 
 class WrongCartridge(ChangerError):
     """A slot or drive holds a different cartridge than the one asked for."""
 
+    _remedy = Remedy.OPERATOR
+
 
 class BarcodeUnreadable(ChangerError):
     """A slot holds a cartridge whose barcode label the library cannot read."""
+
+    _remedy = Remedy.OPERATOR
 
 
 class ChangerHardwareError(ChangerError):
@@ -112,9 +138,13 @@ class DriveNotReady(DriveError):
 class NeedsCleaning(DriveError):
     """The drive asks for a cleaning cartridge (TapeAlert 20 or 21)."""
 
+    _remedy = Remedy.OPERATOR
+
 
 class CleaningMediaExpired(DriveError):
     """The cleaning cartridge is used up or invalid (TapeAlert 22/23, sense 30/03)."""
+
+    _remedy = Remedy.OPERATOR
 
 
 class DriveHeldByLtfs(DriveError):
@@ -139,25 +169,37 @@ class MediaError(TapeError):
 class WriteProtected(TapeError):
     """The cartridge's write-protect tab is set; it can be read but not written or formatted."""
 
+    _remedy = Remedy.OPERATOR
+
 
 class NoSpace(TapeError):
     """The volume reached early warning: no new file data fits (ENOSPC)."""
+
+    _remedy = Remedy.OPERATOR
 
 
 class ReadOnlyVolume(TapeError):
     """LTFS dropped the volume to read-only after a write error; it can never be appended."""
 
+    _remedy = Remedy.OPERATOR
+
 
 class UnformattedTape(TapeError):
     """The cartridge holds no LTFS volume, or one this library did not write (foreign tape)."""
+
+    _remedy = Remedy.OPERATOR
 
 
 class AlreadyFormatted(TapeError):
     """mkltfs refused to format over an existing LTFS volume without force (LTFS15047E)."""
 
+    _remedy = Remedy.OPERATOR
+
 
 class InconsistentIndex(TapeError):
     """The LTFS index does not match the medium (crash, early unload, corruption): run ltfsck."""
+
+    _remedy = Remedy.OPERATOR
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -169,6 +211,8 @@ class ToolFailed(TapeError):
 
 class ToolMissing(ToolFailed):
     """A system tool the real backend needs is not installed."""
+
+    _remedy = Remedy.OPERATOR
 
 
 class ToolTimeout(ToolFailed):

@@ -136,6 +136,10 @@ class LtfsVolume(Protocol):
     def mounts(self) -> tuple[MountRecord, ...]:
         """Every LTFS mount on this host, whichever process made it, with who is alive."""
 
+    def view(self, drive: int) -> Mount:
+        """The mount of `drive` for queries only (capacity, volume, state, files), whichever
+        process owns it; writes, removals and syncs through it are refused."""
+
     def adopt(self, drive: int) -> Mount:
         """Take over the mount of `drive` whose owner died (DriveHeldByLtfs while it lives)."""
 
