@@ -243,3 +243,17 @@ def test_check_repairs_a_volume_after_a_crash_and_rollback_needs_its_generation(
     listed = as_json(library_file, "check", "--mode", "list-rollback")
     assert listed["generations"]
     assert tape(library_file, "check", "--mode", "rollback").exit_code == 2
+
+
+def test_a_mislabelled_cartridge_is_refused_at_mount_naming_both(library_file):
+    assert tape(library_file, "load", "SIM001L9").exit_code == 0
+    assert tape(library_file, "format").exit_code == 0
+    assert tape(library_file, "unload").exit_code == 0
+    injected = tape(
+        library_file, "sim", "fault", "mislabel", "--barcode", "SIM001L9", "--label", "SIM009L9"
+    )
+    assert injected.exit_code == 0, injected.output
+    assert tape(library_file, "load", "SIM009L9").exit_code == 0
+    refused = tape(library_file, "mount")
+    assert refused.exit_code == 3, refused.output
+    assert "SIM009L9" in refused.output and "SIM001" in refused.output

@@ -50,6 +50,7 @@ def fault() -> None:
 @click.option("--count", type=int, default=1, show_default=True)
 @click.option("--seconds", type=float, default=0.0, help="For windows (becoming_ready...).")
 @click.option("--at-bytes", type=int, help="For write_error: bytes into the file.")
+@click.option("--label", help="For mislabel: the barcode label now stuck on the cartridge.")
 @json_option
 @click.pass_context
 def inject(ctx: click.Context, kind: str, **fields: Any) -> None:
@@ -64,7 +65,10 @@ def inject(ctx: click.Context, kind: str, **fields: Any) -> None:
 @click.pass_context
 def list_(ctx: click.Context) -> None:
     """The faults scheduled and not yet fired."""
-    scheduled = [attrs.asdict(f) for f in _simulator(ctx).faults()]
+    scheduled = [
+        {k: v for k, v in attrs.asdict(f).items() if k not in ("changed", "hot_changed")}
+        for f in _simulator(ctx).faults()
+    ]
     lines = [
         f"{f['kind']}: " + ", ".join(f"{k}={v}" for k, v in f.items() if k != "kind" and v)
         for f in scheduled
