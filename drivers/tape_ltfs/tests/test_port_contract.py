@@ -16,6 +16,8 @@ import pytest
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import SimulatedCartridge, SimulatorSettings
 from archive_core_tape_ltfs.model import (
+    ALERT_CLEANING_REQUIRED,
+    LOCK_PHYSICAL_WP,
     CheckMode,
     CheckRequest,
     DriveState,
@@ -24,10 +26,14 @@ from archive_core_tape_ltfs.model import (
     MountRequest,
     ReadOnlyReason,
     SlotKind,
+    TapeAlerts,
     TransferRequest,
     UnloadRequest,
     media_type_for,
 )
+from archive_core_tape_ltfs.parse import sg
+from archive_core_tape_ltfs.runner import Command
+from archive_core_tape_ltfs.sim.tools import SimulatedTools, sg_node
 
 
 def settings_for(tmp_path, *, generation: int = 9, cartridges=()) -> SimulatorSettings:
@@ -328,6 +334,7 @@ def test_a_write_protected_cartridge_and_a_read_only_mount_say_why(library):
     library.sim.inject(kind="write_protect", barcode="AAA003L9")
     mount = library.ltfs.mount(MountRequest(drive=0))
     assert mount.state().reasons == {ReadOnlyReason.WRITE_PROTECTED}
+    assert mount.state().lock_state & LOCK_PHYSICAL_WP  # LTFS reports the tab in the lock state
     library.ltfs.unmount(mount)
     loaded(library, 1, "AAA001L9", drive=1)
     library.ltfs.format(FormatRequest(drive=1, barcode="AAA001L9"))
@@ -441,6 +448,39 @@ def test_a_mount_for_another_volume_uuid_is_refused_and_leaves_nothing_mounted(l
     assert wanted in raised.value.message and uuid in raised.value.message
     assert library.ltfs.mounts() == ()
     library.ltfs.unmount(library.ltfs.mount(MountRequest(drive=0, volume_uuid=uuid)))
+
+
+# --- TapeAlert -------------------------------------------------------------------------------
+
+
+def read_log_page_0x2e(library, drive: int) -> TapeAlerts:
+    """What another reader of log page 0x2E on this host sees (LTFS answering
+    `user.ltfs.mediaStorageAlert`, a monitoring agent): the drive clears the flags it reports,
+    as many drives do."""
+    done = SimulatedTools(library.sim).run(
+        Command(argv=("sg_logs", "-p", "0x2e", sg_node(drive)), timeout=60)
+    )
+    return sg.parse_tape_alerts(done.stdout)
+
+
+def test_a_cleaning_request_read_by_tape_status_is_still_there_for_the_cleaning_decision(
+    library,
+):
+    loaded(library, 3, "AAA003L9")
+    library.sim.inject(kind="needs_cleaning", drive=0)
+    assert ALERT_CLEANING_REQUIRED in library.drive(0).alerts().flags  # `tape status`
+    assert library.drive(0).alerts().needs_cleaning  # the driver's cleaning decision, later
+    assert ALERT_CLEANING_REQUIRED in library.drive(0).alerts().flags
+    if library is not library.sim:
+        assert not any("0x2e" in argv for argv in library.tools.commands)
+
+
+def test_a_reader_of_log_page_0x2e_takes_the_cleaning_request_from_everyone_after_it(library):
+    """Why the port never reads page 0x2E: the test above would fail if it did."""
+    library.sim.inject(kind="needs_cleaning", drive=0)
+    assert read_log_page_0x2e(library, 0).needs_cleaning
+    assert not library.drive(0).alerts().needs_cleaning
+    assert not read_log_page_0x2e(library, 0).flags
 
 
 # --- busy drives -------------------------------------------------------------------------------
