@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import LibraryConfig
@@ -42,7 +43,6 @@ class RealLibrary:
         self.config = config
         self.runner = runner or SubprocessRunner()
         self.clock = clock or WallClock()
-        self.caller = caller
         if processes is None:
             # Tools played by a simulation know their own (not OS) processes.
             processes = self.runner if isinstance(self.runner, ProcessTable) else ProcTable()
@@ -133,7 +133,8 @@ class RealLibrary:
             runner = runner.worker(name)
             clock = runner.clock
 
-        def same(part):
+        def same(part: Any) -> Any:
+            # The simulated tools are the host's file system and process table too.
             return runner if part is self.runner else part
 
         return RealLibrary(

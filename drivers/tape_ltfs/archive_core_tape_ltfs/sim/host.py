@@ -19,7 +19,7 @@ import attrs
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.sim.library import SimLibrary
 from archive_core_tape_ltfs.sim.ltfs import SimMount, pid_alive
-from archive_core_tape_ltfs.sim.state import FIRST_PID, SimDrive, SimLtfs
+from archive_core_tape_ltfs.sim.state import FIRST_PID, SimLtfs
 
 from archive_core import CopyNotFound
 
@@ -115,13 +115,6 @@ class Mounted:
     barcode: str | None
 
 
-def _entry(drive: SimDrive, barcode: str | None, mountpoint: str) -> Mounted | None:
-    for ltfs, alive in ((drive.ltfs, True), (drive.stale, False)):
-        if ltfs is not None and ltfs.options and ltfs.mountpoint == mountpoint:
-            return Mounted(drive=drive.index, ltfs=ltfs, alive=alive, barcode=barcode)
-    return None
-
-
 class SimulatedHost:
     """MountFs and ProcessTable of the host, from the simulated library's rows."""
 
@@ -130,14 +123,24 @@ class SimulatedHost:
 
     # --- the mount table -------------------------------------------------------------------
 
-    def mounted(self, mountpoint: Path) -> Mounted | None:
+    def _table(self) -> dict[str, Mounted]:
+        """The host's mount table: each FUSE mount of a simulated ltfs, by mountpoint."""
+        table: dict[str, Mounted] = {}
         with self.library.transaction() as state:
             for drive in state.drives:
                 cartridge = state.cartridges.get(drive.cartridge or "")
-                found = _entry(drive, cartridge.label if cartridge else None, str(mountpoint))
-                if found is not None:
-                    return found
-        return None
+                for ltfs, alive in ((drive.ltfs, True), (drive.stale, False)):
+                    if ltfs is not None and ltfs.options:
+                        table[ltfs.mountpoint] = Mounted(
+                            drive=drive.index,
+                            ltfs=ltfs,
+                            alive=alive,
+                            barcode=cartridge.label if cartridge else None,
+                        )
+        return table
+
+    def mounted(self, mountpoint: Path) -> Mounted | None:
+        return self._table().get(str(mountpoint))
 
     def served(self, found: Mounted) -> SimMount:
         """The simulated volume a live mount serves, for this host's caller."""
@@ -154,8 +157,9 @@ class SimulatedHost:
         return list(found.ltfs.options) if found is not None else None
 
     def _mount_at(self, path: Path) -> tuple[SimMount, str]:
+        table = self._table()
         for candidate in (path, *path.parents):
-            found = self.mounted(candidate)
+            found = table.get(str(candidate))
             if found is not None and found.alive:
                 return self.served(found), str(path.relative_to(candidate))
             if found is not None:

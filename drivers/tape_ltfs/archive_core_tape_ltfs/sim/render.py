@@ -83,14 +83,11 @@ def mt_status(state: SimState, drive: SimDrive, now: float) -> str:
             bits |= mt_text.WR_PROT
         position = f"File number=0, block number={drive.block}, partition={drive.partition}."
         code = density_code(cartridge)
-        # mt-st's density table ends at LTO-9.
-        name = (
-            "default"
-            if not code
-            else f"LTO-{cartridge.generation}"
-            if cartridge.generation <= 9
-            else "no translation"
-        )
+        name = f"LTO-{cartridge.generation}"
+        if not code:
+            name = "default"
+        elif cartridge.generation > 9:
+            name = "no translation"  # mt-st's density table ends at LTO-9
         density = f"Density code 0x{code:x} ({name})."
     return (
         "SCSI 2 tape drive:\n"

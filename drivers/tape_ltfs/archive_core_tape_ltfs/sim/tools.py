@@ -1,10 +1,11 @@
-"""The simulated library behind the real tools' command lines: a Runner and a MountFs for tests.
+"""The simulated library behind the real tools' command lines: Runner, MountFs, ProcessTable.
 
 The real backend talks to it exactly as to the hardware: it builds `mtx`, `mt`, `sg_*`,
 `mkltfs`, `ltfs`, `umount` and `ltfsck` command lines, and reads back text in the tools'
-formats (rendered from the simulator's state) with its own parsers. So one contract suite runs
-against both backends, and the real one's command building, parsing and error mapping are
-exercised on every step.
+formats (rendered from the simulator's state) with its own parsers, and files as LTFS writes
+them (captured indexes); the host beneath (`host.py`) answers its file-system and process
+queries. So one contract suite runs against both backends, and the real one's command
+building, parsing and error mapping are exercised on every step.
 """
 
 from __future__ import annotations
