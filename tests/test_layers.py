@@ -114,10 +114,12 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
     ],
     "drivers/tape_ltfs/archive_core_tape_ltfs/sim": [
         {"state", "content"},  # the rows of a virtual library; synthetic file content
-        {"engine", "faults", "render"},  # store, callers, resources, timeline; faults; texts
+        # store, callers, resources, timeline; faults; the tools' texts and the LTFS index XML
+        {"engine", "faults", "render", "scsi", "index_xml"},
         {"mechanics"},  # what the hardware does beneath the port objects
         {"drive", "changer", "ltfs"},  # the port objects
         {"library"},  # the composition root
+        {"host"},  # the simulated host: mount table, file-system calls, processes
         {"tools"},  # the real tools' command lines answered from a simulated library
     ],
 }

@@ -165,6 +165,8 @@ class Library(Protocol):
     def drive_indexes(self) -> tuple[int, ...]: ...
 
     def worker(self, name: str) -> Library:
-        """This library for one concurrent caller (a thread driving one drive). Real hardware
-        needs nothing: it is this library. The simulator gives the caller its own timeline, so
-        work on two drives overlaps on the virtual clock as it does in a real library."""
+        """This library for one concurrent caller (a thread driving one drive), whose mounts
+        are recorded under `name`. Real hardware needs nothing more: the same devices, tools
+        and wall clock. The simulator (and the real backend over simulated tools) gives the
+        caller its own timeline, so work on two drives overlaps on the virtual clock as it
+        does in a real library."""

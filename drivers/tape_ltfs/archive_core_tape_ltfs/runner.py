@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from archive_core_tape_ltfs.errors import ToolMissing, ToolTimeout
+from archive_core_tape_ltfs.port import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,16 @@ class Runner(Protocol):
     def run(self, command: Command) -> CommandResult: ...
 
     def spawn(self, command: Command, log_path: Path) -> Process: ...
+
+
+@runtime_checkable
+class SimulatedRunner(Runner, Protocol):
+    """Tools played by a simulation on a virtual clock: each caller needs its own timeline
+    (`worker`), where threads on real hardware share the wall clock."""
+
+    clock: Clock
+
+    def worker(self, name: str) -> SimulatedRunner: ...
 
 
 class _Child:

@@ -39,36 +39,40 @@ def sim(sim_settings):
     return SimLibrary.open(sim_settings)
 
 
-def real_over(sim_library, tmp_path):
-    """The real backend, its tools answered by the simulated library behind command lines."""
-    from archive_core_tape_ltfs.config import DriveBinding, LibraryConfig, Timeouts
+def real_over(sim_library):
+    """The real backend over a simulated library: its tools are answered from the simulator's
+    state behind their command lines, on the simulated host's mount root and work directory."""
     from archive_core_tape_ltfs.real.library import RealLibrary
-    from archive_core_tape_ltfs.sim.tools import SimulatedTools, nst_node, sg_node
+    from archive_core_tape_ltfs.sim.tools import SimulatedTools, real_config
 
     tools = SimulatedTools(sim_library)
-    state = sim_library.snapshot()
-    config = LibraryConfig(
-        backend="real",
-        changer=state.changer_name,
-        drives=tuple(
-            DriveBinding(index=d.index, serial=d.serial, sg=sg_node(d.index), nst=nst_node(d.index))
-            for d in state.drives
-        ),
-        mount_root=tmp_path / "mnt",
-        work_directory=tmp_path / "work",
-        timeouts=Timeouts(poll_interval=60.0),
-    )
-    real = RealLibrary(config, runner=tools, clock=sim_library.clock, fs=tools)
+    real = RealLibrary(real_config(sim_library), runner=tools, clock=sim_library.clock, fs=tools)
     real.tools = tools
     return real
 
 
 @pytest.fixture(params=["simulator", "real"])
-def library(request, sim, tmp_path):
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def open_library(backend):
+    """Opens a simulated library from settings and gives its port on the test's backend: the
+    simulator's own, or the real port over its tools. Either way `.sim` is the simulator (to
+    inject the environment's faults) and `.settings` what it was opened with."""
+    from archive_core_tape_ltfs.sim.library import SimLibrary
+
+    def open_(settings):
+        sim = SimLibrary.open(settings)
+        library = sim if backend == "simulator" else real_over(sim)
+        library.sim, library.settings = sim, settings
+        return library
+
+    return open_
+
+
+@pytest.fixture
+def library(open_library, sim_settings):
     """Each contract test runs on the simulator's port and on the real port over its tools."""
-    if request.param == "simulator":
-        sim.sim = sim
-        return sim
-    real = real_over(sim, tmp_path)
-    real.sim = sim
-    return real
+    return open_library(sim_settings)

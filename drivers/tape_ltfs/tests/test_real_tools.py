@@ -75,17 +75,42 @@ def test_recorded_offline_library_is_library_offline():
     assert raised.value.device == "/dev/sg5"
 
 
-def test_load_reads_status_first_then_moves_by_slot_and_drive_numbers():
+def test_load_reads_status_first_asks_the_drive_then_moves_by_slot_and_drive_numbers():
     status = golden("mtx_status_tandberg_unit_attention.stdout")
     library, runner, _ = replayed(
-        (0, status, ""), (0, "Loading media from Storage Element 2 into drive 0...done\n", "")
+        (0, status, ""),
+        (2, golden("sg_turs_no_medium.stdout"), golden("sg_turs_no_medium.stderr")),
+        (0, golden("sg_logs_dt_device_status_idle.stdout"), ""),
+        (0, "Loading media from Storage Element 2 into drive 0...done\n", ""),
     )
     library.changer.load(LoadRequest(slot=2, drive=0, barcode="A00008L5"))
-    assert runner.commands[-1] == ("mtx", "-f", "/dev/sg5", "load", "2", "0")
+    assert runner.commands == [
+        ("mtx", "-f", "/dev/sg5", "status"),
+        ("sg_turs", "-v", "/dev/sg4"),
+        ("sg_logs", "-p", "0x11", "/dev/sg4"),  # an empty drive may still be unloading
+        ("mtx", "-f", "/dev/sg5", "load", "2", "0"),
+    ]
+
+
+def test_a_drive_out_of_service_is_never_loaded():
+    status = golden("mtx_status_tandberg_unit_attention.stdout")
+    library, runner, _ = replayed(
+        (0, status, ""),
+        (
+            2,
+            golden("sg_turs_manual_intervention.stdout"),
+            golden("sg_turs_manual_intervention.stderr"),
+        ),
+    )
+    with pytest.raises(errors.DriveError, match="drive 0: the drive is out of service") as raised:
+        library.changer.load(LoadRequest(slot=2, drive=0))
+    assert raised.value.drive == 0 and not raised.value.retryable
+    assert not any("load" in argv for argv in runner.commands)
 
 
 def test_recorded_removal_prevented_on_unload_is_unload_refused():
-    library, _, _ = replayed(
+    library, runner, _ = replayed(
+        (0, "", ""),  # sg_turs: the drive is ready, nothing keeps the cartridge in it
         (0, golden("mtx_status_ibm_padded_ie.stdout"), ""),
         (
             1,
@@ -95,6 +120,7 @@ def test_recorded_removal_prevented_on_unload_is_unload_refused():
     )
     with pytest.raises(errors.UnloadRefused):
         library.changer.unload(UnloadRequest(drive=0))
+    assert [argv[0] for argv in runner.commands] == ["sg_turs", "mtx", "mtx"]
 
 
 def test_drive_queries_use_the_nst_and_sg_nodes_and_check_the_serial():
@@ -146,7 +172,7 @@ def test_the_config_never_accepts_a_rewinding_tape_node():
 def test_the_real_port_over_the_simulator_never_opens_the_tape_node_while_ltfs_holds_it(
     sim, tmp_path
 ):
-    real = real_over(sim, tmp_path)
+    real = real_over(sim)
     real.changer.load(LoadRequest(slot=3, drive=0))
     real.drive(0).wait_ready()
     mount = real.ltfs.mount(MountRequest(drive=0))
@@ -175,7 +201,7 @@ needs = pytest.mark.skipif(
 
 
 def _argv_of_every_drive_command(sim, tmp_path) -> list[tuple[str, ...]]:
-    real = real_over(sim, tmp_path)
+    real = real_over(sim)
     real.changer.load(LoadRequest(slot=3, drive=0))
     drive = real.drive(0)
     drive.status()  # still loading: the sense data and the device activity are asked for

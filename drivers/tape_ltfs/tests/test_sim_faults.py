@@ -43,7 +43,7 @@ def test_changer_faults_surface_as_their_typed_error(sim, tmp_path, kind, step, 
         "load": lambda lib: lib.changer.load(LoadRequest(slot=1, drive=0)),
         "transfer": lambda lib: lib.changer.transfer(TransferRequest(source=1, destination=4)),
     }
-    for library in (sim, real_over(sim, tmp_path)):
+    for library in (sim, real_over(sim)):
         sim.inject(kind=kind)
         with pytest.raises(error):
             steps[step](library)
@@ -127,7 +127,7 @@ def test_a_used_up_cleaning_cartridge_is_cleaning_media_expired(sim):
 
 def test_an_unreadable_barcode_shows_as_full_without_a_tag(sim, tmp_path):
     sim.inject(kind="barcode_unreadable", barcode="AAA002L9")
-    for library in (sim, real_over(sim, tmp_path)):
+    for library in (sim, real_over(sim)):
         slot = library.changer.inventory().slot(2)
         assert slot.full and slot.barcode is None
         with pytest.raises(errors.BarcodeUnreadable):

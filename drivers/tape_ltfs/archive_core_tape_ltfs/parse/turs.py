@@ -23,7 +23,7 @@ _ESTIMATE = re.compile(r"estimated to be ready in (?P<ms>\d+) milliseconds")
 
 # ASC/ASCQ of the texts sg3-utils prints (lib/sg_lib_data.c) for the conditions a tape drive
 # reports to TEST UNIT READY; LTFS reads the same codes (src/tape_drivers/vendor_compat.c).
-_TEXT_CODES = {
+SENSE_CODES = {
     "Logical unit not ready, cause not reportable": (0x04, 0x00),
     "Logical unit is in process of becoming ready": (0x04, 0x01),
     "Logical unit not ready, initializing command required": (0x04, 0x02),
@@ -75,7 +75,7 @@ def parse_turs(exit_code: int, stdout: str, stderr: str) -> UnitReady:
     progress = _PROGRESS.search(text)
     estimate = _ESTIMATE.search(text)
     words = additional.group("text") if additional else ""
-    code = _TEXT_CODES.get(words)
+    code = SENSE_CODES.get(words)
     if code is None and (numbers := _CODES.search(words)):
         code = (int(numbers.group("asc"), 16), int(numbers.group("ascq"), 16))
     return UnitReady(

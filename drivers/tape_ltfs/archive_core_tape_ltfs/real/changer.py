@@ -33,6 +33,7 @@ class MtxChanger:
         status_timeout: float,
         inventory_timeout: float,
         held: Callable[[int], str | None] = lambda _drive: None,
+        movable: Callable[[int, str], None] = lambda _drive, _what: None,
     ) -> None:
         self.device = device
         self._runner = runner
@@ -41,6 +42,8 @@ class MtxChanger:
         self._status_timeout = status_timeout
         self._inventory_timeout = inventory_timeout
         self._held = held
+        # Raises when a drive cannot take a move now (out of service, optimising a cartridge).
+        self._movable = movable
 
     def _mtx(self, *args: str | int, timeout: float) -> Command:
         return Command(argv=("mtx", "-f", self.device, *map(str, args)), timeout=timeout)
@@ -77,6 +80,7 @@ class MtxChanger:
             inventory = self._status()
             slot = full_slot(inventory, request.slot, request.barcode, what="load")
             empty_bay(inventory, request.drive, loading=slot.number)
+            self._movable(request.drive, f"load slot {slot.number} into")
             self._run(
                 self._mtx("load", slot.number, request.drive, timeout=self._move_timeout),
                 what=f"load slot {slot.number} into drive {request.drive}",
@@ -95,6 +99,7 @@ class MtxChanger:
                 drive=request.drive,
                 device=self.device,
             )
+        self._movable(request.drive, "unload")
 
         def attempt() -> int:
             target = unload_target(self._status(), request.drive, request.slot)

@@ -75,6 +75,23 @@ class ScsiDrive:
         command = Command(argv=(*args, self._sg_device()), timeout=self._timeouts.status)
         return self._runner.run(command)
 
+    def _out_of_service(self, what: str, detail: str) -> errors.DriveError:
+        return errors.DriveError(
+            f"Cannot {what} drive {self.index}: the drive is out of service ({detail}). Have it "
+            f"repaired or replaced.",
+            drive=self.index,
+            device=self._binding.nst,
+            retryable=False,
+        )
+
+    def _refused(self, done: CommandResult, what: str) -> errors.TapeError | None:
+        """The error for an sg query the drive refused because it is out of service: its sense
+        data says so (sg3-utils prints it the same way for every command)."""
+        answer = turs.parse_turs(done.exit_code, done.stdout, done.stderr)
+        if answer.sense_key and turs.state_of(answer) is DriveState.OUT_OF_SERVICE:
+            return self._out_of_service(what, answer.detail)
+        return None
+
     def status(self) -> DriveStatus:
         if self._held(self.index):
             # Only the SCSI generic node while LTFS holds the drive: its tape node could rewind.
@@ -92,23 +109,54 @@ class ScsiDrive:
             return attrs.evolve(status, media=self._media(status.density_code))
         return self._by_sense(status)
 
-    def _by_sense(self, status: DriveStatus) -> DriveStatus:
-        """`status` completed from the sense data of TEST UNIT READY and, for a drive busy on
-        its own, the DT device activity (page 0x11) that tells calibrating, cleaning and
-        unloading apart; a READY drive with what it found loaded."""
+    def _sensed(self, fallback: DriveState) -> DriveStatus:
+        """The state the sense data of TEST UNIT READY tells (`fallback`, mt's reading of the
+        status bits, when there is none) and, for a drive busy on its own, the DT device
+        activity (page 0x11) that tells calibrating, cleaning and unloading apart."""
         done = self._sg("sg_turs", "-v")
         answer = turs.parse_turs(done.exit_code, done.stdout, done.stderr)
         if answer.ready:
-            return attrs.evolve(status, state=DriveState.READY, media=self._media(None))
-        # Sense data decides when there is some; mt's reading of the status bits otherwise.
-        state = turs.state_of(answer) if answer.sense_key else status.state
+            return DriveStatus(state=DriveState.READY)
+        state = turs.state_of(answer) if answer.sense_key else fallback
         detail = answer.detail
         if state not in (DriveState.OUT_OF_SERVICE, DriveState.CLEANING):
             busy, activity = self._activity()
             state = busy or state
             if busy is not None:
                 detail = f"{detail}; drive activity: {activity}" if detail else activity
-        return attrs.evolve(status, state=state, seconds_left=answer.seconds_left, detail=detail)
+        return DriveStatus(state=state, seconds_left=answer.seconds_left, detail=detail)
+
+    def _by_sense(self, status: DriveStatus) -> DriveStatus:
+        """`status` completed from the sense data; a READY drive with what it found loaded."""
+        sensed = self._sensed(status.state)
+        if sensed.state is DriveState.READY:
+            return attrs.evolve(status, state=DriveState.READY, media=self._media(None))
+        return attrs.evolve(
+            status, state=sensed.state, seconds_left=sensed.seconds_left, detail=sensed.detail
+        )
+
+    def check_movable(self, what: str) -> None:
+        """Refuse to move a cartridge into or out of this drive while the drive cannot take
+        it: out of service (the cartridge would be stuck in it), or optimising a new
+        cartridge (an LTO-9 media optimisation cannot be interrupted)."""
+        sensed = self._sensed(DriveState.NOT_READY)
+        if sensed.state is DriveState.OUT_OF_SERVICE:
+            raise self._out_of_service(what, sensed.detail)
+        if sensed.state is DriveState.CALIBRATING:
+            barcode = self._barcode_of(self.index)
+            left = (
+                f"; {sensed.seconds_left / 60:.0f} more minutes"
+                if sensed.seconds_left is not None
+                else ""
+            )
+            raise errors.DriveBusy(
+                f"Cannot {what} drive {self.index}: it is optimising new cartridge "
+                f"{barcode or '(no barcode)'} (LTO-9 media optimisation), which cannot be "
+                f"interrupted{left}. Wait until the drive is ready.",
+                drive=self.index,
+                barcode=barcode,
+                device=self._binding.nst,
+            )
 
     def _activity(self) -> tuple[DriveState | None, str]:
         done = self._sg("sg_logs", "-p", "0x11")
@@ -158,6 +206,10 @@ class ScsiDrive:
             status = self.status()
             if status.state is DriveState.READY:
                 return status
+            if status.state is DriveState.OUT_OF_SERVICE:
+                # It will not get ready on its own: waiting out the timeout would only delay
+                # the operator's call.
+                raise self._out_of_service("wait for", status.detail)
             if self._clock.now() >= deadline:
                 raise errors.DriveNotReady(
                     f"Drive {self.index} did not become ready within {timeout:.0f} s (it is "
@@ -173,7 +225,7 @@ class ScsiDrive:
         done = self._sg("sg_inq")
         device = done.command.argv[-1]
         if not done.ok:
-            raise errors.DriveError(
+            raise self._refused(done, "identify") or errors.DriveError(
                 f"Cannot identify drive {self.index}: sg_inq {device} failed: "
                 f"{done.stderr.strip() or 'no message'}.",
                 drive=self.index,
@@ -200,7 +252,7 @@ class ScsiDrive:
         done = self._sg("sg_logs", "-p", "0x12")
         device = done.command.argv[-1]
         if not done.ok:
-            raise errors.DriveError(
+            raise self._refused(done, "read the TapeAlert flags of") or errors.DriveError(
                 f"Cannot read the TapeAlert flags of drive {self.index} ({device}): "
                 f"{done.stderr.strip() or 'sg_logs failed'}.",
                 drive=self.index,
@@ -211,6 +263,7 @@ class ScsiDrive:
 
     def eject(self) -> None:
         device = self._nst("eject")
+        self.check_movable("eject")
         done = self._runner.run(
             Command(argv=("mt", "-f", device, "offline"), timeout=self._timeouts.changer_move)
         )

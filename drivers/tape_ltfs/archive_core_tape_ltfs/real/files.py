@@ -22,9 +22,11 @@ def translate(
     barcode: str | None,
     what: str,
     write_protected: bool = False,
+    worm: bool = False,
 ):
     """The typed error for an errno LTFS returned (tape-facts §3.8); EROFS on a cartridge LTFS
-    mounted read-only because of its write-protect tab is WriteProtected."""
+    mounted read-only because of its write-protect tab is WriteProtected, and on a writable
+    WORM volume it is the WORM rule (an existing file is never removed or rewritten)."""
     where = {"drive": drive, "barcode": barcode, "paths": (path,), "detail": str(exc)}
     tape = f"cartridge {barcode}" if barcode else f"the cartridge in drive {drive}"
     code = exc.errno
@@ -36,6 +38,14 @@ def translate(
         )
     if code == errno.EROFS and write_protected:
         return errors.WriteProtected(f"Cannot {what} {path}: {tape} is write-protected.", **where)
+    if worm and code in (errno.EROFS, errno.EEXIST):
+        return errors.ReadOnlyVolume(
+            f"Cannot {what} {path}: {tape} is WORM; files on it can never be removed or "
+            f"overwritten.",
+            **where,
+        )
+    if code == errno.EEXIST:
+        return errors.TapeError(f"Cannot {what} {path}: it already exists on {tape}.", **where)
     if code == errno.EROFS:
         return errors.ReadOnlyVolume(
             f"Cannot {what} {path}: the LTFS volume on {tape} is read-only.", **where

@@ -53,8 +53,8 @@ class Holders:
             return None
         return record
 
-    def hold(self, mount: RealMount, *, since: float) -> None:
-        """Record a mount this process just made."""
+    def hold(self, mount: RealMount, *, since: float, owner_name: str) -> None:
+        """Record a mount this process (its caller `owner_name`) just made."""
         owner_pid, owner_started = self.processes.this_process()
         self.registry.write(
             Registered(
@@ -67,6 +67,7 @@ class Holders:
                 ltfs_started=self.processes.start_time(mount.process.pid) or 0.0,
                 host=self.registry.host,
                 since=since,
+                owner_name=owner_name,
             )
         )
         self._own[mount.drive] = mount
@@ -98,9 +99,13 @@ class Holders:
             )
         return record
 
-    def adopt(self, mount: RealMount, record: Registered) -> None:
+    def adopt(self, mount: RealMount, record: Registered, *, owner_name: str) -> None:
         owner_pid, owner_started = self.processes.this_process()
-        self.registry.write(attrs.evolve(record, owner_pid=owner_pid, owner_started=owner_started))
+        self.registry.write(
+            attrs.evolve(
+                record, owner_pid=owner_pid, owner_started=owner_started, owner_name=owner_name
+            )
+        )
         self._own[mount.drive] = mount
 
     def unmounted(self, mount: RealMount, *, cleanly: bool) -> None:
@@ -122,6 +127,7 @@ class Holders:
                 owner_pid=r.owner_pid,
                 ltfs_pid=r.ltfs_pid,
                 host=r.host,
+                owner_name=r.owner_name,
                 owner_alive=self._alive(r.owner_pid, r.owner_started, r.host),
                 ltfs_alive=self._alive(r.ltfs_pid, r.ltfs_started, r.host),
                 since=r.since,

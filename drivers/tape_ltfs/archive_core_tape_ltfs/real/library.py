@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import LibraryConfig
@@ -15,7 +16,7 @@ from archive_core_tape_ltfs.real.ltfs import LtfsTools
 from archive_core_tape_ltfs.real.mountfs import MountFs
 from archive_core_tape_ltfs.real.processes import ProcessTable, ProcTable
 from archive_core_tape_ltfs.retry import TransientRetry
-from archive_core_tape_ltfs.runner import Command, Runner, SubprocessRunner
+from archive_core_tape_ltfs.runner import Command, Runner, SimulatedRunner, SubprocessRunner
 
 
 class WallClock:
@@ -37,6 +38,7 @@ class RealLibrary:
         clock=None,
         fs: MountFs | None = None,
         processes: ProcessTable | None = None,
+        caller: str = "main",
     ) -> None:
         self.config = config
         self.runner = runner or SubprocessRunner()
@@ -44,6 +46,8 @@ class RealLibrary:
         if processes is None:
             # Tools played by a simulation know their own (not OS) processes.
             processes = self.runner if isinstance(self.runner, ProcessTable) else ProcTable()
+        self._fs = fs
+        self._processes = processes
         self._sg_cache: dict[int, str] = {}
         self._lock = threading.Lock()
         timeouts = config.timeouts
@@ -62,6 +66,7 @@ class RealLibrary:
             status_timeout=timeouts.status,
             inventory_timeout=timeouts.inventory,
             held=self._holder,
+            movable=self._check_movable,
         )
         self._drives = {
             b.index: ScsiDrive(
@@ -84,6 +89,7 @@ class RealLibrary:
             worm_of=lambda index, barcode: self.drive(index).worm(barcode),
             processes=processes,
             fs=fs,
+            caller=caller,
         )
 
     def __repr__(self) -> str:
@@ -95,6 +101,10 @@ class RealLibrary:
 
     def _holder(self, index: int) -> str | None:
         return self.ltfs.holder(index)
+
+    def _check_movable(self, index: int, what: str) -> None:
+        if index in self._drives:  # a changer drive this host has no binding for: unknown
+            self._drives[index].check_movable(what)
 
     def drive(self, index: int) -> ScsiDrive:
         try:
@@ -114,8 +124,27 @@ class RealLibrary:
         return self.config.work_directory
 
     def worker(self, name: str) -> RealLibrary:
-        # Real drives overlap by themselves; threads share this library and its locks.
-        return self
+        """This library for one concurrent caller (a thread): the same devices and mount
+        registry, its mounts recorded under `name`. Real drives overlap by themselves, so it
+        runs the same tools on the same clock; tools played by a simulation give it a timeline
+        of its own, as a thread has on real hardware."""
+        runner, clock = self.runner, self.clock
+        if isinstance(runner, SimulatedRunner):
+            runner = runner.worker(name)
+            clock = runner.clock
+
+        def same(part: Any) -> Any:
+            # The simulated tools are the host's file system and process table too.
+            return runner if part is self.runner else part
+
+        return RealLibrary(
+            self.config,
+            runner=runner,
+            clock=clock,
+            fs=same(self._fs),
+            processes=same(self._processes),
+            caller=name,
+        )
 
     def _ltfs_device(self, index: int) -> str:
         binding = self.config.binding(index)

@@ -53,8 +53,10 @@ class LtfsTools:
         worm_of: Callable[[int, str | None], bool],
         processes: ProcessTable,
         fs: MountFs | None = None,
+        caller: str = "main",
     ) -> None:
         self._config = config
+        self._caller = caller  # recorded as the owner's name of the mounts made here
         self._runner = runner
         self._clock = clock
         self._device_of = device_of
@@ -185,7 +187,7 @@ class LtfsTools:
             read_only_at_mount=ltfs_text.read_only_at_mount(process.stderr_text()),
             worm=worm,
         )
-        self._holders.hold(mount, since=self._clock.now())
+        self._holders.hold(mount, since=self._clock.now(), owner_name=self._caller)
         self._check_identity(mount, request)
         return mount
 
@@ -280,12 +282,10 @@ class LtfsTools:
         return self._holders.records()
 
     def adopt(self, drive: int) -> Mount:
-        own = self._holders.own(drive)
-        if own is not None:
-            return own
+        # A mount of this process has a live owner too: there is nothing to take over.
         record = self._holders.orphan(drive)
         mount = self._served(record, RealMount)
-        self._holders.adopt(mount, record)
+        self._holders.adopt(mount, record, owner_name=self._caller)
         return mount
 
     def view(self, drive: int) -> Mount:

@@ -89,6 +89,7 @@ class RealMount:
             barcode=self.barcode,
             what=what,
             write_protected=ReadOnlyReason.WRITE_PROTECTED in self._last_state.reasons,
+            worm=ReadOnlyReason.WORM in self._last_state.reasons and not self._last_state.read_only,
         )
 
     @property

@@ -31,6 +31,7 @@ class Registered:
     ltfs_started: float
     host: str
     since: float  # library clock at mount
+    owner_name: str = ""  # the caller of the owner process (a worker, a command)
 
 
 class MountRegistry:

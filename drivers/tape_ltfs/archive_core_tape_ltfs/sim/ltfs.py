@@ -24,10 +24,8 @@ from archive_core_tape_ltfs.model import (
     CheckMode,
     CheckRequest,
     CheckResult,
-    Extent,
     FileLocation,
     FormatRequest,
-    IndexedFile,
     MountRecord,
     MountRequest,
     ReadOnlyReason,
@@ -56,37 +54,7 @@ from archive_core import CopyNotFound
 DEEP_RECOVERY_SECONDS = 20 * 60  # ltfsck -z EOD recovery (LTFS17131I "about 20 minutes")
 LOST_AND_FOUND = "_ltfs_lostandfound"
 EARLY_UMOUNT_SECONDS = 0.5  # umount returning before ltfs has written anything
-
-
-def _letter(partition: int) -> str:
-    return "a" if partition == 0 else "b"
-
-
-def _captured(step: Step, volume: SimVolume, *, indexed_only: bool) -> CapturedIndex:
-    files = step.files().all(volume.uuid, indexed_only=indexed_only)
-    return CapturedIndex(
-        volume_uuid=volume.uuid,
-        generation=volume.generation,
-        location=volume.index_location,
-        files=tuple(
-            IndexedFile(
-                path=f.path,
-                size=f.size,
-                fileuid=f.fileuid,
-                extents=tuple(
-                    Extent(
-                        partition=_letter(e.partition),
-                        startblock=e.startblock,
-                        byte_offset=0,
-                        byte_count=e.byte_count,
-                        file_offset=e.file_offset,
-                    )
-                    for e in f.extents
-                ),
-            )
-            for f in files
-        ),
-    )
+MOUNT_ROOT = "mnt"  # under the state directory: drive N mounts at mnt/drive<N>
 
 
 def _ready_drive(step: Step, index: int, what: str) -> tuple[SimDrive, SimCartridge]:
@@ -103,7 +71,7 @@ def _ready_drive(step: Step, index: int, what: str) -> tuple[SimDrive, SimCartri
     return drive, step.state.cartridges[drive.cartridge]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -240,7 +208,7 @@ class SimLtfsVolume:
                 owner_pid=os.getpid(),
                 owner=step.caller.name,
                 host=socket.gethostname(),
-                mountpoint=str(self._engine.root / "mnt" / f"drive{drive.index}"),
+                mountpoint=str(self._engine.root / MOUNT_ROOT / f"drive{drive.index}"),
                 since=step.now,
                 mounted_read_only=request.read_only,
             )
@@ -314,7 +282,7 @@ class SimLtfsVolume:
                 raise self._end_of_medium(step, drive, cartridge, volume)
             seconds = mechanics.finish_unmount(step, drive)
             mechanics.drive_work(step, drive, seconds, "unmount")
-            captured = _captured(step, volume, indexed_only=False)
+            captured = mechanics.captured_index(step, volume, indexed_only=False)
             if eject:
                 mechanics.unthread(step, drive, "eject the cartridge from")
             return captured
@@ -362,7 +330,7 @@ class SimLtfsVolume:
             mechanics.drive_work(step, found, seconds, "read index")
             mechanics.move_head(found, INDEX_POSITION)
             # What is on tape: files written after the last index are not in it.
-            return _captured(step, volume, indexed_only=True)
+            return mechanics.captured_index(step, volume, indexed_only=True)
 
     def mounts(self) -> tuple[MountRecord, ...]:
         host = socket.gethostname()
@@ -382,7 +350,7 @@ class SimLtfsVolume:
                             owner_name=ltfs.owner,
                             ltfs_pid=ltfs.pid,
                             host=ltfs.host,
-                            owner_alive=ltfs.host != host or _pid_alive(ltfs.owner_pid),
+                            owner_alive=ltfs.host != host or pid_alive(ltfs.owner_pid),
                             ltfs_alive=alive and ltfs.exit_at is None,
                             since=ltfs.since,
                         )
@@ -399,7 +367,7 @@ class SimLtfsVolume:
                     drive=drive,
                 )
             here = socket.gethostname()
-            if ltfs.host != here or _pid_alive(ltfs.owner_pid):
+            if ltfs.host != here or pid_alive(ltfs.owner_pid):
                 raise errors.DriveHeldByLtfs(
                     f"Cannot adopt the mount of drive {drive}: its owner {ltfs.owner} (process "
                     f"{ltfs.owner_pid} on {ltfs.host}) is still alive. Let it unmount the "
@@ -627,12 +595,12 @@ class SimMount:
 
     def volume(self) -> VolumeInfo:
         with self._step("xattr") as step:
-            _drive, _cartridge, volume = self._alive(step, "query the volume")
+            _drive, cartridge, volume = self._alive(step, "query the volume")
             return VolumeInfo(
                 serial=volume.serial,
                 uuid=volume.uuid,
                 generation=volume.generation,
-                lock_state=volume.lock_state,
+                lock_state=mechanics.lock_state(cartridge, volume),
                 name=volume.name,
                 block_size=volume.block_size,
                 mam_barcode=volume.mam_barcode,
@@ -646,7 +614,9 @@ class SimMount:
                 raise CopyNotFound(f"{path} is not on cartridge {cartridge.label}.", paths=(path,))
             if file.size == 0:
                 return None
-            return FileLocation(partition=_letter(file.partition), startblock=file.startblock)
+            return FileLocation(
+                partition=mechanics.partition_letter(file.partition), startblock=file.startblock
+            )
 
     def files(self) -> Iterator[tuple[str, int]]:
         with self._step("readdir") as step:

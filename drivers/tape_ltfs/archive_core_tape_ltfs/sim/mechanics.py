@@ -12,6 +12,7 @@ import logging
 import random
 import shutil
 import uuid as uuidlib
+from pathlib import Path
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.config import SimulatedCartridge
@@ -24,14 +25,18 @@ from archive_core_tape_ltfs.cost import (
 )
 from archive_core_tape_ltfs.model import (
     ALERT_CLEANING_REQUIRED,
+    LOCK_PHYSICAL_WP,
     LOCK_WRITE_PERM_BOTH,
     LOCK_WRITE_PERM_DP,
+    CapturedIndex,
+    Extent,
+    IndexedFile,
     ReadOnlyReason,
     VolumeState,
     is_cleaning_barcode,
     media_type_for,
 )
-from archive_core_tape_ltfs.sim import faults
+from archive_core_tape_ltfs.sim import faults, index_xml
 from archive_core_tape_ltfs.sim.engine import Engine, Step, drive_resource
 from archive_core_tape_ltfs.sim.state import (
     CORRUPT,
@@ -162,6 +167,45 @@ def drive_work(
 # --- LTFS on tape ---------------------------------------------------------------------------
 
 
+def partition_letter(partition: int) -> str:
+    return "a" if partition == 0 else "b"
+
+
+def captured_index(step: Step, volume: SimVolume, *, indexed_only: bool) -> CapturedIndex:
+    """The volume's index with every file and all its extents; `indexed_only`: only what an
+    index on tape records (files written since the last one are not in it)."""
+    files = step.files().all(volume.uuid, indexed_only=indexed_only)
+    return CapturedIndex(
+        volume_uuid=volume.uuid,
+        generation=volume.generation,
+        location=volume.index_location,
+        files=tuple(
+            IndexedFile(
+                path=f.path,
+                size=f.size,
+                fileuid=f.fileuid,
+                extents=tuple(
+                    Extent(
+                        partition=partition_letter(e.partition),
+                        startblock=e.startblock,
+                        byte_offset=0,
+                        byte_count=e.byte_count,
+                        file_offset=e.file_offset,
+                    )
+                    for e in f.extents
+                ),
+            )
+            for f in files
+        ),
+    )
+
+
+def lock_state(cartridge: SimCartridge, volume: SimVolume) -> int:
+    """`ltfs.volumeLockState` as LTFS reports it: the volume's own lock bits and the
+    cartridge's write-protect tab."""
+    return volume.lock_state | (LOCK_PHYSICAL_WP if cartridge.write_protected else 0)
+
+
 def volume_state(drive: SimDrive, cartridge: SimCartridge, volume: SimVolume) -> VolumeState:
     """Why the mounted volume takes no writes now (read live, after every error)."""
     reasons: set[ReadOnlyReason] = set()
@@ -177,7 +221,7 @@ def volume_state(drive: SimDrive, cartridge: SimCartridge, volume: SimVolume) ->
         reasons.add(ReadOnlyReason.MOUNTED_READ_ONLY)
     if volume.append_block >= pew_block(cartridge):
         reasons.add(ReadOnlyReason.FULL)
-    return VolumeState(lock_state=volume.lock_state, reasons=frozenset(reasons))
+    return VolumeState(lock_state=lock_state(cartridge, volume), reasons=frozenset(reasons))
 
 
 def takes_index(drive: SimDrive, cartridge: SimCartridge, volume: SimVolume) -> bool:
@@ -208,13 +252,22 @@ def write_index(step: Step, drive: SimDrive, volume: SimVolume, *, both_partitio
 
 
 def finish_unmount(step: Step, drive: SimDrive) -> float:
-    """The ltfs process writes the final index (if anything changed) and exits; returns the
-    seconds that took."""
+    """The ltfs process writes the final index (if anything changed), captures it to its work
+    directory if it was asked to, and exits; returns the seconds that took."""
     cartridge = step.state.cartridges.get(drive.cartridge or "")
     volume = cartridge.volume if cartridge else None
     seconds = timing(drive).library.clean_unmount_seconds
     if volume is not None and volume.dirty and takes_index(drive, cartridge, volume):
         seconds = write_index(step, drive, volume, both_partitions=True)
+    if volume is not None and drive.ltfs is not None and drive.ltfs.capture_to:
+        # ltfs_save_index_to_disk: <work_directory>/<volser>.schema, the UUID without a serial.
+        name = volume.serial.strip() or volume.uuid
+        index_xml.write_index(
+            Path(drive.ltfs.capture_to) / f"{name}.schema",
+            captured_index(step, volume, indexed_only=True),
+            volume_name=volume.name,
+            when=step.now,
+        )
     drive.ltfs = None
     return seconds
 

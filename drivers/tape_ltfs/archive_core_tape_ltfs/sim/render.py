@@ -5,9 +5,23 @@ from __future__ import annotations
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.parse import mt as mt_text
 from archive_core_tape_ltfs.parse.sg import TAPE_ALERT_NAMES
-from archive_core_tape_ltfs.sim.state import SimDrive, SimState
+from archive_core_tape_ltfs.sim.state import SimCartridge, SimDrive, SimState
 
 DENSITY_CODES = {5: 0x58, 6: 0x5A, 7: 0x5C, 8: 0x5E, 9: 0x60, 10: 0x62}
+_MEDIA_DENSITY = {media: code for code, media in mt_text.DENSITY_MEDIA.items()}
+
+
+def density_code(cartridge: SimCartridge) -> int:
+    """The density code of the format the cartridge holds (M8: an LTO-7 cartridge in LTO-8's
+    9 TB format); a cleaning cartridge has none."""
+    if cartridge.cleaning:
+        return 0
+    return _MEDIA_DENSITY.get(cartridge.media_code) or DENSITY_CODES.get(cartridge.generation, 0)
+
+
+def banner(drive: SimDrive) -> str:
+    """The inquiry line sg_logs prints before a page it read from a device."""
+    return f"    {drive.vendor:<8}  {drive.model:<16}  {drive.revision}"
 
 
 def visible_barcode(state: SimState, key: str | None) -> str | None:
@@ -58,7 +72,8 @@ def mt_status(state: SimState, drive: SimDrive, now: float) -> str:
         density = "Density code 0x0 (default)."
     else:
         cartridge = state.cartridges[drive.cartridge]
-        ready = now >= drive.ready_at and not drive.hung
+        # A drive out of service never comes online.
+        ready = now >= drive.ready_at and not drive.hung and not drive.dead
         bits = 0x00010000
         if ready:
             bits |= mt_text.ONLINE
@@ -67,9 +82,12 @@ def mt_status(state: SimState, drive: SimDrive, now: float) -> str:
         if cartridge.write_protected:
             bits |= mt_text.WR_PROT
         position = f"File number=0, block number={drive.block}, partition={drive.partition}."
-        code = DENSITY_CODES.get(cartridge.generation, 0)
-        # mt-st's density table ends at LTO-9.
-        name = f"LTO-{cartridge.generation}" if cartridge.generation <= 9 else "no translation"
+        code = density_code(cartridge)
+        name = f"LTO-{cartridge.generation}"
+        if not code:
+            name = "default"
+        elif cartridge.generation > 9:
+            name = "no translation"  # mt-st's density table ends at LTO-9
         density = f"Density code 0x{code:x} ({name})."
     return (
         "SCSI 2 tape drive:\n"
@@ -108,7 +126,7 @@ def inquiry_hex(drive: SimDrive) -> str:
 def sg_logs_tape_alerts(drive: SimDrive) -> str:
     """`sg_logs -p 0x2e /dev/sgN`: the inquiry banner, then every flag with 0 or 1."""
     lines = [
-        f"    {drive.vendor:<8}  {drive.model:<16}  {drive.revision}",
+        banner(drive),
         "Tape alert page (ssc-3) [0x2e]",
     ]
     for number, name in enumerate(TAPE_ALERT_NAMES, start=1):
@@ -122,7 +140,7 @@ def sg_logs_tape_alert_response(drive: SimDrive) -> str:
     Reading it clears nothing (which is why PBS reads it and not page 0x2E).
     """
     lines = [
-        f"    {drive.vendor:<8}  {drive.model:<16}  {drive.revision}",
+        banner(drive),
         "TapeAlert response page (ssc-3, adc-3) [0x12]",
     ]
     for row in range(8):
@@ -167,7 +185,7 @@ def tapeinfo(state: SimState, drive: SimDrive, now: float) -> str:
     ready = loaded and now >= drive.ready_at and not drive.hung
     lines.append(f"Ready: {'yes' if ready else 'no'}")
     if loaded:
-        code = DENSITY_CODES.get(state.cartridges[drive.cartridge].generation, 0)
+        code = density_code(state.cartridges[drive.cartridge])
         lines += [f"Medium Type: 0x{code:x}", f"Density Code: 0x{code:x}", "BlockSize: 0"]
     else:
         lines.append("Medium Type: Not Loaded")

@@ -18,6 +18,9 @@ CLEAN = "clean"
 EXTRA_BLOCKS = "extra-blocks"  # data written after the last index (crash while mounted)
 CORRUPT = "corrupt"  # index write interrupted (tape moved before LTFS exited)
 NO_EOD = "no-eod"  # cartridge memory lost the end of data (power loss while writing)
+# ltfs pids of the simulated host start above Linux's PID_MAX_LIMIT (2**22), so none of them is
+# ever taken for a real process (the owners of mounts are real processes).
+FIRST_PID = 2**22
 
 
 def _touched(instance: Any, attribute: Any, value: Any) -> Any:
@@ -63,6 +66,11 @@ class SimLtfs:
     since: float
     mounted_read_only: bool = False
     exit_at: float | None = None  # set by umount: when the process will have exited
+    # Set when the real tools' `ltfs -f` started it (sim/tools.py): its FUSE mount's options
+    # in the host's mount table (none once umount took a dead one out), and the work directory
+    # it writes its final index to at exit (`-o capture_index`), "" for none.
+    options: tuple[str, ...] = ()
+    capture_to: str = ""
     changed: bool = _flag()
     hot_changed: bool = _flag()
 
@@ -183,7 +191,7 @@ class SimState:
     faults: tuple[SimFault, ...] = ()
     random_faults: tuple[tuple[str, float], ...] = ()
     seed: int = 0
-    next_pid: int = 40000
+    next_pid: int = FIRST_PID
     robot_busy_until: float = 0.0
     # A cartridge the picker holds after a move went wrong, and the slot it came from.
     picker: str | None = None

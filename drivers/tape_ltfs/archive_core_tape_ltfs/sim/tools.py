@@ -1,35 +1,46 @@
-"""The simulated library behind the real tools' command lines: a Runner and a MountFs for tests.
+"""The simulated library behind the real tools' command lines: Runner, MountFs, ProcessTable.
 
 The real backend talks to it exactly as to the hardware: it builds `mtx`, `mt`, `sg_*`,
 `mkltfs`, `ltfs`, `umount` and `ltfsck` command lines, and reads back text in the tools'
-formats (rendered from the simulator's state) with its own parsers. So one contract suite runs
-against both backends, and the real one's command building, parsing and error mapping are
-exercised on every step.
+formats (rendered from the simulator's state) with its own parsers, and files as LTFS writes
+them (captured indexes); the host beneath (`host.py`) answers its file-system and process
+queries. So one contract suite runs against both backends, and the real one's command
+building, parsing and error mapping are exercised on every step.
 """
 
 from __future__ import annotations
 
-import errno
-import os
+import contextlib
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import attrs
 from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.config import DriveBinding, LibraryConfig, Timeouts
 from archive_core_tape_ltfs.model import (
     CheckMode,
     CheckRequest,
+    DriveStatus,
     FormatRequest,
     LoadRequest,
     MountRequest,
+    ReadOnlyReason,
     TransferRequest,
     UnloadRequest,
 )
+from archive_core_tape_ltfs.port import Clock
 from archive_core_tape_ltfs.runner import Command, CommandResult
-from archive_core_tape_ltfs.sim import render
-from archive_core_tape_ltfs.sim.drive import read_tape_alert_page, read_tape_alert_response_page
+from archive_core_tape_ltfs.sim import index_xml, mechanics, render, scsi
+from archive_core_tape_ltfs.sim.drive import (
+    drive_status,
+    read_tape_alert_page,
+    read_tape_alert_response_page,
+)
+from archive_core_tape_ltfs.sim.engine import Step
+from archive_core_tape_ltfs.sim.host import LtfsProcess, SimulatedHost
 from archive_core_tape_ltfs.sim.library import SimLibrary
-from archive_core_tape_ltfs.sim.ltfs import SimMount
+from archive_core_tape_ltfs.sim.ltfs import MOUNT_ROOT
+from archive_core_tape_ltfs.sim.state import SimDrive, SimState
 
 
 def sg_node(index: int) -> str:
@@ -38,6 +49,25 @@ def sg_node(index: int) -> str:
 
 def nst_node(index: int) -> str:
     return f"/dev/sim/nst{index}"
+
+
+def real_config(library: SimLibrary) -> LibraryConfig:
+    """The config a real backend needs to drive this simulated library through these tools:
+    its changer, its drives bound by serial, and the simulated host's mount root and work
+    directory (where the simulator's own mounts are too)."""
+    state = library.snapshot()
+    return LibraryConfig(
+        backend="real",
+        changer=state.changer_name,
+        drives=tuple(
+            DriveBinding(index=d.index, serial=d.serial, sg=sg_node(d.index), nst=nst_node(d.index))
+            for d in state.drives
+        ),
+        mount_root=library.engine.root / MOUNT_ROOT,
+        work_directory=library.work_directory,
+        # Polls cost virtual time only; a coarse interval keeps the command log short.
+        timeouts=Timeouts(poll_interval=60.0),
+    )
 
 
 _LTFS_MESSAGE = (
@@ -59,13 +89,20 @@ _LTFS_MESSAGE = (
     (errors.ReadOnlyVolume, "LTFS12047E Dropping to read-only mode."),
 )
 
-_ERRNO = (
-    (errors.NoSpace, errno.ENOSPC),
-    (errors.WriteProtected, errno.EROFS),
-    (errors.ReadOnlyVolume, errno.EROFS),
-    (errors.MediaError, errno.EIO),
-    (errors.NeedsCleaning, getattr(errno, "EUCLEAN", 117)),
-    (errors.DriveNotReady, getattr(errno, "ENOMEDIUM", 123)),
+# What ltfs prints at mount when the medium takes no (more) file data (src/main.c), the ids the
+# real adapter reads (parse/ltfs.py); 14019I for a write-protected tab and a write-perm alike.
+_AT_MOUNT = (
+    (ReadOnlyReason.WRITE_PROTECTED, "LTFS14019I Medium is write protected. Mounting read-only.\n"),
+    (ReadOnlyReason.WRITE_ERROR, "LTFS14019I Medium is write protected. Mounting read-only.\n"),
+    (
+        ReadOnlyReason.OLDER_GENERATION,
+        "LTFS14078I Medium is an older generation. Mounting read-only.\n",
+    ),
+    (ReadOnlyReason.FULL, "LTFS14071I Medium is beyond programmable early warning.\n"),
+)
+# Reasons for which ltfs mounts read-only by itself (past early warning it mounts read-write).
+_FORCED_READ_ONLY = frozenset(
+    {ReadOnlyReason.WRITE_PROTECTED, ReadOnlyReason.WRITE_ERROR, ReadOnlyReason.OLDER_GENERATION}
 )
 
 
@@ -76,86 +113,44 @@ def _ltfs_text(error: errors.TapeError) -> str:
     return f"LTFS99999E {error.message}\n"
 
 
-def as_oserror(error: Exception) -> OSError:
-    from archive_core import CopyNotFound
+class SimulatedTools(SimulatedHost):
+    """A Runner, MountFs and ProcessTable answering as the tools and the host would on this
+    simulated library, for one caller of it (`worker` gives another, on its own timeline)."""
 
-    if isinstance(error, CopyNotFound):
-        return FileNotFoundError(errno.ENOENT, "No such file or directory")
-    for cls, code in _ERRNO:
-        if isinstance(error, cls):
-            return OSError(code, os.strerror(code))
-    return OSError(errno.EIO, str(error))
+    def __init__(
+        self, library: SimLibrary, *, commands: list[tuple[str, ...]] | None = None
+    ) -> None:
+        super().__init__(library)
+        # Every command line run on this host, in order (shared with the workers' tools).
+        self.commands: list[tuple[str, ...]] = [] if commands is None else commands
+        self._processes: dict[int, LtfsProcess] = {}
 
+    @property
+    def clock(self) -> Clock:
+        return self.library.clock
 
-@attrs.define
-class _LtfsProcess:
-    """The `ltfs -f` child: alive while the simulated drive's LTFS process has its pid."""
-
-    pid: int
-    log: str
-    library: SimLibrary | None = None
-    drive: int = 0
-    exit_code: int | None = None
-
-    def poll(self) -> int | None:
-        if self.exit_code is not None or self.library is None:
-            return self.exit_code
-        now = self.library.clock.now()
-        with self.library.transaction() as state:
-            drive = state.drives[self.drive]
-            ltfs = drive.ltfs
-            if ltfs is not None and ltfs.pid == self.pid:
-                # umount returned early: the process exits when its index write is done.
-                return 0 if ltfs.exit_at is not None and ltfs.exit_at <= now else None
-            # Gone without an unmount finishing it: killed (the drive keeps its reservation).
-            return 1 if drive.reserved else 0
-
-    def wait(self, timeout: float) -> int:
-        assert self.library is not None
-        clock = self.library.clock
-        with self.library.transaction() as state:
-            ltfs = state.drives[self.drive].ltfs
-            pending = ltfs is not None and ltfs.pid == self.pid and ltfs.exit_at is not None
-        # Blocking in wait() is what lets the caller's time pass until ltfs exits.
-        if pending and ltfs.exit_at - clock.now() <= timeout:
-            clock.sleep(ltfs.exit_at - clock.now())
-        code = self.poll()
-        if code is None:
-            raise errors.ToolTimeout(f"ltfs (pid {self.pid}) is still running.")
-        return code
-
-    def stderr_text(self) -> str:
-        return self.log
-
-
-@attrs.define
-class _Statvfs:
-    f_frsize: int
-    f_bsize: int
-    f_blocks: int
-    f_bavail: int
-    f_bfree: int
-    f_files: int
-    f_ffree: int
-
-
-class SimulatedTools:
-    """A Runner and MountFs answering as the tools would on this simulated library."""
-
-    def __init__(self, library: SimLibrary) -> None:
-        self.library = library
-        self.commands: list[tuple[str, ...]] = []
-        self._mounts: dict[str, tuple[SimMount, _LtfsProcess]] = {}
-        self._processes: dict[int, _LtfsProcess] = {}
+    def worker(self, name: str) -> SimulatedTools:
+        """The same host's tools for another caller, whose timeline starts at this one's."""
+        return SimulatedTools(self.library.worker(name), commands=self.commands)
 
     # --- Runner ----------------------------------------------------------------------------
 
+    def _drive_index(self, state: SimState, device: str) -> int:
+        for drive in state.drives:
+            if device in (drive.serial, sg_node(drive.index), nst_node(drive.index)):
+                return drive.index
+        raise LookupError(device)
+
     def _drive_of(self, device: str) -> int:
         with self.library.transaction() as state:
-            for drive in state.drives:
-                if device in (drive.serial, sg_node(drive.index), nst_node(drive.index)):
-                    return drive.index
-        raise LookupError(device)
+            return self._drive_index(state, device)
+
+    @contextlib.contextmanager
+    def _at(self, device: str) -> Iterator[tuple[Step, SimDrive, DriveStatus]]:
+        """The drive behind `device` and what it reports at this caller's time."""
+        with self.library.engine.transaction(self.library.caller) as step:
+            drive = mechanics.drive_row(step, self._drive_index(step.state, device))
+            yield step, drive, drive_status(step, drive)
 
     def run(self, command: Command) -> CommandResult:
         argv = command.argv
@@ -165,52 +160,51 @@ class SimulatedTools:
             handler = getattr(self, f"_{tool}")
         except AttributeError:
             return CommandResult(command=command, exit_code=127, stderr=f"{tool}: not found\n")
-        code, out, err = handler(list(argv[1:]))
+        code, out, err = handler(list(argv[1:]), command.cwd)
         return CommandResult(command=command, exit_code=code, stdout=out, stderr=err)
 
-    def spawn(self, command: Command, log_path: Path) -> _LtfsProcess:
+    def spawn(self, command: Command, log_path: Path) -> LtfsProcess:
+        """`ltfs -f MOUNTPOINT -o ...`: the simulated LTFS mounts the volume; its FUSE mount and
+        what it was asked to capture go into the host's mount table (the library's rows)."""
         self.commands.append(command.argv)
         args = list(command.argv[1:])
         mountpoint = next(a for a in args if not a.startswith("-") and "=" not in a)
-        options = [args[i + 1] for i, a in enumerate(args) if a == "-o"]
-        device = next(o.split("=", 1)[1] for o in options if o.startswith("devname="))
-        drive = self._drive_of(device)
+        options: dict[str, str] = {}
+        for flag, option in itertools.pairwise(args):
+            if flag == "-o":
+                key, _, value = option.partition("=")
+                options[key] = value
+        drive = self._drive_of(options["devname"])
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             mount = self.library.ltfs.mount(MountRequest(drive=drive, read_only="ro" in options))
         except errors.TapeError as exc:
-            return _LtfsProcess(
-                pid=0, log=_ltfs_text(exc) + "LTFS14013E Cannot mount the volume.\n", exit_code=1
-            )
-        log = ""
-        with self.library.transaction() as state:
-            cartridge = state.cartridges[state.drives[drive].cartridge or ""]
-            if cartridge.write_protected:
-                log += "LTFS14019I Medium is write protected. Mounting read-only.\n"
-            label = cartridge.label or "NO_BARCODE"
+            log_path.write_text(_ltfs_text(exc) + "LTFS14013E Cannot mount the volume.\n")
+            return LtfsProcess(pid=0, log_path=log_path, exit_code=1)
+        with self.library.engine.transaction(self.library.caller) as step:
+            row = mechanics.drive_row(step, drive)
+            cartridge = step.state.cartridges[row.cartridge or ""]
             volume = cartridge.volume
-            assert volume is not None
+            assert volume is not None and row.ltfs is not None
+            reasons = mechanics.volume_state(row, cartridge, volume).reasons
+            log = "".join(text for reason, text in _AT_MOUNT if reason in reasons)
             log += (
-                f"LTFS11031I Volume mounted successfully. {label} : Gen = "
-                f"{volume.generation} / (b, {volume.append_block}) -> (a, 6) / "
+                f"LTFS11031I Volume mounted successfully. {cartridge.label or 'NO_BARCODE'} : "
+                f"Gen = {volume.generation} / (b, {volume.append_block}) -> (a, 6) / "
                 f"{volume.serial}.\n"
             )
-        process = _LtfsProcess(pid=mount.pid, log=log, library=self.library, drive=drive)
-        self._mounts[str(mountpoint)] = (mount, process)
+            # ltfs adds `ro` itself when the medium takes no file data at mount.
+            forced = bool(reasons & _FORCED_READ_ONLY)
+            row.ltfs.mountpoint = mountpoint
+            row.ltfs.options = ("ro" if "ro" in options or forced else "rw", "default_permissions")
+            if "capture_index" in options:
+                row.ltfs.capture_to = options.get("work_directory", "")
+        log_path.write_text(log)
+        process = LtfsProcess(pid=mount.pid, log_path=log_path, library=self.library, drive=drive)
         self._processes[process.pid] = process
         return process
 
-    # --- ProcessTable: the real adapter asks which pids live; these ltfs are not OS processes
-
-    def start_time(self, pid: int) -> float | None:
-        process = self._processes.get(pid)
-        if process is not None:
-            return 0.0 if process.poll() is None else None
-        return 0.0 if pid == os.getpid() else None
-
-    def this_process(self) -> tuple[int, float]:
-        return os.getpid(), 0.0
-
-    def _mtx(self, args: list[str]) -> tuple[int, str, str]:
+    def _mtx(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
         assert args[:1] == ["-f"], "the adapter always names the changer device"
         command, rest = args[2], [int(a) for a in args[3:]]
         changer = self.library.changer
@@ -239,49 +233,64 @@ class SimulatedTools:
             return 1, "", render.mtx_failure_stderr(exc, command=command, status_first=False)
         return 1, "", f"mtx: No such command {command}\n"
 
-    def _mt(self, args: list[str]) -> tuple[int, str, str]:
+    def _mt(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
         device, command = args[1], args[2]
-        drive = self._drive_of(device)
         if command == "status":
-            with self.library.transaction() as state:
-                return 0, render.mt_status(state, state.drives[drive], self.library.clock.now()), ""
+            with self._at(device) as (step, drive, _status):
+                return 0, render.mt_status(step.state, drive, step.now), ""
         if command == "offline":
             try:
-                self.library.drive(drive).eject()
+                self.library.drive(self._drive_of(device)).eject()
             except errors.DriveNotReady:
                 return 2, "", f"{device}: No medium found\n"
+            except errors.TapeError:
+                # The st driver's answer to a drive that refuses to unload: EIO.
+                return 2, "", f"{device}: Input/output error\n"
             return 0, "", ""
         return 1, "", f'mt: unknown command "{command}"\n'
 
-    def _sg_inq(self, args: list[str]) -> tuple[int, str, str]:
-        with self.library.transaction() as state:
-            return 0, render.sg_inq(state.drives[self._drive_of(args[-1])]), ""
+    def _sg_inq(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
+        with self._at(args[-1]) as (_step, drive, _status):
+            if drive.dead:
+                return scsi.refused("inquiry")
+            return 0, render.sg_inq(drive), ""
 
-    def _sg_logs(self, args: list[str]) -> tuple[int, str, str]:
+    def _sg_logs(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
         page = args[args.index("-p") + 1].lower() if "-p" in args else ""
-        with self.library.transaction() as state:
-            drive = state.drives[self._drive_of(args[-1])]
+        with self._at(args[-1]) as (_step, drive, status):
+            if drive.dead:
+                return scsi.refused("log sense")
             if page in ("0x2e", "2e"):
                 return 0, read_tape_alert_page(drive), ""
             if page in ("0x12", "12"):
                 return 0, read_tape_alert_response_page(drive), ""
+            if page in ("0x11", "11"):
+                return 0, scsi.device_status_page(drive, status), ""
         return 1, "", f"sg_logs: log page {page or '(none)'} is not simulated\n"
 
-    def _sg_turs(self, args: list[str]) -> tuple[int, str, str]:
-        now = self.library.clock.now()
-        with self.library.transaction() as state:
-            drive = state.drives[self._drive_of(args[-1])]
-            ready = drive.ltfs is not None or (
-                drive.threaded and now >= drive.ready_at and not drive.hung
+    def _sg_turs(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
+        with self._at(args[-1]) as (step, drive, status):
+            phase = mechanics.phase_at(drive, step.now)
+            progress = (
+                (step.now - phase.start) / (phase.end - phase.start)
+                if phase is not None and phase.end > phase.start
+                else None
             )
-        return (0, "", "") if ready else (2, "", "device not ready\n")
+            return scsi.unit_ready(status, progress=progress)
 
-    def _tapeinfo(self, args: list[str]) -> tuple[int, str, str]:
-        now = self.library.clock.now()
-        with self.library.transaction() as state:
-            return 0, render.tapeinfo(state, state.drives[self._drive_of(args[-1])], now), ""
+    def _sg_read_attr(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
+        with self._at(args[-1]) as (step, drive, _status):
+            if drive.dead:
+                return scsi.refused("read attribute")
+            if drive.cartridge is None:
+                return scsi.refused("read attribute", scsi.MEDIUM_NOT_PRESENT)
+            return 0, scsi.read_attributes(step.state.cartridges[drive.cartridge]), ""
 
-    def _mkltfs(self, args: list[str]) -> tuple[int, str, str]:
+    def _tapeinfo(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
+        with self._at(args[-1]) as (step, drive, _status):
+            return 0, render.tapeinfo(step.state, drive, step.now), ""
+
+    def _mkltfs(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
         def value(flag: str) -> str | None:
             return args[args.index(flag) + 1] if flag in args else None
 
@@ -312,7 +321,7 @@ class SimulatedTools:
             ),
         )
 
-    def _ltfs(self, args: list[str]) -> tuple[int, str, str]:
+    def _ltfs(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
         options = [args[i + 1] for i, a in enumerate(args) if a == "-o"]
         if "device_list" in options:
             with self.library.transaction() as state:
@@ -320,24 +329,39 @@ class SimulatedTools:
                 return 0, render.ltfs_device_list(state, sg_of), ""
         if "release_device" in options:
             device = next(o.split("=", 1)[1] for o in options if o.startswith("devname="))
-            self.library.ltfs.release(self._drive_of(device))
+            try:
+                self.library.ltfs.release(self._drive_of(device))
+            except errors.TapeError as exc:
+                return 1, "", _ltfs_text(exc)
             return 0, "", ""
         return 16, "", "ltfs: use spawn for a mount\n"
 
-    def _umount(self, args: list[str]) -> tuple[int, str, str]:
-        entry = self._mounts.pop(args[-1], None)
-        if entry is None:
-            return 32, "", f"umount: {args[-1]}: not mounted.\n"
-        mount, process = entry
+    def _umount(self, args: list[str], _cwd: Path | None) -> tuple[int, str, str]:
+        mountpoint = Path(args[-1])
+        found = self.mounted(mountpoint)
+        if found is None:
+            return 32, "", f"umount: {mountpoint}: not mounted.\n"
+        if not found.alive:
+            # The dead ltfs's FUSE mount leaves the mount table; its reservation stays.
+            with self.library.transaction() as state:
+                stale = state.drives[found.drive].stale
+                assert stale is not None
+                stale.options = ()
+            return 0, "", ""
         try:
-            self.library.ltfs.unmount(mount)
+            # ltfs writes the final index (and its capture) and exits; umount returns at once
+            # when the `unmount_returns_early` fault says so, and ltfs finishes later.
+            self.library.ltfs.unmount(self.served(found))
         except errors.TapeError as exc:
-            process.exit_code = 1
-            process.log += _ltfs_text(exc)
+            process = self._processes.get(found.ltfs.pid)
+            if process is not None:
+                process.fail(_ltfs_text(exc))
         return 0, "", ""
 
-    def _ltfsck(self, args: list[str]) -> tuple[int, str, str]:
+    def _ltfsck(self, args: list[str], cwd: Path | None) -> tuple[int, str, str]:
         drive = self._drive_of(args[-1])
+        if "--capture-index" in args:
+            return self._capture_index(drive, cwd or Path.cwd())
         if "-l" in args:
             mode, generation = CheckMode.LIST_ROLLBACK, None
         elif "-r" in args:
@@ -356,120 +380,21 @@ class SimulatedTools:
             return 8, "", _ltfs_text(exc)
         return result.exit_code, result.output + "\n", ""
 
-    # --- MountFs --------------------------------------------------------------------------
-
-    def _mount_at(self, path: Path) -> tuple[SimMount, str]:
-        for mountpoint, (mount, _process) in self._mounts.items():
-            if path == Path(mountpoint) or Path(mountpoint) in path.parents:
-                return mount, str(path.relative_to(mountpoint))
-        raise OSError(errno.ENOENT, "not on a simulated mount", str(path))
-
-    def mount_options(self, mountpoint: Path) -> list[str] | None:
-        entry = self._mounts.get(str(mountpoint))
-        if entry is None:
-            return None
+    def _capture_index(self, drive: int, cwd: Path) -> tuple[int, str, str]:
+        """`ltfsck --capture-index`: the latest index read from tape, written to the current
+        directory as `<volser>-<generation>.schema` (ltfs_save_index_to_disk)."""
         try:
-            read_only = entry[0].read_only
-        except errors.TapeError:
-            read_only = False  # a dead ltfs leaves its FUSE mount behind, options as they were
-        return ["ro" if read_only else "rw", "default_permissions"]
-
-    def statvfs(self, path: Path) -> Any:
-        mount, _ = self._mount_at(path)
-        capacity = mount.capacity()
-        blocks = capacity.total_bytes // capacity.block_size
-        free = capacity.free_bytes // capacity.block_size
-        return _Statvfs(
-            f_frsize=capacity.block_size,
-            f_bsize=capacity.block_size,
-            f_blocks=blocks,
-            f_bavail=free,
-            f_bfree=free,
-            f_files=2**64 - 1,
-            f_ffree=2**64 - 1 - capacity.files,
-        )
-
-    def getxattr(self, path: Path, name: str) -> bytes:
-        mount, relative = self._mount_at(path)
-        key = name.removeprefix("user.ltfs.")
-        try:
-            if relative == ".":
-                volume = mount.volume()
-                values = {
-                    "volumeSerial": volume.serial,
-                    "volumeUUID": volume.uuid,
-                    "indexGeneration": str(volume.generation),
-                    "volumeLockState": f"0x{volume.lock_state:08x}",
-                    "volumeName": volume.name,
-                    "mamBarcode": volume.mam_barcode,
-                    "volumeBlocksize": str(volume.block_size),
-                }
-            else:
-                location = mount.location(relative)
-                if location is None:
-                    raise OSError(errno.ENODATA, "No data available")
-                values = {"partition": location.partition, "startblock": str(location.startblock)}
+            index = self.library.ltfs.read_index(drive)
         except errors.TapeError as exc:
-            raise as_oserror(exc) from exc
-        if key not in values:
-            raise OSError(errno.ENODATA, "No data available")
-        return values[key].encode()
-
-    def setxattr(self, path: Path, name: str, value: bytes) -> None:
-        mount, relative = self._mount_at(path)
-        if name == "user.ltfs.sync" and relative == ".":
-            mount.sync()
-            return
-        raise OSError(errno.EACCES, "Permission denied")
-
-    def open(self, path: Path, mode: str) -> Any:
-        mount, relative = self._mount_at(path)
-        try:
-            if "r" in mode:
-                return _OsFile(mount.open_read(relative))
-            return _OsFile(mount.open_write(relative))
-        except Exception as exc:
-            raise as_oserror(exc) from exc
-
-    def remove(self, path: Path) -> None:
-        mount, relative = self._mount_at(path)
-        try:
-            mount.remove(relative)
-        except Exception as exc:
-            raise as_oserror(exc) from exc
-
-    def walk(self, root: Path):
-        mount, _ = self._mount_at(root)
-        for relative, size in mount.files():
-            yield root / relative, size
-
-
-class _OsFile:
-    """A simulated file whose typed errors come out as the OSErrors LTFS would return."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def readable(self) -> bool:
-        return self._inner.readable()
-
-    def writable(self) -> bool:
-        return self._inner.writable()
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            return self._inner.readinto(buffer)
-        except Exception as exc:
-            raise as_oserror(exc) from exc
-
-    def write(self, data: Any) -> int:
-        try:
-            return self._inner.write(data)
-        except Exception as exc:
-            raise as_oserror(exc) from exc
-
-    def close(self) -> None:
-        try:
-            self._inner.close()
-        except Exception as exc:
-            raise as_oserror(exc) from exc
+            return 8, "", _ltfs_text(exc)
+        with self.library.transaction() as state:
+            volume = state.cartridges[state.drives[drive].cartridge or ""].volume
+            assert volume is not None
+            name, serial = volume.name, volume.serial.strip() or volume.uuid
+        index_xml.write_index(
+            cwd / f"{serial}-{index.generation}.schema",
+            index,
+            volume_name=name,
+            when=self.library.clock.now(),
+        )
+        return 0, "LTFS16022I Volume is consistent.\n", ""
