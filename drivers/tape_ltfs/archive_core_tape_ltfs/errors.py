@@ -153,6 +153,16 @@ class DriveHeldByLtfs(DriveError):
     retryable = True
 
 
+def changed_through_view(what: str, *, drive: int, barcode: str | None) -> DriveHeldByLtfs:
+    """The refusal of `LtfsVolume.view`'s mounts, the same words on both backends."""
+    return DriveHeldByLtfs(
+        f"Cannot {what} through a view of the mount of drive {drive}: only the process that "
+        f"owns it may change the volume; adopt the mount once its owner has exited.",
+        drive=drive,
+        barcode=barcode,
+    )
+
+
 class DriveBusy(DriveError):
     """Another host or a stale SCSI reservation holds the drive."""
 

@@ -13,6 +13,17 @@ def golden(name: str) -> str:
     return (GOLDEN / name).read_text(encoding="utf-8")
 
 
+def decoded_by(tool: list[str], hex_text: str, tmp_path: Path) -> str:
+    """What an installed sg3-utils tool prints for a response given as hex (`--in`)."""
+    import subprocess
+
+    response = tmp_path / "response.hex"
+    response.write_text(hex_text)
+    return subprocess.run(
+        [*tool, f"--in={response}"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+
+
 @pytest.fixture
 def sim_settings(tmp_path):
     from archive_core_tape_ltfs.config import SimulatedCartridge, SimulatorSettings

@@ -14,7 +14,7 @@ from archive_core_tape_ltfs.real.library import RealLibrary
 from archive_core_tape_ltfs.runner import Command, CommandResult
 from archive_core_tape_ltfs.sim import render
 
-from .conftest import golden, real_over
+from .conftest import decoded_by, golden, real_over
 
 
 class ReplayRunner:
@@ -238,16 +238,9 @@ def test_mt_rejects_a_command_it_does_not_know():
 
 @needs
 def test_the_real_sg_logs_decodes_the_simulators_tape_alert_page_to_the_same_flags(sim, tmp_path):
-    page = tmp_path / "page.hex"
-    page.write_text(render.tape_alert_page_hex({4, 20, 21, 33}))
-    done = subprocess.run(
-        ["sg_logs", f"--in={page}", "--pdt=1"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
+    real_text = decoded_by(
+        ["sg_logs", "--pdt=1"], render.tape_alert_page_hex({4, 20, 21, 33}), tmp_path
     )
-    real_text = done.stdout
     with sim.transaction() as state:
         state.drives[0].alerts = [4, 20, 21, 33]
         ours = render.sg_logs_tape_alerts(state.drives[0])

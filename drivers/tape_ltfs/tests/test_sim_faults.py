@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.model import (
@@ -358,22 +355,3 @@ def test_the_drive_reports_a_cleaning_need_again_at_the_next_load(sim):
     SimulatedTools(sim).run(Command(argv=("sg_logs", "-p", "0x2e", sg_node(0)), timeout=5))
     sim.changer.load(LoadRequest(slot=3, drive=0))
     assert sim.drive(0).alerts().needs_cleaning
-
-
-@pytest.mark.skipif(not shutil.which("sg_logs"), reason="sg3-utils is not installed")
-def test_the_real_sg_logs_decodes_the_simulators_tape_alert_response_page(sim, tmp_path):
-    from archive_core_tape_ltfs.sim import render
-
-    page = tmp_path / "page12.hex"
-    page.write_text(render.tape_alert_response_hex({1, 20, 21, 52, 64}))
-    done = subprocess.run(
-        ["sg_logs", f"--in={page}", "--pdt=1"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    with sim.transaction() as state:
-        state.drives[0].alerts = [1, 20, 21, 52, 64]
-        ours = render.sg_logs_tape_alert_response(state.drives[0])
-    assert ours.splitlines()[1:] == done.stdout.splitlines()

@@ -5,17 +5,16 @@ and LTFS index XML the real adapter's parser reads back file for file, extent fo
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import attrs
 import pytest
 from archive_core_tape_ltfs.model import DriveState, DriveStatus, Extent, IndexedFile
 from archive_core_tape_ltfs.parse import mam, sg, turs
 from archive_core_tape_ltfs.parse.index import parse_index
-from archive_core_tape_ltfs.sim import scsi
+from archive_core_tape_ltfs.sim import render, scsi
 from archive_core_tape_ltfs.sim.index_xml import write_index
 
-from .conftest import GOLDEN, golden
+from .conftest import GOLDEN, decoded_by, golden
 
 needs_sg3_utils = pytest.mark.skipif(
     not (shutil.which("sg_logs") and shutil.which("sg_read_attr")),
@@ -56,14 +55,6 @@ def test_sg_turs_of_a_calibrating_drive_gives_time_left_and_progress_the_adapter
 # --- LOG SENSE page 0x11 and READ ATTRIBUTE, against the binaries --------------------------------
 
 
-def _decoded(tool: list[str], hex_text: str, tmp_path) -> str:
-    response = tmp_path / "response.hex"
-    response.write_text(hex_text)
-    return subprocess.run(
-        [*tool, f"--in={response}"], capture_output=True, text=True, timeout=30, check=True
-    ).stdout
-
-
 @needs_sg3_utils
 @pytest.mark.parametrize(
     "state",
@@ -86,7 +77,7 @@ def test_the_real_sg_logs_decodes_the_simulators_device_status_page_to_the_same_
         drive.alerts = [20]
         status = DriveStatus(state=state, write_protected=state is DriveState.READY)
         ours = scsi.device_status_page(drive, status)
-        theirs = _decoded(["sg_logs", "--pdt=1"], scsi.device_status_hex(drive, status), tmp_path)
+        theirs = decoded_by(["sg_logs", "--pdt=1"], scsi.device_status_hex(drive, status), tmp_path)
     assert ours.splitlines()[1:] == theirs.splitlines()
     busy, _words = sg.parse_device_activity(ours)
     assert busy is (state if state.busy else None)
@@ -113,7 +104,7 @@ def test_the_real_sg_read_attr_decodes_the_simulators_cartridge_memory_to_the_sa
         default_capacity=None,
     )
     ours = scsi.read_attributes(cartridge)
-    assert ours == _decoded(["sg_read_attr"], scsi.read_attributes_hex(cartridge), tmp_path)
+    assert ours == decoded_by(["sg_read_attr"], scsi.read_attributes_hex(cartridge), tmp_path)
     memory = mam.parse_attributes(ours)
     assert memory.worm is (barcode == "WRM004LZ")
     if not cartridge.cleaning:
@@ -157,3 +148,13 @@ def test_names_ltfs_cannot_store_verbatim_are_percent_encoded_and_read_back(tmp_
     assert "<name>50% &amp; &lt;more&gt;.mov</name>" in text  # no `:`: verbatim, XML-escaped
     assert '<name percentencoded="true">tab%09here</name>' in text
     assert _by_path(parse_index(path, origin="names")) == _by_path(index)
+
+
+@needs_sg3_utils
+def test_the_real_sg_logs_decodes_the_simulators_tape_alert_response_page(sim, tmp_path):
+    hex_text = render.tape_alert_response_hex({1, 20, 21, 52, 64})
+    decoded = decoded_by(["sg_logs", "--pdt=1"], hex_text, tmp_path)
+    with sim.transaction() as state:
+        state.drives[0].alerts = [1, 20, 21, 52, 64]
+        ours = render.sg_logs_tape_alert_response(state.drives[0])
+    assert ours.splitlines()[1:] == decoded.splitlines()

@@ -194,13 +194,7 @@ class MountView(RealMount):
         return view
 
     def _refuse(self, what: str) -> NoReturn:
-        raise errors.DriveHeldByLtfs(
-            f"Cannot {what} through a view of the mount of drive {self.drive} at "
-            f"{self.mountpoint}: only the process that owns it may change the volume; adopt "
-            f"the mount once its owner has exited.",
-            drive=self.drive,
-            barcode=self.barcode,
-        )
+        raise errors.changed_through_view(what, drive=self.drive, barcode=self.barcode)
 
     def sync(self) -> int:
         self._refuse("sync the index")

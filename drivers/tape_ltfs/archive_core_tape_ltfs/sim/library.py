@@ -86,13 +86,7 @@ def new_state(settings: SimulatorSettings) -> tuple[SimState, list[SimCartridge]
     state = SimState(seed=settings.seed, slots=tuple(slots), drives=tuple(drives))
     cartridges = []
     for spec in settings.cartridges or _default_cartridges(settings):
-        slot = state.slot(spec.slot)
-        if slot is None or slot.cartridge is not None:
-            raise errors.DestinationFull(
-                f"Cannot put {spec.barcode} in slot {spec.slot}: no such slot or it is full.",
-                slot=spec.slot,
-                barcode=spec.barcode,
-            )
+        slot = mechanics.free_slot_for(state, spec)
         cartridges.append(
             mechanics.new_cartridge(
                 spec,

@@ -377,14 +377,7 @@ class SimLtfsVolume:
             ltfs.owner_pid = os.getpid()
             ltfs.owner = step.caller.name
             ltfs.host = here
-            cartridge = step.state.cartridges.get(found.cartridge or "")
-            return SimMount(
-                self._engine,
-                self._caller,
-                drive=drive,
-                pid=ltfs.pid,
-                barcode=cartridge.label if cartridge else None,
-            )
+            return self._served(step, found, SimMount)
 
     def view(self, drive: int) -> SimMount:
         with self._engine.transaction(self._caller) as step:
@@ -394,14 +387,19 @@ class SimLtfsVolume:
                 raise errors.SourceEmpty(
                     f"Drive {drive} has no LTFS mount on this host.", drive=drive
                 )
-            cartridge = step.state.cartridges.get(found.cartridge or "")
-            return SimMountView(
-                self._engine,
-                self._caller,
-                drive=drive,
-                pid=ltfs.pid,
-                barcode=cartridge.label if cartridge else None,
-            )
+            return self._served(step, found, SimMountView)
+
+    def _served(self, step: Step, drive: SimDrive, kind: type[SimMount]) -> SimMount:
+        """A mount object over the volume `drive`'s ltfs serves now."""
+        assert drive.ltfs is not None
+        cartridge = step.state.cartridges.get(drive.cartridge or "")
+        return kind(
+            self._engine,
+            self._caller,
+            drive=drive.index,
+            pid=drive.ltfs.pid,
+            barcode=cartridge.label if cartridge else None,
+        )
 
     def check(self, request: CheckRequest) -> CheckResult:
         with self._step("check") as step:
@@ -1126,13 +1124,7 @@ class SimMountView(SimMount):
     belongs to its owner, or to whoever adopts it."""
 
     def _refuse(self, what: str) -> NoReturn:
-        raise errors.DriveHeldByLtfs(
-            f"Cannot {what} through a view of the mount of drive {self.drive}: only the "
-            f"process that owns it may change the volume; adopt the mount once its owner has "
-            f"exited.",
-            drive=self.drive,
-            barcode=self.barcode,
-        )
+        raise errors.changed_through_view(what, drive=self.drive, barcode=self.barcode)
 
     def sync(self) -> int:
         self._refuse("sync the index")

@@ -431,9 +431,8 @@ def new_cartridge(
     return cartridge
 
 
-def insert_cartridge(step: Step, spec: SimulatedCartridge) -> None:
-    """An operator's hand puts a cartridge (new, or back from the vault) into a slot."""
-    state = step.state
+def free_slot_for(state: SimState, spec: SimulatedCartridge) -> SimSlot:
+    """The empty slot a cartridge is put into by hand; DestinationFull if it is not one."""
     slot = state.slot(spec.slot)
     if slot is None or slot.cartridge is not None:
         raise errors.DestinationFull(
@@ -441,6 +440,13 @@ def insert_cartridge(step: Step, spec: SimulatedCartridge) -> None:
             slot=spec.slot,
             barcode=spec.barcode,
         )
+    return slot
+
+
+def insert_cartridge(step: Step, spec: SimulatedCartridge) -> None:
+    """An operator's hand puts a cartridge (new, or back from the vault) into a slot."""
+    state = step.state
+    slot = free_slot_for(state, spec)
     if spec.barcode in state.vault:
         state.vault = tuple(k for k in state.vault if k != spec.barcode)
         slot.cartridge = spec.barcode
