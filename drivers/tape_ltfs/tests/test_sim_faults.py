@@ -355,3 +355,11 @@ def test_the_drive_reports_a_cleaning_need_again_at_the_next_load(sim):
     SimulatedTools(sim).run(Command(argv=("sg_logs", "-p", "0x2e", sg_node(0)), timeout=5))
     sim.changer.load(LoadRequest(slot=3, drive=0))
     assert sim.drive(0).alerts().needs_cleaning
+
+
+def test_a_simulated_library_of_an_earlier_release_is_refused_not_replaced(sim_settings):
+    sim_settings.state_dir.mkdir(parents=True)
+    (sim_settings.state_dir / "library.json").write_text("{}")
+    with pytest.raises(errors.TapeError, match="earlier release"):
+        SimLibrary.open(sim_settings)
+    assert not (sim_settings.state_dir / "library.db").exists()

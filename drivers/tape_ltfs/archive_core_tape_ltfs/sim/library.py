@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import attrs
 from archive_core_tape_ltfs import errors
@@ -20,6 +21,7 @@ from archive_core_tape_ltfs.sim.changer import SimChanger
 from archive_core_tape_ltfs.sim.content import SyntheticContent
 from archive_core_tape_ltfs.sim.drive import SimTapeDrive
 from archive_core_tape_ltfs.sim.engine import (
+    DATABASE,
     ROBOT,
     Caller,
     Engine,
@@ -107,6 +109,20 @@ def _default_cartridges(settings: SimulatorSettings) -> tuple[SimulatedCartridge
     return (*data, SimulatedCartridge(barcode="CLN001CU", slot=settings.slots))
 
 
+# Releases before the discrete-event engine kept the whole library in this one JSON document.
+_OLD_STATE_FILE = "library.json"
+
+
+def _refuse_an_older_layout(state_dir: Path) -> None:
+    """Never start an empty library beside an old one: its cartridges would seem gone."""
+    if (state_dir / _OLD_STATE_FILE).exists() and not (state_dir / DATABASE).exists():
+        raise errors.TapeError(
+            f"The simulated library in {state_dir} was written by an earlier release "
+            f"({_OLD_STATE_FILE}), which this one cannot read. Move the directory away (or "
+            f"give another state_dir) to start a new simulated library."
+        )
+
+
 class SimLibrary:
     """One caller of a virtual tape library whose state lives in a directory.
 
@@ -135,6 +151,7 @@ class SimLibrary:
     ) -> SimLibrary:
         """The library at `settings.state_dir`, created from `settings` if it does not exist.
         The caller starts at the library's present: the furthest any caller has got."""
+        _refuse_an_older_layout(Path(settings.state_dir))
         engine = Engine(settings.state_dir, on_step=mechanics.on_step)
         if engine.create(lambda: new_state(settings)):
             logger.info("created a simulated tape library in %s", settings.state_dir)
