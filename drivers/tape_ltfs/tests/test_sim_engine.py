@@ -69,6 +69,25 @@ def test_four_parallel_unloads_take_one_unload_plus_the_robots_moves(lib4):
     assert all(a.end <= b.start for a, b in itertools.pairwise(robot))
 
 
+def test_a_worker_that_runs_later_in_real_time_still_gets_the_robot_when_it_was_free(lib4):
+    # Worker threads race: the first can finish a whole exchange before the second starts.
+    # The second's moves must still go where the robot was idle on the virtual clock, not
+    # queue behind every move the first booked.
+    first, second = lib4.worker("first"), lib4.worker("second")
+    started = first.clock.now()
+    first.changer.load(LoadRequest(slot=1, drive=0))
+    first.drive(0).wait_ready()
+    first.clock.sleep(3600)  # an hour of reading
+    first.changer.unload(UnloadRequest(drive=0))
+    second.changer.load(LoadRequest(slot=2, drive=1))
+    second.drive(1).wait_ready()
+    move = timing_for(9).robot_move()
+    assert second.clock.now() - started < 3 * move + 60  # not after the first's hour
+    robot = sorted(lib4.timeline(ROBOT), key=lambda e: e.start)
+    assert [e.caller for e in robot] == ["first", "second", "first"]
+    assert all(a.end <= b.start for a, b in itertools.pairwise(robot))
+
+
 def test_every_drive_and_the_robot_keep_a_timeline_of_who_did_what(lib4):
     load_all(lib4, drives=2)
     worker = lib4.worker("restore-7")

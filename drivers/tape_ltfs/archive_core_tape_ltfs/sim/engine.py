@@ -227,12 +227,10 @@ class Step:
     def now(self) -> float:
         return self.caller.now
 
-    def free_at(self, resource: str) -> float:
-        if resource == ROBOT:
-            return self.state.robot_busy_until
+    def _drive(self, resource: str) -> SimDrive:
         drive = self.state.drive(int(resource.removeprefix("drive")))
         assert drive is not None
-        return drive.busy_until
+        return drive
 
     def occupy(
         self,
@@ -248,14 +246,17 @@ class Step:
     ) -> tuple[float, int]:
         """Book `resource` from `start` (no earlier than it is free) for `seconds`; returns
         when it ends and the timeline entry's id."""
-        start = max(start, self.free_at(resource))
-        end = start + seconds
         if resource == ROBOT:
-            self.state.robot_busy_until = end
+            # The robot serves every caller: a move goes into the first gap that holds it.
+            start = self.state.robot_start(start, seconds)
+            end = start + seconds
+            self.state.book_robot(start, end)
         else:
-            drive = self.state.drive(int(resource.removeprefix("drive")))
-            assert drive is not None
-            drive.busy_until = max(drive.busy_until, end)
+            # A drive works for the caller that has it loaded, in that caller's order.
+            drive = self._drive(resource)
+            start = max(start, drive.busy_until)
+            end = start + seconds
+            drive.busy_until = end
         entry = self.engine.record(
             resource,
             operation,

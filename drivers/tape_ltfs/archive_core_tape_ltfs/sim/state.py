@@ -176,6 +176,9 @@ class SimFault:
     hot_changed: bool = _flag()
 
 
+ROBOT_BOOKINGS_KEPT = 64
+
+
 @_row
 class SimState:
     """The library row: changer identity, robot, door, faults, counters.
@@ -192,7 +195,11 @@ class SimState:
     random_faults: tuple[tuple[str, float], ...] = ()
     seed: int = 0
     next_pid: int = FIRST_PID
-    robot_busy_until: float = 0.0
+    # The robot's booked moves (start, end), sorted, the latest ROBOT_BOOKINGS_KEPT of them; a
+    # caller behind in time books a move into a gap between them (see `robot_start`), so
+    # workers on different drives overlap whichever of their threads ran first.
+    robot_bookings: tuple[tuple[float, float], ...] = ()
+    robot_floor: float = 0.0  # the end of the latest booking no longer kept
     # A cartridge the picker holds after a move went wrong, and the slot it came from.
     picker: str | None = None
     picker_source: int | None = None
@@ -206,6 +213,24 @@ class SimState:
     horizon: float = attrs.field(default=0.0, metadata={"stored": False})
     changed: bool = _flag()
     hot_changed: bool = _flag()
+
+    def robot_start(self, start: float, seconds: float) -> float:
+        """The earliest time at or after `start` when the robot is free for `seconds`."""
+        start = max(start, self.robot_floor)
+        for begin, end in self.robot_bookings:
+            if end <= start:
+                continue
+            if begin >= start + seconds:
+                break  # the move fits in the gap before this booking
+            start = end
+        return start
+
+    def book_robot(self, start: float, end: float) -> None:
+        bookings = sorted((*self.robot_bookings, (start, end)))
+        if len(bookings) > ROBOT_BOOKINGS_KEPT:
+            dropped, bookings = bookings[:-ROBOT_BOOKINGS_KEPT], bookings[-ROBOT_BOOKINGS_KEPT:]
+            self.robot_floor = max(self.robot_floor, *(end for _begin, end in dropped))
+        self.robot_bookings = tuple(bookings)
 
     def slot(self, number: int) -> SimSlot | None:
         if 1 <= number <= len(self.slots) and self.slots[number - 1].number == number:
