@@ -257,3 +257,36 @@ def test_a_mislabelled_cartridge_is_refused_at_mount_naming_both(library_file):
     refused = tape(library_file, "mount")
     assert refused.exit_code == 3, refused.output
     assert "SIM009L9" in refused.output and "SIM001" in refused.output
+
+
+def test_prepare_formats_new_cartridges_on_idle_drives_at_the_same_time(library_file):
+    from archive_core_tape_ltfs.config import load_library_config
+    from archive_core_tape_ltfs.factory import open_library
+
+    prepared = as_json(library_file, "prepare", "SIM001L9", "SIM002L9")
+    results = {c["barcode"]: c["result"] for c in prepared["cartridges"]}
+    assert results == {"SIM001L9": "formatted", "SIM002L9": "formatted"}
+    assert {c["drive"] for c in prepared["cartridges"]} == {0, 1}
+    library = open_library(load_library_config(library_file))
+    spans = [
+        (e.start, e.end)
+        for resource in ("drive0", "drive1")
+        for e in library.timeline(resource)
+        if e.operation == "calibrate"
+    ]
+    (a_start, a_end), (b_start, b_end) = spans
+    assert a_start < b_end and b_start < a_end  # both media optimisations ran at once
+    inventory = as_json(library_file, "inventory")
+    assert {s["slot"]: s["barcode"] for s in inventory["slots"] if s["full"]} == {
+        1: "SIM001L9",
+        3: "SIM002L9",
+        8: "CLN001CU",
+    }
+    again = as_json(library_file, "prepare", "SIM001L9")
+    assert again["cartridges"][0]["result"] == "already formatted"
+
+
+def test_prepare_refuses_a_bad_barcode_before_anything_moves(library_file):
+    refused = tape(library_file, "prepare", "SIM001L9", "BAD-01L9")
+    assert refused.exit_code == 3 and "first 6" in refused.output
+    assert as_json(library_file, "status")["drives"][0]["full"] is False
