@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.cleaning import clean_drive
 from archive_core_tape_ltfs.cli.common import json_option, library_of, report, tape
 from archive_core_tape_ltfs.cli.ledger import ExportLedger
 from archive_core_tape_ltfs.cli.output import duration_text, label
@@ -221,33 +222,24 @@ def export_(ctx: click.Context, barcodes: tuple[str, ...]) -> None:
 @json_option
 @click.pass_context
 def clean(ctx: click.Context, drive_index: int) -> None:
-    """Clean a drive with the first cleaning cartridge in a storage slot, then put it back."""
-    library = library_of(ctx)
-    inventory = library.changer.inventory()
-    bay = inventory.drive(drive_index)
+    """Clean a drive with the first usable cleaning cartridge in a storage slot, then put it
+    back (a used-up one goes to an import/export slot for you to replace)."""
+    done = clean_drive(library_of(ctx), drive_index)
     lines = []
-    if bay is not None and bay.full:
-        back = library.changer.unload(UnloadRequest(drive=drive_index))
-        lines.append(f"unloaded {label(True, bay.barcode)} from drive {drive_index} to slot {back}")
-        inventory = library.changer.inventory()
-    cleaners = inventory.cleaning_slots()
-    if not cleaners:
-        raise errors.CleaningMediaExpired(
-            f"Cannot clean drive {drive_index}: no cleaning cartridge (barcode CLN...) is in a "
-            f"storage slot. Insert one and import it.",
-            drive=drive_index,
+    if done.unloaded_to is not None:
+        lines.append(
+            f"unloaded {label(True, done.unloaded)} from drive {drive_index} to slot "
+            f"{done.unloaded_to}"
         )
-    cleaner = cleaners[0]
-    library.changer.load(
-        LoadRequest(slot=cleaner.number, drive=drive_index, barcode=cleaner.barcode)
-    )
-    try:
-        library.drive(drive_index).wait_ready()
-    finally:
-        library.changer.unload(UnloadRequest(drive=drive_index, slot=cleaner.number))
-    lines.append(f"cleaned drive {drive_index} with {cleaner.barcode} (slot {cleaner.number})")
+    lines += [f"retired used-up cleaning cartridge {b}" for b in done.retired]
+    lines.append(f"cleaned drive {drive_index} with {done.cleaned_with} (slot {done.slot})")
     report(
         ctx,
-        {"drive": drive_index, "cleaning_cartridge": cleaner.barcode, "slot": cleaner.number},
+        {
+            "drive": drive_index,
+            "cleaning_cartridge": done.cleaned_with,
+            "slot": done.slot,
+            "retired": list(done.retired),
+        },
         *lines,
     )

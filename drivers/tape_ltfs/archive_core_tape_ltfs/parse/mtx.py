@@ -150,6 +150,13 @@ def failure(
 
 def from_sense(sense: sk.Sense, *, where: dict, what: str) -> errors.TapeError | None:
     code = sense.code
+    # Before the unit attention: a library reports the ejected cleaning cartridge with that
+    # sense key, and retrying the load would only find the cartridge in the drive.
+    if code == sk.CLEANING_CARTRIDGE:
+        return errors.CleaningMediaExpired(
+            f"Cannot {what}: the drive ejected the cleaning cartridge (used up or invalid).",
+            **where,
+        )
     if sense.key == sk.UNIT_ATTENTION or code in (sk.NOT_READY_TO_READY, sk.POWER_ON_RESET):
         return errors.UnitAttention(
             f"Cannot {what}: the library reports a unit attention ({sense}): it was reset or "
@@ -170,11 +177,6 @@ def from_sense(sense: sk.Sense, *, where: dict, what: str) -> errors.TapeError |
     if code == sk.MEDIUM_NOT_PRESENT and sense.key == sk.NOT_READY:
         return errors.UnloadRefused(
             f"Cannot {what}: the drive must be taken offline (rewound and unthreaded) first.",
-            **where,
-        )
-    if code == sk.CLEANING_CARTRIDGE:
-        return errors.CleaningMediaExpired(
-            f"Cannot {what}: the drive ejected the cleaning cartridge (used up or invalid).",
             **where,
         )
     if sense.key == sk.NOT_READY and code == sk.BECOMING_READY:

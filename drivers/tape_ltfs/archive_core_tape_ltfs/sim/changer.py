@@ -8,6 +8,7 @@ from archive_core_tape_ltfs.config import Timeouts
 from archive_core_tape_ltfs.model import (
     ALERT_CLEANING_MEDIA,
     ALERT_EXPIRED_CLEANING_MEDIA,
+    ALERT_INVALID_CLEANING_TAPE,
     CLEANING_ALERTS,
     Inventory,
     LoadRequest,
@@ -21,6 +22,9 @@ from archive_core_tape_ltfs.sim import faults, mechanics, render
 from archive_core_tape_ltfs.sim.engine import ROBOT, Caller, Engine, Step, VirtualClock
 from archive_core_tape_ltfs.sim.state import CORRUPT, SimDrive, SimFault
 
+_CLEANING_CARTRIDGE_ALERTS = frozenset(
+    {ALERT_CLEANING_MEDIA, ALERT_EXPIRED_CLEANING_MEDIA, ALERT_INVALID_CLEANING_TAPE}
+)
 _WHAT = {"inventory": "read status", "load": "load", "unload": "unload", "transfer": "move"}
 
 
@@ -268,7 +272,8 @@ class SimChanger:
         drive.threaded = False
         drive.hung = False
         if cartridge.cleaning:
-            drive.alerts = sorted(set(drive.alerts) - {ALERT_CLEANING_MEDIA})
+            # These flags are about the cleaning cartridge in the drive: they go with it.
+            drive.alerts = sorted(set(drive.alerts) - _CLEANING_CARTRIDGE_ALERTS)
 
     def transfer(self, request: TransferRequest) -> None:
         self._retry("transfer", lambda: self.transfer_once(request))
