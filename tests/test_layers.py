@@ -110,7 +110,7 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
         {"parse", "runner", "retry", "moves"},  # the tools' text; running them; shared checks
         {"real", "sim"},  # the two backends (never importing each other: see below)
         {"factory"},  # the one place that knows both
-        {"cleaning", "reconcile"},  # operations the CLI and the driver share
+        {"cleaning", "health", "reconcile"},  # operations the CLI and the driver share
         {"cli", "plugin"},  # what operators run
     ],
     "drivers/tape_ltfs/archive_core_tape_ltfs/sim": [
