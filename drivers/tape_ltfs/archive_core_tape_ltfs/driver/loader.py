@@ -1,0 +1,244 @@
+"""Getting a cartridge mounted, its identity proven, and back into its slot afterwards.
+
+Everything goes through the port. After every load, before anything is written or read, the
+volume in the drive must be the one the media store knows for that barcode: the barcode the
+robot read, the LTFS volume serial and the volume UUID (`MountRequest(volume_uuid=...)`). A
+mismatch unloads the cartridge again and raises `IdentityMismatch` for an operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import attrs
+
+from archive_core import Leases
+from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.driver.media import Cartridge
+from archive_core_tape_ltfs.model import (
+    DriveBay,
+    FormatRequest,
+    LoadRequest,
+    MountRequest,
+    Slot,
+    UnloadRequest,
+    VolumeInfo,
+    volume_serial_for,
+)
+from archive_core_tape_ltfs.port import Library, Mount
+
+logger = logging.getLogger(__name__)
+
+
+class IdentityMismatch(errors.WrongCartridge):
+    """The volume in the drive is not the one the media store knows for the barcode."""
+
+
+@attrs.define
+class Mounted:
+    """A cartridge mounted in a drive for this job."""
+
+    drive: int
+    barcode: str
+    mount: Mount
+    volume: VolumeInfo
+    release: contextlib.ExitStack = attrs.field(factory=contextlib.ExitStack)
+
+
+class Loader:
+    """Loads, identifies and mounts cartridges of one library; unmounts and unloads them.
+
+    `in_use` are the drives this job already holds: they are never taken for another
+    cartridge. With `leases` (a site with a catalog), every drive used is leased first, so
+    workers of other processes never touch it meanwhile.
+    """
+
+    def __init__(
+        self,
+        library: Library,
+        *,
+        target: str,
+        leases: Leases | None,
+        lease_seconds: float,
+        wait_seconds: float,
+        purpose: str,
+    ) -> None:
+        self.library = library
+        self._target = target
+        self._leases = leases
+        self._ttl = lease_seconds
+        self._wait = wait_seconds
+        self._purpose = purpose
+        self.in_use: set[int] = set()
+
+    # --- where a cartridge is ----------------------------------------------------------------
+
+    def where(self, barcode: str) -> Slot | DriveBay | None:
+        """Where the cartridge is, when it is online: a drive bay or a storage slot (never an
+        import/export slot: a cartridge there is outside the library)."""
+        found = self.library.changer.inventory().locate(barcode)
+        if isinstance(found, Slot) and found.is_import_export:
+            return None
+        return found
+
+    # --- mounting ---------------------------------------------------------------------------
+
+    def mount(self, cartridge: Cartridge, *, read_only: bool = False) -> Mounted:
+        """The known cartridge mounted, its identity checked against the media store."""
+        drive, stack = self._into_drive(cartridge.barcode, new=False)
+        try:
+            mount = self.library.ltfs.mount(
+                MountRequest(
+                    drive=drive,
+                    barcode=cartridge.barcode,
+                    read_only=read_only,
+                    volume_uuid=cartridge.volume_uuid or None,
+                )
+            )
+        except errors.WrongCartridge as exc:
+            self._unload(drive)
+            stack.close()
+            raise IdentityMismatch(
+                f"Cartridge {cartridge.barcode} should hold LTFS volume {cartridge.volume_uuid} "
+                f"(serial {cartridge.volume_serial}), but the drive found another volume: "
+                f"{exc.message} It was unloaded and nothing was written; check the barcode "
+                f"labels of the library's cartridges.",
+                barcode=cartridge.barcode,
+                drive=drive,
+            ) from exc
+        except BaseException:
+            self._unload(drive)
+            stack.close()
+            raise
+        mounted = self._identified(drive, cartridge.barcode, mount, stack)
+        if cartridge.volume_uuid and mounted.volume.uuid != cartridge.volume_uuid:
+            found = mounted.volume
+            self.release(mounted)
+            raise IdentityMismatch(
+                f"Cartridge {cartridge.barcode} should hold LTFS volume {cartridge.volume_uuid} "
+                f"(serial {cartridge.volume_serial}), but holds volume {found.uuid} (serial "
+                f"{found.serial}). It was unloaded and nothing was written.",
+                barcode=cartridge.barcode,
+                drive=drive,
+            )
+        return mounted
+
+    def format(self, barcode: str, *, name: str) -> Mounted:
+        """A blank scratch cartridge formatted with LTFS and mounted. A failure records
+        nothing and leaves the cartridge back in its slot."""
+        drive, stack = self._into_drive(barcode, new=True)
+        try:
+            info = self.library.ltfs.format(FormatRequest(drive=drive, barcode=barcode, name=name))
+            mount = self.library.ltfs.mount(
+                MountRequest(drive=drive, barcode=barcode, volume_uuid=info.uuid)
+            )
+        except BaseException:
+            self._unload(drive)
+            stack.close()
+            raise
+        return self._identified(drive, barcode, mount, stack)
+
+    def _identified(
+        self, drive: int, barcode: str, mount: Mount, stack: contextlib.ExitStack
+    ) -> Mounted:
+        """The mount, once its volume serial and cartridge memory agree with the barcode."""
+        mounted = Mounted(
+            drive=drive, barcode=barcode, mount=mount, volume=mount.volume(), release=stack
+        )
+        serial = volume_serial_for(barcode)
+        mam = mounted.volume.mam_barcode
+        if mounted.volume.serial != serial or (mam and mam != barcode):
+            found = mounted.volume
+            self.release(mounted)
+            raise IdentityMismatch(
+                f"The cartridge labelled {barcode} holds LTFS volume serial {found.serial} "
+                f"(cartridge memory: {mam or 'no barcode'}), not {serial}. It was unloaded "
+                f"and nothing was written; check its barcode label.",
+                barcode=barcode,
+                drive=drive,
+            )
+        return mounted
+
+    def release(self, mounted: Mounted) -> None:
+        """Unmount (waiting for LTFS to write its index) and put the cartridge back."""
+        try:
+            self.library.ltfs.unmount(mounted.mount)
+            self._unload(mounted.drive)
+        finally:
+            self.in_use.discard(mounted.drive)
+            mounted.release.close()
+
+    # --- drives -----------------------------------------------------------------------------
+
+    def _into_drive(self, barcode: str, *, new: bool) -> tuple[int, contextlib.ExitStack]:
+        inventory = self.library.changer.inventory()
+        found = inventory.locate(barcode)
+        if found is None or (isinstance(found, Slot) and found.is_import_export):
+            raise errors.CartridgeOffline(
+                f"Cartridge {barcode} is not in the library (vaulted, or waiting in an "
+                f"import/export slot). Insert and import it.",
+                barcode=barcode,
+            )
+        held = {m.drive for m in self.library.ltfs.mounts() if m.ltfs_alive}
+        if isinstance(found, DriveBay):
+            if found.index in held or found.index in self.in_use:
+                raise errors.DriveBusy(
+                    f"Cartridge {barcode} is mounted in drive {found.index} by another job.",
+                    barcode=barcode,
+                    drive=found.index,
+                )
+            stack = self._lease(found.index)
+            self.in_use.add(found.index)
+            self._ready(found.index, new=new)
+            return found.index, stack
+        free = [
+            bay.index
+            for bay in inventory.drives
+            if bay.index not in held and bay.index not in self.in_use
+        ]
+        # An empty drive first; else one holding a cartridge nobody uses, unloaded first.
+        free.sort(key=lambda index: inventory.drive(index).full)  # type: ignore[union-attr]
+        if not free:
+            raise errors.DriveBusy(
+                f"No drive is free to load cartridge {barcode}: every drive is in use.",
+                barcode=barcode,
+            )
+        drive = free[0]
+        stack = self._lease(drive)
+        try:
+            if inventory.drive(drive).full:  # type: ignore[union-attr]
+                self._unload(drive)
+            self.library.changer.load(LoadRequest(slot=found.number, drive=drive, barcode=barcode))
+            self.in_use.add(drive)
+            self._ready(drive, new=new)
+        except BaseException:
+            self.in_use.discard(drive)
+            stack.close()
+            raise
+        return drive, stack
+
+    def _ready(self, drive: int, *, new: bool) -> None:
+        try:
+            self.library.drive(drive).wait_ready(new_cartridge=new)
+        except BaseException:
+            self._unload(drive)
+            self.in_use.discard(drive)
+            raise
+
+    def _unload(self, drive: int) -> None:
+        with contextlib.suppress(errors.SourceEmpty):
+            self.library.changer.unload(UnloadRequest(drive=drive))
+
+    def _lease(self, drive: int) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        if self._leases is not None:
+            stack.enter_context(
+                self._leases.hold(
+                    f"tape_ltfs:{self._target}/drive{drive}",
+                    ttl=self._ttl,
+                    wait=self._wait,
+                    purpose=self._purpose,
+                )
+            )
+        return stack

@@ -1,0 +1,344 @@
+"""The tape_ltfs driver: pools of an LTO library as archive policies, behind the port.
+
+Capabilities: archive, restore, verify, stat, bulk, plan (restores read each cartridge once,
+in on-tape order) and placement (each copy's barcode, volume, partition and start block).
+Delete only *forgets* a copy in the media store: LTFS frees no space when a file is removed,
+so the bytes stay on tape until the cartridge is reformatted; a WORM pool refuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO, ClassVar
+
+from archive_core import (
+    ArchiveCoreError,
+    ArchiveRequest,
+    BaseDriver,
+    Capability,
+    CopyRef,
+    DeleteRequest,
+    DriverContext,
+    FileOutcome,
+    OfferedPolicy,
+    Readiness,
+    RestoreRequest,
+    StatRequest,
+    VerifyRequest,
+)
+from archive_core.transfer import Digests, hash_stream, publish_file
+from archive_core_tape_ltfs.driver.archiving import archive_batch
+from archive_core_tape_ltfs.driver.loader import Loader
+from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
+from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from, parse_locator
+from archive_core_tape_ltfs.driver.pools import CopyPlan, Pool
+from archive_core_tape_ltfs.driver.reading import Read, missing, read_all
+from archive_core_tape_ltfs.driver.selection import room_for
+from archive_core_tape_ltfs.driver.settings import TapeLtfsConfig
+from archive_core_tape_ltfs.factory import open_library
+from archive_core_tape_ltfs.port import Library
+
+logger = logging.getLogger(__name__)
+
+#: Files per Portal call of a bulk policy when the pool does not say.
+DEFAULT_MAX_FILES = 1000
+
+
+class TapeLtfsDriver(BaseDriver):
+    name: ClassVar[str] = "tape_ltfs"
+    scheme: ClassVar[str] = "ltfs"
+    capabilities = frozenset(
+        {
+            Capability.ARCHIVE,
+            Capability.RESTORE,
+            Capability.DELETE,
+            Capability.VERIFY,
+            Capability.BULK,
+            Capability.PLAN,
+            Capability.PLACEMENT,
+        }
+    )
+    Config = TapeLtfsConfig
+
+    def __init__(self, config: TapeLtfsConfig, context: DriverContext) -> None:
+        super().__init__(config, context)
+        self.config: TapeLtfsConfig = config
+        self._plans = config.plans(context.target)
+        self._store = MediaStore(context.state_dir)
+        self._library: Library | None = None
+
+    # --- what it offers --------------------------------------------------------------------
+
+    def policies(self) -> Iterable[OfferedPolicy]:
+        for plan in self._plans.values():
+            yield OfferedPolicy(
+                uuid=plan.uuid,
+                name=plan.name,
+                max_files=plan.max_files or DEFAULT_MAX_FILES,
+                max_bytes=self._max_bytes(plan),
+            )
+
+    def _max_bytes(self, plan: CopyPlan) -> int | None:
+        """The configured limit, bounded by the room the pools' known cartridges have left
+        (a pool with scratch cartridges is not bounded by them: it can format more)."""
+        limits = [plan.max_bytes] if plan.max_bytes else []
+        for pool in plan.pools:
+            if pool.scratch:
+                continue
+            room = sum(
+                room_for(c, self.config.headroom_bytes)
+                for c in self._store.cartridges(pool.name)
+                if c.state is CartridgeState.APPENDABLE
+            )
+            if room:
+                limits.append(room)
+        return min(limits) if limits else None
+
+    def _plan(self, policy: str) -> CopyPlan:
+        for plan in self._plans.values():
+            if plan.uuid == policy:
+                return plan
+        key = self.config.default_plan_key()
+        if key is None:
+            raise ArchiveCoreError(
+                f"Policy {policy} names target {self.context.target}, which has several pools "
+                f"({', '.join(sorted(self._plans))}); set default_policy in its settings to "
+                f"say which one such policies write to.",
+                policy=policy,
+            )
+        return self._plans[key]
+
+    def _pool_of(self, barcode: str) -> Pool | None:
+        return next(
+            (p for plan in self._plans.values() for p in plan.pools if p.holds(barcode)), None
+        )
+
+    # --- the library -----------------------------------------------------------------------
+
+    def _port(self) -> Library:
+        if self._library is None:
+            self._library = open_library(self.config.library)
+        return self._library
+
+    def _loader(self, operation: str, job_id: str | None) -> Loader:
+        return Loader(
+            self._port(),
+            target=self.context.target,
+            leases=self.context.leases,
+            lease_seconds=self.config.lease_seconds,
+            wait_seconds=self.config.drive_wait_seconds,
+            purpose=f"{operation} job {job_id}",
+        )
+
+    def check_ready(self) -> Readiness:
+        try:
+            inventory = self._port().changer.inventory()
+        except ArchiveCoreError as exc:
+            return Readiness.not_ready(f"the tape library does not answer: {exc.message}")
+        online = set(inventory.data_barcodes())
+        pools = {p.name: p for plan in self._plans.values() for p in plan.pools}
+        counts = ", ".join(
+            f"pool {name}: {sum(1 for b in online if pool.holds(b))} cartridges online"
+            for name, pool in sorted(pools.items())
+        )
+        return Readiness.ready(f"library with {len(inventory.drives)} drives; {counts}")
+
+    # --- archive ---------------------------------------------------------------------------
+
+    def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
+        try:
+            plan = self._plan(request.policy)
+        except ArchiveCoreError as exc:
+            for item in request.items:
+                yield FileOutcome.failure(item.key, exc.message)
+            return
+        logger.info(
+            "policy %s job %s: archiving %d files to pools %s",
+            request.policy,
+            request.job_id,
+            len(request.items),
+            ", ".join(p.name for p in plan.pools),
+        )
+        yield from archive_batch(
+            request,
+            plan,
+            loader=self._loader("archive", request.job_id),
+            store=self._store,
+            headroom_bytes=self.config.headroom_bytes,
+            sync_every_files=self.config.sync_every_files,
+        )
+
+    # --- reading copies back ---------------------------------------------------------------
+
+    def _known_copies(self, locator: str, placement) -> list[TapeCopy]:
+        """The copies a request names that may still be read: not forgotten, and not absent
+        from a cartridge the media store knows (an unknown cartridge is tried as named)."""
+        found = []
+        for copy in copies_from(locator, placement):
+            known = self._store.file(copy.barcode, copy.path)
+            if known is not None:
+                if not known.forgotten:
+                    found.append(copy)
+            elif self._store.cartridge(copy.barcode) is None:
+                found.append(copy)
+        return found
+
+    def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
+        items = {item.key: item for item in request.items}
+        candidates: dict[str, list[TapeCopy]] = {}
+        for item in request.items:
+            try:
+                candidates[item.key] = self._known_copies(item.locator, item.placement)
+            except ArchiveCoreError as exc:
+                yield FileOutcome.failure(item.key, exc.message)
+                continue
+            if not candidates[item.key]:
+                del candidates[item.key]
+                yield FileOutcome.failure(item.key, missing(parse_locator(item.locator)).message)
+
+        def restore_one(read: Read, stream: BinaryIO) -> Digests:
+            item = items[read.key]
+            return publish_file(
+                stream,
+                item.destination,
+                replace=True,
+                expected_sha1=item.sha1,
+                progress=request.progress,
+            )
+
+        loader = self._loader("restore", request.job_id)
+        context = f"policy {request.policy} job {request.job_id}"
+        while candidates:
+            reads = [Read(key=key, copy=copies[0]) for key, copies in candidates.items()]
+            for read, result in read_all(
+                reads, restore_one, loader=loader, store=self._store, context=context
+            ):
+                if isinstance(result, Digests):
+                    del candidates[read.key]
+                    yield FileOutcome.success(
+                        read.key,
+                        locator=items[read.key].locator,
+                        size=result.size,
+                        sha1=result.sha1,
+                        sha256=result.sha256,
+                    )
+                    continue
+                left = candidates[read.key][1:]
+                if left:
+                    logger.warning(
+                        "%s: copy on %s failed (%s); reading the next copy",
+                        context,
+                        read.copy.barcode,
+                        result.message,
+                    )
+                    candidates[read.key] = left
+                else:
+                    del candidates[read.key]
+                    yield FileOutcome.failure(
+                        read.key, result.message, retryable=bool(result.retryable)
+                    )
+
+    def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
+        reads: list[Read] = []
+        refs = {ref.key: ref for ref in request.items}
+        problems: dict[str, list[str]] = {}
+        digests: dict[str, Digests] = {}
+        for ref in request.items:
+            try:
+                copies = self._known_copies(ref.locator, ref.placement)
+            except ArchiveCoreError as exc:
+                yield FileOutcome.failure(ref.key, exc.message)
+                continue
+            if not copies:
+                yield FileOutcome.failure(ref.key, missing(parse_locator(ref.locator)).message)
+                continue
+            reads += [Read(key=ref.key, copy=copy) for copy in copies]
+            problems[ref.key] = []
+
+        def hash_one(read: Read, stream: BinaryIO) -> Digests:
+            return hash_stream(stream, progress=request.progress)
+
+        left = {read.key: sum(1 for r in reads if r.key == read.key) for read in reads}
+        loader = self._loader("verify", request.job_id)
+        context = f"policy {request.policy} job {request.job_id}"
+        for read, result in read_all(
+            reads, hash_one, loader=loader, store=self._store, context=context
+        ):
+            ref = refs[read.key]
+            if isinstance(result, Digests):
+                if ref.sha1 and result.sha1 != ref.sha1:
+                    problems[read.key].append(
+                        f"the copy on cartridge {read.copy.barcode} hashes to {result.sha1}, "
+                        f"not {ref.sha1}"
+                    )
+                digests[read.key] = result
+            else:
+                problems[read.key].append(
+                    f"the copy on cartridge {read.copy.barcode} could not be read: {result.message}"
+                )
+            left[read.key] -= 1
+            if left[read.key]:
+                continue
+            if problems[read.key]:
+                yield FileOutcome.failure(read.key, "; ".join(problems[read.key]) + ".")
+            else:
+                found = digests[read.key]
+                yield FileOutcome.success(
+                    read.key,
+                    locator=ref.locator,
+                    size=found.size,
+                    sha1=found.sha1,
+                    sha256=found.sha256,
+                )
+
+    # --- without loading a cartridge -------------------------------------------------------
+
+    def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
+        for ref in request.items:
+            yield self._stat_one(ref)
+
+    def _stat_one(self, ref: CopyRef) -> FileOutcome:
+        try:
+            copies = copies_from(ref.locator, ref.placement)
+        except ArchiveCoreError as exc:
+            return FileOutcome.failure(ref.key, exc.message)
+        size = None
+        for copy in copies:
+            known = self._store.file(copy.barcode, copy.path)
+            cartridge = self._store.cartridge(copy.barcode)
+            if known is None or known.forgotten:
+                return FileOutcome.failure(ref.key, missing(copy).message)
+            if cartridge is None or not cartridge.state.readable:
+                return FileOutcome.failure(
+                    ref.key, f"cartridge {copy.barcode} is retired or unknown to this host."
+                )
+            size = known.size
+        return FileOutcome.success(ref.key, locator=ref.locator, size=size)
+
+    def delete(self, request: DeleteRequest) -> Iterator[FileOutcome]:
+        for ref in request.items:
+            try:
+                copies = copies_from(ref.locator, ref.placement)
+            except ArchiveCoreError as exc:
+                yield FileOutcome.failure(ref.key, exc.message)
+                continue
+            worm = [c.barcode for c in copies if (pool := self._pool_of(c.barcode)) and pool.worm]
+            if worm:
+                yield FileOutcome.failure(
+                    ref.key,
+                    f"the copy is on WORM cartridge {', '.join(worm)}, where files can never be "
+                    f"removed; it is kept.",
+                )
+                continue
+            for copy in copies:
+                if self._store.forget(copy.barcode, copy.path):
+                    logger.info(
+                        "policy %s job %s: forgot %s on cartridge %s (its bytes stay on tape "
+                        "until the cartridge is reformatted)",
+                        request.policy,
+                        request.job_id,
+                        copy.path,
+                        copy.barcode,
+                    )
+            yield FileOutcome.success(ref.key, locator=ref.locator)

@@ -1,0 +1,102 @@
+"""The tape_ltfs driver passes the conformance kit on a simulated library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from archive_core_tape_ltfs.driver import TapeLtfsDriver
+
+from archive_core.driver import Capability
+from archive_core.testing import DriverContract
+from archive_core.transfer import RegularFile
+
+CAPACITY = 256 * 2**20
+
+
+def simulated_target(state_dir: Path, **extra: Any) -> dict[str, Any]:
+    """Settings of a target on a small simulated library: one pool, ten blank cartridges."""
+    return {
+        "library": {
+            "backend": "simulator",
+            "simulator": {
+                "state_dir": str(state_dir),
+                "slots": 12,
+                "import_export": 2,
+                "drives": 2,
+                "capacity_bytes": CAPACITY,
+                "cartridges": [
+                    {"barcode": f"A{n:05d}L9", "slot": n + 1, "new": False} for n in range(10)
+                ],
+            },
+        },
+        "pools": {
+            "main": {
+                "media": "L9",
+                "barcodes": ["A00000L9-A00099L9"],
+                "scratch": ["A00000L9-A00099L9"],
+            }
+        },
+        "headroom_bytes": 0,
+        **extra,
+    }
+
+
+class TestTapeLtfsConformance(DriverContract):
+    known_failures = {
+        name: (
+            "the media store lives in the site's state directory: a second site does not know "
+            "the cartridges the first one formatted, never writes or trusts them, and formats "
+            "a scratch cartridge of its own"
+        )
+        for name in (
+            "test_repeated_archive_is_idempotent",
+            "test_two_sites_archiving_the_same_files_at_once_agree",
+        )
+    }
+
+    @pytest.fixture
+    def driver_class(self) -> type:
+        return TapeLtfsDriver
+
+    @pytest.fixture
+    def storage(self, kit_base: Path) -> Path:
+        path = kit_base / "library"
+        path.mkdir(parents=True)
+        return path
+
+    @pytest.fixture
+    def driver_settings(self, storage: Path) -> dict[str, Any]:
+        return simulated_target(storage)
+
+    @pytest.fixture
+    def unreachable_settings(self, storage: Path) -> dict[str, Any]:
+        return {
+            **simulated_target(storage),
+            "library": {
+                "backend": "real",
+                "changer": str(storage / "no-such-changer"),
+                "drives": [{"index": 0, "serial": "NOSUCHDRIVE"}],
+                "timeouts": {"status": 2.0},
+            },
+        }
+
+    @pytest.fixture
+    def read_seam(self) -> tuple[Any, str]:
+        return (RegularFile, "readinto")
+
+    @pytest.fixture
+    def expected_capabilities(self) -> frozenset[Capability]:
+        return TapeLtfsDriver.capabilities
+
+    @pytest.fixture
+    def invalid_settings(self, storage: Path) -> list[tuple[dict[str, Any], str]]:
+        good = simulated_target(storage)
+        return [
+            (
+                {**good, "pools": {"main": {"media": "L9", "barcodes": ["W00000LZ-W00009LZ"]}}},
+                "pools.main.barcodes",
+            ),
+            ({**good, "pools": {"main": {"media": "Q7", "barcodes": ["A00000L9"]}}}, "Q7"),
+        ]
