@@ -1,0 +1,351 @@
+"""The tape_ltfs driver on a simulated library, through the Portal face as Portal calls it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from archive_core_tape_ltfs.config import structure_library
+from archive_core_tape_ltfs.driver import TapeLtfsDriver
+from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
+from archive_core_tape_ltfs.driver.pools import policy_uuid
+from archive_core_tape_ltfs.sim.library import SimLibrary, SimMount
+
+from archive_core import ArchiveCoreError
+from archive_core.model import CopyRef, DeleteRequest, StatRequest
+from archive_core.policies import structure
+from archive_core.testing import KIT_POLICY, KIT_TARGET, DriverUnderTest, Harness
+
+MiB = 2**20
+CAPACITY = 16 * MiB
+
+
+def _cartridges(prefix: str, media: str, count: int, first_slot: int) -> list[dict[str, Any]]:
+    return [
+        {"barcode": f"{prefix}{n:05d}{media}", "slot": first_slot + n, "new": False}
+        for n in range(count)
+    ]
+
+
+def settings_for(state_dir: Path, **extra: Any) -> dict[str, Any]:
+    """Two pools of four cartridges (A... data, W... WORM), a pool set keeping a copy on A
+    and on B, a pre-formatted cartridge nobody knows in slot 20."""
+    cartridges = (
+        _cartridges("A", "L9", 4, 1)
+        + _cartridges("B", "L9", 4, 5)
+        + _cartridges("W", "LZ", 2, 9)
+        + [{"barcode": "A00009L9", "slot": 20, "new": False, "formatted": True}]
+    )
+    return {
+        "library": {
+            "backend": "simulator",
+            "simulator": {
+                "state_dir": str(state_dir),
+                "slots": 20,
+                "import_export": 2,
+                "drives": 2,
+                "capacity_bytes": CAPACITY,
+                "cartridges": cartridges,
+            },
+        },
+        "pools": {
+            "a": {
+                "media": "L9",
+                "barcodes": ["A00000L9-A00009L9"],
+                "scratch": ["A00000L9-A00003L9"],
+            },
+            "b": {
+                "media": "L9",
+                "barcodes": ["B00000L9-B00009L9"],
+                "scratch": ["B00000L9-B00009L9"],
+            },
+            "worm": {
+                "media": "LZ",
+                "barcodes": ["W00000LZ-W00009LZ"],
+                "scratch": ["W00000LZ-W00009LZ"],
+            },
+        },
+        "pool_sets": {"pair": {"pools": ["a", "b"]}},
+        "default_policy": "a",
+        "headroom_bytes": 0,
+        **extra,
+    }
+
+
+@pytest.fixture
+def library_dir(tmp_path: Path) -> Path:
+    return tmp_path / "library"
+
+
+@pytest.fixture
+def kit(tmp_path: Path, library_dir: Path):
+    harness = Harness(
+        DriverUnderTest(driver_class=TapeLtfsDriver, settings=settings_for(library_dir)),
+        tmp_path / "kit",
+    )
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def sim(kit: Harness, library_dir: Path) -> SimLibrary:
+    """The simulated library the target uses, for the environment's faults."""
+    return SimLibrary.open(structure_library(settings_for(library_dir)["library"]).simulator)
+
+
+def store_of(kit: Harness) -> MediaStore:
+    return kit.site().target(KIT_TARGET).instance._store
+
+
+def files_on(sim: SimLibrary, barcode: str) -> list[tuple[str, int]]:
+    with sim.engine.transaction(sim.caller) as step:
+        volume = step.state.cartridges[barcode].volume
+        return step.files().listing(volume.uuid) if volume else []
+
+
+def placements(kit: Harness) -> dict[str, Any]:
+    return {r.locator: r.placement for r in kit.site().catalog.copies(target=KIT_TARGET)}
+
+
+def archive(kit: Harness, file_sets: list[Any], policy: str = KIT_POLICY) -> list[Any]:
+    archived, not_archived, error, _extra = kit.plugin.archive(file_sets, policy, "job-1")
+    assert not not_archived, error
+    return archived
+
+
+def barcode_of(file_set: Any) -> str:
+    return file_set.external_ids[0].split("/")[3]
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {
+                "pools": {
+                    "a": {"media": "L9", "barcodes": ["A00000L9-A00099L9"]},
+                    "c": {"media": "L9", "barcodes": ["A00050L9-A00150L9"]},
+                }
+            },
+            "pools.c.barcodes: A00050L9-A00150L9 overlaps A00000L9-A00099L9 of pool a",
+        ),
+        (
+            {"pools": {"a": {"media": "L9", "barcodes": ["W00000LZ-W00009LZ"]}}},
+            "pools.a.barcodes: W00000LZ-W00009LZ are LTO-9 WORM (LZ) cartridges, but the pool "
+            "holds LTO-9 data (L9)",
+        ),
+        (
+            {"pools": {"a": {"media": "L4", "barcodes": ["A00000L4"]}}},
+            "pools.a.media: 'L4' is not an LTO media type",
+        ),
+        (
+            {"pool_sets": {"pair": {"pools": ["a", "nowhere"]}}},
+            "pool_sets.pair.pools: no pool named 'nowhere'",
+        ),
+        (
+            {
+                "pools": {
+                    "a": {"media": "L9", "barcodes": ["A00000L9-A00009L9"], "scratch": ["A00050L9"]}
+                }
+            },
+            "pools.a.scratch: A00050L9 is not within the pool's barcodes",
+        ),
+    ],
+)
+def test_config_refuses_inconsistent_pools_with_their_path(tmp_path, change, message):
+    raw = {**settings_for(tmp_path), "pool_sets": {}, **change}
+    config, problems = structure(TapeLtfsDriver.Config, raw, path="targets.tape.settings")
+    assert config is None
+    joined = "; ".join(problems)
+    assert "targets.tape.settings" in joined
+    assert message in joined
+
+
+def test_every_pool_and_pool_set_is_a_bulk_policy_with_limits(kit):
+    offered = {p["uuid"]: p for p in kit.plugin.get_policies()}
+    for key in ("a", "b", "worm", "pair"):
+        assert offered[policy_uuid(KIT_TARGET, key, None)]["bulk_support"] is True
+    limits = {c["uuid"]: c for c in kit.plugin.get_policy_constrains()}
+    assert limits[policy_uuid(KIT_TARGET, "pair", None)]["max_files"] == 1000
+
+
+# --- archive ---------------------------------------------------------------------------------
+
+
+def test_an_archived_copy_carries_its_cartridge_volume_and_position(kit, sim):
+    [archived] = archive(kit, [kit.media("clip.mov", os.urandom(5000))])
+    [placement] = placements(kit).values()
+    assert placement["barcode"] == barcode_of(archived) == "A00000L9"
+    assert placement["volume"] == sim.cartridge("A00000L9").volume.uuid
+    assert placement["partition"] == "b" and isinstance(placement["block"], int)
+    cartridge = store_of(kit).cartridge("A00000L9")
+    assert cartridge.state is CartridgeState.APPENDABLE and cartridge.generation >= 1
+    assert archived.external_ids[0].startswith("ltfs://kit/A00000L9/clip_")
+
+
+def test_a_cartridge_the_store_does_not_know_is_never_written(kit, sim):
+    archive(kit, [kit.media(f"f{i}.bin", os.urandom(1000)) for i in range(3)])
+    assert files_on(sim, "A00009L9") == []  # pre-formatted, in the pool, not scratch
+
+
+def test_two_copies_spill_to_the_next_cartridge_on_early_warning(kit, sim, monkeypatch):
+    # The drive's remaining-capacity report is an estimate (compression, the index reserve):
+    # here it promises more than fits, so the writes meet early warning (ENOSPC).
+    honest = SimMount.capacity
+
+    def optimistic(self):
+        found = honest(self)
+        return type(found)(
+            block_size=found.block_size,
+            total_bytes=found.total_bytes,
+            free_bytes=found.free_bytes + 8 * MiB,
+            files=found.files,
+        )
+
+    monkeypatch.setattr(SimMount, "capacity", optimistic)
+    originals = [kit.media(f"big{i}.mxf", os.urandom(6 * MiB)) for i in range(3)]
+    archived = archive(kit, originals, policy_uuid(KIT_TARGET, "pair", None))
+    by_file = placements(kit)
+    for placement in by_file.values():
+        first, second = placement["copies"]
+        assert first["barcode"].startswith("A") and second["barcode"].startswith("B")
+    used = {c["barcode"] for p in by_file.values() for c in p["copies"]}
+    assert {"A00000L9", "A00001L9", "B00000L9", "B00001L9"} <= used
+    store = store_of(kit)
+    assert store.cartridge("A00000L9").state is CartridgeState.FULL
+    # The partial file was removed from the full cartridge's index.
+    names = {os.path.basename(fs.files[0]) for fs in archived}
+    on_first = {path for path, _size in files_on(sim, "A00000L9")}
+    assert len(on_first) == 2 and all(p.split("_")[0] + ".mxf" in names for p in on_first)
+    restored = [kit.elsewhere(fs) for fs in archived]
+    kit.plugin.restore(restored, policy_uuid(KIT_TARGET, "pair", None))
+    for original, back in zip(originals, restored, strict=True):
+        assert kit.bytes_of(back) == kit.bytes_of(original)
+
+
+def test_a_permanent_write_error_sends_the_file_to_another_cartridge(kit, sim):
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    assert barcode_of(first) == "A00000L9"
+    sim.inject(kind="write_error", barcode="A00000L9", at_bytes=1000)
+    original = kit.media("second.bin", os.urandom(3000))
+    [second] = archive(kit, [original])
+    assert barcode_of(second) == "A00001L9"
+    assert store_of(kit).cartridge("A00000L9").state is CartridgeState.READ_ONLY
+    wanted = kit.elsewhere(second)
+    kit.plugin.restore([wanted], KIT_POLICY)
+    assert kit.bytes_of(wanted) == kit.bytes_of(original)
+
+
+def test_an_offline_cartridge_is_never_chosen_for_writing(kit, sim):
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    assert barcode_of(first) == "A00000L9"
+    sim.inject(kind="vault", barcode="A00000L9")
+    [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
+    assert barcode_of(second) == "A00001L9"
+    assert store_of(kit).cartridge("A00000L9").state is CartridgeState.APPENDABLE
+    moved = [e for e in sim.timeline("robot") if e.cartridge == "A00000L9"]
+    assert len(moved) == 2  # loaded and put back for the first archive, never again
+
+
+def test_cartridges_are_found_by_barcode_after_an_operator_swapped_slots(kit, sim):
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    sim.inject(kind="swap", slot=1, other_slot=4)
+    [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
+    assert barcode_of(first) == barcode_of(second) == "A00000L9"
+
+
+def test_a_mislabelled_cartridge_is_refused_before_anything_is_written(kit, sim):
+    archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    before = files_on(sim, "A00009L9")
+    # The real A00000L9 goes to the vault; the unknown volume in slot 20 gets its label.
+    sim.inject(kind="vault", barcode="A00000L9")
+    sim.inject(kind="mislabel", barcode="A00009L9", label="A00000L9")
+    original = kit.media("second.bin", os.urandom(3000))
+    archived, not_archived, error, _ = kit.plugin.archive([original], KIT_POLICY, "job-2")
+    assert not archived and not_archived == [original]
+    assert "A00000L9" in error and "A00009" in error, error  # expected, and found
+    assert files_on(sim, "A00009L9") == before
+    assert all(not bay.full for bay in sim.changer.inventory().drives)  # unloaded again
+
+
+# --- restore, verify, delete, stat -----------------------------------------------------------
+
+
+def test_restore_reads_the_other_copy_when_one_fails(kit, sim):
+    pair = policy_uuid(KIT_TARGET, "pair", None)
+    original = kit.media("clip.mov", os.urandom(20_000))
+    [archived] = archive(kit, [original], pair)
+    [placement] = placements(kit).values()
+    path = archived.external_ids[0].split("/", 4)[4]
+    sim.inject(kind="read_error", barcode=placement["copies"][0]["barcode"], path=path)
+    wanted = kit.elsewhere(archived)
+    kit.plugin.restore([wanted], pair)
+    assert kit.bytes_of(wanted) == kit.bytes_of(
+        kit.elsewhere(archived)._replace(files=archived.files)
+    )
+
+
+def test_restore_loads_each_cartridge_once_and_reads_in_tape_order(kit, sim):
+    originals = [kit.media(f"f{i}.bin", os.urandom(4000 + i)) for i in range(5)]
+    archived = archive(kit, originals)
+    moves_before = len(sim.timeline("robot"))
+    restored = [kit.elsewhere(fs) for fs in reversed(archived)]
+    kit.plugin.restore(restored, KIT_POLICY)
+    assert len(sim.timeline("robot")) - moves_before == 2  # one load, one unload
+    reads = [e for e in sim.timeline("drive0") + sim.timeline("drive1") if e.operation == "read"]
+    assert len(reads) == 5 and sum(e.locates for e in reads) <= 1  # in order, one locate
+
+
+def test_verify_reads_every_copy_back(kit, sim):
+    pair = policy_uuid(KIT_TARGET, "pair", None)
+    archived = archive(kit, [kit.media("v.bin", os.urandom(3000))], pair)
+    verified, failed, error = kit.plugin.verify(archived, pair)
+    assert verified == archived and not failed, error
+    reads = [e for e in sim.timeline("drive0") + sim.timeline("drive1") if e.operation == "read"]
+    assert {e.cartridge for e in reads} == {"A00000L9", "B00000L9"}
+
+
+def test_delete_only_forgets_the_copy_and_leaves_its_bytes_on_tape(kit, sim):
+    [archived] = archive(kit, [kit.media("doomed.bin", os.urandom(3000))])
+    assert kit.plugin.delete([archived], KIT_POLICY) == [archived]
+    assert len(files_on(sim, "A00000L9")) == 1  # LTFS frees nothing: the bytes stay
+    with pytest.raises(ArchiveCoreError):
+        kit.plugin.restore([kit.elsewhere(archived)], KIT_POLICY)
+
+
+def test_a_worm_pool_refuses_delete(kit, sim):
+    worm = policy_uuid(KIT_TARGET, "worm", None)
+    [archived] = archive(kit, [kit.media("kept.bin", os.urandom(3000))], worm)
+    assert barcode_of(archived) == "W00000LZ"
+    assert kit.plugin.delete([archived], worm) == []
+    driver = kit.site().target(KIT_TARGET).instance
+    locator = archived.external_ids[0].split("/", 3)[3]
+    request = DeleteRequest(
+        policy=worm, target=KIT_TARGET, job_id="j", items=[CopyRef(key="0", locator=locator)]
+    )
+    [outcome] = driver.delete(request)
+    assert not outcome.ok and "WORM" in outcome.error
+    wanted = kit.elsewhere(archived)
+    kit.plugin.restore([wanted], worm)
+
+
+def test_stat_answers_from_the_media_store_without_loading_a_cartridge(kit, sim):
+    [archived] = archive(kit, [kit.media("s.bin", os.urandom(3000))])
+    moves = len(sim.timeline("robot"))
+    driver = kit.site().target(KIT_TARGET).instance
+    locator = archived.external_ids[0].split("/", 3)[3]
+    [there] = driver.stat(
+        StatRequest(
+            policy=KIT_POLICY,
+            target=KIT_TARGET,
+            job_id="j",
+            items=[CopyRef(key="0", locator=locator)],
+        )
+    )
+    assert there.ok and there.size == 3000
+    assert len(sim.timeline("robot")) == moves
