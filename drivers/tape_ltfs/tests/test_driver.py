@@ -349,3 +349,28 @@ def test_stat_answers_from_the_media_store_without_loading_a_cartridge(kit, sim)
     )
     assert there.ok and there.size == 3000
     assert len(sim.timeline("robot")) == moves
+
+
+def test_a_rerun_after_a_crash_writes_again_exactly_the_unsynced_files(kit, library_dir, tmp_path):
+    from archive_core.driver import DriverContext
+    from archive_core.model import ArchiveItem, ArchiveRequest
+
+    config, problems = structure(
+        TapeLtfsDriver.Config, settings_for(library_dir, sync_every_files=2), path="settings"
+    )
+    assert config is not None, problems
+    sources = [kit.media(f"c{i}.bin", os.urandom(2000 + i)) for i in range(5)]
+    items = [
+        ArchiveItem(key=str(i), sources=fs.files, name=f"c{i}_{fs.sha1}.bin", sha1=fs.sha1)
+        for i, fs in enumerate(sources)
+    ]
+    request = ArchiveRequest(policy="any", target="tape", job_id="crash", items=items)
+    context = DriverContext(target="tape", state_dir=tmp_path / "state")
+    # The worker dies after its first sync: two files durable, the others never synced.
+    crashed = TapeLtfsDriver(config, context).archive(request)
+    first = [next(crashed), next(crashed)]
+    assert all(o.ok for o in first)
+    rerun = {o.key: o for o in TapeLtfsDriver(config, context).archive(request)}
+    assert all(o.ok for o in rerun.values())
+    assert [k for k, o in sorted(rerun.items()) if o.reused] == ["0", "1"]
+    assert rerun["0"].locator == first[0].locator

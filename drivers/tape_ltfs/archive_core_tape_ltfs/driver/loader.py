@@ -72,16 +72,6 @@ class Loader:
         self._purpose = purpose
         self.in_use: set[int] = set()
 
-    # --- where a cartridge is ----------------------------------------------------------------
-
-    def where(self, barcode: str) -> Slot | DriveBay | None:
-        """Where the cartridge is, when it is online: a drive bay or a storage slot (never an
-        import/export slot: a cartridge there is outside the library)."""
-        found = self.library.changer.inventory().locate(barcode)
-        if isinstance(found, Slot) and found.is_import_export:
-            return None
-        return found
-
     # --- mounting ---------------------------------------------------------------------------
 
     def mount(self, cartridge: Cartridge, *, read_only: bool = False) -> Mounted:

@@ -53,19 +53,15 @@ CREATE TABLE IF NOT EXISTS files (
 
 
 class CartridgeState(enum.Enum):
-    """Where a cartridge is in its life: scratch -> appendable -> full -> retired, or
-    read-only / damaged when LTFS or the driver stopped trusting it for writes."""
+    """Where a recorded cartridge is in its life: appendable -> full, or read-only / damaged
+    when LTFS or the driver stopped trusting it for writes. A scratch cartridge is one of a
+    pool's scratch range the store has no row for yet: formatting it records it appendable.
+    Every state is still read from."""
 
-    SCRATCH = "scratch"
     APPENDABLE = "appendable"
-    FULL = "full"
-    READ_ONLY = "read-only"
-    DAMAGED = "damaged"
-    RETIRED = "retired"
-
-    @property
-    def readable(self) -> bool:
-        return self is not CartridgeState.RETIRED
+    FULL = "full"  # marked after a clean unmount once early warning was met
+    READ_ONLY = "read-only"  # LTFS dropped it to read-only (write error, write-protect tab)
+    DAMAGED = "damaged"  # it did not unmount cleanly, or its state could not be read
 
 
 @attrs.frozen(kw_only=True)

@@ -306,13 +306,8 @@ class TapeLtfsDriver(BaseDriver):
         size = None
         for copy in copies:
             known = self._store.file(copy.barcode, copy.path)
-            cartridge = self._store.cartridge(copy.barcode)
             if known is None or known.forgotten:
                 return FileOutcome.failure(ref.key, missing(copy).message)
-            if cartridge is None or not cartridge.state.readable:
-                return FileOutcome.failure(
-                    ref.key, f"cartridge {copy.barcode} is retired or unknown to this host."
-                )
             size = known.size
         return FileOutcome.success(ref.key, locator=ref.locator, size=size)
 

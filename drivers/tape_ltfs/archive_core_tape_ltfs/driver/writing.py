@@ -131,7 +131,6 @@ class PoolWriter:
             if (
                 cartridge is not None
                 and cartridge.pool == self.pool.name
-                and cartridge.state.readable
                 and known.sha1 == item.sha1
             ):
                 return Written(
@@ -179,10 +178,10 @@ class PoolWriter:
         except errors.NoSpace as exc:
             self._discard(session, out, path)
             raise _Spill(exc.message, full=True) from exc
-        except errors.TapeError as exc:
+        except (errors.TapeError, OSError) as exc:  # the source's errors are TransferFailed
             with contextlib.suppress(Exception):
                 out.close()
-            raise _Spill(exc.message) from exc
+            raise _Spill(getattr(exc, "message", None) or str(exc)) from exc
         except (FixityMismatch, TransferFailed) as exc:
             self._discard(session, out, path)
             raise FileFailed(exc.message, retryable=exc.retryable) from exc
