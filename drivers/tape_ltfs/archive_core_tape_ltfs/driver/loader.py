@@ -87,8 +87,7 @@ class Loader:
                 )
             )
         except errors.WrongCartridge as exc:
-            self._unload(drive)
-            stack.close()
+            self._give_back(drive, stack)
             raise IdentityMismatch(
                 f"Cartridge {cartridge.barcode} should hold LTFS volume {cartridge.volume_uuid} "
                 f"(serial {cartridge.volume_serial}), but the drive found another volume: "
@@ -98,8 +97,7 @@ class Loader:
                 drive=drive,
             ) from exc
         except BaseException:
-            self._unload(drive)
-            stack.close()
+            self._give_back(drive, stack)
             raise
         mounted = self._identified(drive, cartridge.barcode, mount, stack)
         if cartridge.volume_uuid and mounted.volume.uuid != cartridge.volume_uuid:
@@ -124,8 +122,7 @@ class Loader:
                 MountRequest(drive=drive, barcode=barcode, volume_uuid=info.uuid)
             )
         except BaseException:
-            self._unload(drive)
-            stack.close()
+            self._give_back(drive, stack)
             raise
         return self._identified(drive, barcode, mount, stack)
 
@@ -162,6 +159,7 @@ class Loader:
     # --- drives -----------------------------------------------------------------------------
 
     def _into_drive(self, barcode: str, *, new: bool) -> tuple[int, contextlib.ExitStack]:
+        """The drive the cartridge is now loaded and ready in, leased to this job."""
         inventory = self.library.changer.inventory()
         found = inventory.locate(barcode)
         if found is None or (isinstance(found, Slot) and found.is_import_export):
@@ -170,51 +168,46 @@ class Loader:
                 f"import/export slot). Insert and import it.",
                 barcode=barcode,
             )
-        held = {m.drive for m in self.library.ltfs.mounts() if m.ltfs_alive}
+        taken = {m.drive for m in self.library.ltfs.mounts() if m.ltfs_alive} | self.in_use
         if isinstance(found, DriveBay):
-            if found.index in held or found.index in self.in_use:
+            if found.index in taken:
                 raise errors.DriveBusy(
                     f"Cartridge {barcode} is mounted in drive {found.index} by another job.",
                     barcode=barcode,
                     drive=found.index,
                 )
-            stack = self._lease(found.index)
-            self.in_use.add(found.index)
-            self._ready(found.index, new=new)
-            return found.index, stack
-        free = [
-            bay.index
-            for bay in inventory.drives
-            if bay.index not in held and bay.index not in self.in_use
-        ]
-        # An empty drive first; else one holding a cartridge nobody uses, unloaded first.
-        free.sort(key=lambda index: inventory.drive(index).full)  # type: ignore[union-attr]
-        if not free:
-            raise errors.DriveBusy(
-                f"No drive is free to load cartridge {barcode}: every drive is in use.",
-                barcode=barcode,
+            drive, slot, occupied = found.index, None, False
+        else:
+            # An empty drive first; else one holding a cartridge nobody uses, unloaded first.
+            free = sorted(
+                (bay.full, bay.index) for bay in inventory.drives if bay.index not in taken
             )
-        drive = free[0]
+            if not free:
+                raise errors.DriveBusy(
+                    f"No drive is free to load cartridge {barcode}: every drive is in use.",
+                    barcode=barcode,
+                )
+            (occupied, drive), slot = free[0], found.number
         stack = self._lease(drive)
+        self.in_use.add(drive)
         try:
-            if inventory.drive(drive).full:  # type: ignore[union-attr]
-                self._unload(drive)
-            self.library.changer.load(LoadRequest(slot=found.number, drive=drive, barcode=barcode))
-            self.in_use.add(drive)
-            self._ready(drive, new=new)
+            if slot is not None:
+                if occupied:
+                    self._unload(drive)
+                self.library.changer.load(LoadRequest(slot=slot, drive=drive, barcode=barcode))
+            self.library.drive(drive).wait_ready(new_cartridge=new)
         except BaseException:
-            self.in_use.discard(drive)
-            stack.close()
+            self._give_back(drive, stack)
             raise
         return drive, stack
 
-    def _ready(self, drive: int, *, new: bool) -> None:
+    def _give_back(self, drive: int, stack: contextlib.ExitStack) -> None:
+        """After a failure: the cartridge back in its slot, the drive and its lease free."""
         try:
-            self.library.drive(drive).wait_ready(new_cartridge=new)
-        except BaseException:
             self._unload(drive)
+        finally:
             self.in_use.discard(drive)
-            raise
+            stack.close()
 
     def _unload(self, drive: int) -> None:
         with contextlib.suppress(errors.SourceEmpty):

@@ -163,6 +163,17 @@ class MediaStore:
                 (state.value, reason, barcode),
             )
 
+    def update_usage(
+        self, barcode: str, *, generation: int, free_bytes: int, total_bytes: int, files: int
+    ) -> None:
+        """What the volume said after a sync: its index generation, space and file count."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE cartridges SET generation = ?, free_bytes = ?, total_bytes = ?, "
+                "files = ? WHERE barcode = ?",
+                (generation, free_bytes, total_bytes, files, barcode),
+            )
+
     # --- files -----------------------------------------------------------------------------
 
     def record(self, files: list[VolumeFile]) -> None:

@@ -66,7 +66,7 @@ class _Session:
     mounted: Mounted
     cartridge: Cartridge
     mark: int  # the index generation before the unsynced files were written
-    pending: list[tuple[Written, str]] = attrs.Factory(list)  # with the sha256
+    pending: list[Written] = attrs.Factory(list)
     full: bool = False
 
     @property
@@ -201,7 +201,7 @@ class PoolWriter:
             generation=session.mark,
             digests=reader.digests,
         )
-        session.pending.append((written, reader.digests.sha256))
+        session.pending.append(written)
 
     def _clear_path(self, session: _Session, path: str) -> None:
         """Make room for `path` on the volume: a copy forgotten by a delete (or left by an
@@ -353,9 +353,9 @@ class PoolWriter:
             generation = session.mark
         pending, session.pending = session.pending, []
         if generation <= session.mark:
-            self._lost.extend(w.key for w, _sha256 in pending)
+            self._lost.extend(w.key for w in pending)
             return
-        confirmed = [attrs.evolve(w, generation=generation) for w, _sha256 in pending]
+        confirmed = [attrs.evolve(w, generation=generation) for w in pending]
         self._store.record(
             [
                 VolumeFile(
@@ -376,20 +376,12 @@ class PoolWriter:
             capacity = session.mounted.mount.capacity()
         except errors.TapeError:
             return
-        session.cartridge = attrs.evolve(
-            session.cartridge,
+        self._store.update_usage(
+            session.barcode,
             generation=generation,
             free_bytes=capacity.free_bytes,
             total_bytes=capacity.total_bytes,
             files=capacity.files,
-        )
-        current = self._store.cartridge(session.barcode)
-        self._store.save(
-            attrs.evolve(
-                session.cartridge,
-                state=current.state if current else session.cartridge.state,
-                reason=current.reason if current else "",
-            )
         )
 
     def _close(self, session: _Session) -> None:
