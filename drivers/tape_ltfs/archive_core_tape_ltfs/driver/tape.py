@@ -8,8 +8,9 @@ so the bytes stay on tape until the cartridge is reformatted; a WORM pool refuse
 
 from __future__ import annotations
 
+import collections
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO, ClassVar
 
 from archive_core import (
@@ -23,6 +24,7 @@ from archive_core import (
     FileOutcome,
     OfferedPolicy,
     Readiness,
+    RestoreItem,
     RestoreRequest,
     StatRequest,
     VerifyRequest,
@@ -31,7 +33,7 @@ from archive_core.transfer import Digests, hash_stream, publish_file
 from archive_core_tape_ltfs.driver.archiving import archive_batch
 from archive_core_tape_ltfs.driver.loader import Loader
 from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
-from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from, parse_locator
+from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from
 from archive_core_tape_ltfs.driver.pools import CopyPlan, Pool
 from archive_core_tape_ltfs.driver.reading import Read, missing, read_all
 from archive_core_tape_ltfs.driver.selection import room_for
@@ -171,31 +173,40 @@ class TapeLtfsDriver(BaseDriver):
 
     # --- reading copies back ---------------------------------------------------------------
 
-    def _known_copies(self, locator: str, placement) -> list[TapeCopy]:
-        """The copies a request names that may still be read: not forgotten, and not absent
-        from a cartridge the media store knows (an unknown cartridge is tried as named)."""
-        found = []
-        for copy in copies_from(locator, placement):
-            known = self._store.file(copy.barcode, copy.path)
-            if known is not None:
-                if not known.forgotten:
-                    found.append(copy)
-            elif self._store.cartridge(copy.barcode) is None:
-                found.append(copy)
-        return found
+    def _readable(
+        self, items: Sequence[RestoreItem | CopyRef]
+    ) -> tuple[dict[str, list[TapeCopy]], list[FileOutcome]]:
+        """Each item's copies that may still be read, and the failures of items without any.
+
+        A copy is readable unless the media store knows its cartridge and has it forgotten
+        (deleted) or never saw it there; on a cartridge the store does not know (its rows
+        lost, another host's) it is tried as the request names it.
+        """
+        readable: dict[str, list[TapeCopy]] = {}
+        failures = []
+        for item in items:
+            try:
+                named = copies_from(item.locator, item.placement)
+            except ArchiveCoreError as exc:
+                failures.append(FileOutcome.failure(item.key, exc.message))
+                continue
+            found = [copy for copy in named if self._may_read(copy)]
+            if found:
+                readable[item.key] = found
+            else:
+                failures.append(FileOutcome.failure(item.key, missing(named[0]).message))
+        return readable, failures
+
+    def _may_read(self, copy: TapeCopy) -> bool:
+        known = self._store.file(copy.barcode, copy.path)
+        if known is None:
+            return self._store.cartridge(copy.barcode) is None
+        return not known.forgotten
 
     def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
         items = {item.key: item for item in request.items}
-        candidates: dict[str, list[TapeCopy]] = {}
-        for item in request.items:
-            try:
-                candidates[item.key] = self._known_copies(item.locator, item.placement)
-            except ArchiveCoreError as exc:
-                yield FileOutcome.failure(item.key, exc.message)
-                continue
-            if not candidates[item.key]:
-                del candidates[item.key]
-                yield FileOutcome.failure(item.key, missing(parse_locator(item.locator)).message)
+        candidates, failures = self._readable(request.items)
+        yield from failures
 
         def restore_one(read: Read, stream: BinaryIO) -> Digests:
             item = items[read.key]
@@ -240,26 +251,17 @@ class TapeLtfsDriver(BaseDriver):
                     )
 
     def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
-        reads: list[Read] = []
         refs = {ref.key: ref for ref in request.items}
-        problems: dict[str, list[str]] = {}
+        readable, failures = self._readable(request.items)
+        yield from failures
+        reads = [Read(key=key, copy=copy) for key, copies in readable.items() for copy in copies]
+        problems: dict[str, list[str]] = {key: [] for key in readable}
         digests: dict[str, Digests] = {}
-        for ref in request.items:
-            try:
-                copies = self._known_copies(ref.locator, ref.placement)
-            except ArchiveCoreError as exc:
-                yield FileOutcome.failure(ref.key, exc.message)
-                continue
-            if not copies:
-                yield FileOutcome.failure(ref.key, missing(parse_locator(ref.locator)).message)
-                continue
-            reads += [Read(key=ref.key, copy=copy) for copy in copies]
-            problems[ref.key] = []
 
         def hash_one(read: Read, stream: BinaryIO) -> Digests:
             return hash_stream(stream, progress=request.progress)
 
-        left = {read.key: sum(1 for r in reads if r.key == read.key) for read in reads}
+        left = collections.Counter(read.key for read in reads)
         loader = self._loader("verify", request.job_id)
         context = f"policy {request.policy} job {request.job_id}"
         for read, result in read_all(
