@@ -374,3 +374,15 @@ def test_a_rerun_after_a_crash_writes_again_exactly_the_unsynced_files(kit, libr
     assert all(o.ok for o in rerun.values())
     assert [k for k, o in sorted(rerun.items()) if o.reused] == ["0", "1"]
     assert rerun["0"].locator == first[0].locator
+
+
+def test_restore_names_every_copy_it_tried_when_none_can_be_read(kit, sim):
+    pair = policy_uuid(KIT_TARGET, "pair", None)
+    [archived] = archive(kit, [kit.media("clip.mov", os.urandom(20_000))], pair)
+    [placement] = placements(kit).values()
+    path = archived.external_ids[0].split("/", 4)[4]
+    for copy in placement["copies"]:
+        sim.inject(kind="read_error", barcode=copy["barcode"], path=path)
+    with pytest.raises(ArchiveCoreError) as raised:
+        kit.plugin.restore([kit.elsewhere(archived)], pair)
+    assert "A00000L9" in raised.value.message and "B00000L9" in raised.value.message

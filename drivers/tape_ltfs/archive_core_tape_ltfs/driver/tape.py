@@ -220,6 +220,7 @@ class TapeLtfsDriver(BaseDriver):
 
         loader = self._loader("restore", request.job_id)
         context = f"policy {request.policy} job {request.job_id}"
+        tried: dict[str, list[str]] = {}
         while candidates:
             reads = [Read(key=key, copy=copies[0]) for key, copies in candidates.items()]
             for read, result in read_all(
@@ -235,6 +236,9 @@ class TapeLtfsDriver(BaseDriver):
                         sha256=result.sha256,
                     )
                     continue
+                tried.setdefault(read.key, []).append(
+                    f"copy on cartridge {read.copy.barcode}: {result.message}"
+                )
                 left = candidates[read.key][1:]
                 if left:
                     logger.warning(
@@ -244,11 +248,14 @@ class TapeLtfsDriver(BaseDriver):
                         result.message,
                     )
                     candidates[read.key] = left
-                else:
-                    del candidates[read.key]
-                    yield FileOutcome.failure(
-                        read.key, result.message, retryable=bool(result.retryable)
-                    )
+                    continue
+                del candidates[read.key]
+                message = (
+                    result.message
+                    if len(tried[read.key]) == 1
+                    else ("no copy could be read: " + "; ".join(tried[read.key]))
+                )
+                yield FileOutcome.failure(read.key, message, retryable=bool(result.retryable))
 
     def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
         refs = {ref.key: ref for ref in request.items}
