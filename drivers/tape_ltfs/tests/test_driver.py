@@ -386,3 +386,36 @@ def test_restore_names_every_copy_it_tried_when_none_can_be_read(kit, sim):
     with pytest.raises(ArchiveCoreError) as raised:
         kit.plugin.restore([kit.elsewhere(archived)], pair)
     assert "A00000L9" in raised.value.message and "B00000L9" in raised.value.message
+
+
+_MOUNT_AND_EXIT = """
+import sys
+from pathlib import Path
+from archive_core_tape_ltfs.config import SimulatorSettings
+from archive_core_tape_ltfs.model import LoadRequest, MountRequest
+from archive_core_tape_ltfs.sim.library import SimLibrary
+
+library = SimLibrary.open(SimulatorSettings(state_dir=Path(sys.argv[1])), caller="job-7")
+library.changer.load(LoadRequest(slot=1, drive=0, barcode="A00000L9"))
+library.drive(0).wait_ready()
+library.ltfs.mount(MountRequest(drive=0, barcode="A00000L9"))
+"""
+
+
+def test_a_mount_left_by_a_dead_worker_is_taken_over_and_its_cartridge_written(kit, sim):
+    import subprocess
+    import sys
+
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    assert barcode_of(first) == "A00000L9"
+    subprocess.run(
+        [sys.executable, "-c", _MOUNT_AND_EXIT, str(sim.engine.root)],
+        check=True,
+        env=os.environ,
+        timeout=120,
+    )
+    [record] = sim.ltfs.mounts()
+    assert record.orphaned
+    [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
+    assert barcode_of(second) == "A00000L9"
+    assert sim.ltfs.mounts() == ()

@@ -168,7 +168,7 @@ class Loader:
                 f"import/export slot). Insert and import it.",
                 barcode=barcode,
             )
-        taken = {m.drive for m in self.library.ltfs.mounts() if m.ltfs_alive} | self.in_use
+        taken = self._live_mounts() | self.in_use
         if isinstance(found, DriveBay):
             if found.index in taken:
                 raise errors.DriveBusy(
@@ -200,6 +200,38 @@ class Loader:
             self._give_back(drive, stack)
             raise
         return drive, stack
+
+    def _live_mounts(self) -> set[int]:
+        """Drives whose LTFS mount a live process owns. A mount whose owner died (a worker
+        killed mid-job) is adopted and unmounted first, so LTFS writes its index and the
+        drive is free again; one whose ltfs died too needs `archive-core tape recover`."""
+        live = set()
+        for record in self.library.ltfs.mounts():
+            if record.orphaned and record.drive not in self.in_use:
+                with self._lease(record.drive):
+                    try:
+                        self.library.ltfs.unmount(self.library.ltfs.adopt(record.drive))
+                    except errors.TapeError as exc:
+                        logger.warning(
+                            "the mount of drive %d left by dead process %d could not be "
+                            "taken over: %s",
+                            record.drive,
+                            record.owner_pid,
+                            exc.message,
+                        )
+                        live.add(record.drive)
+                    else:
+                        logger.info(
+                            "unmounted %s in drive %d, left mounted by dead process %d (%s)",
+                            record.barcode,
+                            record.drive,
+                            record.owner_pid,
+                            record.owner_name,
+                        )
+                continue
+            if record.ltfs_alive or record.dead:
+                live.add(record.drive)
+        return live
 
     def _give_back(self, drive: int, stack: contextlib.ExitStack) -> None:
         """After a failure: the cartridge back in its slot, the drive and its lease free."""
