@@ -419,3 +419,15 @@ def test_a_mount_left_by_a_dead_worker_is_taken_over_and_its_cartridge_written(k
     [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
     assert barcode_of(second) == "A00000L9"
     assert sim.ltfs.mounts() == ()
+
+
+def test_a_copy_on_tape_the_store_lost_is_read_back_and_kept(kit, sim):
+    original = kit.media("kept.bin", os.urandom(3000))
+    [first] = archive(kit, [original])
+    path = first.external_ids[0].split("/", 4)[4]
+    store_of(kit).drop("A00000L9", path)  # the record of its sync is lost
+    [again] = archive(kit, [original])
+    assert again.external_ids == first.external_ids
+    assert [p for p, _size in files_on(sim, "A00000L9")] == [path]  # not written twice
+    reads = [e for e in sim.timeline("drive0") + sim.timeline("drive1") if e.operation == "read"]
+    assert len(reads) == 1  # read back to prove it holds the same bytes

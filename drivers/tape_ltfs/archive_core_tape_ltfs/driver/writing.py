@@ -16,14 +16,20 @@ from collections.abc import Callable
 import attrs
 
 from archive_core import ArchiveCoreError, ArchiveItem, FixityMismatch, TransferFailed
-from archive_core.transfer import CHUNK_SIZE, Digests, HashingReader, open_first_readable
+from archive_core.transfer import (
+    CHUNK_SIZE,
+    Digests,
+    HashingReader,
+    hash_stream,
+    open_first_readable,
+)
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.driver.loader import IdentityMismatch, Loader, Mounted
 from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState, MediaStore, VolumeFile
 from archive_core_tape_ltfs.driver.placement import TapeCopy
 from archive_core_tape_ltfs.driver.pools import Pool
 from archive_core_tape_ltfs.driver.selection import appendable, headroom, scratch
-from archive_core_tape_ltfs.model import ReadOnlyReason
+from archive_core_tape_ltfs.model import FileLocation, ReadOnlyReason
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +118,7 @@ class PoolWriter:
             with source:
                 session = self._session_for(source.size, tried)
                 try:
-                    self._write_on(session, item, source_path, source, progress)
-                    return None
+                    return self._write_on(session, item, source_path, source, progress)
                 except _Spill as spill:
                     tried.add(session.barcode)
                     logger.warning(
@@ -156,10 +161,14 @@ class PoolWriter:
         source_path: str,
         source,
         progress: Callable[[int], None] | None,
-    ) -> None:
+    ) -> Written | None:
+        """Write the file on the session's cartridge (None: it waits for the sync), or the
+        copy found there already."""
+        found = self._existing(session, item)
+        if found is not None:
+            return found
         mount = session.mounted.mount
         path = item.name
-        self._clear_path(session, path)
         reader = HashingReader(
             source,
             label=source_path,
@@ -186,38 +195,69 @@ class PoolWriter:
             self._discard(session, out, path)
             raise FileFailed(exc.message, retryable=exc.retryable) from exc
         assert reader.digests is not None
-        location = mount.location(path)
         written = Written(
             key=item.key,
-            copy=TapeCopy(
-                barcode=session.barcode,
-                path=path,
-                volume=session.cartridge.volume_uuid,
-                partition=location.partition if location else None,
-                block=location.startblock if location else None,
-            ),
+            copy=self._copy(session, path, mount.location(path)),
             size=reader.digests.size,
             sha1=reader.digests.sha1,
             generation=session.mark,
             digests=reader.digests,
         )
         session.pending.append(written)
+        return None
 
-    def _clear_path(self, session: _Session, path: str) -> None:
-        """Make room for `path` on the volume: a copy forgotten by a delete (or left by an
-        attempt whose sync never came) is dropped from the index; on WORM it cannot be."""
-        mount = session.mounted.mount
+    def _existing(self, session: _Session, item: ArchiveItem) -> Written | None:
+        """What already sits under the item's name on the volume. A copy this driver forgot
+        (a delete) is dropped from the index to make room (LTFS frees nothing); one the store
+        does not know (a sync whose record was lost) is read back and kept when it holds the
+        very same bytes; anything else is left in place and the file goes elsewhere."""
+        mount, path = session.mounted.mount, item.name
         try:
-            mount.location(path)
+            location = mount.location(path)
         except ArchiveCoreError:
-            return  # not on the volume
-        if self.pool.worm:
-            raise _Spill(f"{path} is already on WORM cartridge {session.barcode}")
+            return None  # not on the volume
+        known = self._store.file(session.barcode, path)
+        if known is not None and known.forgotten:
+            if self.pool.worm:
+                raise _Spill(f"{path} is already on WORM cartridge {session.barcode}")
+            try:
+                mount.remove(path)
+            except errors.TapeError as exc:
+                raise _Spill(exc.message) from exc
+            self._store.drop(session.barcode, path)
+            return None
         try:
-            mount.remove(path)
-        except errors.TapeError as exc:
-            raise _Spill(exc.message) from exc
-        self._store.drop(session.barcode, path)
+            with mount.open_read(path) as stream:
+                digests = hash_stream(stream)
+        except (ArchiveCoreError, OSError) as exc:
+            raise _Spill(
+                f"{path} is already on cartridge {session.barcode} and could not be read back"
+            ) from exc
+        if digests.sha1 != item.sha1:
+            raise _Spill(
+                f"another file sits under {path} on cartridge {session.barcode}; it is left "
+                f"in place"
+            )
+        found = Written(
+            key=item.key,
+            copy=self._copy(session, path, location),
+            size=digests.size,
+            sha1=digests.sha1,
+            generation=session.mark,
+            digests=digests,
+            reused=True,
+        )
+        self._store.record([_volume_file(found)])
+        return found
+
+    def _copy(self, session: _Session, path: str, location: FileLocation | None) -> TapeCopy:
+        return TapeCopy(
+            barcode=session.barcode,
+            path=path,
+            volume=session.cartridge.volume_uuid,
+            partition=location.partition if location else None,
+            block=location.startblock if location else None,
+        )
 
     def _discard(self, session: _Session, out, path: str) -> None:
         """Drop a partial file from the index (LTFS frees no space); WORM keeps it."""
@@ -356,20 +396,7 @@ class PoolWriter:
             self._lost.extend(w.key for w in pending)
             return
         confirmed = [attrs.evolve(w, generation=generation) for w in pending]
-        self._store.record(
-            [
-                VolumeFile(
-                    barcode=w.copy.barcode,
-                    path=w.copy.path,
-                    size=w.size,
-                    partition=w.copy.partition,
-                    block=w.copy.block,
-                    generation=generation,
-                    sha1=w.sha1,
-                )
-                for w in confirmed
-            ]
-        )
+        self._store.record([_volume_file(w) for w in confirmed])
         session.mark = generation
         self._confirmed.extend(confirmed)
         try:
@@ -417,3 +444,15 @@ class PoolWriter:
     def close(self) -> None:
         if self._session is not None:
             self._close(self._session)
+
+
+def _volume_file(written: Written) -> VolumeFile:
+    return VolumeFile(
+        barcode=written.copy.barcode,
+        path=written.copy.path,
+        size=written.size,
+        partition=written.copy.partition,
+        block=written.copy.block,
+        generation=written.generation,
+        sha1=written.sha1,
+    )
