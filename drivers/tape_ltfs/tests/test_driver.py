@@ -431,3 +431,16 @@ def test_a_copy_on_tape_the_store_lost_is_read_back_and_kept(kit, sim):
     assert [p for p, _size in files_on(sim, "A00000L9")] == [path]  # not written twice
     reads = [e for e in sim.timeline("drive0") + sim.timeline("drive1") if e.operation == "read"]
     assert len(reads) == 1  # read back to prove it holds the same bytes
+
+
+def test_a_volume_the_driver_did_not_write_is_never_taken_into_a_pool(kit, sim):
+    # A00009L9 is in pool a's barcodes but holds a volume of other software; with every
+    # scratch cartridge gone, it is looked at and refused, never written.
+    for slot in (1, 2, 3, 4):
+        sim.take_out(slot)
+    _archived, not_archived, error, _ = kit.plugin.archive(
+        [kit.media("x.bin", os.urandom(100))], KIT_POLICY, "job-3"
+    )
+    assert not_archived and "No cartridge of pool a" in error
+    assert files_on(sim, "A00009L9") == []
+    assert store_of(kit).cartridge("A00009L9") is None

@@ -112,15 +112,31 @@ class Loader:
             )
         return mounted
 
-    def format(self, barcode: str, *, name: str) -> Mounted:
-        """A blank scratch cartridge formatted with LTFS and mounted. A failure records
-        nothing and leaves the cartridge back in its slot."""
-        drive, stack = self._into_drive(barcode, new=True)
+    def open_unrecorded(self, barcode: str, *, name: str, may_format: bool) -> Mounted:
+        """A cartridge the media store has no row for, mounted: the LTFS volume on it, or,
+        when it is blank and `may_format` (a scratch cartridge), a new volume named `name`.
+        A failure records nothing and leaves the cartridge back in its slot."""
+        drive, stack = self._into_drive(barcode, new=may_format)
         try:
-            info = self.library.ltfs.format(FormatRequest(drive=drive, barcode=barcode, name=name))
-            mount = self.library.ltfs.mount(
-                MountRequest(drive=drive, barcode=barcode, volume_uuid=info.uuid)
-            )
+            try:
+                mount = self.library.ltfs.mount(MountRequest(drive=drive, barcode=barcode))
+            except errors.UnformattedTape:
+                if not may_format:
+                    raise
+                info = self.library.ltfs.format(
+                    FormatRequest(drive=drive, barcode=barcode, name=name)
+                )
+                mount = self.library.ltfs.mount(
+                    MountRequest(drive=drive, barcode=barcode, volume_uuid=info.uuid)
+                )
+        except errors.WrongCartridge as exc:
+            self._give_back(drive, stack)
+            raise IdentityMismatch(
+                f"{exc.message} Cartridge {barcode} was unloaded and nothing was written; check "
+                f"its barcode label.",
+                barcode=barcode,
+                drive=drive,
+            ) from exc
         except BaseException:
             self._give_back(drive, stack)
             raise

@@ -1,8 +1,8 @@
 """Which cartridge of a pool takes the next file: appendable ones with room, mounted first.
 
 Never an offline cartridge (vaulted, or in an import/export slot), never a read-only,
-damaged, full or retired one, never one whose WORM-ness differs from the pool's, and never a
-cartridge the media store does not know unless it is a blank one of the pool's scratch range.
+damaged or full one, never one whose WORM-ness differs from the pool's. A cartridge of the pool
+the media store does not know is mounted to see what it holds first (`unrecorded`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from archive_core_tape_ltfs.cost import INDEX_BYTES_PER_FILE
 from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState
 from archive_core_tape_ltfs.driver.pools import Pool
-from archive_core_tape_ltfs.model import DriveBay, Inventory, Slot, is_cleaning_barcode
+from archive_core_tape_ltfs.model import DriveBay, Inventory, Slot
 
 
 def headroom(configured: int, *, total_bytes: int, files: int) -> int:
@@ -64,19 +64,15 @@ def appendable(
     return [entry[3] for entry in ranked]
 
 
-def scratch(
+def unrecorded(
     pool: Pool, known: list[Cartridge], inventory: Inventory, *, exclude: set[str]
 ) -> list[str]:
-    """Barcodes of the pool's scratch cartridges online and unknown to the media store."""
+    """Barcodes of the pool's cartridges online that the media store has no row for (blank
+    scratch cartridges, or volumes it lost track of), those in a drive first."""
     recorded = {c.barcode for c in known}
     found = []
     for barcode in inventory.data_barcodes():
-        if (
-            barcode in recorded
-            or barcode in exclude
-            or is_cleaning_barcode(barcode)
-            or not pool.is_scratch(barcode)
-        ):
+        if barcode in recorded or barcode in exclude or not pool.holds(barcode):
             continue
         where = _online(inventory, barcode)
         if where is not None:

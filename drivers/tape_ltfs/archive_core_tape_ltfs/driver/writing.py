@@ -28,7 +28,7 @@ from archive_core_tape_ltfs.driver.loader import IdentityMismatch, Loader, Mount
 from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState, MediaStore, VolumeFile
 from archive_core_tape_ltfs.driver.placement import TapeCopy
 from archive_core_tape_ltfs.driver.pools import Pool
-from archive_core_tape_ltfs.driver.selection import appendable, headroom, scratch
+from archive_core_tape_ltfs.driver.selection import appendable, headroom, unrecorded
 from archive_core_tape_ltfs.model import FileLocation, ReadOnlyReason
 
 logger = logging.getLogger(__name__)
@@ -305,29 +305,11 @@ class PoolWriter:
                 )
                 continue
             return self._open(mounted, cartridge, size, tried)
-        for barcode in scratch(self.pool, known, inventory, exclude=tried):
-            try:
-                mounted = self._loader.format(barcode, name=f"archive-core {self.pool.name}")
-            except IdentityMismatch:
-                raise
-            except errors.TapeError as exc:
-                tried.add(barcode)
-                logger.warning(
-                    "%s: scratch cartridge %s was not formatted: %s",
-                    self._context,
-                    barcode,
-                    exc.message,
-                )
-                continue
-            cartridge = self._recorded(mounted)
-            logger.info(
-                "%s: formatted scratch cartridge %s for pool %s (volume %s)",
-                self._context,
-                barcode,
-                self.pool.name,
-                cartridge.volume_uuid,
-            )
-            return self._open(mounted, cartridge, size, tried)
+        for barcode in unrecorded(self.pool, known, inventory, exclude=tried):
+            tried.add(barcode)
+            taken = self._take_unrecorded(barcode)
+            if taken is not None:
+                return self._open(*taken, size, tried)
         raise FileFailed(
             f"No cartridge of pool {self.pool.name} can take a file of {size} bytes now: none "
             f"online is appendable with room, and no blank scratch cartridge is left. Insert "
@@ -343,12 +325,46 @@ class PoolWriter:
             return self._session_for(size, tried)
         return session
 
-    def _recorded(self, mounted: Mounted) -> Cartridge:
+    def _take_unrecorded(self, barcode: str) -> tuple[Mounted, Cartridge] | None:
+        """Mount a cartridge of the pool the store has no row for and record it: a blank
+        scratch cartridge is formatted; a volume this driver wrote for the pool (its name
+        says so, its serial and cartridge memory match the barcode) is taken back; anything
+        else (a foreign volume, a blank cartridge outside the scratch range) is never written.
+        A writable one is returned mounted."""
+        name = f"archive-core {self.pool.name}"
+        try:
+            mounted = self._loader.open_unrecorded(
+                barcode, name=name, may_format=self.pool.is_scratch(barcode)
+            )
+        except IdentityMismatch:
+            raise
+        except errors.TapeError as exc:
+            logger.warning(
+                "%s: cartridge %s of pool %s cannot be used: %s",
+                self._context,
+                barcode,
+                self.pool.name,
+                exc.message,
+            )
+            return None
+        if mounted.volume.name != name:
+            self._loader.release(mounted)
+            logger.warning(
+                "%s: cartridge %s holds LTFS volume %r, which this driver did not write for "
+                "pool %s; it is never written",
+                self._context,
+                barcode,
+                mounted.volume.name,
+                self.pool.name,
+            )
+            return None
+        state = mounted.mount.state()
         capacity = mounted.mount.capacity()
+        writable = not (state.reasons - {ReadOnlyReason.WORM})
         cartridge = Cartridge(
-            barcode=mounted.barcode,
+            barcode=barcode,
             pool=self.pool.name,
-            state=CartridgeState.APPENDABLE,
+            state=CartridgeState.APPENDABLE if writable else CartridgeState.READ_ONLY,
             volume_serial=mounted.volume.serial,
             volume_uuid=mounted.volume.uuid,
             generation=mounted.volume.generation,
@@ -356,9 +372,21 @@ class PoolWriter:
             total_bytes=capacity.total_bytes,
             files=capacity.files,
             worm=self.pool.worm,
+            reason="" if writable else state.why,
         )
         self._store.save(cartridge)
-        return cartridge
+        logger.info(
+            "%s: recorded cartridge %s of pool %s (volume %s, %s)",
+            self._context,
+            barcode,
+            self.pool.name,
+            cartridge.volume_uuid,
+            cartridge.state.value,
+        )
+        if not writable:
+            self._loader.release(mounted)
+            return None
+        return mounted, cartridge
 
     def _after_error(self, session: _Session, spill: _Spill) -> None:
         """Read the volume's live state; a read-only one is marked so; close the session."""
