@@ -444,3 +444,10 @@ def test_a_volume_the_driver_did_not_write_is_never_taken_into_a_pool(kit, sim):
     assert not_archived and "No cartridge of pool a" in error
     assert files_on(sim, "A00009L9") == []
     assert store_of(kit).cartridge("A00009L9") is None
+
+
+def test_a_file_larger_than_a_cartridge_fails_without_using_up_the_scratch_cartridges(kit, sim):
+    big = kit.media("huge.mxf", size=CAPACITY + MiB)
+    _archived, not_archived, error, _ = kit.plugin.archive([big], KIT_POLICY, "job-4")
+    assert not_archived == [big] and "larger than what a whole cartridge" in error
+    assert [c.barcode for c in store_of(kit).cartridges("a")] == ["A00000L9"]

@@ -320,10 +320,21 @@ class PoolWriter:
     def _open(self, mounted: Mounted, cartridge: Cartridge, size: int, tried: set[str]) -> _Session:
         session = _Session(mounted=mounted, cartridge=cartridge, mark=mounted.volume.generation)
         self._session = session
-        if self._room(session) < size:  # the store was behind the volume
-            tried.add(cartridge.barcode)
-            return self._session_for(size, tried)
-        return session
+        if self._room(session) >= size:
+            return session
+        capacity = mounted.mount.capacity()
+        whole = capacity.total_bytes - headroom(
+            self._headroom, total_bytes=capacity.total_bytes, files=0
+        )
+        if size > whole:
+            self._close(session)
+            raise FileFailed(
+                f"The file ({size} bytes) is larger than what a whole cartridge of pool "
+                f"{self.pool.name} holds ({max(whole, 0)} bytes); LTFS cannot spread a file "
+                f"over cartridges."
+            )
+        tried.add(cartridge.barcode)  # the store was behind the volume
+        return self._session_for(size, tried)
 
     def _take_unrecorded(self, barcode: str) -> tuple[Mounted, Cartridge] | None:
         """Mount a cartridge of the pool the store has no row for and record it: a blank
