@@ -11,6 +11,7 @@ from archive_core_tape_ltfs.config import structure_library
 from archive_core_tape_ltfs.driver import TapeLtfsDriver
 from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
 from archive_core_tape_ltfs.driver.pools import policy_uuid
+from archive_core_tape_ltfs.model import TransferRequest
 from archive_core_tape_ltfs.sim.library import SimLibrary, SimMount
 
 from archive_core import ArchiveCoreError
@@ -241,15 +242,19 @@ def test_a_permanent_write_error_sends_the_file_to_another_cartridge(kit, sim):
     assert kit.bytes_of(wanted) == kit.bytes_of(original)
 
 
-def test_an_offline_cartridge_is_never_chosen_for_writing(kit, sim):
+@pytest.mark.parametrize("offline", ["vaulted", "in an import/export slot"])
+def test_an_offline_cartridge_is_never_chosen_for_writing(kit, sim, offline):
     [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
     assert barcode_of(first) == "A00000L9"
-    sim.inject(kind="vault", barcode="A00000L9")
+    if offline == "vaulted":
+        sim.inject(kind="vault", barcode="A00000L9")
+    else:
+        sim.changer.transfer(TransferRequest(source=1, destination=21, barcode="A00000L9"))
     [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
     assert barcode_of(second) == "A00001L9"
     assert store_of(kit).cartridge("A00000L9").state is CartridgeState.APPENDABLE
     moved = [e for e in sim.timeline("robot") if e.cartridge == "A00000L9"]
-    assert len(moved) == 2  # loaded and put back for the first archive, never again
+    assert len(moved) == (2 if offline == "vaulted" else 3)  # never loaded again
 
 
 def test_cartridges_are_found_by_barcode_after_an_operator_swapped_slots(kit, sim):
