@@ -68,7 +68,8 @@ def _chunk(
             confirmed, lost = writer.flush()
             for written in confirmed:
                 copies[written.key][index] = written
-            todo = [i for i in todo if i.key in set(lost) and i.key not in failed]
+            again = set(lost) - set(failed)
+            todo = [i for i in todo if i.key in again]
             if not todo:
                 break
             logger.warning(
@@ -89,6 +90,9 @@ def _chunk(
             yield FileOutcome.failure(item.key, exc.message, retryable=exc.retryable)
             continue
         written = [w for w in copies[item.key] if w is not None]
+        if len(written) < len(writers):  # never expected: every copy is written or failed
+            yield FileOutcome.failure(item.key, "Not every copy was written.", retryable=True)
+            continue
         first = written[0]
         digests = next((w.digests for w in written if w.digests is not None), None)
         yield FileOutcome.success(

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS files (
     forgotten INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (barcode, path)
 );
+CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
 """
 
 

@@ -67,12 +67,14 @@ class BarcodeRange:
             and self.low <= int(match["number"]) <= self.high
         )
 
+    def _alike(self, other: BarcodeRange) -> bool:
+        return (self.prefix, self.width, self.media) == (other.prefix, other.width, other.media)
+
     def overlaps(self, other: BarcodeRange) -> bool:
-        return (
-            (self.prefix, self.width, self.media) == (other.prefix, other.width, other.media)
-            and self.low <= other.high
-            and other.low <= self.high
-        )
+        return self._alike(other) and self.low <= other.high and other.low <= self.high
+
+    def within(self, other: BarcodeRange) -> bool:
+        return self._alike(other) and other.low <= self.low and self.high <= other.high
 
     def __str__(self) -> str:
         first = f"{self.prefix}{self.low:0{self.width}d}{self.media}"
@@ -202,14 +204,7 @@ def pool_problems(pools: Mapping[str, PoolSettings]) -> list[str]:
                         f"holds {pool.media.name}"
                     )
         for r in pool.scratch:
-            if not any(
-                r.prefix == b.prefix
-                and r.media == b.media
-                and b.low <= r.low
-                and r.high <= b.high
-                and r.width == b.width
-                for b in pool.barcodes
-            ):
+            if not any(r.within(b) for b in pool.barcodes):
                 problems.append(f"pools.{name}.scratch: {r} is not within the pool's barcodes")
     names = sorted(built)
     for i, a in enumerate(names):
