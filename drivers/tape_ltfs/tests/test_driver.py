@@ -456,3 +456,34 @@ def test_a_file_larger_than_a_cartridge_fails_without_using_up_the_scratch_cartr
     _archived, not_archived, error, _ = kit.plugin.archive([big], KIT_POLICY, "job-4")
     assert not_archived == [big] and "larger than what a whole cartridge" in error
     assert [c.barcode for c in store_of(kit).cartridges("a")] == ["A00000L9"]
+
+
+def test_a_pool_without_scratch_offers_no_more_bytes_per_call_than_its_cartridges_hold(tmp_path):
+    from archive_core_tape_ltfs.driver.media import Cartridge
+
+    from archive_core.driver import DriverContext
+
+    raw = settings_for(tmp_path / "library")
+    raw["pools"]["b"] = {"media": "L9", "barcodes": ["B00000L9-B00009L9"], "max_bytes": 10**12}
+    config, problems = structure(TapeLtfsDriver.Config, raw, path="settings")
+    assert config is not None, problems
+    driver = TapeLtfsDriver(config, DriverContext(target="tape", state_dir=tmp_path / "state"))
+    for barcode, free in (("B00000L9", 5 * 10**9), ("B00001L9", 3 * 10**9)):
+        driver._store.save(
+            Cartridge(
+                barcode=barcode,
+                pool="b",
+                state=CartridgeState.APPENDABLE,
+                volume_serial=barcode[:6],
+                volume_uuid=f"uuid-{barcode}",
+                generation=2,
+                free_bytes=free,
+                total_bytes=100 * 10**9,
+                files=0,
+                worm=False,
+            )
+        )
+    offered = {p.uuid: p for p in driver.policies()}
+    # Each cartridge keeps 1% of 100 GB free: 4 GB + 2 GB of room.
+    assert offered[policy_uuid("tape", "b", None)].max_bytes == 6 * 10**9
+    assert offered[policy_uuid("tape", "a", None)].max_bytes is None  # a can format more

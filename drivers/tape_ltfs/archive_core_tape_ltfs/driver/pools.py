@@ -97,6 +97,11 @@ def _media(_instance: Any, _attribute: Any, value: str) -> None:
         )
 
 
+def _limit(_instance: Any, _attribute: Any, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError("must be 1 or more")
+
+
 @attrs.frozen(kw_only=True)
 class PoolSettings:
     """One pool as the admin writes it (`[pools.<name>]`)."""
@@ -121,11 +126,15 @@ class PoolSettings:
         default=None, help="Uuid of the pool's policy; default: derived from target and pool."
     )
     max_files: int | None = setting(
-        default=None, help="Most files Portal hands the policy in one call (bulk batches)."
+        default=None,
+        help="Most files Portal hands the policy in one call (bulk batches); default 1000.",
+        validator=_limit,
     )
     max_bytes: int | None = setting(
         default=None,
-        help="Most bytes per call; default and upper bound: what the pool's cartridges hold.",
+        help="Most bytes per call; a pool without scratch cartridges is also bounded by the "
+        "room its cartridges have left.",
+        validator=_limit,
     )
 
 
@@ -137,8 +146,10 @@ class PoolSetSettings:
     pools: tuple[str, ...] = setting(help="The pools a copy goes to, one copy each.")
     name: str | None = setting(default=None, help="Name of the pool set's policy in Portal.")
     uuid: str | None = setting(default=None, help="Uuid of the pool set's policy.")
-    max_files: int | None = setting(default=None, help="Most files per call (bulk batches).")
-    max_bytes: int | None = setting(default=None, help="Most bytes per call.")
+    max_files: int | None = setting(
+        default=None, help="Most files per call (bulk batches).", validator=_limit
+    )
+    max_bytes: int | None = setting(default=None, help="Most bytes per call.", validator=_limit)
 
 
 @attrs.frozen(kw_only=True)
