@@ -91,8 +91,8 @@ class Loader:
             raise IdentityMismatch(
                 f"Cartridge {cartridge.barcode} should hold LTFS volume {cartridge.volume_uuid} "
                 f"(serial {cartridge.volume_serial}), but the drive found another volume: "
-                f"{exc.message} It was unloaded and nothing was written; check the barcode "
-                f"labels of the library's cartridges.",
+                f"{exc.message} It was unloaded without being used; check the barcode labels "
+                f"of the library's cartridges.",
                 barcode=cartridge.barcode,
                 drive=drive,
             ) from exc
@@ -106,7 +106,7 @@ class Loader:
             raise IdentityMismatch(
                 f"Cartridge {cartridge.barcode} should hold LTFS volume {cartridge.volume_uuid} "
                 f"(serial {cartridge.volume_serial}), but holds volume {found.uuid} (serial "
-                f"{found.serial}). It was unloaded and nothing was written.",
+                f"{found.serial}). It was unloaded without being used.",
                 barcode=cartridge.barcode,
                 drive=drive,
             )
@@ -132,8 +132,8 @@ class Loader:
         except errors.WrongCartridge as exc:
             self._give_back(drive, stack)
             raise IdentityMismatch(
-                f"{exc.message} Cartridge {barcode} was unloaded and nothing was written; check "
-                f"its barcode label.",
+                f"{exc.message} Cartridge {barcode} was unloaded without being used; check its "
+                f"barcode label.",
                 barcode=barcode,
                 drive=drive,
             ) from exc
@@ -157,7 +157,7 @@ class Loader:
             raise IdentityMismatch(
                 f"The cartridge labelled {barcode} holds LTFS volume serial {found.serial} "
                 f"(cartridge memory: {mam or 'no barcode'}), not {serial}. It was unloaded "
-                f"and nothing was written; check its barcode label.",
+                f"without being used; check its barcode label.",
                 barcode=barcode,
                 drive=drive,
             )

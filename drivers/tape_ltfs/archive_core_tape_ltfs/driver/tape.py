@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO, ClassVar
 
@@ -29,7 +30,7 @@ from archive_core import (
     StatRequest,
     VerifyRequest,
 )
-from archive_core.transfer import Digests, hash_stream, publish_file
+from archive_core.transfer import Digests, hash_stream, publish_file, remove_partials
 from archive_core_tape_ltfs.driver.archiving import archive_batch
 from archive_core_tape_ltfs.driver.loader import Loader
 from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
@@ -210,6 +211,12 @@ class TapeLtfsDriver(BaseDriver):
 
         def restore_one(read: Read, stream: BinaryIO) -> Digests:
             item = items[read.key]
+            if item.abandoned_by:  # what workers that died restoring it left beside it
+                remove_partials(
+                    os.path.dirname(item.destination),
+                    os.path.basename(item.destination),
+                    made_by=item.abandoned_by,
+                )
             return publish_file(
                 stream,
                 item.destination,
