@@ -487,3 +487,20 @@ def test_a_pool_without_scratch_offers_no_more_bytes_per_call_than_its_cartridge
     # Each cartridge keeps 1% of 100 GB free: 4 GB + 2 GB of room.
     assert offered[policy_uuid("tape", "b", None)].max_bytes == 6 * 10**9
     assert offered[policy_uuid("tape", "a", None)].max_bytes is None  # a can format more
+
+
+def test_a_drive_leased_by_another_worker_is_not_touched_and_the_files_wait_for_later(
+    tmp_path, library_dir
+):
+    settings = settings_for(library_dir, drive_wait_seconds=0)
+    kit = Harness(DriverUnderTest(driver_class=TapeLtfsDriver, settings=settings), tmp_path / "k")
+    try:
+        leases = kit.site().catalog.leases
+        for drive in (0, 1):
+            leases.acquire(f"tape_ltfs:{KIT_TARGET}/drive{drive}", ttl=60, purpose="other job")
+        original = kit.media("waits.bin", os.urandom(1000))
+        archived, not_archived, error, _ = kit.plugin.archive([original], KIT_POLICY, "job-5")
+        assert not archived and not_archived == [original]
+        assert "drive0 is not free" in error and "(other job) holds it" in error
+    finally:
+        kit.close()
