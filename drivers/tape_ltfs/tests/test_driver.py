@@ -504,3 +504,8 @@ def test_a_drive_leased_by_another_worker_is_not_touched_and_the_files_wait_for_
         assert "drive0 is not free" in error and "(other job) holds it" in error
     finally:
         kit.close()
+
+
+def test_a_job_takes_the_drive_no_other_worker_holds(kit):
+    kit.site().catalog.leases.acquire(f"tape_ltfs:{KIT_TARGET}/drive0", ttl=60, purpose="other")
+    archive(kit, [kit.media("free-drive.bin", os.urandom(1000))])

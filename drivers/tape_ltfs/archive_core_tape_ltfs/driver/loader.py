@@ -13,7 +13,7 @@ import logging
 
 import attrs
 
-from archive_core import Leases
+from archive_core import Leases, LeaseTimeout
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.driver.media import Cartridge
 from archive_core_tape_ltfs.model import (
@@ -192,7 +192,8 @@ class Loader:
                     barcode=barcode,
                     drive=found.index,
                 )
-            drive, slot, occupied = found.index, None, False
+            drive, stack = found.index, self._lease(found.index)
+            slot, occupied = None, False
         else:
             # An empty drive first; else one holding a cartridge nobody uses, unloaded first.
             free = sorted(
@@ -203,8 +204,8 @@ class Loader:
                     f"No drive is free to load cartridge {barcode}: every drive is in use.",
                     barcode=barcode,
                 )
-            (occupied, drive), slot = free[0], found.number
-        stack = self._lease(drive)
+            drive, stack = self._lease_any([index for _full, index in free])
+            slot, occupied = found.number, inventory.drive(drive).full  # type: ignore[union-attr]
         self.in_use.add(drive)
         try:
             if slot is not None:
@@ -261,15 +262,24 @@ class Loader:
         with contextlib.suppress(errors.SourceEmpty):
             self.library.changer.unload(UnloadRequest(drive=drive))
 
-    def _lease(self, drive: int) -> contextlib.ExitStack:
+    def _lease(self, drive: int, *, wait: float | None = None) -> contextlib.ExitStack:
+        """The drive's lease, held until the stack closes (none without a catalog)."""
         stack = contextlib.ExitStack()
         if self._leases is not None:
             stack.enter_context(
                 self._leases.hold(
                     f"tape_ltfs:{self._target}/drive{drive}",
                     ttl=self._ttl,
-                    wait=self._wait,
+                    wait=self._wait if wait is None else wait,
                     purpose=self._purpose,
                 )
             )
         return stack
+
+    def _lease_any(self, drives: list[int]) -> tuple[int, contextlib.ExitStack]:
+        """The first of `drives` no other worker holds; else wait for the first."""
+        if self._leases is not None:
+            for drive in drives:
+                with contextlib.suppress(LeaseTimeout):
+                    return drive, self._lease(drive, wait=0)
+        return drives[0], self._lease(drives[0])
