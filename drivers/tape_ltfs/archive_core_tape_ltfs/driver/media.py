@@ -205,12 +205,18 @@ class MediaStore:
         return [_file(r) for r in rows]
 
     def forget(self, barcode: str, path: str) -> bool:
-        """Forget the file (its bytes stay on tape); whether it was known and not yet forgotten."""
+        """Forget the file (its bytes stay on tape); whether it was known and not forgotten
+        yet. A file the store never saw is remembered as forgotten too, so that a copy
+        another site wrote is not restored after this one deleted it."""
         with self._db() as db:
             changed = db.execute(
                 "UPDATE files SET forgotten = 1 WHERE barcode = ? AND path = ? AND forgotten = 0",
                 (barcode, path),
             ).rowcount
+            db.execute(
+                "INSERT OR IGNORE INTO files VALUES (?, ?, 0, NULL, NULL, 0, '', 1)",
+                (barcode, path),
+            )
         return bool(changed)
 
     def drop(self, barcode: str, path: str) -> None:
