@@ -230,8 +230,9 @@ class Loader:
                         self.library.ltfs.unmount(self.library.ltfs.adopt(record.drive))
                     except errors.TapeError as exc:
                         logger.warning(
-                            "the mount of drive %d left by dead process %d could not be "
+                            "%s: the mount of drive %d left by dead process %d could not be "
                             "taken over: %s",
+                            self._purpose,
                             record.drive,
                             record.owner_pid,
                             exc.message,
@@ -239,7 +240,8 @@ class Loader:
                         live.add(record.drive)
                     else:
                         logger.info(
-                            "unmounted %s in drive %d, left mounted by dead process %d (%s)",
+                            "%s: unmounted %s in drive %d, left mounted by dead process %d (%s)",
+                            self._purpose,
                             record.barcode,
                             record.drive,
                             record.owner_pid,

@@ -124,14 +124,14 @@ class TapeLtfsDriver(BaseDriver):
             self._library = open_library(self.config.library)
         return self._library
 
-    def _loader(self, operation: str, job_id: str | None) -> Loader:
+    def _loader(self, operation: str, policy: str, job_id: str | None) -> Loader:
         return Loader(
             self._port(),
             target=self.context.target,
             leases=self.context.leases,
             lease_seconds=self.config.lease_seconds,
             wait_seconds=self.config.drive_wait_seconds,
-            purpose=f"{operation} job {job_id}",
+            purpose=f"{operation} job {job_id} of policy {policy}",
         )
 
     def check_ready(self) -> Readiness:
@@ -166,7 +166,7 @@ class TapeLtfsDriver(BaseDriver):
         yield from archive_batch(
             request,
             plan,
-            loader=self._loader("archive", request.job_id),
+            loader=self._loader("archive", request.policy, request.job_id),
             store=self._store,
             headroom_bytes=self.config.headroom_bytes,
             sync_every_files=self.config.sync_every_files,
@@ -225,7 +225,7 @@ class TapeLtfsDriver(BaseDriver):
                 progress=request.progress,
             )
 
-        loader = self._loader("restore", request.job_id)
+        loader = self._loader("restore", request.policy, request.job_id)
         context = f"policy {request.policy} job {request.job_id}"
         tried: dict[str, list[str]] = {}
         while candidates:
@@ -276,7 +276,7 @@ class TapeLtfsDriver(BaseDriver):
             return hash_stream(stream, progress=request.progress)
 
         left = collections.Counter(read.key for read in reads)
-        loader = self._loader("verify", request.job_id)
+        loader = self._loader("verify", request.policy, request.job_id)
         context = f"policy {request.policy} job {request.job_id}"
         for read, result in read_all(
             reads, hash_one, loader=loader, store=self._store, context=context
