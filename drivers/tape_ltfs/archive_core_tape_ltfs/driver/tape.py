@@ -125,8 +125,10 @@ class TapeLtfsDriver(BaseDriver):
         return self._library
 
     def _loader(self, operation: str, policy: str, job_id: str | None) -> Loader:
+        """The library for one job: a caller of its own (its mounts are recorded under the
+        job's name; in the simulator it has a timeline of its own), drives leased for it."""
         return Loader(
-            self._port(),
+            self._port().worker(f"{operation} job {job_id}"),
             target=self.context.target,
             leases=self.context.leases,
             lease_seconds=self.config.lease_seconds,
