@@ -128,14 +128,11 @@ class MediaStore:
             row = db.execute("SELECT * FROM cartridges WHERE barcode = ?", (barcode,)).fetchone()
         return _cartridge(row) if row else None
 
-    def cartridges(self, pool: str | None = None) -> list[Cartridge]:
+    def cartridges(self, pool: str) -> list[Cartridge]:
         with self._db() as db:
-            if pool is None:
-                rows = db.execute("SELECT * FROM cartridges ORDER BY barcode").fetchall()
-            else:
-                rows = db.execute(
-                    "SELECT * FROM cartridges WHERE pool = ? ORDER BY barcode", (pool,)
-                ).fetchall()
+            rows = db.execute(
+                "SELECT * FROM cartridges WHERE pool = ? ORDER BY barcode", (pool,)
+            ).fetchall()
         return [_cartridge(r) for r in rows]
 
     def save(self, cartridge: Cartridge) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from archive_core import UnsafeName
+from archive_core import CopyNotFound, UnsafeName
 from archive_core.transfer import check_locator
 
 
@@ -85,3 +85,10 @@ def copies_from(locator: str, placement: Mapping[str, Any] | None) -> list[TapeC
     if not any(c.barcode == named.barcode for c in copies):
         copies.insert(0, named)
     return copies
+
+
+def missing(copy: TapeCopy) -> CopyNotFound:
+    return CopyNotFound(
+        f"{copy.path} is not on cartridge {copy.barcode} (deleted, or never archived there).",
+        paths=(copy.path,),
+    )

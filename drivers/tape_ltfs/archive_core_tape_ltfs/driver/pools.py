@@ -183,10 +183,6 @@ class CopyPlan:
     max_files: int | None = None
     max_bytes: int | None = None
 
-    @property
-    def worm(self) -> bool:
-        return any(p.worm for p in self.pools)
-
 
 def build_pools(pools: Mapping[str, PoolSettings]) -> dict[str, Pool]:
     return {

@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import attrs
 
-from archive_core import ArchiveCoreError, CopyNotFound
+from archive_core import ArchiveCoreError
 from archive_core.transfer import Digests
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.driver.loader import Loader
@@ -111,11 +111,4 @@ def _unknown(visit: Visit) -> Cartridge:
         total_bytes=0,
         files=0,
         worm=False,
-    )
-
-
-def missing(copy: TapeCopy) -> CopyNotFound:
-    return CopyNotFound(
-        f"{copy.path} is not on cartridge {copy.barcode} (deleted, or never archived there).",
-        paths=(copy.path,),
     )

@@ -34,9 +34,9 @@ from archive_core.transfer import Digests, hash_stream, publish_file, remove_par
 from archive_core_tape_ltfs.driver.archiving import archive_batch
 from archive_core_tape_ltfs.driver.loader import Loader
 from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
-from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from
+from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from, missing
 from archive_core_tape_ltfs.driver.pools import CopyPlan, Pool
-from archive_core_tape_ltfs.driver.reading import Read, missing, read_all
+from archive_core_tape_ltfs.driver.reading import Read, read_all
 from archive_core_tape_ltfs.driver.selection import room_for
 from archive_core_tape_ltfs.driver.settings import TapeLtfsConfig
 from archive_core_tape_ltfs.factory import open_library
