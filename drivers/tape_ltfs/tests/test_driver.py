@@ -189,11 +189,6 @@ def test_an_archived_copy_carries_its_cartridge_volume_and_position(kit, sim):
     assert archived.external_ids[0].startswith("ltfs://kit/A00000L9/clip_")
 
 
-def test_a_cartridge_the_store_does_not_know_is_never_written(kit, sim):
-    archive(kit, [kit.media(f"f{i}.bin", os.urandom(1000)) for i in range(3)])
-    assert files_on(sim, "A00009L9") == []  # pre-formatted, in the pool, not scratch
-
-
 def test_two_copies_spill_to_the_next_cartridge_on_early_warning(kit, sim, monkeypatch):
     # The drive's remaining-capacity report is an estimate (compression, the index reserve):
     # here it promises more than fits, so the writes meet early warning (ENOSPC).

@@ -2,7 +2,7 @@
 
 A small SQLite database in the target's state directory, shared by the workers of one host
 (the library is attached to that host). It records each cartridge the driver formatted or
-wrote (pool, state, volume serial and UUID, index generation, free space, WORM) and a mirror
+took back (pool, state, volume serial and UUID, index generation, free space, WORM) and a mirror
 of each volume's index as far as this driver wrote it (path, size, position, generation of
 the sync that made it durable). It is **not** the catalog of copies: which Portal item owns
 which copy is the core's catalog; this store only says what is on which tape, so that
