@@ -19,6 +19,8 @@ from archive_core.model import CopyRef, DeleteRequest, StatRequest
 from archive_core.policies import structure
 from archive_core.testing import KIT_POLICY, KIT_TARGET, DriverUnderTest, Harness
 
+from .conftest import real_over
+
 MiB = 2**20
 CAPACITY = 16 * MiB
 
@@ -504,3 +506,21 @@ def test_a_drive_leased_by_another_worker_is_not_touched_and_the_files_wait_for_
 def test_a_job_takes_the_drive_no_other_worker_holds(kit):
     kit.site().catalog.leases.acquire(f"tape_ltfs:{KIT_TARGET}/drive0", ttl=60, purpose="other")
     archive(kit, [kit.media("free-drive.bin", os.urandom(1000))])
+
+
+def test_archive_restore_and_a_spill_on_the_real_port_over_the_simulated_tools(
+    kit, sim, monkeypatch
+):
+    real = real_over(sim)
+    monkeypatch.setattr(TapeLtfsDriver, "_port", lambda self: real)
+    originals = [kit.media(f"r{i}.bin", os.urandom(3000 + i)) for i in range(3)]
+    archived = archive(kit, originals)
+    sim.inject(kind="write_error", barcode="A00000L9", at_bytes=100)
+    [spilled] = archive(kit, [kit.media("spilled.bin", os.urandom(3000))])
+    assert {barcode_of(fs) for fs in archived} == {"A00000L9"}
+    assert barcode_of(spilled) == "A00001L9"
+    assert store_of(kit).cartridge("A00000L9").state is CartridgeState.READ_ONLY
+    restored = [kit.elsewhere(fs) for fs in archived]
+    kit.plugin.restore(restored, KIT_POLICY)
+    for original, back in zip(originals, restored, strict=True):
+        assert kit.bytes_of(back) == kit.bytes_of(original)
