@@ -97,3 +97,22 @@ class TestTapeLtfsConformance(DriverContract):
             ),
             ({**good, "pools": {"main": {"media": "Q7", "barcodes": ["A00000L9"]}}}, "Q7"),
         ]
+
+
+class TestTapeLtfsConformanceOnTheRealPort(TestTapeLtfsConformance):
+    """The same checks with the driver on the real adapter, over the simulated tools."""
+
+    @pytest.fixture(autouse=True)
+    def real_port(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from archive_core_tape_ltfs.factory import open_library
+
+        from .conftest import real_over
+
+        def port(driver: TapeLtfsDriver):
+            if driver._library is None:
+                library = open_library(driver.config.library)
+                simulated = driver.config.library.backend == "simulator"
+                driver._library = real_over(library) if simulated else library
+            return driver._library
+
+        monkeypatch.setattr(TapeLtfsDriver, "_port", port)
