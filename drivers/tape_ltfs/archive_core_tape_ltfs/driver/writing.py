@@ -333,7 +333,16 @@ class PoolWriter:
                 f"{self.pool.name} holds ({max(whole, 0)} bytes); LTFS cannot spread a file "
                 f"over cartridges."
             )
-        tried.add(cartridge.barcode)  # the store was behind the volume
+        # The store was behind the volume: it learns what the volume says, and the file
+        # goes elsewhere.
+        self._store.update_usage(
+            cartridge.barcode,
+            generation=mounted.volume.generation,
+            free_bytes=capacity.free_bytes,
+            total_bytes=capacity.total_bytes,
+            files=capacity.files,
+        )
+        tried.add(cartridge.barcode)
         return self._session_for(size, tried)
 
     def _take_unrecorded(self, barcode: str) -> tuple[Mounted, Cartridge] | None:
