@@ -219,9 +219,10 @@ class Loader:
         return drive, stack
 
     def _live_mounts(self) -> set[int]:
-        """Drives whose LTFS mount a live process owns. A mount whose owner died (a worker
-        killed mid-job) is adopted and unmounted first, so LTFS writes its index and the
-        drive is free again; one whose ltfs died too needs `archive-core tape recover`."""
+        """Drives an LTFS mount takes: one a live process owns, or one whose ltfs died (it
+        needs `archive-core tape recover`). A mount whose owner died (a worker killed
+        mid-job) is adopted and unmounted instead, so LTFS writes its index and the drive is
+        free again."""
         live = set()
         for record in self.library.ltfs.mounts():
             if record.orphaned and record.drive not in self.in_use:
