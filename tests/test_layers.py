@@ -111,7 +111,14 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
         {"real", "sim"},  # the two backends (never importing each other: see below)
         {"factory"},  # the one place that knows both
         {"cleaning", "health", "reconcile"},  # operations the CLI and the driver share
-        {"cli", "plugin"},  # what operators run
+        {"cli", "plugin", "driver"},  # what operators run; the archive driver
+    ],
+    "drivers/tape_ltfs/archive_core_tape_ltfs/driver": [
+        {"media", "placement", "pools"},  # the media store; where copies sit; pools
+        {"settings", "selection", "loader"},  # target settings; cartridge choice; mounting
+        {"writing", "reading"},  # one pool's copies written; copies read back in tape order
+        {"archiving"},  # an archive batch over every pool of a policy
+        {"tape"},  # the driver class
     ],
     "drivers/tape_ltfs/archive_core_tape_ltfs/sim": [
         {"state", "content"},  # the rows of a virtual library; synthetic file content

@@ -1,0 +1,288 @@
+"""Getting a cartridge mounted, its identity proven, and back into its slot afterwards.
+
+Everything goes through the port. After every load, before anything is written or read, the
+volume in the drive must be the one the media store knows for that barcode: the barcode the
+robot read, the LTFS volume serial and the volume UUID (`MountRequest(volume_uuid=...)`). A
+mismatch unloads the cartridge again and raises `IdentityMismatch` for an operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import attrs
+
+from archive_core import Leases, LeaseTimeout
+from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.driver.media import Cartridge
+from archive_core_tape_ltfs.model import (
+    DriveBay,
+    FormatRequest,
+    LoadRequest,
+    MountRequest,
+    Slot,
+    UnloadRequest,
+    VolumeInfo,
+    volume_serial_for,
+)
+from archive_core_tape_ltfs.port import Library, Mount
+
+logger = logging.getLogger(__name__)
+
+
+class IdentityMismatch(errors.WrongCartridge):
+    """The volume in the drive is not the one the media store knows for the barcode."""
+
+
+@attrs.define
+class Mounted:
+    """A cartridge mounted in a drive for this job."""
+
+    drive: int
+    barcode: str
+    mount: Mount
+    volume: VolumeInfo
+    release: contextlib.ExitStack = attrs.field(factory=contextlib.ExitStack)
+
+
+class Loader:
+    """Loads, identifies and mounts cartridges of one library; unmounts and unloads them.
+
+    `in_use` are the drives this job already holds: they are never taken for another
+    cartridge. With `leases` (a site with a catalog), every drive used is leased first, so
+    workers of other processes never touch it meanwhile.
+    """
+
+    def __init__(
+        self,
+        library: Library,
+        *,
+        target: str,
+        leases: Leases | None,
+        lease_seconds: float,
+        wait_seconds: float,
+        purpose: str,
+    ) -> None:
+        self.library = library
+        self._target = target
+        self._leases = leases
+        self._ttl = lease_seconds
+        self._wait = wait_seconds
+        self._purpose = purpose
+        self.in_use: set[int] = set()
+
+    # --- mounting ---------------------------------------------------------------------------
+
+    def mount(self, cartridge: Cartridge, *, read_only: bool = False) -> Mounted:
+        """The known cartridge mounted, its identity checked against the media store."""
+        drive, stack = self._into_drive(cartridge.barcode, new=False)
+        try:
+            mount = self.library.ltfs.mount(
+                MountRequest(
+                    drive=drive,
+                    barcode=cartridge.barcode,
+                    read_only=read_only,
+                    volume_uuid=cartridge.volume_uuid or None,
+                )
+            )
+        except errors.WrongCartridge as exc:
+            self._give_back(drive, stack)
+            raise IdentityMismatch(
+                f"Cartridge {cartridge.barcode} should hold LTFS volume {cartridge.volume_uuid} "
+                f"(serial {cartridge.volume_serial}), but the drive found another volume: "
+                f"{exc.message} It was unloaded without being used; check the barcode labels "
+                f"of the library's cartridges.",
+                barcode=cartridge.barcode,
+                drive=drive,
+            ) from exc
+        except BaseException:
+            self._give_back(drive, stack)
+            raise
+        mounted = self._identified(drive, cartridge.barcode, mount, stack)
+        if cartridge.volume_uuid and mounted.volume.uuid != cartridge.volume_uuid:
+            found = mounted.volume
+            self.release(mounted)
+            raise IdentityMismatch(
+                f"Cartridge {cartridge.barcode} should hold LTFS volume {cartridge.volume_uuid} "
+                f"(serial {cartridge.volume_serial}), but holds volume {found.uuid} (serial "
+                f"{found.serial}). It was unloaded without being used.",
+                barcode=cartridge.barcode,
+                drive=drive,
+            )
+        return mounted
+
+    def open_unrecorded(self, barcode: str, *, name: str, may_format: bool) -> Mounted:
+        """A cartridge the media store has no row for, mounted: the LTFS volume on it, or,
+        when it is blank and `may_format` (a scratch cartridge), a new volume named `name`.
+        A failure records nothing and leaves the cartridge back in its slot."""
+        drive, stack = self._into_drive(barcode, new=may_format)
+        try:
+            try:
+                mount = self.library.ltfs.mount(MountRequest(drive=drive, barcode=barcode))
+            except errors.UnformattedTape:
+                if not may_format:
+                    raise
+                info = self.library.ltfs.format(
+                    FormatRequest(drive=drive, barcode=barcode, name=name)
+                )
+                mount = self.library.ltfs.mount(
+                    MountRequest(drive=drive, barcode=barcode, volume_uuid=info.uuid)
+                )
+        except errors.WrongCartridge as exc:
+            self._give_back(drive, stack)
+            raise IdentityMismatch(
+                f"{exc.message} Cartridge {barcode} was unloaded without being used; check its "
+                f"barcode label.",
+                barcode=barcode,
+                drive=drive,
+            ) from exc
+        except BaseException:
+            self._give_back(drive, stack)
+            raise
+        return self._identified(drive, barcode, mount, stack)
+
+    def _identified(
+        self, drive: int, barcode: str, mount: Mount, stack: contextlib.ExitStack
+    ) -> Mounted:
+        """The mount, once its volume serial and cartridge memory agree with the barcode."""
+        mounted = Mounted(
+            drive=drive, barcode=barcode, mount=mount, volume=mount.volume(), release=stack
+        )
+        serial = volume_serial_for(barcode)
+        mam = mounted.volume.mam_barcode
+        if mounted.volume.serial != serial or (mam and mam != barcode):
+            found = mounted.volume
+            self.release(mounted)
+            raise IdentityMismatch(
+                f"The cartridge labelled {barcode} holds LTFS volume serial {found.serial} "
+                f"(cartridge memory: {mam or 'no barcode'}), not {serial}. It was unloaded "
+                f"without being used; check its barcode label.",
+                barcode=barcode,
+                drive=drive,
+            )
+        return mounted
+
+    def release(self, mounted: Mounted) -> None:
+        """Unmount (waiting for LTFS to write its index) and put the cartridge back."""
+        try:
+            self.library.ltfs.unmount(mounted.mount)
+            self._unload(mounted.drive)
+        finally:
+            self.in_use.discard(mounted.drive)
+            mounted.release.close()
+
+    # --- drives -----------------------------------------------------------------------------
+
+    def _into_drive(self, barcode: str, *, new: bool) -> tuple[int, contextlib.ExitStack]:
+        """The drive the cartridge is now loaded and ready in, leased to this job."""
+        inventory = self.library.changer.inventory()
+        found = inventory.locate(barcode)
+        if found is None or (isinstance(found, Slot) and found.is_import_export):
+            raise errors.CartridgeOffline(
+                f"Cartridge {barcode} is not in the library (vaulted, or waiting in an "
+                f"import/export slot). Insert and import it.",
+                barcode=barcode,
+            )
+        taken = self._live_mounts() | self.in_use
+        if isinstance(found, DriveBay):
+            if found.index in taken:
+                raise errors.DriveBusy(
+                    f"Cartridge {barcode} is mounted in drive {found.index} by another job.",
+                    barcode=barcode,
+                    drive=found.index,
+                )
+            drive, stack = found.index, self._lease(found.index)
+            slot, occupied = None, False
+        else:
+            # An empty drive first; else one holding a cartridge nobody uses, unloaded first.
+            free = sorted(
+                (bay.full, bay.index) for bay in inventory.drives if bay.index not in taken
+            )
+            if not free:
+                raise errors.DriveBusy(
+                    f"No drive is free to load cartridge {barcode}: every drive is in use.",
+                    barcode=barcode,
+                )
+            drive, stack = self._lease_any([index for _full, index in free])
+            slot, occupied = found.number, inventory.drive(drive).full  # type: ignore[union-attr]
+        self.in_use.add(drive)
+        try:
+            if slot is not None:
+                if occupied:
+                    self._unload(drive)
+                self.library.changer.load(LoadRequest(slot=slot, drive=drive, barcode=barcode))
+            self.library.drive(drive).wait_ready(new_cartridge=new)
+        except BaseException:
+            self._give_back(drive, stack)
+            raise
+        return drive, stack
+
+    def _live_mounts(self) -> set[int]:
+        """Drives an LTFS mount takes: one a live process owns, or one whose ltfs died (it
+        needs `archive-core tape recover`). A mount whose owner died (a worker killed
+        mid-job) is adopted and unmounted instead, so LTFS writes its index and the drive is
+        free again."""
+        live = set()
+        for record in self.library.ltfs.mounts():
+            if record.orphaned and record.drive not in self.in_use:
+                with self._lease(record.drive):
+                    try:
+                        self.library.ltfs.unmount(self.library.ltfs.adopt(record.drive))
+                    except errors.TapeError as exc:
+                        logger.warning(
+                            "%s: the mount of drive %d left by dead process %d could not be "
+                            "taken over: %s",
+                            self._purpose,
+                            record.drive,
+                            record.owner_pid,
+                            exc.message,
+                        )
+                        live.add(record.drive)
+                    else:
+                        logger.info(
+                            "%s: unmounted %s in drive %d, left mounted by dead process %d (%s)",
+                            self._purpose,
+                            record.barcode,
+                            record.drive,
+                            record.owner_pid,
+                            record.owner_name,
+                        )
+                continue
+            if record.ltfs_alive or record.dead:
+                live.add(record.drive)
+        return live
+
+    def _give_back(self, drive: int, stack: contextlib.ExitStack) -> None:
+        """After a failure: the cartridge back in its slot, the drive and its lease free."""
+        try:
+            self._unload(drive)
+        finally:
+            self.in_use.discard(drive)
+            stack.close()
+
+    def _unload(self, drive: int) -> None:
+        with contextlib.suppress(errors.SourceEmpty):
+            self.library.changer.unload(UnloadRequest(drive=drive))
+
+    def _lease(self, drive: int, *, wait: float | None = None) -> contextlib.ExitStack:
+        """The drive's lease, held until the stack closes (none without a catalog)."""
+        stack = contextlib.ExitStack()
+        if self._leases is not None:
+            stack.enter_context(
+                self._leases.hold(
+                    f"tape_ltfs:{self._target}/drive{drive}",
+                    ttl=self._ttl,
+                    wait=self._wait if wait is None else wait,
+                    purpose=self._purpose,
+                )
+            )
+        return stack
+
+    def _lease_any(self, drives: list[int]) -> tuple[int, contextlib.ExitStack]:
+        """The first of `drives` no other worker holds; else wait for the first."""
+        if self._leases is not None:
+            for drive in drives:
+                with contextlib.suppress(LeaseTimeout):
+                    return drive, self._lease(drive, wait=0)
+        return drives[0], self._lease(drives[0])

@@ -1,0 +1,357 @@
+"""The tape_ltfs driver: pools of an LTO library as archive policies, behind the port.
+
+Capabilities: archive, restore, verify, stat, bulk, plan (restores read each cartridge once,
+in on-tape order) and placement (each copy's barcode, volume, partition and start block).
+Delete only *forgets* a copy in the media store: LTFS frees no space when a file is removed,
+so the bytes stay on tape until the cartridge is reformatted; a WORM pool refuses it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO, ClassVar
+
+from archive_core import (
+    ArchiveCoreError,
+    ArchiveRequest,
+    BaseDriver,
+    Capability,
+    CopyRef,
+    DeleteRequest,
+    DriverContext,
+    FileOutcome,
+    OfferedPolicy,
+    Readiness,
+    RestoreItem,
+    RestoreRequest,
+    StatRequest,
+    VerifyRequest,
+)
+from archive_core.transfer import Digests, hash_stream, publish_file, remove_partials
+from archive_core_tape_ltfs.driver.archiving import archive_batch
+from archive_core_tape_ltfs.driver.loader import Loader
+from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
+from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from, missing
+from archive_core_tape_ltfs.driver.pools import CopyPlan, Pool
+from archive_core_tape_ltfs.driver.reading import Read, read_all
+from archive_core_tape_ltfs.driver.selection import room_for
+from archive_core_tape_ltfs.driver.settings import TapeLtfsConfig
+from archive_core_tape_ltfs.factory import open_library
+from archive_core_tape_ltfs.port import Library
+
+logger = logging.getLogger(__name__)
+
+#: Files per Portal call of a bulk policy when the pool does not say.
+DEFAULT_MAX_FILES = 1000
+
+
+class TapeLtfsDriver(BaseDriver):
+    name: ClassVar[str] = "tape_ltfs"
+    scheme: ClassVar[str] = "ltfs"
+    capabilities = frozenset(
+        {
+            Capability.ARCHIVE,
+            Capability.RESTORE,
+            Capability.DELETE,
+            Capability.VERIFY,
+            Capability.BULK,
+            Capability.PLAN,
+            Capability.PLACEMENT,
+        }
+    )
+    Config = TapeLtfsConfig
+
+    def __init__(self, config: TapeLtfsConfig, context: DriverContext) -> None:
+        super().__init__(config, context)
+        self.config: TapeLtfsConfig = config
+        self._plans = config.plans(context.target)
+        self._store = MediaStore(context.state_dir)
+        self._library: Library | None = None
+
+    # --- what it offers --------------------------------------------------------------------
+
+    def policies(self) -> Iterable[OfferedPolicy]:
+        for plan in self._plans.values():
+            yield OfferedPolicy(
+                uuid=plan.uuid,
+                name=plan.name,
+                max_files=plan.max_files or DEFAULT_MAX_FILES,
+                max_bytes=self._max_bytes(plan),
+            )
+
+    def _max_bytes(self, plan: CopyPlan) -> int | None:
+        """The configured limit, bounded by the room the pools' known cartridges have left
+        (a pool with scratch cartridges is not bounded by them: it can format more)."""
+        limits = [plan.max_bytes] if plan.max_bytes else []
+        for pool in plan.pools:
+            if pool.scratch:
+                continue
+            room = sum(
+                room_for(c, self.config.headroom_bytes)
+                for c in self._store.cartridges(pool.name)
+                if c.state is CartridgeState.APPENDABLE
+            )
+            if room:
+                limits.append(room)
+        return min(limits) if limits else None
+
+    def _plan(self, policy: str) -> CopyPlan:
+        for plan in self._plans.values():
+            if plan.uuid == policy:
+                return plan
+        key = self.config.default_plan_key()
+        if key is None:
+            raise ArchiveCoreError(
+                f"Policy {policy} names target {self.context.target}, which has several pools "
+                f"({', '.join(sorted(self._plans))}); set default_policy in its settings to "
+                f"say which one such policies write to.",
+                policy=policy,
+            )
+        return self._plans[key]
+
+    def _pool_of(self, barcode: str) -> Pool | None:
+        return next(
+            (p for plan in self._plans.values() for p in plan.pools if p.holds(barcode)), None
+        )
+
+    # --- the library -----------------------------------------------------------------------
+
+    def _port(self) -> Library:
+        if self._library is None:
+            self._library = open_library(self.config.library)
+        return self._library
+
+    def _loader(self, operation: str, policy: str, job_id: str | None) -> Loader:
+        """The library for one job: a caller of its own (its mounts are recorded under the
+        job's name; in the simulator it has a timeline of its own), drives leased for it."""
+        return Loader(
+            self._port().worker(f"{operation} job {job_id}"),
+            target=self.context.target,
+            leases=self.context.leases,
+            lease_seconds=self.config.lease_seconds,
+            wait_seconds=self.config.drive_wait_seconds,
+            purpose=f"{operation} job {job_id} of policy {policy}",
+        )
+
+    def check_ready(self) -> Readiness:
+        try:
+            inventory = self._port().changer.inventory()
+        except ArchiveCoreError as exc:
+            return Readiness.not_ready(f"the tape library does not answer: {exc.message}")
+        online = set(inventory.data_barcodes())
+        pools = {p.name: p for plan in self._plans.values() for p in plan.pools}
+        counts = ", ".join(
+            f"pool {name}: {sum(1 for b in online if pool.holds(b))} cartridges online"
+            for name, pool in sorted(pools.items())
+        )
+        return Readiness.ready(f"library with {len(inventory.drives)} drives; {counts}")
+
+    # --- archive ---------------------------------------------------------------------------
+
+    def archive(self, request: ArchiveRequest) -> Iterator[FileOutcome]:
+        try:
+            plan = self._plan(request.policy)
+        except ArchiveCoreError as exc:
+            for item in request.items:
+                yield FileOutcome.failure(item.key, exc.message)
+            return
+        logger.info(
+            "policy %s job %s: archiving %d files to pools %s",
+            request.policy,
+            request.job_id,
+            len(request.items),
+            ", ".join(p.name for p in plan.pools),
+        )
+        yield from archive_batch(
+            request,
+            plan,
+            loader=self._loader("archive", request.policy, request.job_id),
+            store=self._store,
+            headroom_bytes=self.config.headroom_bytes,
+            sync_every_files=self.config.sync_every_files,
+        )
+
+    # --- reading copies back ---------------------------------------------------------------
+
+    def _readable(
+        self, items: Sequence[RestoreItem | CopyRef]
+    ) -> tuple[dict[str, list[TapeCopy]], list[FileOutcome]]:
+        """Each item's copies that may still be read, and the failures of items without any.
+
+        A copy is readable unless the media store knows its cartridge and has it forgotten
+        (deleted) or never saw it there; on a cartridge the store does not know (its rows
+        lost, another host's) it is tried as the request names it.
+        """
+        readable: dict[str, list[TapeCopy]] = {}
+        failures = []
+        for item in items:
+            try:
+                named = copies_from(item.locator, item.placement)
+            except ArchiveCoreError as exc:
+                failures.append(FileOutcome.failure(item.key, exc.message))
+                continue
+            found = [copy for copy in named if self._may_read(copy)]
+            if found:
+                readable[item.key] = found
+            else:
+                failures.append(FileOutcome.failure(item.key, missing(named[0]).message))
+        return readable, failures
+
+    def _may_read(self, copy: TapeCopy) -> bool:
+        known = self._store.file(copy.barcode, copy.path)
+        if known is None:
+            return self._store.cartridge(copy.barcode) is None
+        return not known.forgotten
+
+    def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
+        items = {item.key: item for item in request.items}
+        candidates, failures = self._readable(request.items)
+        yield from failures
+
+        def restore_one(read: Read, stream: BinaryIO) -> Digests:
+            item = items[read.key]
+            if item.abandoned_by:  # what workers that died restoring it left beside it
+                remove_partials(
+                    os.path.dirname(item.destination),
+                    os.path.basename(item.destination),
+                    made_by=item.abandoned_by,
+                )
+            return publish_file(
+                stream,
+                item.destination,
+                replace=True,
+                expected_sha1=item.sha1,
+                progress=request.progress,
+            )
+
+        loader = self._loader("restore", request.policy, request.job_id)
+        context = f"policy {request.policy} job {request.job_id}"
+        tried: dict[str, list[str]] = {}
+        while candidates:
+            reads = [Read(key=key, copy=copies[0]) for key, copies in candidates.items()]
+            for read, result in read_all(
+                reads, restore_one, loader=loader, store=self._store, context=context
+            ):
+                if isinstance(result, Digests):
+                    del candidates[read.key]
+                    yield FileOutcome.success(
+                        read.key,
+                        locator=items[read.key].locator,
+                        size=result.size,
+                        sha1=result.sha1,
+                        sha256=result.sha256,
+                    )
+                    continue
+                tried.setdefault(read.key, []).append(
+                    f"copy on cartridge {read.copy.barcode}: {result.message}"
+                )
+                left = candidates[read.key][1:]
+                if left:
+                    logger.warning(
+                        "%s: copy on %s failed (%s); reading the next copy",
+                        context,
+                        read.copy.barcode,
+                        result.message,
+                    )
+                    candidates[read.key] = left
+                    continue
+                del candidates[read.key]
+                message = (
+                    result.message
+                    if len(tried[read.key]) == 1
+                    else ("no copy could be read: " + "; ".join(tried[read.key]))
+                )
+                yield FileOutcome.failure(read.key, message, retryable=bool(result.retryable))
+
+    def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
+        refs = {ref.key: ref for ref in request.items}
+        readable, failures = self._readable(request.items)
+        yield from failures
+        reads = [Read(key=key, copy=copy) for key, copies in readable.items() for copy in copies]
+        problems: dict[str, list[str]] = {key: [] for key in readable}
+        digests: dict[str, Digests] = {}
+
+        def hash_one(read: Read, stream: BinaryIO) -> Digests:
+            return hash_stream(stream, progress=request.progress)
+
+        left = collections.Counter(read.key for read in reads)
+        loader = self._loader("verify", request.policy, request.job_id)
+        context = f"policy {request.policy} job {request.job_id}"
+        for read, result in read_all(
+            reads, hash_one, loader=loader, store=self._store, context=context
+        ):
+            ref = refs[read.key]
+            if isinstance(result, Digests):
+                if ref.sha1 and result.sha1 != ref.sha1:
+                    problems[read.key].append(
+                        f"the copy on cartridge {read.copy.barcode} hashes to {result.sha1}, "
+                        f"not {ref.sha1}"
+                    )
+                digests[read.key] = result
+            else:
+                problems[read.key].append(
+                    f"the copy on cartridge {read.copy.barcode} could not be read: {result.message}"
+                )
+            left[read.key] -= 1
+            if left[read.key]:
+                continue
+            if problems[read.key]:
+                yield FileOutcome.failure(read.key, "; ".join(problems[read.key]) + ".")
+            else:
+                found = digests[read.key]
+                yield FileOutcome.success(
+                    read.key,
+                    locator=ref.locator,
+                    size=found.size,
+                    sha1=found.sha1,
+                    sha256=found.sha256,
+                )
+
+    # --- without loading a cartridge -------------------------------------------------------
+
+    def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
+        for ref in request.items:
+            yield self._stat_one(ref)
+
+    def _stat_one(self, ref: CopyRef) -> FileOutcome:
+        try:
+            copies = copies_from(ref.locator, ref.placement)
+        except ArchiveCoreError as exc:
+            return FileOutcome.failure(ref.key, exc.message)
+        size = None
+        for copy in copies:
+            known = self._store.file(copy.barcode, copy.path)
+            if known is None or known.forgotten:
+                return FileOutcome.failure(ref.key, missing(copy).message)
+            size = known.size
+        return FileOutcome.success(ref.key, locator=ref.locator, size=size)
+
+    def delete(self, request: DeleteRequest) -> Iterator[FileOutcome]:
+        for ref in request.items:
+            try:
+                copies = copies_from(ref.locator, ref.placement)
+            except ArchiveCoreError as exc:
+                yield FileOutcome.failure(ref.key, exc.message)
+                continue
+            worm = [c.barcode for c in copies if (pool := self._pool_of(c.barcode)) and pool.worm]
+            if worm:
+                yield FileOutcome.failure(
+                    ref.key,
+                    f"the copy is on WORM cartridge {', '.join(worm)}, where files can never be "
+                    f"removed; it is kept.",
+                )
+                continue
+            for copy in copies:
+                if self._store.forget(copy.barcode, copy.path):
+                    logger.info(
+                        "policy %s job %s: forgot %s on cartridge %s (its bytes stay on tape "
+                        "until the cartridge is reformatted)",
+                        request.policy,
+                        request.job_id,
+                        copy.path,
+                        copy.barcode,
+                    )
+            yield FileOutcome.success(ref.key, locator=ref.locator)

@@ -1,0 +1,526 @@
+"""The tape_ltfs driver on a simulated library, through the Portal face as Portal calls it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from archive_core_tape_ltfs.config import structure_library
+from archive_core_tape_ltfs.driver import TapeLtfsDriver
+from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
+from archive_core_tape_ltfs.driver.pools import policy_uuid
+from archive_core_tape_ltfs.model import TransferRequest
+from archive_core_tape_ltfs.sim.library import SimLibrary, SimMount
+
+from archive_core import ArchiveCoreError
+from archive_core.model import CopyRef, DeleteRequest, StatRequest
+from archive_core.policies import structure
+from archive_core.testing import KIT_POLICY, KIT_TARGET, DriverUnderTest, Harness
+
+from .conftest import real_over
+
+MiB = 2**20
+CAPACITY = 16 * MiB
+
+
+def _cartridges(prefix: str, media: str, count: int, first_slot: int) -> list[dict[str, Any]]:
+    return [
+        {"barcode": f"{prefix}{n:05d}{media}", "slot": first_slot + n, "new": False}
+        for n in range(count)
+    ]
+
+
+def settings_for(state_dir: Path, **extra: Any) -> dict[str, Any]:
+    """Two pools of four cartridges (A... data, W... WORM), a pool set keeping a copy on A
+    and on B, a pre-formatted cartridge nobody knows in slot 20."""
+    cartridges = (
+        _cartridges("A", "L9", 4, 1)
+        + _cartridges("B", "L9", 4, 5)
+        + _cartridges("W", "LZ", 2, 9)
+        + [{"barcode": "A00009L9", "slot": 20, "new": False, "formatted": True}]
+    )
+    return {
+        "library": {
+            "backend": "simulator",
+            "simulator": {
+                "state_dir": str(state_dir),
+                "slots": 20,
+                "import_export": 2,
+                "drives": 2,
+                "capacity_bytes": CAPACITY,
+                "cartridges": cartridges,
+            },
+        },
+        "pools": {
+            "a": {
+                "media": "L9",
+                "barcodes": ["A00000L9-A00009L9"],
+                "scratch": ["A00000L9-A00003L9"],
+            },
+            "b": {
+                "media": "L9",
+                "barcodes": ["B00000L9-B00009L9"],
+                "scratch": ["B00000L9-B00009L9"],
+            },
+            "worm": {
+                "media": "LZ",
+                "barcodes": ["W00000LZ-W00009LZ"],
+                "scratch": ["W00000LZ-W00009LZ"],
+            },
+        },
+        "pool_sets": {"pair": {"pools": ["a", "b"]}},
+        "default_policy": "a",
+        "headroom_bytes": 0,
+        **extra,
+    }
+
+
+@pytest.fixture
+def library_dir(tmp_path: Path) -> Path:
+    return tmp_path / "library"
+
+
+@pytest.fixture
+def kit(tmp_path: Path, library_dir: Path):
+    harness = Harness(
+        DriverUnderTest(driver_class=TapeLtfsDriver, settings=settings_for(library_dir)),
+        tmp_path / "kit",
+    )
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def sim(kit: Harness, library_dir: Path) -> SimLibrary:
+    """The simulated library the target uses, for the environment's faults."""
+    return SimLibrary.open(structure_library(settings_for(library_dir)["library"]).simulator)
+
+
+def store_of(kit: Harness) -> MediaStore:
+    return kit.site().target(KIT_TARGET).instance._store
+
+
+def files_on(sim: SimLibrary, barcode: str) -> list[tuple[str, int]]:
+    with sim.engine.transaction(sim.caller) as step:
+        volume = step.state.cartridges[barcode].volume
+        return step.files().listing(volume.uuid) if volume else []
+
+
+def placements(kit: Harness) -> dict[str, Any]:
+    return {r.locator: r.placement for r in kit.site().catalog.copies(target=KIT_TARGET)}
+
+
+def archive(kit: Harness, file_sets: list[Any], policy: str = KIT_POLICY) -> list[Any]:
+    archived, not_archived, error, _extra = kit.plugin.archive(file_sets, policy, "job-1")
+    assert not not_archived, error
+    return archived
+
+
+def barcode_of(file_set: Any) -> str:
+    return file_set.external_ids[0].split("/")[3]
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {
+                "pools": {
+                    "a": {"media": "L9", "barcodes": ["A00000L9-A00099L9"]},
+                    "c": {"media": "L9", "barcodes": ["A00050L9-A00150L9"]},
+                }
+            },
+            "pools.c.barcodes: A00050L9-A00150L9 overlaps A00000L9-A00099L9 of pool a",
+        ),
+        (
+            {"pools": {"a": {"media": "L9", "barcodes": ["W00000LZ-W00009LZ"]}}},
+            "pools.a.barcodes: W00000LZ-W00009LZ are LTO-9 WORM (LZ) cartridges, but the pool "
+            "holds LTO-9 data (L9)",
+        ),
+        (
+            {"pools": {"a": {"media": "L4", "barcodes": ["A00000L4"]}}},
+            "pools.a.media: 'L4' is not an LTO media type",
+        ),
+        (
+            {"pool_sets": {"pair": {"pools": ["a", "nowhere"]}}},
+            "pool_sets.pair.pools: no pool named 'nowhere'",
+        ),
+        (
+            {
+                "pools": {
+                    "a": {"media": "L9", "barcodes": ["A00000L9-A00009L9"], "scratch": ["A00050L9"]}
+                }
+            },
+            "pools.a.scratch: A00050L9 is not within the pool's barcodes",
+        ),
+    ],
+)
+def test_config_refuses_inconsistent_pools_with_their_path(tmp_path, change, message):
+    raw = {**settings_for(tmp_path), "pool_sets": {}, **change}
+    config, problems = structure(TapeLtfsDriver.Config, raw, path="targets.tape.settings")
+    assert config is None
+    joined = "; ".join(problems)
+    assert "targets.tape.settings" in joined
+    assert message in joined
+
+
+def test_every_pool_and_pool_set_is_a_bulk_policy_with_limits(kit):
+    offered = {p["uuid"]: p for p in kit.plugin.get_policies()}
+    for key in ("a", "b", "worm", "pair"):
+        assert offered[policy_uuid(KIT_TARGET, key, None)]["bulk_support"] is True
+    limits = {c["uuid"]: c for c in kit.plugin.get_policy_constrains()}
+    assert limits[policy_uuid(KIT_TARGET, "pair", None)]["max_files"] == 1000
+
+
+# --- archive ---------------------------------------------------------------------------------
+
+
+def test_an_archived_copy_carries_its_cartridge_volume_and_position(kit, sim):
+    [archived] = archive(kit, [kit.media("clip.mov", os.urandom(5000))])
+    [placement] = placements(kit).values()
+    assert placement["barcode"] == barcode_of(archived) == "A00000L9"
+    assert placement["volume"] == sim.cartridge("A00000L9").volume.uuid
+    assert placement["partition"] == "b" and isinstance(placement["block"], int)
+    cartridge = store_of(kit).cartridge("A00000L9")
+    assert cartridge.state is CartridgeState.APPENDABLE and cartridge.generation >= 1
+    assert archived.external_ids[0].startswith("ltfs://kit/A00000L9/clip_")
+
+
+def test_two_copies_spill_to_the_next_cartridge_on_early_warning(kit, sim, monkeypatch):
+    # The drive's remaining-capacity report is an estimate (compression, the index reserve):
+    # here it promises more than fits, so the writes meet early warning (ENOSPC).
+    honest = SimMount.capacity
+
+    def optimistic(self):
+        found = honest(self)
+        return type(found)(
+            block_size=found.block_size,
+            total_bytes=found.total_bytes,
+            free_bytes=found.free_bytes + 8 * MiB,
+            files=found.files,
+        )
+
+    monkeypatch.setattr(SimMount, "capacity", optimistic)
+    originals = [kit.media(f"big{i}.mxf", os.urandom(6 * MiB)) for i in range(3)]
+    archived = archive(kit, originals, policy_uuid(KIT_TARGET, "pair", None))
+    by_file = placements(kit)
+    for placement in by_file.values():
+        first, second = placement["copies"]
+        assert first["barcode"].startswith("A") and second["barcode"].startswith("B")
+    used = {c["barcode"] for p in by_file.values() for c in p["copies"]}
+    assert {"A00000L9", "A00001L9", "B00000L9", "B00001L9"} <= used
+    store = store_of(kit)
+    assert store.cartridge("A00000L9").state is CartridgeState.FULL
+    # The partial file was removed from the full cartridge's index.
+    names = {os.path.basename(fs.files[0]) for fs in archived}
+    on_first = {path for path, _size in files_on(sim, "A00000L9")}
+    assert len(on_first) == 2 and all(p.split("_")[0] + ".mxf" in names for p in on_first)
+    restored = [kit.elsewhere(fs) for fs in archived]
+    kit.plugin.restore(restored, policy_uuid(KIT_TARGET, "pair", None))
+    for original, back in zip(originals, restored, strict=True):
+        assert kit.bytes_of(back) == kit.bytes_of(original)
+
+
+def test_a_permanent_write_error_sends_the_file_to_another_cartridge(kit, sim):
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    assert barcode_of(first) == "A00000L9"
+    sim.inject(kind="write_error", barcode="A00000L9", at_bytes=1000)
+    original = kit.media("second.bin", os.urandom(3000))
+    [second] = archive(kit, [original])
+    assert barcode_of(second) == "A00001L9"
+    assert store_of(kit).cartridge("A00000L9").state is CartridgeState.READ_ONLY
+    wanted = kit.elsewhere(second)
+    kit.plugin.restore([wanted], KIT_POLICY)
+    assert kit.bytes_of(wanted) == kit.bytes_of(original)
+
+
+@pytest.mark.parametrize("offline", ["vaulted", "in an import/export slot"])
+def test_an_offline_cartridge_is_never_chosen_for_writing(kit, sim, offline):
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    assert barcode_of(first) == "A00000L9"
+    if offline == "vaulted":
+        sim.inject(kind="vault", barcode="A00000L9")
+    else:
+        sim.changer.transfer(TransferRequest(source=1, destination=21, barcode="A00000L9"))
+    [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
+    assert barcode_of(second) == "A00001L9"
+    assert store_of(kit).cartridge("A00000L9").state is CartridgeState.APPENDABLE
+    moved = [e for e in sim.timeline("robot") if e.cartridge == "A00000L9"]
+    assert len(moved) == (2 if offline == "vaulted" else 3)  # never loaded again
+
+
+def test_cartridges_are_found_by_barcode_after_an_operator_swapped_slots(kit, sim):
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    sim.inject(kind="swap", slot=1, other_slot=4)
+    [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
+    assert barcode_of(first) == barcode_of(second) == "A00000L9"
+
+
+def test_a_mislabelled_cartridge_is_refused_before_anything_is_written(kit, sim):
+    archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    before = files_on(sim, "A00009L9")
+    # The real A00000L9 goes to the vault; the unknown volume in slot 20 gets its label.
+    sim.inject(kind="vault", barcode="A00000L9")
+    sim.inject(kind="mislabel", barcode="A00009L9", label="A00000L9")
+    original = kit.media("second.bin", os.urandom(3000))
+    archived, not_archived, error, _ = kit.plugin.archive([original], KIT_POLICY, "job-2")
+    assert not archived and not_archived == [original]
+    assert "A00000L9" in error and "A00009" in error, error  # expected, and found
+    assert files_on(sim, "A00009L9") == before
+    assert all(not bay.full for bay in sim.changer.inventory().drives)  # unloaded again
+
+
+# --- restore, verify, delete, stat -----------------------------------------------------------
+
+
+def test_restore_reads_the_other_copy_when_one_fails(kit, sim):
+    pair = policy_uuid(KIT_TARGET, "pair", None)
+    original = kit.media("clip.mov", os.urandom(20_000))
+    [archived] = archive(kit, [original], pair)
+    [placement] = placements(kit).values()
+    path = archived.external_ids[0].split("/", 4)[4]
+    sim.inject(kind="read_error", barcode=placement["copies"][0]["barcode"], path=path)
+    wanted = kit.elsewhere(archived)
+    kit.plugin.restore([wanted], pair)
+    assert kit.bytes_of(wanted) == kit.bytes_of(
+        kit.elsewhere(archived)._replace(files=archived.files)
+    )
+
+
+def test_restore_loads_each_cartridge_once_and_reads_in_tape_order(kit, sim):
+    originals = [kit.media(f"f{i}.bin", os.urandom(4000 + i)) for i in range(5)]
+    archived = archive(kit, originals)
+    moves_before = len(sim.timeline("robot"))
+    restored = [kit.elsewhere(fs) for fs in reversed(archived)]
+    kit.plugin.restore(restored, KIT_POLICY)
+    assert len(sim.timeline("robot")) - moves_before == 2  # one load, one unload
+    reads = [e for e in sim.timeline("drive0") + sim.timeline("drive1") if e.operation == "read"]
+    assert len(reads) == 5 and sum(e.locates for e in reads) <= 1  # in order, one locate
+
+
+def test_verify_reads_every_copy_back(kit, sim):
+    pair = policy_uuid(KIT_TARGET, "pair", None)
+    archived = archive(kit, [kit.media("v.bin", os.urandom(3000))], pair)
+    verified, failed, error = kit.plugin.verify(archived, pair)
+    assert verified == archived and not failed, error
+    reads = [e for e in sim.timeline("drive0") + sim.timeline("drive1") if e.operation == "read"]
+    assert {e.cartridge for e in reads} == {"A00000L9", "B00000L9"}
+
+
+def test_delete_only_forgets_the_copy_and_leaves_its_bytes_on_tape(kit, sim):
+    [archived] = archive(kit, [kit.media("doomed.bin", os.urandom(3000))])
+    assert kit.plugin.delete([archived], KIT_POLICY) == [archived]
+    assert len(files_on(sim, "A00000L9")) == 1  # LTFS frees nothing: the bytes stay
+    with pytest.raises(ArchiveCoreError):
+        kit.plugin.restore([kit.elsewhere(archived)], KIT_POLICY)
+
+
+def test_a_worm_pool_refuses_delete(kit, sim):
+    worm = policy_uuid(KIT_TARGET, "worm", None)
+    [archived] = archive(kit, [kit.media("kept.bin", os.urandom(3000))], worm)
+    assert barcode_of(archived) == "W00000LZ"
+    assert kit.plugin.delete([archived], worm) == []
+    driver = kit.site().target(KIT_TARGET).instance
+    locator = archived.external_ids[0].split("/", 3)[3]
+    request = DeleteRequest(
+        policy=worm, target=KIT_TARGET, job_id="j", items=[CopyRef(key="0", locator=locator)]
+    )
+    [outcome] = driver.delete(request)
+    assert not outcome.ok and "WORM" in outcome.error
+    wanted = kit.elsewhere(archived)
+    kit.plugin.restore([wanted], worm)
+
+
+def test_stat_answers_from_the_media_store_without_loading_a_cartridge(kit, sim):
+    [archived] = archive(kit, [kit.media("s.bin", os.urandom(3000))])
+    moves = len(sim.timeline("robot"))
+    driver = kit.site().target(KIT_TARGET).instance
+    locator = archived.external_ids[0].split("/", 3)[3]
+    [there] = driver.stat(
+        StatRequest(
+            policy=KIT_POLICY,
+            target=KIT_TARGET,
+            job_id="j",
+            items=[CopyRef(key="0", locator=locator)],
+        )
+    )
+    assert there.ok and there.size == 3000
+    assert len(sim.timeline("robot")) == moves
+
+
+def test_a_rerun_after_a_crash_writes_again_exactly_the_unsynced_files(kit, library_dir, tmp_path):
+    from archive_core.driver import DriverContext
+    from archive_core.model import ArchiveItem, ArchiveRequest
+
+    config, problems = structure(
+        TapeLtfsDriver.Config, settings_for(library_dir, sync_every_files=2), path="settings"
+    )
+    assert config is not None, problems
+    sources = [kit.media(f"c{i}.bin", os.urandom(2000 + i)) for i in range(5)]
+    items = [
+        ArchiveItem(key=str(i), sources=fs.files, name=f"c{i}_{fs.sha1}.bin", sha1=fs.sha1)
+        for i, fs in enumerate(sources)
+    ]
+    request = ArchiveRequest(policy="any", target="tape", job_id="crash", items=items)
+    context = DriverContext(target="tape", state_dir=tmp_path / "state")
+    # The worker dies after its first sync: two files durable, the others never synced.
+    crashed = TapeLtfsDriver(config, context).archive(request)
+    first = [next(crashed), next(crashed)]
+    assert all(o.ok for o in first)
+    rerun = {o.key: o for o in TapeLtfsDriver(config, context).archive(request)}
+    assert all(o.ok for o in rerun.values())
+    assert [k for k, o in sorted(rerun.items()) if o.reused] == ["0", "1"]
+    assert rerun["0"].locator == first[0].locator
+
+
+def test_restore_names_every_copy_it_tried_when_none_can_be_read(kit, sim):
+    pair = policy_uuid(KIT_TARGET, "pair", None)
+    [archived] = archive(kit, [kit.media("clip.mov", os.urandom(20_000))], pair)
+    [placement] = placements(kit).values()
+    path = archived.external_ids[0].split("/", 4)[4]
+    for copy in placement["copies"]:
+        sim.inject(kind="read_error", barcode=copy["barcode"], path=path)
+    with pytest.raises(ArchiveCoreError) as raised:
+        kit.plugin.restore([kit.elsewhere(archived)], pair)
+    assert "A00000L9" in raised.value.message and "B00000L9" in raised.value.message
+
+
+_MOUNT_AND_EXIT = """
+import sys
+from pathlib import Path
+from archive_core_tape_ltfs.config import SimulatorSettings
+from archive_core_tape_ltfs.model import LoadRequest, MountRequest
+from archive_core_tape_ltfs.sim.library import SimLibrary
+
+library = SimLibrary.open(SimulatorSettings(state_dir=Path(sys.argv[1])), caller="job-7")
+library.changer.load(LoadRequest(slot=1, drive=0, barcode="A00000L9"))
+library.drive(0).wait_ready()
+library.ltfs.mount(MountRequest(drive=0, barcode="A00000L9"))
+"""
+
+
+def test_a_mount_left_by_a_dead_worker_is_taken_over_and_its_cartridge_written(kit, sim):
+    import subprocess
+    import sys
+
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    assert barcode_of(first) == "A00000L9"
+    subprocess.run(
+        [sys.executable, "-c", _MOUNT_AND_EXIT, str(sim.engine.root)],
+        check=True,
+        env=os.environ,
+        timeout=120,
+    )
+    [record] = sim.ltfs.mounts()
+    assert record.orphaned
+    [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
+    assert barcode_of(second) == "A00000L9"
+    assert sim.ltfs.mounts() == ()
+
+
+def test_a_copy_on_tape_the_store_lost_is_read_back_and_kept(kit, sim):
+    original = kit.media("kept.bin", os.urandom(3000))
+    [first] = archive(kit, [original])
+    path = first.external_ids[0].split("/", 4)[4]
+    store_of(kit).drop("A00000L9", path)  # the record of its sync is lost
+    [again] = archive(kit, [original])
+    assert again.external_ids == first.external_ids
+    assert [p for p, _size in files_on(sim, "A00000L9")] == [path]  # not written twice
+    reads = [e for e in sim.timeline("drive0") + sim.timeline("drive1") if e.operation == "read"]
+    assert len(reads) == 1  # read back to prove it holds the same bytes
+
+
+def test_a_volume_the_driver_did_not_write_is_never_taken_into_a_pool(kit, sim):
+    # A00009L9 is in pool a's barcodes but holds a volume of other software; with every
+    # scratch cartridge gone, it is looked at and refused, never written.
+    for slot in (1, 2, 3, 4):
+        sim.take_out(slot)
+    _archived, not_archived, error, _ = kit.plugin.archive(
+        [kit.media("x.bin", os.urandom(100))], KIT_POLICY, "job-3"
+    )
+    assert not_archived and "No cartridge of pool a" in error
+    assert files_on(sim, "A00009L9") == []
+    assert store_of(kit).cartridge("A00009L9") is None
+
+
+def test_a_file_larger_than_a_cartridge_fails_without_using_up_the_scratch_cartridges(kit, sim):
+    big = kit.media("huge.mxf", size=CAPACITY + MiB)
+    _archived, not_archived, error, _ = kit.plugin.archive([big], KIT_POLICY, "job-4")
+    assert not_archived == [big] and "larger than what a whole cartridge" in error
+    assert [c.barcode for c in store_of(kit).cartridges("a")] == ["A00000L9"]
+
+
+def test_a_pool_without_scratch_offers_no_more_bytes_per_call_than_its_cartridges_hold(tmp_path):
+    from archive_core_tape_ltfs.driver.media import Cartridge
+
+    from archive_core.driver import DriverContext
+
+    raw = settings_for(tmp_path / "library")
+    raw["pools"]["b"] = {"media": "L9", "barcodes": ["B00000L9-B00009L9"], "max_bytes": 10**12}
+    config, problems = structure(TapeLtfsDriver.Config, raw, path="settings")
+    assert config is not None, problems
+    driver = TapeLtfsDriver(config, DriverContext(target="tape", state_dir=tmp_path / "state"))
+    for barcode, free in (("B00000L9", 5 * 10**9), ("B00001L9", 3 * 10**9)):
+        driver._store.save(
+            Cartridge(
+                barcode=barcode,
+                pool="b",
+                state=CartridgeState.APPENDABLE,
+                volume_serial=barcode[:6],
+                volume_uuid=f"uuid-{barcode}",
+                generation=2,
+                free_bytes=free,
+                total_bytes=100 * 10**9,
+                files=0,
+                worm=False,
+            )
+        )
+    offered = {p.uuid: p for p in driver.policies()}
+    # Each cartridge keeps 1% of 100 GB free: 4 GB + 2 GB of room.
+    assert offered[policy_uuid("tape", "b", None)].max_bytes == 6 * 10**9
+    assert offered[policy_uuid("tape", "a", None)].max_bytes is None  # a can format more
+
+
+def test_a_drive_leased_by_another_worker_is_not_touched_and_the_files_wait_for_later(
+    tmp_path, library_dir
+):
+    settings = settings_for(library_dir, drive_wait_seconds=0)
+    kit = Harness(DriverUnderTest(driver_class=TapeLtfsDriver, settings=settings), tmp_path / "k")
+    try:
+        leases = kit.site().catalog.leases
+        for drive in (0, 1):
+            leases.acquire(f"tape_ltfs:{KIT_TARGET}/drive{drive}", ttl=60, purpose="other job")
+        original = kit.media("waits.bin", os.urandom(1000))
+        archived, not_archived, error, _ = kit.plugin.archive([original], KIT_POLICY, "job-5")
+        assert not archived and not_archived == [original]
+        assert "drive0 is not free" in error and "(other job) holds it" in error
+    finally:
+        kit.close()
+
+
+def test_a_job_takes_the_drive_no_other_worker_holds(kit):
+    kit.site().catalog.leases.acquire(f"tape_ltfs:{KIT_TARGET}/drive0", ttl=60, purpose="other")
+    archive(kit, [kit.media("free-drive.bin", os.urandom(1000))])
+
+
+def test_archive_restore_and_a_spill_on_the_real_port_over_the_simulated_tools(
+    kit, sim, monkeypatch
+):
+    real = real_over(sim)
+    monkeypatch.setattr(TapeLtfsDriver, "_port", lambda self: real)
+    originals = [kit.media(f"r{i}.bin", os.urandom(3000 + i)) for i in range(3)]
+    archived = archive(kit, originals)
+    sim.inject(kind="write_error", barcode="A00000L9", at_bytes=100)
+    [spilled] = archive(kit, [kit.media("spilled.bin", os.urandom(3000))])
+    assert {barcode_of(fs) for fs in archived} == {"A00000L9"}
+    assert barcode_of(spilled) == "A00001L9"
+    assert store_of(kit).cartridge("A00000L9").state is CartridgeState.READ_ONLY
+    restored = [kit.elsewhere(fs) for fs in archived]
+    kit.plugin.restore(restored, KIT_POLICY)
+    for original, back in zip(originals, restored, strict=True):
+        assert kit.bytes_of(back) == kit.bytes_of(original)
