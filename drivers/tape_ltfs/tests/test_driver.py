@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from archive_core_tape_ltfs.config import structure_library
+from archive_core_tape_ltfs.config import SimulatedCartridge, structure_library
 from archive_core_tape_ltfs.driver import TapeLtfsDriver
 from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
 from archive_core_tape_ltfs.driver.pools import policy_uuid
@@ -224,6 +224,28 @@ def test_two_copies_spill_to_the_next_cartridge_on_early_warning(kit, sim, monke
     kit.plugin.restore(restored, policy_uuid(KIT_TARGET, "pair", None))
     for original, back in zip(originals, restored, strict=True):
         assert kit.bytes_of(back) == kit.bytes_of(original)
+
+
+def test_a_drive_that_asks_for_cleaning_is_cleaned_before_it_writes(kit, sim):
+    sim.insert(SimulatedCartridge(barcode="CLN001CU", slot=19, uses=5))
+    for drive in (0, 1):
+        sim.inject(kind="needs_cleaning", drive=drive)
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    moves = [e.cartridge for e in sorted(sim.timeline("robot"), key=lambda e: e.start)]
+    assert moves[:2] == ["CLN001CU", "CLN001CU"]  # in and out before the data cartridge
+    assert moves[2] == barcode_of(first)
+    assert sim.cartridge("CLN001CU").uses_left == 4
+
+
+def test_without_a_cleaning_cartridge_a_dirty_drive_writes_nothing(kit, sim):
+    for drive in (0, 1):
+        sim.inject(kind="needs_cleaning", drive=drive)
+    archived, not_archived, error, _extra = kit.plugin.archive(
+        [kit.media("first.bin", os.urandom(3000))], KIT_POLICY, "job-1"
+    )
+    assert not archived and not_archived
+    assert "asks to be cleaned" in str(error) or "asks to be cleaned" in str(not_archived)
+    assert not any(e.operation == "write" for e in sim.timeline())
 
 
 def test_a_permanent_write_error_sends_the_file_to_another_cartridge(kit, sim):

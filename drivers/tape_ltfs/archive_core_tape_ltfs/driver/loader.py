@@ -15,6 +15,7 @@ import attrs
 
 from archive_core import Leases, LeaseTimeout
 from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.cleaning import clean_drive, needs_cleaning
 from archive_core_tape_ltfs.driver.media import Cartridge
 from archive_core_tape_ltfs.model import (
     DriveBay,
@@ -208,6 +209,11 @@ class Loader:
             slot, occupied = found.number, inventory.drive(drive).full  # type: ignore[union-attr]
         self.in_use.add(drive)
         try:
+            if needs_cleaning(self.library, drive):
+                unloaded_to = self._clean(drive)
+                if slot is None:  # it was our cartridge in the drive: load it again
+                    slot = unloaded_to
+                occupied = False
             if slot is not None:
                 if occupied:
                     self._unload(drive)
@@ -217,6 +223,23 @@ class Loader:
             self._give_back(drive, stack)
             raise
         return drive, stack
+
+    def _clean(self, drive: int) -> int | None:
+        """Clean a drive that asks for it before anything is written or read with it (a dirty
+        head turns writes into permanent errors, ltfs#387). Returns the slot the cartridge
+        that was in the drive went to, if there was one."""
+        try:
+            done = clean_drive(self.library, drive)
+        except errors.CleaningMediaExpired as exc:
+            raise errors.NeedsCleaning(
+                f"Drive {drive} asks to be cleaned and cannot be: {exc.message} Nothing is "
+                f"written with it until it is cleaned.",
+                drive=drive,
+            ) from exc
+        logger.info(
+            "%s: cleaned drive %d with %s before using it", self._purpose, drive, done.cleaned_with
+        )
+        return done.unloaded_to
 
     def _live_mounts(self) -> set[int]:
         """Drives an LTFS mount takes: one a live process owns, or one whose ltfs died (it

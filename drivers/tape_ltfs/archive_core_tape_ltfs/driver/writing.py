@@ -293,8 +293,8 @@ class PoolWriter:
         ):
             try:
                 mounted = self._loader.mount(cartridge)
-            except IdentityMismatch:
-                raise
+            except (IdentityMismatch, errors.NeedsCleaning):
+                raise  # for an operator: another cartridge would not help
             except errors.TapeError as exc:
                 tried.add(cartridge.barcode)
                 logger.warning(
@@ -356,8 +356,8 @@ class PoolWriter:
             mounted = self._loader.open_unrecorded(
                 barcode, name=name, may_format=self.pool.is_scratch(barcode)
             )
-        except IdentityMismatch:
-            raise
+        except (IdentityMismatch, errors.NeedsCleaning):
+            raise  # for an operator: another cartridge would not help
         except errors.TapeError as exc:
             logger.warning(
                 "%s: cartridge %s of pool %s cannot be used: %s",
