@@ -114,7 +114,7 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
         {"cli", "plugin", "driver"},  # what operators run; the archive driver
     ],
     "drivers/tape_ltfs/archive_core_tape_ltfs/driver": [
-        {"media", "placement", "pools"},  # the media store; where copies sit; pools
+        {"media", "placement", "pools", "wear"},  # the media store and its errors; copies; pools
         {"settings", "selection", "loader"},  # target settings; cartridge choice; mounting
         {"writing", "reading"},  # one pool's copies written; copies read back in tape order
         {"archiving"},  # an archive batch over every pool of a policy

@@ -11,6 +11,8 @@ from archive_core_tape_ltfs.config import SimulatedCartridge, structure_library
 from archive_core_tape_ltfs.driver import TapeLtfsDriver
 from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
 from archive_core_tape_ltfs.driver.pools import policy_uuid
+from archive_core_tape_ltfs.driver.wear import note_failure
+from archive_core_tape_ltfs.health import MediaFailure
 from archive_core_tape_ltfs.model import TransferRequest
 from archive_core_tape_ltfs.sim.library import SimLibrary, SimMount
 
@@ -246,6 +248,31 @@ def test_without_a_cleaning_cartridge_a_dirty_drive_writes_nothing(kit, sim):
     assert not archived and not_archived
     assert "asks to be cleaned" in str(error) or "asks to be cleaned" in str(not_archived)
     assert not any(e.operation == "write" for e in sim.timeline())
+
+
+def test_a_drive_failing_with_several_cartridges_is_left_alone(kit, sim):
+    store, now = store_of(kit), sim.clock.now()
+    for n in range(3):
+        store.record_failure(MediaFailure(drive=0, barcode=f"X0000{n}L9", at=now, kind="read"))
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    assert barcode_of(first) == "A00000L9"
+    used = {
+        e.resource for e in sim.timeline() if e.cartridge == "A00000L9" and e.resource != "robot"
+    }
+    assert used == {"drive1"}
+
+
+def test_a_cartridge_failing_in_several_drives_is_marked_damaged(kit, sim):
+    archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    store = store_of(kit)
+    for drive in range(3):
+        failure = MediaFailure(drive=drive, barcode="A00000L9", at=drive, kind="read error")
+        note_failure(store, failure, context="test")
+    cartridge = store.cartridge("A00000L9")
+    assert cartridge.state is CartridgeState.DAMAGED
+    assert "in 3 different drives" in cartridge.reason
+    [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
+    assert barcode_of(second) == "A00001L9"  # never written again
 
 
 def test_a_permanent_write_error_sends_the_file_to_another_cartridge(kit, sim):

@@ -16,7 +16,8 @@ import attrs
 from archive_core import Leases, LeaseTimeout
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.cleaning import clean_drive, needs_cleaning
-from archive_core_tape_ltfs.driver.media import Cartridge
+from archive_core_tape_ltfs.driver.media import Cartridge, MediaStore
+from archive_core_tape_ltfs.driver.wear import verdict
 from archive_core_tape_ltfs.model import (
     DriveBay,
     FormatRequest,
@@ -64,8 +65,10 @@ class Loader:
         lease_seconds: float,
         wait_seconds: float,
         purpose: str,
+        store: MediaStore | None = None,
     ) -> None:
         self.library = library
+        self._store = store
         self._target = target
         self._leases = leases
         self._ttl = lease_seconds
@@ -185,7 +188,17 @@ class Loader:
                 f"import/export slot). Insert and import it.",
                 barcode=barcode,
             )
-        taken = self._live_mounts() | self.in_use
+        failing = self._failing_drives()
+        if (
+            isinstance(found, DriveBay)
+            and found.index in failing
+            and found.index not in self.in_use
+        ):
+            # Left in a drive that is failing: read or write it in another one.
+            self._unload(found.index)
+            inventory = self.library.changer.inventory()
+            found = inventory.locate(barcode)
+        taken = self._live_mounts() | self.in_use | set(failing)
         if isinstance(found, DriveBay):
             if found.index in taken:
                 raise errors.DriveBusy(
@@ -202,7 +215,9 @@ class Loader:
             )
             if not free:
                 raise errors.DriveBusy(
-                    f"No drive is free to load cartridge {barcode}: every drive is in use.",
+                    f"No drive is free to load cartridge {barcode}: every drive is in use"
+                    + "".join(f"; {why}" for why in failing.values())
+                    + ".",
                     barcode=barcode,
                 )
             drive, stack = self._lease_any([index for _full, index in free])
@@ -223,6 +238,12 @@ class Loader:
             self._give_back(drive, stack)
             raise
         return drive, stack
+
+    def _failing_drives(self) -> dict[int, str]:
+        """Drives no job uses while their recent media errors say they are failing."""
+        if self._store is None:
+            return {}
+        return verdict(self._store, now=self.library.clock.now()).drives_out_of_service
 
     def _clean(self, drive: int) -> int | None:
         """Clean a drive that asks for it before anything is written or read with it (a dirty

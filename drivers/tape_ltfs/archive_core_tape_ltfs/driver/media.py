@@ -22,6 +22,8 @@ from pathlib import Path
 
 import attrs
 
+from archive_core_tape_ltfs.health import MediaFailure
+
 DATABASE = "media.sqlite"
 
 _SCHEMA = """
@@ -50,6 +52,14 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (barcode, path)
 );
 CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
+-- Read and write errors, which drive with which cartridge: what tells a failing drive from a
+-- failing cartridge (see `health`).
+CREATE TABLE IF NOT EXISTS media_failures (
+    drive INTEGER NOT NULL,
+    barcode TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL
+);
 """
 
 
@@ -120,6 +130,20 @@ class MediaStore:
             raise
         finally:
             db.close()
+
+    # --- media errors ----------------------------------------------------------------------
+
+    def record_failure(self, failure: MediaFailure) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO media_failures VALUES (?, ?, ?, ?)",
+                (failure.drive, failure.barcode, failure.at, failure.kind),
+            )
+
+    def failures(self, *, since: float) -> list[MediaFailure]:
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM media_failures WHERE at >= ?", (since,)).fetchall()
+        return [_failure(row) for row in rows]
 
     # --- cartridges ------------------------------------------------------------------------
 
@@ -220,6 +244,10 @@ class MediaStore:
         """The file was removed from the volume's index."""
         with self._db() as db:
             db.execute("DELETE FROM files WHERE barcode = ? AND path = ?", (barcode, path))
+
+
+def _failure(row: tuple) -> MediaFailure:
+    return MediaFailure(drive=row[0], barcode=row[1], at=row[2], kind=row[3])
 
 
 def _cartridge(row: tuple) -> Cartridge:

@@ -17,9 +17,11 @@ import attrs
 from archive_core import ArchiveCoreError
 from archive_core.transfer import Digests
 from archive_core_tape_ltfs import errors
-from archive_core_tape_ltfs.driver.loader import Loader
+from archive_core_tape_ltfs.driver.loader import Loader, Mounted
 from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState, MediaStore
 from archive_core_tape_ltfs.driver.placement import TapeCopy
+from archive_core_tape_ltfs.driver.wear import note_failure
+from archive_core_tape_ltfs.health import MediaFailure
 from archive_core_tape_ltfs.model import volume_serial_for
 
 logger = logging.getLogger(__name__)
@@ -82,8 +84,11 @@ def read_all(
                     with mounted.mount.open_read(read.copy.path) as stream:
                         yield read, consume(read, stream)
                 except ArchiveCoreError as exc:
+                    if isinstance(exc, errors.MediaError):
+                        _note(store, loader, mounted, context)
                     yield read, exc
                 except OSError as exc:
+                    _note(store, loader, mounted, context)
                     yield (
                         read,
                         errors.MediaError(
@@ -94,6 +99,16 @@ def read_all(
                     )
         finally:
             loader.release(mounted)
+
+
+def _note(store: MediaStore, loader: Loader, mounted: Mounted, context: str) -> None:
+    failure = MediaFailure(
+        drive=mounted.drive,
+        barcode=mounted.barcode,
+        at=loader.library.clock.now(),
+        kind="read error",
+    )
+    note_failure(store, failure, context=context)
 
 
 def _unknown(visit: Visit) -> Cartridge:

@@ -134,6 +134,7 @@ class TapeLtfsDriver(BaseDriver):
             lease_seconds=self.config.lease_seconds,
             wait_seconds=self.config.drive_wait_seconds,
             purpose=f"{operation} job {job_id} of policy {policy}",
+            store=self._store,
         )
 
     def check_ready(self) -> Readiness:

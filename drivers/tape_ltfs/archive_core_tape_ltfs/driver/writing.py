@@ -29,6 +29,8 @@ from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState, Media
 from archive_core_tape_ltfs.driver.placement import TapeCopy
 from archive_core_tape_ltfs.driver.pools import Pool
 from archive_core_tape_ltfs.driver.selection import appendable, headroom, unrecorded
+from archive_core_tape_ltfs.driver.wear import note_failure
+from archive_core_tape_ltfs.health import MediaFailure
 from archive_core_tape_ltfs.model import FileLocation, ReadOnlyReason
 
 logger = logging.getLogger(__name__)
@@ -59,10 +61,11 @@ class FileFailed(Exception):
 class _Spill(Exception):
     """This cartridge cannot take the file: write it to another one."""
 
-    def __init__(self, reason: str, *, full: bool = False) -> None:
+    def __init__(self, reason: str, *, full: bool = False, media: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.full = full
+        self.media = media  # a read or write error of the medium (or the drive)
 
 
 @attrs.define
@@ -190,7 +193,8 @@ class PoolWriter:
         except (errors.TapeError, OSError) as exc:  # the source's errors are TransferFailed
             with contextlib.suppress(Exception):
                 out.close()
-            raise _Spill(getattr(exc, "message", None) or str(exc)) from exc
+            media = isinstance(exc, errors.MediaError)
+            raise _Spill(getattr(exc, "message", None) or str(exc), media=media) from exc
         except (FixityMismatch, TransferFailed) as exc:
             self._discard(session, out, path)
             raise FileFailed(exc.message, retryable=exc.retryable) from exc
@@ -411,6 +415,14 @@ class PoolWriter:
     def _after_error(self, session: _Session, spill: _Spill) -> None:
         """Read the volume's live state; a read-only one is marked so; close the session."""
         session.full = session.full or spill.full
+        if spill.media:
+            failure = MediaFailure(
+                drive=session.mounted.drive,
+                barcode=session.barcode,
+                at=self._loader.library.clock.now(),
+                kind="write error",
+            )
+            note_failure(self._store, failure, context=self._context)
         try:
             state = session.mounted.mount.state()
         except errors.TapeError as exc:
