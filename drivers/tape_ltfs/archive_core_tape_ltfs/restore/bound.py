@@ -6,29 +6,37 @@ from collections.abc import Sequence
 
 from archive_core_tape_ltfs.cost import BOT, TimingModel
 from archive_core_tape_ltfs.restore.estimate import RunWork
-from archive_core_tape_ltfs.restore.view import DriveView, LibraryView, Where
+from archive_core_tape_ltfs.restore.view import LibraryView, Where
+
+
+def _fetch(model: TimingModel, volume_files: int) -> float:
+    """Into an empty drive: the element status, the robot's move, threading, the mount."""
+    status = model.library.element_status_seconds
+    return status + model.robot_move() + model.load() + model.mount(volume_files)
+
+
+def _unload(model: TimingModel, activity_bytes: int, *, mounted: bool) -> float:
+    """Out of a drive: unmount, element status, rewind and unthread (the rewind by what was
+    read since the load), the robot's move to the slot (the bay is busy until it is empty)."""
+    unmount = model.library.clean_unmount_seconds if mounted else 0.0
+    status = model.library.element_status_seconds
+    return unmount + status + model.unload(BOT, activity_bytes) + model.robot_move()
 
 
 def entry_seconds(model: TimingModel, view: LibraryView, run: RunWork) -> float:
     """The least it can cost to have the run's cartridge mounted in some drive: nothing when
-    it is mounted, a mount when it is loaded, else the cheapest exchange from what a drive
-    holds now (a drive only ever gets dearer: it holds a cartridge read since)."""
+    it is mounted, a mount when it is loaded, a fetch into an empty drive, else the cheapest
+    exchange with what a drive holds now (a drive only gets dearer: it holds a cartridge
+    read since)."""
     where = view.where(run.barcode)
-    mount = model.mount(run.volume_files)
     if where is Where.MOUNTED:
         return 0.0
     if where is Where.LOADED:
-        return mount
-    return min(_exchange(model, d) for d in view.drives) + mount
-
-
-def _exchange(model: TimingModel, drive: DriveView) -> float:
-    status = model.library.element_status_seconds
-    fetch = status + model.robot_move() + model.load()
-    if drive.barcode is None:
+        return model.mount(run.volume_files)
+    fetch = _fetch(model, run.volume_files)
+    if any(d.barcode is None for d in view.drives):
         return fetch
-    unmount = model.library.clean_unmount_seconds if drive.mounted else 0.0
-    return unmount + status + model.unload(BOT, 0) + model.robot_move() + fetch
+    return fetch + min(_unload(model, 0, mounted=d.mounted) for d in view.drives)
 
 
 def robot_moves(view: LibraryView, runs: Sequence[RunWork]) -> int:
@@ -39,15 +47,32 @@ def robot_moves(view: LibraryView, runs: Sequence[RunWork]) -> int:
     return fetched + max(0, fetched - empty)
 
 
+def _unloads(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) -> float:
+    """The drive time of the unloads that must happen: one per fetch beyond the empty
+    drives, the cheapest ones possible (a cartridge after its own reads, or one a drive
+    holds that the batch does not need)."""
+    fetched = sum(1 for r in runs if view.where(r.barcode) not in (Where.MOUNTED, Where.LOADED))
+    needed = max(0, fetched - sum(1 for d in view.drives if d.barcode is None))
+    wanted = {r.barcode for r in runs}
+    costs = [_unload(model, r.bytes, mounted=False) for r in runs]
+    costs += [
+        _unload(model, 0, mounted=d.mounted)
+        for d in view.drives
+        if d.barcode is not None and d.barcode not in wanted
+    ]
+    return sum(sorted(costs)[:needed])
+
+
 def lower_bound(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) -> float:
-    """max(the longest cartridge: its cheapest entry and its sorted reads; all cartridges'
-    work spread evenly over the drives; the robot's moves one after another)."""
+    """The largest of: the longest cartridge (its cheapest entry, its sorted reads, its
+    unmount); all cartridges' work, with the unloads that must happen, spread evenly over
+    the drives; the robot's moves one after another."""
     if not runs:
         return 0.0
     unmount = model.library.clean_unmount_seconds  # every run ends with one
     work = [entry_seconds(model, view, r) + r.read_total + unmount for r in runs]
     return max(
         max(work),
-        sum(work) / len(view.drives),
+        (sum(work) + _unloads(model, view, runs)) / len(view.drives),
         robot_moves(view, runs) * model.robot_move(),
     )
