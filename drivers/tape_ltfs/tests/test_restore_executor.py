@@ -21,6 +21,8 @@ from archive_core_tape_ltfs.sim.library import SimLibrary
 
 from archive_core import FixityMismatch
 
+from .conftest import real_over
+
 GB = 10**9
 BARCODES = ("RST001L9", "RST002L9", "RST003L9", "RST004L9")
 SMALL = 3  # files with real bytes per cartridge
@@ -229,3 +231,23 @@ def test_a_mounted_cartridge_is_read_where_it_is(archive):
     )
     assert len(outcome.restored) == len(files)
     assert [e for e in library.timeline("robot") if e.start >= start] == []
+
+
+def test_each_cartridge_is_read_in_one_drive_only(archive):
+    library = archive.library
+    start = library.clock.now()
+    restore_files(archive.files, library, read=Restored(archive), generation=9, virtual_time=True)
+    drives_of: dict[str, set[str]] = {}
+    for entry in library.timeline():
+        if entry.start >= start and entry.resource.startswith("drive") and entry.cartridge:
+            drives_of.setdefault(entry.cartridge, set()).add(entry.resource)
+    assert drives_of and all(len(d) == 1 for d in drives_of.values())
+
+
+def test_the_executor_runs_on_the_real_port_too(archive):
+    real = real_over(archive.library)
+    files = [f for f in archive.first_copies_only() if f.copies[0].path.endswith(".bin")]
+    read = Restored(archive)
+    outcome = restore_files(files, real, read=read, generation=9, virtual_time=True)
+    assert outcome.failed == ()
+    assert set(read.got) == {f.key for f in files}

@@ -189,19 +189,33 @@ def test_describe_prints_each_drive_with_its_cartridges_in_order():
 sizes = st.integers(min_value=1, max_value=50 * GB)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     batch=st.lists(
         st.tuples(st.integers(0, 5), st.integers(0, 200_000), sizes), min_size=1, max_size=40
     ),
     drives=st.integers(1, 4),
+    held=st.lists(
+        st.tuples(st.integers(0, 7), st.booleans()), max_size=4, unique_by=lambda h: h[0]
+    ),
 )
-def test_no_plan_is_estimated_below_its_lower_bound(batch, drives):
+def test_no_plan_is_estimated_below_its_lower_bound(batch, drives, held):
     files = [one(f"C0000{c}L9", n, block, size) for n, (c, block, size) in enumerate(batch)]
-    plan = plan_restore(files, library(*{f"C0000{c}L9" for c, _, _ in batch}, drives=drives))
+    in_drives = {d: (f"C0000{c}L9", mounted) for d, (c, mounted) in enumerate(held[:drives])}
+    online = {f"C0000{c}L9" for c in range(8)} - {b for b, _ in in_drives.values()}
+    plan = plan_restore(files, library(*sorted(online), drives=drives, held=in_drives))
     assert plan.lower_bound <= plan.makespan + 1e-6
     assert sum(r.files for r in plan.runs()) == len(files)
 
 
 def _extent(block: int) -> Extent:
     return Extent(partition="b", startblock=block, byte_offset=0, byte_count=GB, file_offset=0)
+
+
+def test_a_file_without_any_copy_on_tape_is_refused_by_name():
+    from archive_core import CopyNotFound
+
+    with pytest.raises(CopyNotFound) as raised:
+        plan_restore([wanted("lost.mxf", GB), one("A00001L9", 1, 10)], library("A00001L9"))
+    assert raised.value.paths == ("lost.mxf",)
+    assert "no copy on tape" in raised.value.message

@@ -23,18 +23,20 @@ def _unload(model: TimingModel, activity_bytes: int, *, mounted: bool) -> float:
     return unmount + status + model.unload(BOT, activity_bytes) + model.robot_move()
 
 
-def entry_seconds(model: TimingModel, view: LibraryView, run: RunWork) -> float:
+def entry_seconds(
+    model: TimingModel, view: LibraryView, run: RunWork, *, making_room: bool = True
+) -> float:
     """The least it can cost to have the run's cartridge mounted in some drive: nothing when
-    it is mounted, a mount when it is loaded, a fetch into an empty drive, else the cheapest
-    exchange with what a drive holds now (a drive only gets dearer: it holds a cartridge
-    read since)."""
+    it is mounted, a mount when it is loaded, a fetch into an empty drive, else (with
+    `making_room`) the cheapest exchange with what a drive holds now (a drive only gets
+    dearer: it holds a cartridge read since)."""
     where = view.where(run.barcode)
     if where is Where.MOUNTED:
         return 0.0
     if where is Where.LOADED:
         return model.mount(run.volume_files)
     fetch = _fetch(model, run.volume_files)
-    if any(d.barcode is None for d in view.drives):
+    if not making_room or any(d.barcode is None for d in view.drives):
         return fetch
     return fetch + min(_unload(model, 0, mounted=d.mounted) for d in view.drives)
 
@@ -65,14 +67,22 @@ def _unloads(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) -> 
 
 def lower_bound(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) -> float:
     """The largest of: the longest cartridge (its cheapest entry, its sorted reads, its
-    unmount); all cartridges' work, with the unloads that must happen, spread evenly over
-    the drives; the robot's moves one after another."""
+    unmount); all cartridges' work, with the unloads that must happen and the empty drives'
+    waits for their first cartridge, spread evenly over the drives; the robot's moves one
+    after another."""
     if not runs:
         return 0.0
     unmount = model.library.clean_unmount_seconds  # every run ends with one
-    work = [entry_seconds(model, view, r) + r.read_total + unmount for r in runs]
-    return max(
-        max(work),
-        (sum(work) + _unloads(model, view, runs)) / len(view.drives),
-        robot_moves(view, runs) * model.robot_move(),
-    )
+    longest = max(entry_seconds(model, view, r) + r.read_total + unmount for r in runs)
+    # Spread over the drives, the unloads are counted once each, apart from the entries.
+    work = sum(entry_seconds(model, view, r, making_room=False) + r.read_total for r in runs)
+    work += len(runs) * unmount + _unloads(model, view, runs) + _first_waits(model, view, runs)
+    return max(longest, work / len(view.drives), robot_moves(view, runs) * model.robot_move())
+
+
+def _first_waits(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) -> float:
+    """The empty drives' first cartridges come one robot move after another: the k-th
+    drive served waits k moves before its work can start."""
+    fetched = sum(1 for r in runs if view.where(r.barcode) not in (Where.MOUNTED, Where.LOADED))
+    served = min(fetched, sum(1 for d in view.drives if d.barcode is None))
+    return model.robot_move() * served * (served - 1) / 2

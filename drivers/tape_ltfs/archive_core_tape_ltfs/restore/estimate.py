@@ -103,13 +103,13 @@ class _Replay:
                     self._drive_work(d, clean_unmount)
                     d.mounted = False
                     yield
-                self._status(d)
                 rewind = model.unload(d.head or BOT, d.activity)
                 if d.head is None and model.profile.unload_rewind_buckets is None:
                     rewind += model.profile.published_avg_rewind
-                unthreaded = max(d.clock, d.busy) + rewind
-                d.busy = unthreaded
-                self._robot(d, unthreaded)
+                self._drive_work(d, rewind)  # eject: rewind and unthread
+                yield
+                self._status(d)
+                self._robot(d, d.clock)  # unload: the robot takes it to its slot
                 d.barcode = None
                 yield
             if d.barcode is None:

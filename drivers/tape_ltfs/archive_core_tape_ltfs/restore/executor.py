@@ -1,6 +1,7 @@
 """Runs a restore plan on a library: one worker thread per drive, each on its own caller.
 
-A drive's worker takes its cartridge runs in order: unload what the drive holds, load the
+A drive's worker takes its cartridge runs in order: eject and unload what the drive holds (the
+robot is asked for once the tape is rewound), load the
 cartridge, wait until it is ready, mount it (checking barcode and volume UUID), read its files
 in the plan's order, one at a time, handing each open reader to the caller's `read`, unmount.
 A cartridge is in one run of one drive only, so no two workers ever touch it; robot moves go
@@ -12,6 +13,7 @@ copies are returned for the batch to read again from the files' next copies.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -21,7 +23,7 @@ from typing import BinaryIO, TypeVar
 import attrs
 
 from archive_core import CopyNotFound, FixityMismatch
-from archive_core_tape_ltfs.errors import MediaError, TapeError
+from archive_core_tape_ltfs.errors import DriveNotReady, MediaError, TapeError
 from archive_core_tape_ltfs.model import LoadRequest, MountRequest, Slot, UnloadRequest
 from archive_core_tape_ltfs.port import Library, Mount
 from archive_core_tape_ltfs.restore.plan import CartridgeRun, DrivePlan, ReadStep, RestorePlan
@@ -169,6 +171,7 @@ class _DriveWorker:
                 self._unmount()
                 if self.broken is not None:
                     raise self.broken
+            self._eject()
             self._call(lambda: library.changer.unload(UnloadRequest(drive=n)))
             self.holding = None
         if self.holding is None:
@@ -185,6 +188,12 @@ class _DriveWorker:
             self.mount = self._call(lambda: library.ltfs.mount(request))
         assert self.mount is not None
         return self.mount
+
+    def _eject(self) -> None:
+        """Rewind and unthread before asking for the robot, so the robot is asked for when
+        the cartridge can be taken, and serves the other drives meanwhile."""
+        with contextlib.suppress(DriveNotReady):  # not threaded: the robot can take it as is
+            self._call(lambda: self.library.drive(self.drive).eject())
 
     def _slot_of(self, barcode: str) -> int:
         """Where a cartridge the plan thought was in a drive is now (the library changed)."""

@@ -115,7 +115,11 @@ class RestorePlan:
                     f"{_clock(run.start)} - {_clock(run.end)}  ({source})"
                 )
         if self.no_tape:
-            lines.append(f"{len(self.no_tape)} empty files are created without reading tape.")
+            empty = len(self.no_tape)
+            lines.append(
+                f"{empty} empty file{' is' if empty == 1 else 's are'} created without "
+                f"reading tape."
+            )
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

@@ -12,8 +12,9 @@ give the same plan.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+from archive_core import CopyNotFound
 from archive_core_tape_ltfs.cost import INDEX_POSITION, TimingModel, timing_for
 from archive_core_tape_ltfs.model import CapturedIndex
 from archive_core_tape_ltfs.restore.bound import lower_bound
@@ -31,7 +32,7 @@ from archive_core_tape_ltfs.restore.request import TapeCopy, WantedFile
 from archive_core_tape_ltfs.restore.view import LibraryView, Where
 
 _IN_DRIVE = (Where.MOUNTED, Where.LOADED)
-_MAX_IMPROVEMENTS = 200
+_MAX_REPLAYS = 20_000  # local-search trials; a few seconds at worst
 
 
 def plan_restore(
@@ -95,6 +96,14 @@ def choose_copies(
     """One copy per file: one in a drive (mounted before loaded), else online on a cartridge
     the batch needs anyway, else on the online cartridge that serves the most files."""
     usable = {f.key: [c for c in f.copies if c not in exclude] for f in files}
+    uncopied = [f.key for f in files if not usable[f.key]]
+    if uncopied:
+        raise CopyNotFound(
+            f"Cannot restore {len(uncopied)} file{'' if len(uncopied) == 1 else 's'}: the "
+            f"catalog lists no copy on tape that has not failed already "
+            f"({', '.join(uncopied[:5])}{', ...' if len(uncopied) > 5 else ''}).",
+            paths=uncopied,
+        )
     chosen: dict[str, TapeCopy] = {}
     for where in _IN_DRIVE:
         for file in files:
@@ -144,7 +153,7 @@ def _offline(
     stranded: Sequence[WantedFile], usable: Mapping[str, Sequence[TapeCopy]]
 ) -> CartridgesOffline:
     """The cartridges to insert for files with no copy inside: as few as cover them all."""
-    with_copies = [(f, usable[f.key]) for f in stranded if usable[f.key]]
+    with_copies = [(f, usable[f.key]) for f in stranded]
     chosen = _cover(with_copies, set())
     missing: dict[str, list[WantedFile]] = {}
     for file, _ in with_copies:
@@ -192,7 +201,7 @@ def assign(
     assignment: dict[int, list[RunWork]] = {d.index: [] for d in view.drives}
     pinned = set()
     for drive in view.drives:
-        if drive.barcode in work:
+        if drive.barcode in work and drive.barcode not in pinned:
             assignment[drive.index].append(work[drive.barcode])
             pinned.add(drive.barcode)
     free = sorted(
@@ -218,40 +227,62 @@ def _improve(
     assignment: dict[int, list[RunWork]],
     pinned: set[str],
 ) -> dict[int, list[RunWork]]:
-    """Local search: move one unpinned run to the end of another drive, or swap two, while
-    that shortens the batch; the first best change each round, so the result is repeatable."""
-    current = makespan(replay(model, view, assignment, detail=False))
-    for _ in range(_MAX_IMPROVEMENTS):
-        best: tuple[float, dict[int, list[RunWork]]] | None = None
+    """Local search: move one run to another place (on any drive), or swap two, while that
+    shortens the batch (the robot's queue included: staggering similar drives' exchanges
+    pays); the best change each round, the first found among equals, so it is repeatable.
+    Bounded by `_MAX_REPLAYS` trials."""
+    current = _score(model, view, assignment)
+    trials = 0
+    while trials < _MAX_REPLAYS:
+        best: tuple[tuple[float, float], dict[int, list[RunWork]]] | None = None
         for trial in _neighbours(assignment, pinned):
-            span = makespan(replay(model, view, trial, detail=False))
-            if span < current - 1e-6 and (best is None or span < best[0] - 1e-6):
-                best = (span, trial)
+            trials += 1
+            score = _score(model, view, trial)
+            if score < current and (best is None or score < best[0]):
+                best = (score, trial)
+            if trials >= _MAX_REPLAYS:
+                break
         if best is None:
-            return assignment
+            break
         current, assignment = best
     return assignment
 
 
-def _neighbours(assignment: dict[int, list[RunWork]], pinned: set[str]):
+def _score(
+    model: TimingModel, view: LibraryView, assignment: dict[int, list[RunWork]]
+) -> tuple[float, float]:
+    """The makespan, then the sum of the drives' ends (earlier is better for the next batch);
+    rounded to a millisecond so float noise never decides."""
+    times = replay(model, view, assignment, detail=False)
+    ends = [t[-1].end for t in times.values() if t]
+    return (round(max(ends, default=0.0), 3), round(sum(ends), 3))
+
+
+def _neighbours(
+    assignment: dict[int, list[RunWork]], pinned: set[str]
+) -> Iterator[dict[int, list[RunWork]]]:
+    """Every assignment one move or one swap away; a run already in its drive stays first."""
     drives = sorted(assignment)
-    for a in drives:
-        for n, run in enumerate(assignment[a]):
-            if run.barcode in pinned:
-                continue
-            for b in drives:
-                if b == a:
+    places = [
+        (d, n) for d in drives for n, r in enumerate(assignment[d]) if r.barcode not in pinned
+    ]
+    for a, n in places:
+        run = assignment[a][n]
+        for b in drives:
+            rest = [r for m, r in enumerate(assignment[a]) if m != n] if b == a else assignment[b]
+            first = 1 if rest and rest[0].barcode in pinned else 0
+            for position in range(first, len(rest) + 1):
+                if b == a and position == n:
                     continue
                 moved = {i: list(r) for i, r in assignment.items()}
-                moved[a].pop(n)
-                moved[b].append(run)
+                moved[a] = [r for m, r in enumerate(assignment[a]) if m != n]
+                moved[b] = [*moved[b][:position], run, *moved[b][position:]]
                 yield moved
-                for m, other in enumerate(assignment[b]):
-                    if other.barcode in pinned or b < a:
-                        continue
-                    swapped = {i: list(r) for i, r in assignment.items()}
-                    swapped[a][n], swapped[b][m] = other, run
-                    yield swapped
+    for x, (a, n) in enumerate(places):
+        for b, m in places[x + 1 :]:
+            swapped = {i: list(r) for i, r in assignment.items()}
+            swapped[a][n], swapped[b][m] = assignment[b][m], assignment[a][n]
+            yield swapped
 
 
 def _run(
