@@ -12,7 +12,10 @@ copy of one simulated library per row):
 - `ordered copy`: what `ltfs_ordered_copy` does, one drive at a time: cartridges in volume UUID
   order, each read in (partition, start block) order (a cartridge already mounted is read
   where it is);
-- `lower bound`: `RestorePlan.lower_bound`, no schedule does better.
+- `lower bound`: `RestorePlan.lower_bound`, no schedule does better;
+- `(plan estimate)`: the plan's own estimate of its makespan, from the cost model.
+
+Then the plan of the largest library, as `RestorePlan.describe()` prints it.
 
 Measured from the simulator's timeline: makespan, exchanges (robot loads), locates,
 back-hitches, drive utilisation (busy time of the row's drives over drives x makespan). No
@@ -443,6 +446,8 @@ def run(scenario: Scenario, folder: Path, seed: int, drive_counts: tuple[int, ..
     print()
     for line in goals:
         print(line)
+    print(f"\nThe scheduler's plan with {drive_counts[-1]} drives, as `describe()` prints it:\n")
+    print(plan.describe())
 
 
 def main() -> None:

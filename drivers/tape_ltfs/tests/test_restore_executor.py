@@ -251,3 +251,21 @@ def test_the_executor_runs_on_the_real_port_too(archive):
     outcome = restore_files(files, real, read=read, generation=9, virtual_time=True)
     assert outcome.failed == ()
     assert set(read.got) == {f.key for f in files}
+
+
+def test_a_simulated_restore_replays_exactly(tmp_path):
+    timelines = []
+    for name in ("first", "second"):
+        archive = Archive(tmp_path / name)
+        start = archive.library.clock.now()
+        restore_files(
+            archive.files, archive.library, read=Restored(archive), generation=9, virtual_time=True
+        )
+        timelines.append(
+            [
+                (e.resource, e.operation, e.caller, e.cartridge, e.start - start, e.end - start)
+                for e in archive.library.timeline()
+                if e.start >= start
+            ]
+        )
+    assert timelines[0] == timelines[1]

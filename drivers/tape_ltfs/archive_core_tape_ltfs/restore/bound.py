@@ -66,16 +66,18 @@ def _unloads(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) -> 
 
 
 def lower_bound(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) -> float:
-    """The largest of: the longest cartridge (its cheapest entry, its sorted reads, its
-    unmount); all cartridges' work, with the unloads that must happen and the empty drives'
-    waits for their first cartridge, spread evenly over the drives; the robot's moves one
-    after another."""
+    """The largest of: the longest cartridge (its cheapest entry, its sorted reads without
+    the locates of unknown length, its unmount); all cartridges' work, with the unloads that
+    must happen and the empty drives' waits for their first cartridge, spread evenly over
+    the drives; the robot's moves one after another."""
     if not runs:
         return 0.0
     unmount = model.library.clean_unmount_seconds  # every run ends with one
-    longest = max(entry_seconds(model, view, r) + r.read_total + unmount for r in runs)
+    # A locate to or from an unknown position may be short: the bound counts none.
+    reads = {r.barcode: r.read_total - r.guessed for r in runs}
+    longest = max(entry_seconds(model, view, r) + reads[r.barcode] + unmount for r in runs)
     # Spread over the drives, the unloads are counted once each, apart from the entries.
-    work = sum(entry_seconds(model, view, r, making_room=False) + r.read_total for r in runs)
+    work = sum(entry_seconds(model, view, r, making_room=False) + reads[r.barcode] for r in runs)
     work += len(runs) * unmount + _unloads(model, view, runs) + _first_waits(model, view, runs)
     return max(longest, work / len(view.drives), robot_moves(view, runs) * model.robot_move())
 

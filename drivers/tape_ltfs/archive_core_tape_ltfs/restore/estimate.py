@@ -14,13 +14,16 @@ from archive_core_tape_ltfs.restore.view import DriveView, LibraryView
 
 def read_seconds(
     model: TimingModel, reads: Sequence[OrderedRead], *, head: Position | None = INDEX_POSITION
-) -> tuple[tuple[float, ...], Position | None]:
+) -> tuple[tuple[float, ...], float, Position | None]:
     """Seconds of each read in order (locate and stream) from `head` (None: unknown, as for a
-    volume another job left mounted), and where the head ends."""
+    volume another job left mounted); how much of that is average locates charged for an
+    unknown position; where the head ends."""
     seconds = []
+    guessed = 0.0
     for read in reads:
         if read.location is None or head is None:
             locate = model.profile.published_avg_locate
+            guessed += locate
         else:
             locate = model.locate(head, position(read.location.partition, read.location.startblock))
         seconds.append(locate + model.stream(read.copy.size)[0])
@@ -31,7 +34,7 @@ def read_seconds(
             head = Position(
                 partition=head.partition, block=head.block + model.blocks_for(read.copy.size)
             )
-    return tuple(seconds), head
+    return tuple(seconds), guessed, head
 
 
 @attrs.frozen(kw_only=True)
@@ -43,6 +46,7 @@ class RunWork:
     bytes: int
     end_head: Position | None  # where the last read leaves the head
     volume_files: int = 0
+    guessed: float = 0.0  # of `reads`: average locates charged where a position is unknown
 
     @property
     def read_total(self) -> float:

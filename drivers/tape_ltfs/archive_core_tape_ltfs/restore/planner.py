@@ -182,10 +182,13 @@ def _work(
     model: TimingModel, view: LibraryView, barcode: str, reads: Sequence[OrderedRead]
 ) -> RunWork:
     mounted = view.where(barcode) is Where.MOUNTED
-    seconds, end_head = read_seconds(model, reads, head=None if mounted else INDEX_POSITION)
+    seconds, guessed, end_head = read_seconds(
+        model, reads, head=None if mounted else INDEX_POSITION
+    )
     return RunWork(
         barcode=barcode,
         reads=seconds,
+        guessed=guessed,
         bytes=sum(r.copy.size for r in reads),
         end_head=end_head,
         volume_files=view.volume_files.get(barcode, 0),
