@@ -9,7 +9,7 @@ import attrs
 
 from archive_core_tape_ltfs.cost import BOT, INDEX_POSITION, Position, TimingModel, position
 from archive_core_tape_ltfs.restore.ordering import OrderedRead
-from archive_core_tape_ltfs.restore.view import DriveView, LibraryView
+from archive_core_tape_ltfs.restore.view import LibraryView
 
 
 def read_seconds(
@@ -63,7 +63,6 @@ class RunTimes:
 
 @attrs.define
 class _Drive:
-    view: DriveView
     runs: Sequence[RunWork]
     clock: float = 0.0  # the drive's worker
     busy: float = 0.0  # the drive itself
@@ -157,7 +156,6 @@ def replay(
     replayer = _Replay(model, detail=detail)
     drives = {
         v.index: _Drive(
-            view=v,
             runs=assignment.get(v.index, ()),
             barcode=v.barcode,
             mounted=v.mounted,

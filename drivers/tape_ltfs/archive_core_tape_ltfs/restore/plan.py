@@ -46,10 +46,6 @@ class CartridgeRun:
     def bytes(self) -> int:
         return sum(r.copy.size for r in self.reads)
 
-    @property
-    def exchange_seconds(self) -> float:
-        return self.ready - self.start
-
 
 @attrs.frozen(kw_only=True)
 class DrivePlan:
@@ -57,10 +53,6 @@ class DrivePlan:
     runs: tuple[CartridgeRun, ...] = ()
     holds: str | None = None  # the cartridge in the drive when the plan was made
     holds_mounted: bool = False
-
-    @property
-    def end(self) -> float:
-        return self.runs[-1].end if self.runs else 0.0
 
 
 @attrs.frozen(kw_only=True)
