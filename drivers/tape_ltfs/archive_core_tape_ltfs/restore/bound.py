@@ -36,25 +36,32 @@ def entry_seconds(
     if where is Where.LOADED:
         return model.mount(run.volume_files)
     fetch = _fetch(model, run.volume_files)
-    if not making_room or any(d.barcode is None for d in view.drives):
+    if not making_room or _empty(view):
         return fetch
     return fetch + min(_unload(model, 0, mounted=d.mounted) for d in view.drives)
+
+
+def _fetched(view: LibraryView, runs: Sequence[RunWork]) -> int:
+    """Cartridges the robot must bring to a drive."""
+    return sum(1 for r in runs if view.where(r.barcode) not in (Where.MOUNTED, Where.LOADED))
+
+
+def _empty(view: LibraryView) -> int:
+    return sum(1 for d in view.drives if d.barcode is None)
 
 
 def robot_moves(view: LibraryView, runs: Sequence[RunWork]) -> int:
     """Moves the robot must make: one per cartridge fetched, and one per cartridge taken out
     of a drive to make room (all but the drives empty now)."""
-    fetched = sum(1 for r in runs if view.where(r.barcode) not in (Where.MOUNTED, Where.LOADED))
-    empty = sum(1 for d in view.drives if d.barcode is None)
-    return fetched + max(0, fetched - empty)
+    fetched = _fetched(view, runs)
+    return fetched + max(0, fetched - _empty(view))
 
 
 def _unloads(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) -> float:
     """The drive time of the unloads that must happen: one per fetch beyond the empty
     drives, the cheapest ones possible (a cartridge after its own reads, or one a drive
     holds that the batch does not need)."""
-    fetched = sum(1 for r in runs if view.where(r.barcode) not in (Where.MOUNTED, Where.LOADED))
-    needed = max(0, fetched - sum(1 for d in view.drives if d.barcode is None))
+    needed = max(0, _fetched(view, runs) - _empty(view))
     wanted = {r.barcode for r in runs}
     costs = [_unload(model, r.bytes, mounted=False) for r in runs]
     costs += [
@@ -85,6 +92,5 @@ def lower_bound(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) 
 def _first_waits(model: TimingModel, view: LibraryView, runs: Sequence[RunWork]) -> float:
     """The empty drives' first cartridges come one robot move after another: the k-th
     drive served waits k moves before its work can start."""
-    fetched = sum(1 for r in runs if view.where(r.barcode) not in (Where.MOUNTED, Where.LOADED))
-    served = min(fetched, sum(1 for d in view.drives if d.barcode is None))
+    served = min(_fetched(view, runs), _empty(view))
     return model.robot_move() * served * (served - 1) / 2

@@ -5,8 +5,8 @@ cartridge is loaded once, into one drive, and read in (partition, start block) o
 are chosen mounted first, then loaded, then online, on as few cartridges as possible; cartridge
 runs go to drives longest first onto the drive that would finish them first (the robot a
 serial resource, the cartridges already in a drive staying there), then runs are moved or
-swapped between drives while that shortens the batch. Deterministic: the same batch and view
-give the same plan.
+swapped (between drives or within one) while that shortens the batch. Deterministic: the
+same batch and view give the same plan.
 """
 
 from __future__ import annotations
@@ -200,7 +200,8 @@ def assign(
 ) -> dict[int, list[RunWork]]:
     """Cartridge runs onto drives: a cartridge already in a drive first on that drive; the
     others longest first, each onto the drive that makes the batch (then that drive) end
-    soonest; then single moves and swaps between drives while the batch ends sooner."""
+    soonest; then one run moved (to any place on any drive) or two swapped while the batch
+    ends sooner."""
     assignment: dict[int, list[RunWork]] = {d.index: [] for d in view.drives}
     pinned = set()
     for drive in view.drives:
