@@ -110,7 +110,9 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
         {"parse", "runner", "retry", "moves"},  # the tools' text; running them; shared checks
         {"real", "sim"},  # the two backends (never importing each other: see below)
         {"factory"},  # the one place that knows both
-        {"cleaning", "health", "reconcile"},  # operations the CLI and the driver share
+        # operations the CLI and the driver share; the restore scheduler (it speaks the port,
+        # never a backend: its own test)
+        {"cleaning", "health", "reconcile", "restore"},
         {"cli", "plugin", "driver"},  # what operators run; the archive driver
     ],
     "drivers/tape_ltfs/archive_core_tape_ltfs/driver": [
@@ -119,6 +121,14 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
         {"writing", "reading"},  # one pool's copies written; copies read back in tape order
         {"archiving"},  # an archive batch over every pool of a policy
         {"tape"},  # the driver class
+    ],
+    "drivers/tape_ltfs/archive_core_tape_ltfs/restore": [
+        {"request", "offline", "view", "turns"},  # what is asked; what the library holds
+        {"plan", "ordering"},  # the plan's values; the order on one cartridge
+        {"estimate"},  # the plan on the cost model
+        {"bound", "planner"},  # the lower bound; the planner
+        {"executor"},  # one plan run on a library
+        {"batch"},  # plan, run, retry from the next copies
     ],
     "drivers/tape_ltfs/archive_core_tape_ltfs/sim": [
         {"state", "content"},  # the rows of a virtual library; synthetic file content
