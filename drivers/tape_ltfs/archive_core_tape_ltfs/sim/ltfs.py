@@ -44,6 +44,7 @@ from archive_core_tape_ltfs.sim.state import (
     FileExtent,
     SimCartridge,
     SimDrive,
+    SimFault,
     SimFile,
     SimLtfs,
     SimVolume,
@@ -656,23 +657,26 @@ class SimMount:
             volume.file_count -= 1
             volume.dirty = True
 
+    def _begin_file(
+        self, step: Step, path: str
+    ) -> tuple[SimDrive, SimCartridge, SimVolume, SimFault | None, int, int]:
+        """A new file's checks, the write fault due for it, its fileuid and the bytes that fit
+        before early warning."""
+        drive, cartridge, volume = self._new_file(step, path)
+        fault = faults.take(
+            step.state, "write", now=step.now, drive=drive.index, barcode=cartridge.key, path=path
+        )
+        fileuid = volume.next_fileuid
+        volume.next_fileuid += 1
+        room = max(0, mechanics.pew_block(cartridge) - volume.append_block) * BLOCK_SIZE
+        return drive, cartridge, volume, fault, fileuid, room
+
     def open_write(self, path: str) -> BinaryIO:
         path = path.lstrip("/")
         with self._step("create") as step:
-            drive, cartridge, volume = self._new_file(step, path)
-            fault = faults.take(
-                step.state,
-                "write",
-                now=step.now,
-                drive=drive.index,
-                barcode=cartridge.key,
-                path=path,
-            )
-            fileuid = volume.next_fileuid
-            volume.next_fileuid += 1
+            drive, _cartridge, volume, fault, fileuid, room = self._begin_file(step, path)
             blob = Path(mechanics.blob_dir(self._engine, volume)) / str(fileuid)
             blob.parent.mkdir(parents=True, exist_ok=True)
-            room = max(0, mechanics.pew_block(cartridge) - volume.append_block) * BLOCK_SIZE
             writing = _Writing(path=path, fileuid=fileuid, mark=step.now, blob=str(blob))
             writer = SimWriter(
                 self,
@@ -692,19 +696,8 @@ class SimMount:
         clock runs on while it is read, as it would for a source that slow."""
         path = path.lstrip("/")
         with self._step("create") as step:
-            drive, cartridge, volume = self._new_file(step, path)
-            fault = faults.take(
-                step.state,
-                "write",
-                now=step.now,
-                drive=drive.index,
-                barcode=cartridge.key,
-                path=path,
-            )
-            fileuid = volume.next_fileuid
-            volume.next_fileuid += 1
+            drive, cartridge, volume, fault, fileuid, room = self._begin_file(step, path)
             writing = _Writing(path=path, fileuid=fileuid, mark=step.now, seed=seed)
-            room = max(0, mechanics.pew_block(cartridge) - volume.append_block) * BLOCK_SIZE
             fail_at = (fault.at_bytes or 0) if fault is not None else None
             if drive.needs_clean:
                 raise self._cleaning_failure(step, drive, cartridge, volume, path)
