@@ -31,7 +31,14 @@ from archive_core.errors import (
     TransferFailed,
     UnsafeName,
 )
-from archive_core.leases import HeldLease, Lease, Leases, LeaseWaiter
+from archive_core.leases import (
+    PRIORITY_ARCHIVE,
+    PRIORITY_RESTORE,
+    HeldLease,
+    Lease,
+    Leases,
+    LeaseWaiter,
+)
 from archive_core.model import (
     ArchiveItem,
     ArchiveRequest,
@@ -73,6 +80,8 @@ PUBLIC_MODULES = (
 __all__ = [
     "API_VERSION",
     "LAYOUTS",
+    "PRIORITY_ARCHIVE",
+    "PRIORITY_RESTORE",
     "PUBLIC_MODULES",
     "ArchiveCoreError",
     "ArchiveItem",

@@ -1215,8 +1215,9 @@ def _schema(sa):
         sa.Column("ttl", sa.Float, nullable=False),
         sa.Column("taken_over_from", sa.String(255)),
     )
-    # Workers waiting for a resource; the id gives their arrival order (every insert for one
-    # resource happens under that resource's lock, so ids rise in commit order).
+    # Workers waiting for a resource, served by priority (higher first), then arrival: the id
+    # gives their arrival order (every insert for one resource happens under that resource's
+    # lock, so ids rise in commit order).
     lease_waiters = sa.Table(
         "archive_core_lease_waiters",
         metadata,
@@ -1227,8 +1228,9 @@ def _schema(sa):
         sa.Column("purpose", sa.String(255)),
         sa.Column("arrived", ts, nullable=False),
         sa.Column("expires", ts, nullable=False),
+        sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
         sa.UniqueConstraint("token", name="uq_archive_core_lease_waiter_token"),
-        sa.Index("ix_archive_core_lease_waiters_queue", "resource", "id"),
+        sa.Index("ix_archive_core_lease_waiters_queue", "resource", "priority", "id"),
     )
     return _Tables(
         metadata=metadata,

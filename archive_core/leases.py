@@ -1,11 +1,13 @@
 """Leases in the catalog: a named resource (a tape drive, a cartridge) held by one worker at a time.
 
 A lease is a row per resource: who holds it, the holder's token and until when. Waiters queue in
-a table of their own whose ids give their arrival order; a free resource goes to the first live
-waiter only, so waiters are served in the order they came, and a try-acquire never jumps the
-queue. Every decision about a resource is one catalog transaction that serialises per resource:
-SQLite's write lock (BEGIN IMMEDIATE) on one machine, a transaction-level advisory lock keyed by
-the resource on PostgreSQL, for workers on several machines.
+a table of their own, ordered by priority (higher first) and then by arrival (their ids); a free
+resource goes to the first live waiter only, so among waiters of one priority those that came
+first are served first, a more urgent waiter (a restore) goes before less urgent ones (an
+archive), and a try-acquire never jumps ahead of a waiter as urgent as itself. Every decision
+about a resource is one catalog transaction that serialises per resource: SQLite's write lock
+(BEGIN IMMEDIATE) on one machine, a transaction-level advisory lock keyed by the resource on
+PostgreSQL, for workers on several machines.
 
 Time: a holder that stops renewing (it died, it hangs, it lost the network) loses the lease
 once it expires, and not before. On PostgreSQL every grant and expiry is stamped and compared
@@ -51,6 +53,11 @@ WAITER_TTL_SECONDS = 10.0
 #: After a renewal failed (the catalog unreachable), the holder tries again this often, until
 #: the lease would have run out.
 RENEW_RETRY_SECONDS = 1.0
+#: Priorities of lease waiters (higher is served first): a restore someone waits on outranks
+#: bulk archive work for the same drive or cartridge.
+PRIORITY_ARCHIVE = 0
+PRIORITY_RESTORE = 10
+
 #: The longest resource name, holder and purpose the tables keep.
 NAME_LENGTH = 255
 
@@ -90,6 +97,7 @@ class LeaseWaiter:
     purpose: str | None
     arrived: dt.datetime
     expires: dt.datetime  # the place is lost unless the waiter asks again before this
+    priority: int = PRIORITY_ARCHIVE
 
 
 def _name(_instance: Any, attribute: Any, value: str | None) -> None:
@@ -119,6 +127,9 @@ class _Ask:
     ttl: float = attrs.field(converter=float, validator=_positive)
     wait: float = attrs.field(converter=float, validator=_not_negative)
     purpose: str | None = attrs.field(default=None, validator=_name)
+    priority: int = attrs.field(
+        default=PRIORITY_ARCHIVE, validator=attrs.validators.instance_of(int)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -170,17 +181,25 @@ class Leases:
     # --- the operations ----------------------------------------------------------------------
 
     def acquire(
-        self, resource: str, *, ttl: float, wait: float = 0.0, purpose: str | None = None
+        self,
+        resource: str,
+        *,
+        ttl: float,
+        wait: float = 0.0,
+        purpose: str | None = None,
+        priority: int = PRIORITY_ARCHIVE,
     ) -> Lease:
         """The lease on `resource` for `ttl` seconds, waiting up to `wait` seconds for it.
 
-        `wait=0` tries once. A waiter takes its place behind those that came before it and
-        gets the resource only when it is free (released, or expired) and nobody before it
-        waits. LeaseTimeout when the wait is over, naming who holds the resource or who is
-        first in line. `purpose` is shown to admins beside the holder ("archive job VX-12").
+        `wait=0` tries once. A waiter takes its place behind those of its `priority` or a
+        higher one that came before it, and before those of a lower priority; it gets the
+        resource only when it is free (released, or expired) and nobody before it waits.
+        LeaseTimeout when the wait is over, naming who holds the resource or who is first in
+        line. `purpose` is shown to admins beside the holder ("archive job VX-12").
         Leases are not re-entrant: a worker asking again for what it holds waits for itself.
         """
-        return self._acquire(_Ask(resource=resource, ttl=ttl, wait=wait, purpose=purpose))[0]
+        ask = _Ask(resource=resource, ttl=ttl, wait=wait, purpose=purpose, priority=priority)
+        return self._acquire(ask)[0]
 
     def renew(self, lease: Lease, *, ttl: float | None = None) -> Lease:
         """The lease again, now expiring `ttl` (default: its own) seconds from now.
@@ -237,6 +256,7 @@ class Leases:
         wait: float = 0.0,
         purpose: str | None = None,
         renew_every: float | None = None,
+        priority: int = PRIORITY_ARCHIVE,
     ) -> Iterator[HeldLease]:
         """Acquire `resource` (as `acquire`), keep it renewed from a daemon thread every
         `renew_every` seconds (default a third of `ttl`, so two renewals may fail before it
@@ -247,7 +267,7 @@ class Leases:
         gives the verdict: LeaseLost if another worker took the resource over meanwhile (the
         body's own exception, if any, goes on instead and the loss is logged).
         """
-        ask = _Ask(resource=resource, ttl=ttl, wait=wait, purpose=purpose)
+        ask = _Ask(resource=resource, ttl=ttl, wait=wait, purpose=purpose, priority=priority)
         every = ttl / 3 if renew_every is None else renew_every
         if not 0 < every < ttl:
             raise ValueError(f"renew_every ({every!r} s) must be more than 0 and less than ttl")
@@ -273,8 +293,8 @@ class Leases:
         return self._catalog._run(work, write=False)
 
     def waiting(self, resource: str) -> tuple[LeaseWaiter, ...]:
-        """The workers waiting for `resource`, first come first; a place past its `expires`
-        is dropped by the next worker that asks."""
+        """The workers waiting for `resource` in the order they will be served (priority,
+        then arrival); a place past its `expires` is dropped by the next worker that asks."""
 
         def work(conn: Any, t: Any) -> tuple[LeaseWaiter, ...]:
             return tuple(
@@ -285,6 +305,7 @@ class Leases:
                     purpose=row["purpose"],
                     arrived=_utc(row["arrived"]),
                     expires=_utc(row["expires"]),
+                    priority=row["priority"],
                 )
                 for row in _queue(conn, t, resource)
             )
@@ -353,7 +374,12 @@ class Leases:
         )
         queue_rows = _queue(conn, t, ask.resource)
         mine = next((i for i, row in enumerate(queue_rows) if row["token"] == token), None)
-        ahead = queue_rows if mine is None else queue_rows[:mine]
+        # Not queued yet: it would take its place behind every waiter as urgent or more.
+        ahead = (
+            [row for row in queue_rows if row["priority"] >= ask.priority]
+            if mine is None
+            else queue_rows[:mine]
+        )
         row = _lease_row(conn, t, ask.resource)
         held = row is not None and _utc(row["expires"]) > now
         if not held and not ahead:
@@ -389,6 +415,7 @@ class Leases:
                     purpose=ask.purpose,
                     arrived=now,
                     expires=now + self._waiter_ttl,
+                    priority=ask.priority,
                 )
             )
         else:
@@ -577,7 +604,7 @@ def _lease_row(conn: Any, t: Any, resource: str) -> Mapping[str, Any] | None:
 
 def _queue(conn: Any, t: Any, resource: str) -> list[Mapping[str, Any]]:
     w = t.lease_waiters
-    query = w.select().where(w.c.resource == resource).order_by(w.c.id)
+    query = w.select().where(w.c.resource == resource).order_by(w.c.priority.desc(), w.c.id)
     return list(conn.execute(query).mappings())
 
 

@@ -8,6 +8,7 @@ In-process tests run expiry and waits on a fake clock; the processes use short r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -27,7 +28,7 @@ import pytest
 from archive_core import schema
 from archive_core.catalog import Catalog
 from archive_core.errors import CatalogError, LeaseLost, LeaseTimeout
-from archive_core.leases import Leases
+from archive_core.leases import PRIORITY_ARCHIVE, PRIORITY_RESTORE, Leases
 from archive_core.workers import WorkerId
 
 REPO = Path(__file__).resolve().parent.parent
@@ -322,6 +323,116 @@ def test_waiters_in_threads_are_served_in_their_arrival_order(
         thread.join(60)
     assert served == [0, 1, 2, 3]
     assert holder.current(RESOURCE) is None and holder.waiting(RESOURCE) == ()
+
+
+def test_a_restore_waiting_for_a_drive_is_served_before_archives_that_came_earlier(
+    catalogs: Callable[..., Catalog],
+) -> None:
+    holder = Leases(catalogs(HOST_A), poll=0.01)
+    first = holder.acquire(RESOURCE, ttl=60)
+    served: list[str] = []
+    threads = []
+    asks = [
+        ("archive-1", PRIORITY_ARCHIVE),
+        ("archive-2", PRIORITY_ARCHIVE),
+        ("restore-1", PRIORITY_RESTORE),
+        ("restore-2", PRIORITY_RESTORE),
+    ]
+    for n, (name, priority) in enumerate(asks):
+        waiter = Leases(catalogs(WorkerId(host=name, pid=2000 + n)), poll=0.01)
+
+        def take(waiter: Leases = waiter, name: str = name, priority: int = priority) -> None:
+            lease = waiter.acquire(RESOURCE, ttl=60, wait=60, priority=priority)
+            served.append(name)
+            waiter.release(lease)
+
+        threads.append(threading.Thread(target=take))
+        threads[-1].start()
+        _eventually(
+            lambda n=n: len(holder.waiting(RESOURCE)) == n + 1, f"{name} queued behind the others"
+        )
+    queue = holder.waiting(RESOURCE)
+    assert [WorkerId.parse(w.holder).host for w in queue] == [  # type: ignore[union-attr]
+        "restore-1",
+        "restore-2",
+        "archive-1",
+        "archive-2",
+    ]
+    assert [w.priority for w in queue] == [10, 10, 0, 0]
+    holder.release(first)
+    for thread in threads:
+        thread.join(60)
+    assert served == ["restore-1", "restore-2", "archive-1", "archive-2"]
+
+
+def test_a_try_acquire_goes_before_less_urgent_waiters_but_never_before_as_urgent_ones(
+    on_fake_time: Callable[..., Leases], fake: FakeTime
+) -> None:
+    holder = on_fake_time(HOST_A)
+    first = holder.acquire(RESOURCE, ttl=60)
+    asleep, wake = threading.Event(), threading.Event()
+
+    class Gone(BaseException):
+        """The parked waiter's end, once the test is done with it."""
+
+    def parked(_seconds: float) -> None:  # an archive that waits: it keeps its place
+        asleep.set()
+        wake.wait(30)
+        raise Gone
+
+    waiting = on_fake_time(HOST_B, sleep=parked)
+
+    def wait_for_it() -> None:
+        with contextlib.suppress(Gone):
+            waiting.acquire(RESOURCE, ttl=60, wait=600, priority=PRIORITY_ARCHIVE)
+
+    thread = threading.Thread(target=wait_for_it)
+    thread.start()
+    try:
+        assert asleep.wait(30)
+        holder.release(first)
+        same = on_fake_time(HOST_C)
+        with pytest.raises(LeaseTimeout) as behind:  # as urgent: it must wait its turn
+            same.acquire(RESOURCE, ttl=60, priority=PRIORITY_ARCHIVE)
+        assert behind.value.ahead == 1
+        urgent = on_fake_time(WorkerId(host="host-d", pid=404))
+        lease = urgent.acquire(RESOURCE, ttl=60, priority=PRIORITY_RESTORE)
+        assert lease.holder == str(WorkerId(host="host-d", pid=404))
+        urgent.release(lease)
+    finally:
+        wake.set()
+        thread.join(30)
+
+
+def test_waiters_queued_before_the_upgrade_to_priorities_keep_their_place_at_priority_0(
+    catalog_url: str,
+) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    before = "0004"  # the revision before 0005 gave waiters a priority
+    engine = sa.create_engine(catalog_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(schema._config(conn), before)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO archive_core_lease_waiters "
+                    "(resource, token, holder, purpose, arrived, expires) "
+                    "VALUES (:r, 'tok', 'host-b:202', 'archive job 7', :t, :t)"
+                ),
+                {"r": RESOURCE, "t": T0},
+            )
+    finally:
+        engine.dispose()
+    catalog = Catalog(catalog_url)
+    try:
+        was, now = catalog.upgrade()
+        assert was.version == before and now.current
+        (kept,) = catalog.leases.waiting(RESOURCE)
+        assert (kept.holder, kept.purpose, kept.priority) == ("host-b:202", "archive job 7", 0)
+    finally:
+        catalog.close()
 
 
 def test_hold_renews_in_the_background_and_releases_on_exit(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from archive_core_tape_ltfs.health import MediaFailure
 from archive_core_tape_ltfs.model import TransferRequest
 from archive_core_tape_ltfs.sim.library import SimLibrary, SimMount
 
-from archive_core import ArchiveCoreError
+from archive_core import PRIORITY_ARCHIVE, PRIORITY_RESTORE, ArchiveCoreError
 from archive_core.model import CopyRef, DeleteRequest, StatRequest
 from archive_core.policies import structure
 from archive_core.testing import KIT_POLICY, KIT_TARGET, DriverUnderTest, Harness
@@ -555,6 +557,63 @@ def test_a_drive_leased_by_another_worker_is_not_touched_and_the_files_wait_for_
 def test_a_job_takes_the_drive_no_other_worker_holds(kit):
     kit.site().catalog.leases.acquire(f"tape_ltfs:{KIT_TARGET}/drive0", ttl=60, purpose="other")
     archive(kit, [kit.media("free-drive.bin", os.urandom(1000))])
+
+
+def test_a_restore_waiting_for_a_drive_is_served_before_an_archive_that_waited_longer(
+    tmp_path, library_dir
+):
+    settings = settings_for(library_dir, drive_wait_seconds=120)
+    kit = Harness(DriverUnderTest(driver_class=TapeLtfsDriver, settings=settings), tmp_path / "k")
+    try:
+        [archived] = archive(kit, [kit.media("wanted.bin", os.urandom(5000))])
+        leases = kit.site().catalog.leases
+        drives = [f"tape_ltfs:{KIT_TARGET}/drive{n}" for n in (0, 1)]
+        held = [leases.acquire(d, ttl=600, purpose="operator") for d in drives]
+        later = kit.media("later.bin", os.urandom(5000))
+        wanted = kit.elsewhere(archived)
+        results: dict[str, Any] = {}
+
+        def run(name: str, call: Any) -> None:
+            results[name] = call()
+
+        def queued(purposes: int) -> bool:
+            return len(leases.waiting(drives[0])) == purposes
+
+        archiving = threading.Thread(
+            target=run, args=("archive", lambda: kit.plugin.archive([later], KIT_POLICY, "a-9"))
+        )
+        archiving.start()
+        _eventually(lambda: queued(1), "the archive job waits for a drive")
+        restoring = threading.Thread(
+            target=run, args=("restore", lambda: kit.plugin.restore([wanted], KIT_POLICY))
+        )
+        restoring.start()
+        try:
+            _eventually(lambda: queued(2), "the restore job waits for a drive")
+            order = leases.waiting(drives[0])
+        finally:  # the jobs go on either way, so that no thread is left waiting
+            for lease in held:
+                leases.release(lease)
+            archiving.join(120)
+            restoring.join(120)
+        assert [w.priority for w in order] == [PRIORITY_RESTORE, PRIORITY_ARCHIVE]
+        assert order[0].purpose.startswith("restore job") and order[1].purpose.startswith(
+            "archive job a-9"
+        )
+        assert kit.bytes_of(wanted) == kit.bytes_of(
+            kit.elsewhere(archived)._replace(files=archived.files)
+        )
+        assert results["archive"][0] and not results["archive"][1]
+    finally:
+        kit.close()
+
+
+def _eventually(condition: Any, what: str, timeout: float = 60.0) -> None:
+    """Wait for something another thread does (not for a clock to pass)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.02)
 
 
 def test_archive_restore_and_a_spill_on_the_real_port_over_the_simulated_tools(

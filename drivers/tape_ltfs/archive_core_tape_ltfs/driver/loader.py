@@ -13,7 +13,7 @@ import logging
 
 import attrs
 
-from archive_core import Leases, LeaseTimeout
+from archive_core import PRIORITY_ARCHIVE, Leases, LeaseTimeout
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.cleaning import clean_drive, needs_cleaning
 from archive_core_tape_ltfs.driver.media import Cartridge, MediaStore
@@ -53,7 +53,8 @@ class Loader:
 
     `in_use` are the drives this job already holds: they are never taken for another
     cartridge. With `leases` (a site with a catalog), every drive used is leased first, so
-    workers of other processes never touch it meanwhile.
+    workers of other processes never touch it meanwhile; `priority` is this job's place among
+    the jobs waiting for a drive (restores before archives, then arrival).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Loader:
         wait_seconds: float,
         purpose: str,
         store: MediaStore | None = None,
+        priority: int = PRIORITY_ARCHIVE,
     ) -> None:
         self.library = library
         self._store = store
@@ -74,6 +76,7 @@ class Loader:
         self._ttl = lease_seconds
         self._wait = wait_seconds
         self._purpose = purpose
+        self._priority = priority
         self.in_use: set[int] = set()
 
     # --- mounting ---------------------------------------------------------------------------
@@ -319,6 +322,7 @@ class Loader:
                     ttl=self._ttl,
                     wait=self._wait if wait is None else wait,
                     purpose=self._purpose,
+                    priority=self._priority,
                 )
             )
         return stack

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO, ClassVar
 
 from archive_core import (
+    PRIORITY_ARCHIVE,
+    PRIORITY_RESTORE,
     ArchiveCoreError,
     ArchiveRequest,
     BaseDriver,
@@ -126,7 +128,8 @@ class TapeLtfsDriver(BaseDriver):
 
     def _loader(self, operation: str, policy: str, job_id: str | None) -> Loader:
         """The library for one job: a caller of its own (its mounts are recorded under the
-        job's name; in the simulator it has a timeline of its own), drives leased for it."""
+        job's name; in the simulator it has a timeline of its own), drives leased for it. A
+        restore someone waits on is served a drive before archive and verify work waiting."""
         return Loader(
             self._port().worker(f"{operation} job {job_id}"),
             target=self.context.target,
@@ -135,6 +138,7 @@ class TapeLtfsDriver(BaseDriver):
             wait_seconds=self.config.drive_wait_seconds,
             purpose=f"{operation} job {job_id} of policy {policy}",
             store=self._store,
+            priority=PRIORITY_RESTORE if operation == "restore" else PRIORITY_ARCHIVE,
         )
 
     def check_ready(self) -> Readiness:
