@@ -404,27 +404,36 @@ def test_a_try_acquire_goes_before_less_urgent_waiters_but_never_before_as_urgen
         thread.join(30)
 
 
+def _catalog_at(catalog_url: str, revision: str, *statements: Any) -> None:
+    """A catalog as an older release left it: its schema at `revision`, then `statements`."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    engine = sa.create_engine(catalog_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(schema._config(conn), revision)
+            for statement in statements:
+                conn.execute(statement)
+    finally:
+        engine.dispose()
+
+
 def test_waiters_queued_before_the_upgrade_to_priorities_keep_their_place_at_priority_0(
     catalog_url: str,
 ) -> None:
     import sqlalchemy as sa
-    from alembic import command
 
     before = "0004"  # the revision before 0005 gave waiters a priority
-    engine = sa.create_engine(catalog_url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(schema._config(conn), before)
-            conn.execute(
-                sa.text(
-                    "INSERT INTO archive_core_lease_waiters "
-                    "(resource, token, holder, purpose, arrived, expires) "
-                    "VALUES (:r, 'tok', 'host-b:202', 'archive job 7', :t, :t)"
-                ),
-                {"r": RESOURCE, "t": T0},
-            )
-    finally:
-        engine.dispose()
+    _catalog_at(
+        catalog_url,
+        before,
+        sa.text(
+            "INSERT INTO archive_core_lease_waiters "
+            "(resource, token, holder, purpose, arrived, expires) "
+            "VALUES (:r, 'tok', 'host-b:202', 'archive job 7', :t, :t)"
+        ).bindparams(r=RESOURCE, t=T0),
+    )
     catalog = Catalog(catalog_url)
     try:
         was, now = catalog.upgrade()
@@ -552,16 +561,8 @@ def test_bad_lease_arguments_are_refused_before_any_transaction(
 def test_a_catalog_from_before_leases_gets_their_tables_from_catalog_upgrade(
     catalog_url: str,
 ) -> None:
-    import sqlalchemy as sa
-    from alembic import command
-
     before_leases = "0002"  # the revision before 0003 made the lease tables
-    engine = sa.create_engine(catalog_url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(schema._config(conn), before_leases)
-    finally:
-        engine.dispose()
+    _catalog_at(catalog_url, before_leases)
     catalog = Catalog(catalog_url)
     try:
         with pytest.raises(CatalogError, match="archive-core catalog upgrade"):
