@@ -245,34 +245,48 @@ def test_a_late_renewal_succeeds_while_nobody_has_taken_the_resource_over(
         on_fake_time(HOST_B).acquire(RESOURCE, ttl=10)
 
 
-def test_a_waiter_that_stopped_asking_loses_its_place_and_holds_up_nobody_after_that(
-    on_fake_time: Callable[..., Leases], fake: FakeTime
-) -> None:
-    holder = on_fake_time(HOST_A)
-    first = holder.acquire(RESOURCE, ttl=60)
+class _Woken(BaseException):
+    """A hung waiter's end (as a KeyboardInterrupt would end it)."""
+
+
+@contextlib.contextmanager
+def _hung_waiter(
+    on_fake_time: Callable[..., Leases], worker: WorkerId, *, options: Any = None, **ask: Any
+) -> Iterator[list[BaseException]]:
+    """A waiter in a thread that takes its place in RESOURCE's queue, then hangs (asks no
+    more) until the block ends; yields the list that gets what ended its acquire (`_Woken`)."""
     asleep, wake = threading.Event(), threading.Event()
 
-    class Gone(BaseException):
-        """The hung waiter's end (as a KeyboardInterrupt would end it)."""
-
-    def hang(_seconds: float) -> None:  # a waiter that hangs after taking its place
+    def hang(_seconds: float) -> None:
         asleep.set()
         wake.wait(30)
-        raise Gone
+        raise _Woken
 
-    hung = on_fake_time(HOST_B, waiter_ttl=10, sleep=hang)
+    hung = on_fake_time(worker, sleep=hang, **(options or {}))
     ended: list[BaseException] = []
 
     def wait_for_it() -> None:
         try:
-            hung.acquire(RESOURCE, ttl=60, wait=600)
+            hung.acquire(RESOURCE, ttl=60, wait=600, **ask)
         except BaseException as exc:
             ended.append(exc)
 
     thread = threading.Thread(target=wait_for_it)
     thread.start()
     try:
-        assert asleep.wait(30)
+        assert asleep.wait(30), "the waiter did not take its place"
+        yield ended
+    finally:
+        wake.set()
+        thread.join(30)
+
+
+def test_a_waiter_that_stopped_asking_loses_its_place_and_holds_up_nobody_after_that(
+    on_fake_time: Callable[..., Leases], fake: FakeTime
+) -> None:
+    holder = on_fake_time(HOST_A)
+    first = holder.acquire(RESOURCE, ttl=60)
+    with _hung_waiter(on_fake_time, HOST_B, options={"waiter_ttl": 10}) as ended:
         holder.release(first)
         other = on_fake_time(HOST_C)
         with pytest.raises(LeaseTimeout) as queued:  # free, but a try never jumps the queue
@@ -289,10 +303,7 @@ def test_a_waiter_that_stopped_asking_loses_its_place_and_holds_up_nobody_after_
         taken = other.acquire(RESOURCE, ttl=60)
         assert taken.holder == str(HOST_C)
         assert other.waiting(RESOURCE) == ()
-    finally:
-        wake.set()
-        thread.join(30)
-    assert len(ended) == 1 and isinstance(ended[0], Gone)
+    assert len(ended) == 1 and isinstance(ended[0], _Woken)
 
 
 def test_waiters_in_threads_are_served_in_their_arrival_order(
@@ -370,26 +381,7 @@ def test_a_try_acquire_goes_before_less_urgent_waiters_but_never_before_as_urgen
 ) -> None:
     holder = on_fake_time(HOST_A)
     first = holder.acquire(RESOURCE, ttl=60)
-    asleep, wake = threading.Event(), threading.Event()
-
-    class Gone(BaseException):
-        """The parked waiter's end, once the test is done with it."""
-
-    def parked(_seconds: float) -> None:  # an archive that waits: it keeps its place
-        asleep.set()
-        wake.wait(30)
-        raise Gone
-
-    waiting = on_fake_time(HOST_B, sleep=parked)
-
-    def wait_for_it() -> None:
-        with contextlib.suppress(Gone):
-            waiting.acquire(RESOURCE, ttl=60, wait=600, priority=PRIORITY_ARCHIVE)
-
-    thread = threading.Thread(target=wait_for_it)
-    thread.start()
-    try:
-        assert asleep.wait(30)
+    with _hung_waiter(on_fake_time, HOST_B, priority=PRIORITY_ARCHIVE):  # an archive waits
         holder.release(first)
         same = on_fake_time(HOST_C)
         with pytest.raises(LeaseTimeout) as behind:  # as urgent: it must wait its turn
@@ -399,9 +391,6 @@ def test_a_try_acquire_goes_before_less_urgent_waiters_but_never_before_as_urgen
         lease = urgent.acquire(RESOURCE, ttl=60, priority=PRIORITY_RESTORE)
         assert lease.holder == str(WorkerId(host="host-d", pid=404))
         urgent.release(lease)
-    finally:
-        wake.set()
-        thread.join(30)
 
 
 def _catalog_at(catalog_url: str, revision: str, *statements: Any) -> None:

@@ -576,8 +576,8 @@ def test_a_restore_waiting_for_a_drive_is_served_before_an_archive_that_waited_l
         def run(name: str, call: Any) -> None:
             results[name] = call()
 
-        def queued(purposes: int) -> bool:
-            return len(leases.waiting(drives[0])) == purposes
+        def queued(jobs: int) -> bool:
+            return len(leases.waiting(drives[0])) == jobs
 
         archiving = threading.Thread(
             target=run, args=("archive", lambda: kit.plugin.archive([later], KIT_POLICY, "a-9"))
