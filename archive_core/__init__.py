@@ -74,6 +74,7 @@ PUBLIC_MODULES = (
     "archive_core.transfer.stager",  # the chunked durable publisher: inline, threads, processes
     "archive_core.objectstore",  # ObjectStoreDriver: a base for key/value storage
     "archive_core.hooks",  # hookimpl and the hook specifications, for hook plugins
+    "archive_core.operator",  # OperatorSite: a site for a driver's operator commands
     "archive_core.testing",  # the conformance kit, for a driver's own tests
 )
 

@@ -34,6 +34,7 @@ CORE_LAYERS: list[set[str]] = [
     {"site"},  # one configuration at run time
     {"jobs"},  # one operation of one policy
     {"portal"},  # the face Portal sees
+    {"operator"},  # the site for a driver's operator commands
     {"cli", "demo", "scaffold", "testing"},  # what people and vendors run
 ]
 
@@ -118,7 +119,7 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
     "drivers/tape_ltfs/archive_core_tape_ltfs/driver": [
         {"media", "placement", "pools", "wear"},  # the media store and its errors; copies; pools
         {"settings", "selection", "loader"},  # target settings; cartridge choice; mounting
-        {"writing", "reading"},  # one pool's copies written; copies read back in tape order
+        {"writing", "reading"},  # one pool's copies written; copies read back as planned
         {"archiving"},  # an archive batch over every pool of a policy
         {"tape"},  # the driver class
     ],

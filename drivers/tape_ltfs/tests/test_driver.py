@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -352,6 +353,69 @@ def test_restore_loads_each_cartridge_once_and_reads_in_tape_order(kit, sim):
     assert len(sim.timeline("robot")) - moves_before == 2  # one load, one unload
     reads = [e for e in sim.timeline("drive0") + sim.timeline("drive1") if e.operation == "read"]
     assert len(reads) == 5 and sum(e.locates for e in reads) <= 1  # in order, one locate
+
+
+def _on_two_cartridges(kit) -> list[Any]:
+    """One file on pool a's first cartridge, one on pool b's."""
+    first = archive(kit, [kit.media("on-a.bin", os.urandom(6000))])
+    second = archive(
+        kit, [kit.media("on-b.bin", os.urandom(7000))], policy_uuid(KIT_TARGET, "b", None)
+    )
+    assert [barcode_of(f) for f in first + second] == ["A00000L9", "B00000L9"]
+    return first + second
+
+
+def test_a_restore_of_two_cartridges_reads_them_on_the_two_drives_side_by_side(kit, sim):
+    archived = _on_two_cartridges(kit)
+    wanted = [kit.elsewhere(fs) for fs in archived]
+    kit.plugin.restore(wanted, KIT_POLICY)
+    for got, original in zip(wanted, archived, strict=True):
+        assert kit.bytes_of(got) == kit.bytes_of(
+            kit.elsewhere(original)._replace(files=original.files)
+        )
+    reads = {
+        n: [e for e in sim.timeline(f"drive{n}") if e.operation == "read" and "restore" in e.caller]
+        for n in (0, 1)
+    }
+    assert {e.cartridge for e in reads[0] + reads[1]} == {"A00000L9", "B00000L9"}
+    # One worker per drive (each its own caller of the library), one cartridge each.
+    assert len(reads[0]) == len(reads[1]) == 1
+    assert all(e.caller.endswith(f"drive {n}") for n in (0, 1) for e in reads[n])
+
+
+def test_a_restore_needing_a_vaulted_cartridge_names_it_before_any_tape_moves(kit, sim):
+    archived = _on_two_cartridges(kit)
+    sim.inject(kind="vault", barcode="B00000L9")
+    moves = len(sim.timeline("robot"))
+    with pytest.raises(ArchiveCoreError) as raised:
+        kit.plugin.restore([kit.elsewhere(fs) for fs in archived], KIT_POLICY)
+    assert "insert B00000L9" in raised.value.message, raised.value.message
+    assert "Nothing was moved" in raised.value.message
+    assert len(sim.timeline("robot")) == moves
+
+
+def test_plan_restore_prints_each_drive_s_cartridges_and_moves_nothing(kit, sim):
+    from click.testing import CliRunner
+
+    from archive_core.cli import main
+
+    archived = _on_two_cartridges(kit)
+    [config] = kit.workdir.glob("site-*/archive-core.toml")
+    ids = [fs.external_ids[0] for fs in archived]
+    moves = len(sim.timeline("robot"))
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "tape", "plan", "restore", *ids, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    planned = json.loads(result.output)
+    cartridges = [c for d in planned["drives"] for c in d["cartridges"]]
+    assert sorted(c["barcode"] for c in cartridges) == ["A00000L9", "B00000L9"]
+    assert len([d for d in planned["drives"] if d["cartridges"]]) == 2  # one each, in parallel
+    assert planned["files"] == 2 and planned["exchanges"] == 2
+    assert planned["estimated_seconds"] >= planned["lower_bound_seconds"] > 0
+    text = CliRunner().invoke(main, ["--config", str(config), "tape", "plan", "restore", *ids])
+    assert "drive 0:" in text.output and "A00000L9" in text.output, text.output
+    assert len(sim.timeline("robot")) == moves
 
 
 def test_verify_reads_every_copy_back(kit, sim):

@@ -19,7 +19,7 @@ from archive_core_tape_ltfs.restore import (
 from archive_core_tape_ltfs.sim.content import SyntheticContent
 from archive_core_tape_ltfs.sim.library import SimLibrary
 
-from archive_core import FixityMismatch
+from archive_core import FixityMismatch, TransferFailed
 
 from .conftest import real_over
 
@@ -191,6 +191,28 @@ def test_a_checksum_mismatch_reported_by_the_reader_falls_back_and_is_reported(a
     assert failed.file == damaged
     assert len(failed.reasons) == 2
     assert all("Checksum mismatch" in r for r in failed.reasons)
+    assert len(outcome.restored) == len(archive.files) - 1
+
+
+def test_a_destination_that_cannot_be_written_fails_the_file_without_trying_its_other_copy(
+    archive,
+):
+    library = archive.library
+    unwritable = archive.files[0]
+    read = Restored(archive)
+
+    def read_or_refuse(file, copy, reader) -> None:
+        if file.key == unwritable.key:
+            raise TransferFailed(f"Could not write /restore/{file.key}: Permission denied.")
+        read(file, copy, reader)
+
+    outcome = restore_files(
+        archive.files, library, read=read_or_refuse, generation=9, virtual_time=True
+    )
+    (failed,) = outcome.failed
+    assert failed.file == unwritable and len(failed.reasons) == 1
+    assert "Permission denied" in failed.reasons[0]
+    assert len(outcome.plans) == 1  # no second round for a copy that was fine
     assert len(outcome.restored) == len(archive.files) - 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 
 import attrs
 
@@ -52,9 +53,11 @@ class Loader:
     """Loads, identifies and mounts cartridges of one library; unmounts and unloads them.
 
     `in_use` are the drives this job already holds: they are never taken for another
-    cartridge. With `leases` (a site with a catalog), every drive used is leased first, so
-    workers of other processes never touch it meanwhile; `priority` is this job's place among
-    the jobs waiting for a drive (restores before archives, then arrival).
+    cartridge. A restore reading on several drives at once has one loader per drive thread,
+    `sibling`s sharing `in_use`, so no two of them take the same drive. With `leases` (a
+    site with a catalog), every drive used is leased first, so workers of other processes
+    never touch it meanwhile; `priority` is this job's place among the jobs waiting for a
+    drive (restores before archives, then arrival).
     """
 
     def __init__(
@@ -78,12 +81,33 @@ class Loader:
         self._purpose = purpose
         self._priority = priority
         self.in_use: set[int] = set()
+        self._choosing = threading.Lock()  # a drive is chosen and claimed by one sibling at a time
+
+    def sibling(self, library: Library) -> Loader:
+        """This job's loader for another caller of the same library (one drive's thread of a
+        restore): the drives the job holds, and the choosing of them, are shared."""
+        other = Loader(
+            library,
+            target=self._target,
+            leases=self._leases,
+            lease_seconds=self._ttl,
+            wait_seconds=self._wait,
+            purpose=self._purpose,
+            store=self._store,
+            priority=self._priority,
+        )
+        other.in_use = self.in_use
+        other._choosing = self._choosing
+        return other
 
     # --- mounting ---------------------------------------------------------------------------
 
-    def mount(self, cartridge: Cartridge, *, read_only: bool = False) -> Mounted:
-        """The known cartridge mounted, its identity checked against the media store."""
-        drive, stack = self._into_drive(cartridge.barcode, new=False)
+    def mount(
+        self, cartridge: Cartridge, *, read_only: bool = False, prefer: int | None = None
+    ) -> Mounted:
+        """The known cartridge mounted, its identity checked against the media store; loaded
+        into drive `prefer` when that one is free (a restore plan's drive)."""
+        drive, stack = self._into_drive(cartridge.barcode, new=False, prefer=prefer)
         try:
             mount = self.library.ltfs.mount(
                 MountRequest(
@@ -181,8 +205,33 @@ class Loader:
 
     # --- drives -----------------------------------------------------------------------------
 
-    def _into_drive(self, barcode: str, *, new: bool) -> tuple[int, contextlib.ExitStack]:
+    def _into_drive(
+        self, barcode: str, *, new: bool, prefer: int | None = None
+    ) -> tuple[int, contextlib.ExitStack]:
         """The drive the cartridge is now loaded and ready in, leased to this job."""
+        with self._choosing:
+            drive, stack, slot, occupied = self._claim(barcode, prefer)
+        try:
+            if needs_cleaning(self.library, drive):
+                unloaded_to = self._clean(drive)
+                if slot is None:  # it was our cartridge in the drive: load it again
+                    slot = unloaded_to
+                occupied = False
+            if slot is not None:
+                if occupied:
+                    self._unload(drive)
+                self.library.changer.load(LoadRequest(slot=slot, drive=drive, barcode=barcode))
+            self.library.drive(drive).wait_ready(new_cartridge=new)
+        except BaseException:
+            self._give_back(drive, stack)
+            raise
+        return drive, stack
+
+    def _claim(
+        self, barcode: str, prefer: int | None
+    ) -> tuple[int, contextlib.ExitStack, int | None, bool]:
+        """The drive for the cartridge, leased and in `in_use`; the slot to load it from (None
+        when it is in that drive already) and whether the drive holds another cartridge."""
         inventory = self.library.changer.inventory()
         found = inventory.locate(barcode)
         if found is None or (isinstance(found, Slot) and found.is_import_export):
@@ -212,9 +261,12 @@ class Loader:
             drive, stack = found.index, self._lease(found.index)
             slot, occupied = None, False
         else:
-            # An empty drive first; else one holding a cartridge nobody uses, unloaded first.
+            # The preferred drive, then an empty one, else one holding a cartridge nobody uses
+            # (unloaded first).
             free = sorted(
-                (bay.full, bay.index) for bay in inventory.drives if bay.index not in taken
+                (bay.index != prefer, bay.full, bay.index)
+                for bay in inventory.drives
+                if bay.index not in taken
             )
             if not free:
                 raise errors.DriveBusy(
@@ -223,24 +275,10 @@ class Loader:
                     + ".",
                     barcode=barcode,
                 )
-            drive, stack = self._lease_any([index for _full, index in free])
+            drive, stack = self._lease_any([index for _, _full, index in free])
             slot, occupied = found.number, inventory.drive(drive).full  # type: ignore[union-attr]
         self.in_use.add(drive)
-        try:
-            if needs_cleaning(self.library, drive):
-                unloaded_to = self._clean(drive)
-                if slot is None:  # it was our cartridge in the drive: load it again
-                    slot = unloaded_to
-                occupied = False
-            if slot is not None:
-                if occupied:
-                    self._unload(drive)
-                self.library.changer.load(LoadRequest(slot=slot, drive=drive, barcode=barcode))
-            self.library.drive(drive).wait_ready(new_cartridge=new)
-        except BaseException:
-            self._give_back(drive, stack)
-            raise
-        return drive, stack
+        return drive, stack, slot, occupied
 
     def _failing_drives(self) -> dict[int, str]:
         """Drives no job uses while their recent media errors say they are failing."""

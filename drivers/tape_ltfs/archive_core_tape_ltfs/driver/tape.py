@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO, ClassVar
 
@@ -26,6 +27,7 @@ from archive_core import (
     DriverContext,
     FileOutcome,
     OfferedPolicy,
+    ProgressCallback,
     Readiness,
     RestoreItem,
     RestoreRequest,
@@ -38,11 +40,18 @@ from archive_core_tape_ltfs.driver.loader import Loader
 from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
 from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from, missing
 from archive_core_tape_ltfs.driver.pools import CopyPlan, Pool
-from archive_core_tape_ltfs.driver.reading import Read, read_all
+from archive_core_tape_ltfs.driver.reading import (
+    Unread,
+    library_view,
+    plan_batch,
+    read_batch,
+    wanted,
+)
 from archive_core_tape_ltfs.driver.selection import room_for
 from archive_core_tape_ltfs.driver.settings import TapeLtfsConfig
 from archive_core_tape_ltfs.factory import open_library
 from archive_core_tape_ltfs.port import Library
+from archive_core_tape_ltfs.restore import RestorePlan, WantedFile, Where
 
 logger = logging.getLogger(__name__)
 
@@ -211,13 +220,37 @@ class TapeLtfsDriver(BaseDriver):
             return self._store.cartridge(copy.barcode) is None
         return not known.forgotten
 
+    def plan_restore(
+        self, refs: Sequence[CopyRef], *, job: str = "plan"
+    ) -> tuple[RestorePlan, list[FileOutcome]]:
+        """The plan capability: how a restore of these copies would run on the library as it
+        is now (per drive the cartridges in order, files, bytes, estimated start and end), and
+        the copies it could not include; moves nothing. CartridgesOffline when files have no
+        copy inside the library, naming the cartridges to insert."""
+        candidates, failures = self._readable(refs)
+        sizes = {ref.key: ref.size for ref in refs}
+        files = [wanted(key, copies, self._store, sizes[key]) for key, copies in candidates.items()]
+        library = self._port().worker(job)
+        batch = plan_batch(files, library=library, store=self._store, context=job)
+        return batch.plan, failures
+
     def restore(self, request: RestoreRequest) -> Iterator[FileOutcome]:
         items = {item.key: item for item in request.items}
         candidates, failures = self._readable(request.items)
         yield from failures
+        if not candidates:
+            return
+        context = f"policy {request.policy} job {request.job_id}"
+        loader = self._loader("restore", request.policy, request.job_id)
+        files = [
+            wanted(key, copies, self._store, items[key].size) for key, copies in candidates.items()
+        ]
+        batch = plan_batch(files, library=loader.library, store=self._store, context=context)
+        logger.info("%s: %s", context, batch.plan.summary())
+        progress = _shared(request.progress)
 
-        def restore_one(read: Read, stream: BinaryIO) -> Digests:
-            item = items[read.key]
+        def restore_one(file: WantedFile, stream: BinaryIO) -> Digests:
+            item = items[file.key]
             if item.abandoned_by:  # what workers that died restoring it left beside it
                 remove_partials(
                     os.path.dirname(item.destination),
@@ -229,91 +262,98 @@ class TapeLtfsDriver(BaseDriver):
                 item.destination,
                 replace=True,
                 expected_sha1=item.sha1,
-                progress=request.progress,
+                progress=progress,
             )
 
-        loader = self._loader("restore", request.policy, request.job_id)
-        context = f"policy {request.policy} job {request.job_id}"
-        tried: dict[str, list[str]] = {}
-        while candidates:
-            reads = [Read(key=key, copy=copies[0]) for key, copies in candidates.items()]
-            for read, result in read_all(
-                reads, restore_one, loader=loader, store=self._store, context=context
-            ):
-                if isinstance(result, Digests):
-                    del candidates[read.key]
-                    yield FileOutcome.success(
-                        read.key,
-                        locator=items[read.key].locator,
-                        size=result.size,
-                        sha1=result.sha1,
-                        sha256=result.sha256,
-                    )
-                    continue
-                tried.setdefault(read.key, []).append(
-                    f"copy on cartridge {read.copy.barcode}: {result.message}"
-                )
-                left = candidates[read.key][1:]
-                if left:
-                    logger.warning(
-                        "%s: copy on %s failed (%s); reading the next copy",
-                        context,
-                        read.copy.barcode,
-                        result.message,
-                    )
-                    candidates[read.key] = left
-                    continue
-                del candidates[read.key]
-                message = (
-                    result.message
-                    if len(tried[read.key]) == 1
-                    else ("no copy could be read: " + "; ".join(tried[read.key]))
-                )
-                yield FileOutcome.failure(read.key, message, retryable=bool(result.retryable))
+        for result in read_batch(
+            batch, restore_one, loader=loader, store=self._store, context=context
+        ):
+            if isinstance(result, Unread):
+                yield FileOutcome.failure(result.key, result.message, retryable=result.retryable)
+                continue
+            found = result.digests
+            yield FileOutcome.success(
+                result.key,
+                locator=items[result.key].locator,
+                size=found.size,
+                sha1=found.sha1,
+                sha256=found.sha256,
+            )
 
     def verify(self, request: VerifyRequest) -> Iterator[FileOutcome]:
         refs = {ref.key: ref for ref in request.items}
         readable, failures = self._readable(request.items)
         yield from failures
-        reads = [Read(key=key, copy=copy) for key, copies in readable.items() for copy in copies]
-        problems: dict[str, list[str]] = {key: [] for key in readable}
-        digests: dict[str, Digests] = {}
-
-        def hash_one(read: Read, stream: BinaryIO) -> Digests:
-            return hash_stream(stream, progress=request.progress)
-
-        left = collections.Counter(read.key for read in reads)
-        loader = self._loader("verify", request.policy, request.job_id)
+        if not readable:
+            return
         context = f"policy {request.policy} job {request.job_id}"
-        for read, result in read_all(
-            reads, hash_one, loader=loader, store=self._store, context=context
+        loader = self._loader("verify", request.policy, request.job_id)
+        # Every copy is read: one file of the batch per copy, each with that copy alone.
+        copies: dict[str, tuple[str, TapeCopy]] = {}
+        files = []
+        for key, named in readable.items():
+            for n, copy in enumerate(named):
+                copies[f"{key}#{n}"] = (key, copy)
+                files.append(wanted(f"{key}#{n}", [copy], self._store, refs[key].size))
+        view = library_view(loader.library, self._store, files)
+        problems: dict[str, list[str]] = {key: [] for key in readable}
+        inside: list[WantedFile] = []
+        for file in files:
+            key, copy = copies[file.key]
+            if view.where(copy.barcode) is Where.OFFLINE:
+                problems[key].append(
+                    f"the copy on cartridge {copy.barcode} was not read: the cartridge is not in "
+                    f"the library (vaulted, or waiting in an import/export slot)"
+                )
+            else:
+                inside.append(file)
+        left = collections.Counter(key for key, _ in copies.values())
+        digests: dict[str, Digests] = {}
+        progress = _shared(request.progress)
+
+        def hash_one(file: WantedFile, stream: BinaryIO) -> Digests:
+            return hash_stream(stream, progress=progress)
+
+        def finished(key: str) -> Iterator[FileOutcome]:
+            left[key] -= 1
+            if left[key]:
+                return
+            if problems[key]:
+                yield FileOutcome.failure(key, "; ".join(problems[key]) + ".")
+                return
+            found = digests[key]
+            yield FileOutcome.success(
+                key,
+                locator=refs[key].locator,
+                size=found.size,
+                sha1=found.sha1,
+                sha256=found.sha256,
+            )
+
+        planned = {f.key for f in inside}
+        for file in files:
+            if file.key not in planned:
+                yield from finished(copies[file.key][0])
+        if not inside:
+            return
+        batch = plan_batch(inside, library=loader.library, store=self._store, context=context)
+        for result in read_batch(
+            batch, hash_one, loader=loader, store=self._store, context=context
         ):
-            ref = refs[read.key]
-            if isinstance(result, Digests):
-                if ref.sha1 and result.sha1 != ref.sha1:
-                    problems[read.key].append(
-                        f"the copy on cartridge {read.copy.barcode} hashes to {result.sha1}, "
-                        f"not {ref.sha1}"
+            key, copy = copies[result.key]
+            if isinstance(result, Unread):
+                problems[key].append(
+                    f"the copy on cartridge {copy.barcode} could not be read: {result.message}"
+                )
+            else:
+                expected = refs[key].sha1
+                if expected and result.digests.sha1 != expected:
+                    problems[key].append(
+                        f"the copy on cartridge {copy.barcode} hashes to {result.digests.sha1}, "
+                        f"not {expected}"
                     )
-                digests[read.key] = result
-            else:
-                problems[read.key].append(
-                    f"the copy on cartridge {read.copy.barcode} could not be read: {result.message}"
-                )
-            left[read.key] -= 1
-            if left[read.key]:
-                continue
-            if problems[read.key]:
-                yield FileOutcome.failure(read.key, "; ".join(problems[read.key]) + ".")
-            else:
-                found = digests[read.key]
-                yield FileOutcome.success(
-                    read.key,
-                    locator=ref.locator,
-                    size=found.size,
-                    sha1=found.sha1,
-                    sha256=found.sha256,
-                )
+                digests[key] = result.digests
+            yield from finished(key)
 
     # --- without loading a cartridge -------------------------------------------------------
 
@@ -360,3 +400,16 @@ class TapeLtfsDriver(BaseDriver):
                         copy.barcode,
                     )
             yield FileOutcome.success(ref.key, locator=ref.locator)
+
+
+def _shared(progress: ProgressCallback | None) -> ProgressCallback | None:
+    """The job's progress callback, called by one drive's thread at a time."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(nbytes: int) -> None:
+        with lock:
+            progress(nbytes)
+
+    return report

@@ -12,6 +12,7 @@ from archive_core_tape_ltfs.port import Library, Mount
 from archive_core_tape_ltfs.restore.executor import (
     FailedRead,
     FileRestored,
+    Hands,
     ReadFile,
     drive_workers,
     run_plan,
@@ -31,6 +32,7 @@ class FileFailed:
 
     file: WantedFile
     reasons: tuple[str, ...]
+    retryable: bool = False  # one of the failures may pass (a drive was busy)
 
 
 @attrs.frozen(kw_only=True)
@@ -53,12 +55,14 @@ def restore_files(
     mounts: Mapping[int, Mount] | None = None,
     workers: Mapping[int, Library] | None = None,
     virtual_time: bool = False,
+    hands: Hands | None = None,
 ) -> RestoreOutcome:
     """Restore `files` (with `plan` if one was made already): run the plan, then plan the
     files whose read failed again from their copies not tried yet, on the library as it is
     then, until every file is restored or out of copies.
 
-    Raises `CartridgesOffline` before anything moves when a file of the first plan has no copy
+    `workers`, `hands`, `mounts` and `virtual_time` are as for `run_plan`. Raises
+    `CartridgesOffline` before anything moves when a file of the first plan has no copy
     inside the library; in a retry round such files fail with that message instead.
     """
     wanted = list(files)
@@ -69,16 +73,24 @@ def restore_files(
     workers = dict(workers) if workers is not None else drive_workers(library, plan)
     restored: list[FileRestored] = []
     reasons: dict[str, list[str]] = {}
+    passing: set[str] = set()  # files one of whose failures may pass
     tried: set[TapeCopy] = set()
     plans = [plan]
     while True:
         result = run_plan(
-            plan, library, read=read, workers=workers, mounts=mounts, virtual_time=virtual_time
+            plan,
+            library,
+            read=read,
+            workers=workers,
+            mounts=mounts,
+            virtual_time=virtual_time,
+            hands=hands,
         )
         mounts = None  # the executor unmounts what it read
         restored += result.restored
         if not result.failed:
             break
+        passing.update(f.file.key for f in result.failed if f.retryable)
         retry = _record(result.failed, tried, reasons)
         if not retry:
             break
@@ -91,7 +103,7 @@ def restore_files(
     done = {r.file.key for r in restored}
     by_key = {f.key: f for f in wanted}
     failed = tuple(
-        FileFailed(file=by_key[key], reasons=tuple(why))
+        FileFailed(file=by_key[key], reasons=tuple(why), retryable=key in passing)
         for key, why in reasons.items()
         if key not in done
     )
@@ -101,15 +113,20 @@ def restore_files(
 def _record(
     failed: Iterable[FailedRead], tried: set[TapeCopy], reasons: dict[str, list[str]]
 ) -> list[WantedFile]:
-    """Note the failed copies and why; the files that still have a copy to try."""
+    """Note the failed copies and why; the files that still have a copy worth trying."""
     files = {}
+    final = set()
     for failure in failed:
         tried.add(failure.copy)
         files[failure.file.key] = failure.file
+        if failure.final:
+            final.add(failure.file.key)
         reasons.setdefault(failure.file.key, []).append(
             f"{failure.copy.barcode}:{failure.copy.path}: {failure.reason}"
         )
-    return [f for f in files.values() if any(c not in tried for c in f.copies)]
+    return [
+        f for key, f in files.items() if key not in final and any(c not in tried for c in f.copies)
+    ]
 
 
 def _replan(

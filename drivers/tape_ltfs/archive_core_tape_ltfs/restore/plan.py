@@ -83,17 +83,21 @@ class RestorePlan:
         """Cartridges the robot has to bring to a drive."""
         return sum(1 for r in self.runs() if r.slot is not None)
 
-    def describe(self) -> str:
-        """The plan as an admin reads it: per drive the cartridges in order, their files and
-        bytes, estimated start and end (from the start of the batch)."""
+    def summary(self) -> str:
+        """The plan in one line: files, bytes, cartridges, drives, the estimates."""
         cartridges = sum(1 for _ in self.runs())
-        lines = [
+        return (
             f"Restore of {self.files} file{'' if self.files == 1 else 's'} "
             f"({_bytes(self.bytes)}) from {cartridges} cartridge{'' if cartridges == 1 else 's'} "
             f"on {len(self.drives)} drive{'' if len(self.drives) == 1 else 's'}: estimated "
             f"{_clock(self.makespan)} (lower bound {_clock(self.lower_bound)}), "
             f"{self.exchanges} cartridge{'' if self.exchanges == 1 else 's'} to fetch."
-        ]
+        )
+
+    def describe(self) -> str:
+        """The plan as an admin reads it: per drive the cartridges in order, their files and
+        bytes, estimated start and end (from the start of the batch)."""
+        lines = [self.summary()]
         for drive in self.drives:
             lines.append(f"drive {drive.drive}:")
             if not drive.runs:

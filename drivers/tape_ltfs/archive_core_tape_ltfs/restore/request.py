@@ -32,13 +32,15 @@ class TapeCopy:
 @attrs.frozen(kw_only=True)
 class WantedFile:
     """A file the batch restores: the caller's `key` (its destination is the caller's
-    business), its size, and the copies it can be read from, in the catalog's preference."""
+    business), its size (None when the catalog does not know it), and the copies it can be
+    read from, in the catalog's preference."""
 
     key: str
-    size: int
+    size: int | None
     copies: tuple[TapeCopy, ...] = ()
 
     @property
     def needs_tape(self) -> bool:
-        """An empty file is restored by creating it: no cartridge has to move for it."""
-        return self.size > 0
+        """An empty file is restored by creating it: no cartridge has to move for it. A file
+        of unknown size is read from tape all the same."""
+        return self.size != 0

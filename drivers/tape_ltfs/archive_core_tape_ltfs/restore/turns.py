@@ -10,12 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 from archive_core_tape_ltfs.port import Clock
 
+T = TypeVar("T")
 
-class FreeTurns:
+
+class _Turns:
+    def turn(self, drive: int) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def call(self, drive: int) -> Callable[[Callable[[], T]], T]:
+        """What runs one library call of `drive`'s worker in its turn."""
+
+        def in_turn(action: Callable[[], T]) -> T:
+            with self.turn(drive):
+                return action()
+
+        return in_turn
+
+
+class FreeTurns(_Turns):
     """Real time: every worker calls when it is ready."""
 
     @contextlib.contextmanager
@@ -26,7 +43,7 @@ class FreeTurns:
         return None
 
 
-class ClockTurns:
+class ClockTurns(_Turns):
     """Virtual time: one call at a time, the worker whose clock is earliest (then the lowest
     drive) first; a worker that has finished leaves."""
 
