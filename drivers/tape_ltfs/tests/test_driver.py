@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from archive_core_tape_ltfs.config import SimulatedCartridge, structure_library
 from archive_core_tape_ltfs.driver import TapeLtfsDriver
@@ -670,6 +671,45 @@ def test_a_restore_waiting_for_a_drive_is_served_before_an_archive_that_waited_l
         assert results["archive"][0] and not results["archive"][1]
     finally:
         kit.close()
+
+
+def test_an_archive_hands_its_mounted_cartridge_to_a_restore_after_its_current_file(
+    kit, sim, library_dir
+):
+    from archive_core.model import ArchiveItem, ArchiveRequest
+
+    [wanted_set] = archive(kit, [kit.media("wanted.bin", os.urandom(5000))])
+    assert barcode_of(wanted_set) == "A00000L9"
+    sources = [kit.media(f"batch{i}.bin", os.urandom(3000 + i)) for i in range(3)]
+    items = [
+        ArchiveItem(key=str(i), sources=fs.files, name=f"batch{i}_{fs.sha1}.bin", sha1=fs.sha1)
+        for i, fs in enumerate(sources)
+    ]
+    driver = kit.site().target(KIT_TARGET).instance
+    driver.config = attrs.evolve(driver.config, sync_every_files=1)
+    request = ArchiveRequest(policy=KIT_POLICY, target=KIT_TARGET, job_id="big", items=items)
+    writing = driver.archive(request)
+    first = next(writing)  # the job now has A00000L9 mounted, between two files
+    assert first.ok and first.locator.startswith("A00000L9/")
+    cartridge = f"tape_ltfs:{KIT_TARGET}/cartridge/A00000L9"
+    leases = kit.site().catalog.leases
+    wanted = kit.elsewhere(wanted_set)
+    restoring = threading.Thread(target=lambda: kit.plugin.restore([wanted], KIT_POLICY))
+    restoring.start()
+    try:
+        _eventually(lambda: len(leases.waiting(cartridge)) == 1, "the restore waits")
+        [waiter] = leases.waiting(cartridge)
+        assert waiter.priority == PRIORITY_RESTORE
+    finally:
+        rest = list(writing)  # the archive goes on, on another cartridge
+        restoring.join(120)
+    assert kit.bytes_of(wanted) == kit.bytes_of(
+        kit.elsewhere(wanted_set)._replace(files=wanted_set.files)
+    )
+    assert all(o.ok for o in rest)
+    assert {o.locator.split("/")[0] for o in rest} == {"A00001L9"}
+    # What the archive wrote on A00000L9 before handing it over was synced and recorded.
+    assert store_of(kit).file("A00000L9", first.locator.split("/", 1)[1]) is not None
 
 
 def _eventually(condition: Any, what: str, timeout: float = 60.0) -> None:

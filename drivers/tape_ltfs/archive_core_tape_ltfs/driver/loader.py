@@ -4,6 +4,12 @@ Everything goes through the port. After every load, before anything is written o
 volume in the drive must be the one the media store knows for that barcode: the barcode the
 robot read, the LTFS volume serial and the volume UUID (`MountRequest(volume_uuid=...)`). A
 mismatch unloads the cartridge again and raises `IdentityMismatch` for an operator.
+
+With a catalog, a job leases the drive and then the cartridge it loads. Nobody ever waits
+for a cartridge while holding a drive (that is what could deadlock): a cartridge another job
+holds is passed over by a writer, which takes another one, and waited for by a reader with no
+drive leased; a writer between two files releases its cartridge (after a sync) when a
+restore waits for it, so restores outrank archives on a cartridge too.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import threading
 
 import attrs
 
-from archive_core import PRIORITY_ARCHIVE, Leases, LeaseTimeout
+from archive_core import PRIORITY_ARCHIVE, PRIORITY_RESTORE, Leases, LeaseTimeout
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.cleaning import clean_drive, needs_cleaning
 from archive_core_tape_ltfs.driver.media import Cartridge, MediaStore
@@ -103,11 +109,23 @@ class Loader:
     # --- mounting ---------------------------------------------------------------------------
 
     def mount(
-        self, cartridge: Cartridge, *, read_only: bool = False, prefer: int | None = None
+        self,
+        cartridge: Cartridge,
+        *,
+        read_only: bool = False,
+        prefer: int | None = None,
+        waits: bool | None = None,
     ) -> Mounted:
         """The known cartridge mounted, its identity checked against the media store; loaded
-        into drive `prefer` when that one is free (a restore plan's drive)."""
-        drive, stack = self._into_drive(cartridge.barcode, new=False, prefer=prefer)
+        into drive `prefer` when that one is free (a restore plan's drive). When another job
+        holds the cartridge, a reader waits for it (`waits`, default `read_only`) and a
+        writer is refused with DriveBusy."""
+        drive, stack = self._into_drive(
+            cartridge.barcode,
+            new=False,
+            prefer=prefer,
+            waits=read_only if waits is None else waits,
+        )
         try:
             mount = self.library.ltfs.mount(
                 MountRequest(
@@ -206,11 +224,31 @@ class Loader:
     # --- drives -----------------------------------------------------------------------------
 
     def _into_drive(
-        self, barcode: str, *, new: bool, prefer: int | None = None
+        self, barcode: str, *, new: bool, prefer: int | None = None, waits: bool = False
     ) -> tuple[int, contextlib.ExitStack]:
-        """The drive the cartridge is now loaded and ready in, leased to this job."""
-        with self._choosing:
-            drive, stack, slot, occupied = self._claim(barcode, prefer)
+        """The drive the cartridge is now loaded and ready in, the drive and the cartridge
+        leased to this job. A cartridge another job holds is waited for (`waits`, a reader)
+        with no drive leased meanwhile, or refused with DriveBusy (a writer takes another)."""
+        cartridge = contextlib.ExitStack()  # its lease, when it had to be waited for
+        waited = False
+        try:
+            while True:
+                with self._choosing:
+                    claimed = self._claim(barcode, prefer, waits=waits, have_cartridge=waited)
+                if claimed is not None:
+                    break
+                logger.info(
+                    "%s: waiting for cartridge %s, which another job is using",
+                    self._purpose,
+                    barcode,
+                )
+                cartridge.enter_context(self._cartridge_lease(barcode, wait=self._wait))
+                waited = True
+        except BaseException:
+            cartridge.close()
+            raise
+        drive, stack, slot, occupied = claimed
+        stack.enter_context(cartridge)
         try:
             if needs_cleaning(self.library, drive):
                 unloaded_to = self._clean(drive)
@@ -228,10 +266,12 @@ class Loader:
         return drive, stack
 
     def _claim(
-        self, barcode: str, prefer: int | None
-    ) -> tuple[int, contextlib.ExitStack, int | None, bool]:
-        """The drive for the cartridge, leased and in `in_use`; the slot to load it from (None
-        when it is in that drive already) and whether the drive holds another cartridge."""
+        self, barcode: str, prefer: int | None, *, waits: bool, have_cartridge: bool
+    ) -> tuple[int, contextlib.ExitStack, int | None, bool] | None:
+        """The drive for the cartridge, leased (and the cartridge too, unless this job has its
+        lease already) and in `in_use`; the slot to load it from (None when it is in that
+        drive already) and whether the drive holds another cartridge. None when another job
+        has the cartridge and this one `waits` for it."""
         inventory = self.library.changer.inventory()
         found = inventory.locate(barcode)
         if found is None or (isinstance(found, Slot) and found.is_import_export):
@@ -253,6 +293,9 @@ class Loader:
         taken = self._live_mounts() | self.in_use | set(failing)
         if isinstance(found, DriveBay):
             if found.index in taken:
+                another = found.index not in self.in_use and found.index not in failing
+                if waits and another and self._leases is not None and not have_cartridge:
+                    return None  # wait for its lease: its job releases it soon
                 raise errors.DriveBusy(
                     f"Cartridge {barcode} is mounted in drive {found.index} by another job.",
                     barcode=barcode,
@@ -277,6 +320,17 @@ class Loader:
                 )
             drive, stack = self._lease_any([index for _, _full, index in free])
             slot, occupied = found.number, inventory.drive(drive).full  # type: ignore[union-attr]
+        if self._leases is not None and not have_cartridge:
+            try:
+                stack.enter_context(self._cartridge_lease(barcode, wait=0))
+            except LeaseTimeout as exc:
+                stack.close()
+                if waits:
+                    return None
+                raise errors.DriveBusy(
+                    f"Cartridge {barcode} is in use by another job: {exc.message}",
+                    barcode=barcode,
+                ) from exc
         self.in_use.add(drive)
         return drive, stack, slot, occupied
 
@@ -364,6 +418,27 @@ class Loader:
                 )
             )
         return stack
+
+    def _cartridge_resource(self, barcode: str) -> str:
+        return f"tape_ltfs:{self._target}/cartridge/{barcode}"
+
+    def _cartridge_lease(self, barcode: str, *, wait: float) -> contextlib.AbstractContextManager:
+        assert self._leases is not None
+        return self._leases.hold(
+            self._cartridge_resource(barcode),
+            ttl=self._ttl,
+            wait=wait,
+            purpose=self._purpose,
+            priority=self._priority,
+        )
+
+    def restore_waits_for(self, mounted: Mounted) -> bool:
+        """Whether a restore waits for the cartridge this job has mounted: a writer then
+        syncs and releases it after its current file."""
+        if self._leases is None:
+            return False
+        waiting = self._leases.waiting(self._cartridge_resource(mounted.barcode))
+        return any(w.priority >= PRIORITY_RESTORE for w in waiting)
 
     def _lease_any(self, drives: list[int]) -> tuple[int, contextlib.ExitStack]:
         """The first of `drives` no other worker holds; else wait for the first."""

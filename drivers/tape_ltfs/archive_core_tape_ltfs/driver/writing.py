@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import attrs
 
-from archive_core import ArchiveCoreError, ArchiveItem, FixityMismatch, TransferFailed
+from archive_core import ArchiveCoreError, ArchiveItem, FixityMismatch, LeaseTimeout, TransferFailed
 from archive_core.transfer import (
     CHUNK_SIZE,
     Digests,
@@ -103,6 +103,7 @@ class PoolWriter:
         self._session: _Session | None = None
         self._confirmed: list[Written] = []
         self._lost: list[str] = []
+        self._yielded: set[str] = set()  # released for a restore: not taken again by this job
 
     # --- one file --------------------------------------------------------------------------
 
@@ -281,10 +282,21 @@ class PoolWriter:
 
     def _session_for(self, size: int, tried: set[str]) -> _Session:
         current = self._session
+        if current is not None and self._loader.restore_waits_for(current.mounted):
+            # Between two files: sync what is written and hand the cartridge over.
+            logger.info(
+                "%s: releasing cartridge %s for a restore that waits for it",
+                self._context,
+                current.barcode,
+            )
+            self._yielded.add(current.barcode)
+            self._close(current)
+            current = None
         if current is not None:
             if current.barcode not in tried and self._room(current) >= size:
                 return current
             self._close(current)
+        tried.update(self._yielded)
         known = self._store.cartridges(self.pool.name)
         inventory = self._loader.library.changer.inventory()
         for cartridge in appendable(
@@ -314,12 +326,42 @@ class PoolWriter:
             taken = self._take_unrecorded(barcode)
             if taken is not None:
                 return self._open(*taken, size, tried)
+        waited = self._after_restore(size, tried)
+        if waited is not None:
+            return waited
         raise FileFailed(
             f"No cartridge of pool {self.pool.name} can take a file of {size} bytes now: none "
             f"online is appendable with room, and no blank scratch cartridge is left. Insert "
             f"scratch cartridges or extend the pool.",
             retryable=True,
         )
+
+    def _after_restore(self, size: int, tried: set[str]) -> _Session | None:
+        """A cartridge this job handed to a restore, once the restore is done with it: when
+        no other has room, the job waits for it (holding no drive, so nobody waits on it)."""
+        for cartridge in appendable(
+            self.pool,
+            self._store.cartridges(self.pool.name),
+            self._loader.library.changer.inventory(),
+            size=size,
+            configured_headroom=self._headroom,
+            exclude=tried - self._yielded,
+        ):
+            if cartridge.barcode not in self._yielded:
+                continue
+            try:
+                mounted = self._loader.mount(cartridge, waits=True)
+            except (errors.TapeError, LeaseTimeout) as exc:
+                logger.warning(
+                    "%s: cartridge %s is still not free: %s",
+                    self._context,
+                    cartridge.barcode,
+                    exc.message,
+                )
+                continue
+            self._yielded.discard(cartridge.barcode)
+            return self._open(mounted, cartridge, size, tried)
+        return None
 
     def _open(self, mounted: Mounted, cartridge: Cartridge, size: int, tried: set[str]) -> _Session:
         session = _Session(mounted=mounted, cartridge=cartridge, mark=mounted.volume.generation)
