@@ -186,6 +186,7 @@ def read_batch(
                     for d in batch.plan.drives
                 },
                 hands=hands,
+                context=context,
             )
             for failed in outcome.failed:
                 results.put(_unread(failed))

@@ -56,12 +56,13 @@ def restore_files(
     workers: Mapping[int, Library] | None = None,
     virtual_time: bool = False,
     hands: Hands | None = None,
+    context: str = "restore",
 ) -> RestoreOutcome:
     """Restore `files` (with `plan` if one was made already): run the plan, then plan the
     files whose read failed again from their copies not tried yet, on the library as it is
     then, until every file is restored or out of copies.
 
-    `workers`, `hands`, `mounts` and `virtual_time` are as for `run_plan`. Raises
+    `workers`, `hands`, `mounts`, `virtual_time` and `context` are as for `run_plan`. Raises
     `CartridgesOffline` before anything moves when a file of the first plan has no copy
     inside the library; in a retry round such files fail with that message instead.
     """
@@ -85,6 +86,7 @@ def restore_files(
             mounts=mounts,
             virtual_time=virtual_time,
             hands=hands,
+            context=context,
         )
         mounts = None  # the executor unmounts what it read
         restored += result.restored

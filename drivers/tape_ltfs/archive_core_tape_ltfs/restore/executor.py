@@ -109,6 +109,7 @@ def run_plan(
     mounts: Mapping[int, Mount] | None = None,
     virtual_time: bool = False,
     hands: Hands | None = None,
+    context: str = "restore",
 ) -> RunResult:
     """Restore what `plan` says, one thread per drive with runs, and return what was restored
     and which copies failed.
@@ -117,7 +118,8 @@ def run_plan(
     its volumes mounted (default: `PortHands`, given `mounts`, the volumes this process already
     has mounted, by drive; a mounted volume of a process that has exited is adopted).
     `virtual_time` (the simulator) makes the workers call one at a time in the order of their
-    clocks, so the simulated drives and robot are booked as in real time.
+    clocks, so the simulated drives and robot are booked as in real time. `context` starts
+    every log line ("policy P job J").
     """
     for file in plan.no_tape:
         read(file, None, io.BytesIO())
@@ -129,7 +131,8 @@ def run_plan(
     )
     make = hands or PortHands.given(mounts or {})
     drivers = [
-        _DriveWorker(d, turns, read, make(d, workers[d.drive], turns.call(d.drive))) for d in busy
+        _DriveWorker(d, turns, read, make(d, workers[d.drive], turns.call(d.drive)), context)
+        for d in busy
     ]
     threads = [
         threading.Thread(target=w.run, name=f"restore-drive{w.drive}", daemon=True) for w in drivers
@@ -157,8 +160,10 @@ class _DriveWorker:
         turns: ClockTurns | FreeTurns,
         read: ReadFile,
         hands: DriveHands,
+        context: str,
     ) -> None:
         self.drive = plan.drive
+        self.context = context
         self.runs = plan.runs
         self.turns = turns
         self.read = read
@@ -173,7 +178,7 @@ class _DriveWorker:
                 try:
                     mount = self.hands.ready(run)
                 except ArchiveCoreError as error:  # a tape error, a drive not granted
-                    logger.warning("restore: drive %s: %s", self.drive, error)
+                    logger.warning("%s: drive %s: %s", self.context, self.drive, error)
                     self._fail(run.reads, error)
                     continue
                 try:
@@ -191,16 +196,16 @@ class _DriveWorker:
                 with self.turns.turn(self.drive):
                     self._read_one(mount, step)
             except COPY_FAILURES as error:
-                logger.warning("restore: %s", error)
+                logger.warning("%s: %s", self.context, error)
                 if isinstance(error, MediaError):
                     self.hands.read_failed(run, error)
                 self.failed.append(_failed(step, error))
             except TapeError as error:  # the drive or the volume, not the file
-                logger.warning("restore: drive %s: %s", self.drive, error)
+                logger.warning("%s: drive %s: %s", self.context, self.drive, error)
                 self._fail(run.reads[n:], error)
                 return
             except ArchiveCoreError as error:  # the destination: another copy fails alike
-                logger.warning("restore: %s", error)
+                logger.warning("%s: %s", self.context, error)
                 self.failed.append(_failed(step, error, final=True))
             else:
                 self.restored.append(FileRestored(file=step.file, copy=step.copy, drive=self.drive))
