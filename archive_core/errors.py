@@ -297,6 +297,20 @@ class LeaseLost(ArchiveCoreError):
         )
 
 
+class LeaseHolderAlive(ArchiveCoreError):
+    """A lease was not broken (`Leases.break_dead`): its holder may still be running, or that
+    cannot be told from this host. `holder` (with `purpose`) holds `resource`."""
+
+    def __init__(self, *, resource: str, holder: str, purpose: str | None, why: str) -> None:
+        super().__init__(
+            f"{resource} is held by {describe_holder(holder, purpose)}, and its lease was not "
+            f"broken: {why}"
+        )
+        self.resource = resource
+        self.holder = holder
+        self.purpose = purpose
+
+
 def describe_holder(holder: str, purpose: str | None = None) -> str:
     """A lease holder as an admin reads it: `worker 1234 on host-a (archive job VX-12)`.
 

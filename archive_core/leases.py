@@ -34,10 +34,13 @@ import attrs
 from archive_core.errors import (
     ArchiveCoreError,
     CatalogError,
+    LeaseHolderAlive,
     LeaseLost,
     LeaseTimeout,
     describe_holder,
+    when,
 )
+from archive_core.workers import WorkerId
 
 if TYPE_CHECKING:
     from archive_core.catalog import Catalog
@@ -246,6 +249,49 @@ class Leases:
             )
 
         self._catalog._run(work, write=True)
+
+    def break_dead(self, resource: str, *, proof: str) -> Lease | None:
+        """Remove the lease on `resource` of a holder proven dead: the caller has checked
+        that nothing the holder left uses the resource any more (`proof`, in words, is
+        logged), and the holder's process is checked here not to run. Returns the lease
+        broken, None when nobody held it. LeaseHolderAlive, changing nothing, when the holder
+        runs or that cannot be told from this host (another host: break it there, or wait for
+        the lease to expire)."""
+
+        def work(conn: Any, t: Any) -> Lease | None:
+            self._begin(conn, resource)
+            row = _lease_row(conn, t, resource)
+            if row is None:
+                return None
+            holder = WorkerId.parse(row["holder"])
+            alive = None if holder is None else holder.is_alive()
+            if alive is not False:
+                why = (
+                    "that process is still running; stop it first"
+                    if alive
+                    else "from this host it cannot be told whether that process still runs; "
+                    f"break it on its own host, or wait until it expires at "
+                    f"{when(_utc(row['expires']))}"
+                )
+                raise LeaseHolderAlive(
+                    resource=resource, holder=row["holder"], purpose=row["purpose"], why=why
+                )
+            conn.execute(
+                t.leases.delete().where(
+                    t.leases.c.resource == resource, t.leases.c.token == row["token"]
+                )
+            )
+            return _lease(row)
+
+        broken = self._catalog._run(work, write=True)
+        if broken is not None:
+            log.warning(
+                "lease on %s of dead %s broken: %s",
+                resource,
+                describe_holder(broken.holder, broken.purpose),
+                proof,
+            )
+        return broken
 
     @contextlib.contextmanager
     def hold(

@@ -27,7 +27,7 @@ import pytest
 
 from archive_core import schema
 from archive_core.catalog import Catalog
-from archive_core.errors import CatalogError, LeaseLost, LeaseTimeout
+from archive_core.errors import CatalogError, LeaseHolderAlive, LeaseLost, LeaseTimeout
 from archive_core.leases import PRIORITY_ARCHIVE, PRIORITY_RESTORE, Leases
 from archive_core.workers import WorkerId
 
@@ -790,3 +790,37 @@ def test_a_sigkilled_waiter_holds_up_those_behind_it_only_until_its_place_expire
     assert granted_at >= place.expires, "the dead waiter's place was skipped before it expired"
     assert granted_at - place.expires < PROMPTLY
     assert ours.waiting(RESOURCE) == ()
+
+
+def test_a_sigkilled_holders_lease_is_broken_at_once_by_an_operator_with_proof(
+    catalogs: Callable[..., Catalog],
+    catalog_url: str,
+    spawn: Callable[..., _Process],
+    tmp_path: Path,
+) -> None:
+    ours = Leases(catalogs(), poll=0.02)
+    holder = spawn("hold", catalog_url, tmp_path / "log", "--ttl", "600")
+    holder.expect("held")
+    with pytest.raises(LeaseHolderAlive) as alive:
+        ours.break_dead(RESOURCE, proof="no mount of the drive is left")
+    assert (
+        f"worker {holder.pid} on " in alive.value.message and "still running" in alive.value.message
+    )
+    assert ours.current(RESOURCE).holder == holder.holder  # changed nothing
+    holder.kill()
+    broken = ours.break_dead(RESOURCE, proof="no mount of the drive is left")
+    assert broken is not None and broken.holder == holder.holder
+    assert ours.current(RESOURCE) is None
+    assert ours.acquire(RESOURCE, ttl=5).taken_over_from is None  # free, long before expiry
+    assert ours.break_dead("drive:nobody/0", proof="nothing") is None
+
+
+def test_a_lease_held_from_another_host_is_not_broken_from_this_one(
+    on_fake_time: Callable[..., Leases],
+) -> None:
+    on_fake_time(HOST_A).acquire(RESOURCE, ttl=30, purpose="archive job VX-1")
+    with pytest.raises(LeaseHolderAlive) as refused:
+        on_fake_time(HOST_B).break_dead(RESOURCE, proof="no mount left")
+    assert "worker 101 on host-a (archive job VX-1)" in refused.value.message
+    assert "cannot be told" in refused.value.message and "2026-03-04" in refused.value.message
+    assert on_fake_time(HOST_C).current(RESOURCE) is not None
