@@ -557,3 +557,16 @@ class CheckRequest:
     drive: int
     mode: CheckMode = CheckMode.VERIFY
     generation: int | None = None  # for ROLLBACK
+
+
+# --- the catalog's lease names ---------------------------------------------------------------
+
+
+def drive_lease(target: str, drive: int) -> str:
+    """The lease on a drive of a target's library that jobs and operator commands take."""
+    return f"tape_ltfs:{target}/drive{drive}"
+
+
+def cartridge_lease(target: str, barcode: str) -> str:
+    """The lease on a cartridge, taken after its drive's."""
+    return f"tape_ltfs:{target}/cartridge/{barcode}"

@@ -736,3 +736,67 @@ def test_archive_restore_and_a_spill_on_the_real_port_over_the_simulated_tools(
     kit.plugin.restore(restored, KIT_POLICY)
     for original, back in zip(originals, restored, strict=True):
         assert kit.bytes_of(back) == kit.bytes_of(original)
+
+
+# --- the operator CLI on the site's target ---------------------------------------------------
+
+
+def _operator(config: Path, *args: str) -> Any:
+    from click.testing import CliRunner
+
+    from archive_core.cli import main
+
+    return CliRunner().invoke(
+        main, ["--config", str(config), "tape", "--target", KIT_TARGET, *args]
+    )
+
+
+def _site_config(kit: Harness) -> Path:
+    kit.site()  # the plugin's site is made on first use
+    [config] = kit.workdir.glob("site-*/archive-core.toml")
+    return config
+
+
+def test_the_operator_cli_is_refused_a_drive_a_job_holds_and_names_the_holder(kit, sim):
+    config = _site_config(kit)
+    drive0 = f"tape_ltfs:{KIT_TARGET}/drive0"
+    kit.site().catalog.leases.acquire(drive0, ttl=600, purpose="archive job VX-7")
+    moves = len(sim.timeline("robot"))
+    refused = _operator(config, "load", "A00000L9", "--drive", "0", "--json")
+    assert refused.exit_code == 4, refused.output
+    error = json.loads(refused.output)["error"]
+    assert "archive job VX-7" in error["message"] and "drive0" in error["message"]
+    alive = _operator(config, "--force", "load", "A00000L9", "--drive", "0")
+    assert alive.exit_code != 0 and "still running" in alive.output, alive.output
+    assert len(sim.timeline("robot")) == moves  # nothing moved
+    done = _operator(config, "load", "A00000L9", "--drive", "1", "--json")
+    assert done.exit_code == 0, done.output  # another drive is free
+    assert kit.site().catalog.leases.current(f"tape_ltfs:{KIT_TARGET}/drive1") is None  # let go
+
+
+def test_force_breaks_the_drive_lease_of_a_holder_that_died_once_no_mount_is_left(kit, sim):
+    import subprocess
+    import sys
+
+    config = _site_config(kit)
+    drive0 = f"tape_ltfs:{KIT_TARGET}/drive0"
+    assert kit.site().catalog.leases.current(drive0) is None  # the catalog is made
+    catalog = config.parent / "catalog.sqlite"
+    # A worker that took the drive and died without releasing it: its lease runs for 10 min.
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from archive_core.catalog import Catalog; "
+            "Catalog(sys.argv[1]).leases.acquire(sys.argv[2], ttl=600, purpose='archive job X')",
+            f"sqlite:///{catalog}",
+            drive0,
+        ],
+        check=True,
+    )
+    assert kit.site().catalog.leases.current(drive0) is not None
+    assert _operator(config, "load", "A00000L9", "--drive", "0").exit_code == 4
+    done = _operator(config, "--force", "load", "A00000L9", "--drive", "0", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["barcode"] == "A00000L9"
+    assert kit.site().catalog.leases.current(drive0) is None

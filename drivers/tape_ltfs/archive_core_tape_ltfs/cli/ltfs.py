@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from archive_core_tape_ltfs import errors
-from archive_core_tape_ltfs.cli.common import json_option, library_of, report, tape
+from archive_core_tape_ltfs.cli.common import json_option, library_of, report, tape, uses_drive
 from archive_core_tape_ltfs.cli.moves import wait_until_ready
 from archive_core_tape_ltfs.cli.output import EXIT_HARDWARE, EXIT_OPERATOR, mount_json
 from archive_core_tape_ltfs.model import (
@@ -94,6 +94,7 @@ def _check_format_target(library: Library, drive: int, bay: DriveBay) -> str:
 @click.option("--force", is_flag=True, help="Format over an existing LTFS volume (destroys it).")
 @json_option
 @click.pass_context
+@uses_drive
 def format_(ctx: click.Context, drive_index: int, name: str, force: bool) -> None:
     """Format the cartridge in a drive with LTFS (serial = first 6 characters of its barcode)."""
     library = library_of(ctx)
@@ -114,6 +115,7 @@ def format_(ctx: click.Context, drive_index: int, name: str, force: bool) -> Non
 @click.option("--read-only", is_flag=True, help="Mount without allowing writes.")
 @json_option
 @click.pass_context
+@uses_drive
 def mount(ctx: click.Context, drive_index: int, read_only: bool) -> None:
     """Mount the LTFS volume in a drive; it stays mounted until `unmount`."""
     library = library_of(ctx)
@@ -153,6 +155,7 @@ def _unmount(library: Library, drive: int, *, eject: bool) -> CapturedIndex | No
 @click.option("--eject", is_flag=True, help="Also rewind and unthread the cartridge.")
 @json_option
 @click.pass_context
+@uses_drive
 def unmount(ctx: click.Context, drive_index: int, eject: bool) -> None:
     """Unmount a drive's LTFS volume once its owner is gone; waits until the index is on tape."""
     library = library_of(ctx)
@@ -195,6 +198,7 @@ def _check_json(result: CheckResult) -> dict[str, Any]:
 @click.option("--generation", type=int, help="For --mode rollback: the generation to go back to.")
 @json_option
 @click.pass_context
+@uses_drive
 def check(ctx: click.Context, drive_index: int, mode: str, generation: int | None) -> None:
     """Check (ltfsck) the unmounted LTFS volume in a drive. Exit 5 if errors remain."""
     if (mode == "rollback") != (generation is not None):
@@ -226,6 +230,7 @@ def check(ctx: click.Context, drive_index: int, mode: str, generation: int | Non
 @click.option("--drive", "drive_index", type=int, default=0, show_default=True)
 @json_option
 @click.pass_context
+@uses_drive
 def release(ctx: click.Context, drive_index: int) -> None:
     """Clear the SCSI reservation a crashed LTFS process left on a drive."""
     library_of(ctx).ltfs.release(drive_index)

@@ -6,7 +6,7 @@ import click
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.cleaning import clean_drive
-from archive_core_tape_ltfs.cli.common import json_option, library_of, report, tape
+from archive_core_tape_ltfs.cli.common import json_option, library_of, report, tape, uses_drive
 from archive_core_tape_ltfs.cli.ledger import ExportLedger
 from archive_core_tape_ltfs.cli.output import duration_text, label
 from archive_core_tape_ltfs.model import (
@@ -67,6 +67,7 @@ def wait_until_ready(library: Library, drive: int) -> str:
 @click.option("--no-wait", is_flag=True, help="Return once the robot has moved the cartridge.")
 @json_option
 @click.pass_context
+@uses_drive
 def load(
     ctx: click.Context, barcode: str | None, slot: int | None, drive_index: int, no_wait: bool
 ) -> None:
@@ -103,6 +104,7 @@ def load(
 @click.option("--slot", type=int, help="Target slot (default: the slot it came from).")
 @json_option
 @click.pass_context
+@uses_drive
 def unload(ctx: click.Context, drive_index: int, slot: int | None) -> None:
     """Return a drive's cartridge to a slot."""
     target = library_of(ctx).changer.unload(UnloadRequest(drive=drive_index, slot=slot))
@@ -221,6 +223,7 @@ def export_(ctx: click.Context, barcodes: tuple[str, ...]) -> None:
 @click.option("--drive", "drive_index", type=int, default=0, show_default=True)
 @json_option
 @click.pass_context
+@uses_drive
 def clean(ctx: click.Context, drive_index: int) -> None:
     """Clean a drive with the first usable cleaning cartridge in a storage slot, then put it
     back (a used-up one goes to an import/export slot for you to replace)."""

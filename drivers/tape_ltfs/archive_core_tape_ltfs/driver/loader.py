@@ -33,6 +33,8 @@ from archive_core_tape_ltfs.model import (
     Slot,
     UnloadRequest,
     VolumeInfo,
+    cartridge_lease,
+    drive_lease,
     volume_serial_for,
 )
 from archive_core_tape_ltfs.port import Library, Mount
@@ -410,7 +412,7 @@ class Loader:
         if self._leases is not None:
             stack.enter_context(
                 self._leases.hold(
-                    f"tape_ltfs:{self._target}/drive{drive}",
+                    drive_lease(self._target, drive),
                     ttl=self._ttl,
                     wait=self._wait if wait is None else wait,
                     purpose=self._purpose,
@@ -419,13 +421,10 @@ class Loader:
             )
         return stack
 
-    def _cartridge_resource(self, barcode: str) -> str:
-        return f"tape_ltfs:{self._target}/cartridge/{barcode}"
-
     def _cartridge_lease(self, barcode: str, *, wait: float) -> contextlib.AbstractContextManager:
         assert self._leases is not None
         return self._leases.hold(
-            self._cartridge_resource(barcode),
+            cartridge_lease(self._target, barcode),
             ttl=self._ttl,
             wait=wait,
             purpose=self._purpose,
@@ -437,7 +436,7 @@ class Loader:
         syncs and releases it after its current file."""
         if self._leases is None:
             return False
-        waiting = self._leases.waiting(self._cartridge_resource(mounted.barcode))
+        waiting = self._leases.waiting(cartridge_lease(self._target, mounted.barcode))
         return any(w.priority >= PRIORITY_RESTORE for w in waiting)
 
     def _lease_any(self, drives: list[int]) -> tuple[int, contextlib.ExitStack]:
