@@ -119,7 +119,8 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
     "drivers/tape_ltfs/archive_core_tape_ltfs/driver": [
         {"media", "placement", "pools", "wear"},  # the media store and its errors; copies; pools
         {"settings", "selection", "loader"},  # target settings; cartridge choice; mounting
-        {"writing", "reading"},  # one pool's copies written; copies read back as planned
+        # one pool's copies written; copies read back as planned; a volume checked
+        {"writing", "reading", "scanning"},
         {"archiving"},  # an archive batch over every pool of a policy
         {"tape"},  # the driver class
     ],

@@ -800,3 +800,49 @@ def test_force_breaks_the_drive_lease_of_a_holder_that_died_once_no_mount_is_lef
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["barcode"] == "A00000L9"
     assert kit.site().catalog.leases.current(drive0) is None
+
+
+def test_a_retired_cartridge_is_shown_so_still_read_and_never_written_again(kit, sim):
+    config = _site_config(kit)
+    [kept] = archive(kit, [kit.media("old.bin", os.urandom(4000))])
+    assert barcode_of(kept) == "A00000L9"
+    retired = _operator(config, "retire", "A00000L9", "--reason", "worn out", "--json")
+    assert retired.exit_code == 0, retired.output
+    listed = json.loads(_operator(config, "volumes", "--json").output)["volumes"]
+    [row] = [r for r in listed if r["barcode"] == "A00000L9"]
+    assert (row["state"], row["reason"], row["pool"]) == ("retired", "worn out", "a")
+    status = json.loads(_operator(config, "status", "--json").output)
+    [slot] = [s for s in status["slots"] if s.get("barcode") == "A00000L9"]
+    assert slot["cartridge_state"] == "retired"
+    assert "pool a, retired (worn out)" in _operator(config, "status").output
+    [later] = archive(kit, [kit.media("new.bin", os.urandom(4000))])
+    assert barcode_of(later) != "A00000L9"
+    wanted = kit.elsewhere(kept)
+    kit.plugin.restore([wanted], KIT_POLICY)
+    assert kit.bytes_of(wanted) == kit.bytes_of(kit.elsewhere(kept)._replace(files=kept.files))
+
+
+def test_scan_finds_a_file_written_behind_the_drivers_back_and_stops_writes_to_it(kit, sim):
+    from archive_core_tape_ltfs.model import LoadRequest, MountRequest, UnloadRequest
+
+    config = _site_config(kit)
+    archive(kit, [kit.media(f"s{i}.bin", os.urandom(3000 + i)) for i in range(2)])
+    agrees = _operator(config, "scan", "A00000L9", "--json")
+    assert agrees.exit_code == 0, agrees.output
+    assert json.loads(agrees.output)["cartridges"][0]["agrees"]
+    # Someone mounts the cartridge by hand and adds a file.
+    slot = sim.changer.inventory().locate("A00000L9").number
+    sim.changer.load(LoadRequest(slot=slot, drive=0, barcode="A00000L9"))
+    sim.drive(0).wait_ready()
+    mount = sim.ltfs.mount(MountRequest(drive=0, barcode="A00000L9"))
+    with mount.open_write("stray.bin") as out:
+        out.write(b"not archived by us")
+    sim.ltfs.unmount(mount)
+    sim.changer.unload(UnloadRequest(drive=0))
+    drifted = _operator(config, "scan", "--all", "--json")
+    assert drifted.exit_code == 3, drifted.output
+    [found] = [c for c in json.loads(drifted.output)["cartridges"] if c["barcode"] == "A00000L9"]
+    assert found["unknown"] == ["stray.bin"] and not found["agrees"]
+    assert store_of(kit).cartridge("A00000L9").state is CartridgeState.READ_ONLY
+    [later] = archive(kit, [kit.media("after.bin", os.urandom(3000))])
+    assert barcode_of(later) != "A00000L9"

@@ -4,7 +4,7 @@ Every command prints a line or two for a person, or with `--json` one object of 
 schema in `output.SCHEMA`; its exit status says what to do next (`output.EXIT_*`).
 """
 
-from archive_core_tape_ltfs.cli import ltfs, moves, plan, prepare, show, sim  # noqa: F401  (register)
+from archive_core_tape_ltfs.cli import ltfs, media, moves, plan, prepare, show, sim  # noqa: F401
 from archive_core_tape_ltfs.cli.common import tape
 
 __all__ = ["tape"]

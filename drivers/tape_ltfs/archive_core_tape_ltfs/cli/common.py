@@ -61,6 +61,17 @@ def library_of(ctx: click.Context) -> Library:
     return obj["library"]
 
 
+def driver_of(ctx: click.Context, command: str) -> Any:
+    """The tape_ltfs driver of the site's target (`--target`), for commands on its media."""
+    target = ctx.find_object(dict).get("target")
+    if target is None:
+        raise click.UsageError(
+            f"`tape {command}` works on a site's target, whose media store knows the "
+            f"cartridges: give `archive-core --config SITE tape --target NAME {command} ...`."
+        )
+    return site_of(ctx).driver(target, driver="tape_ltfs")
+
+
 def site_of(ctx: click.Context) -> Any:
     """The site behind `archive-core --config` (an `OperatorSite`), closed with the command."""
     obj = ctx.find_object(dict)

@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from archive_core_tape_ltfs import errors
-from archive_core_tape_ltfs.cli.common import json_option, library_of, report, tape, wants_json
+from archive_core_tape_ltfs.cli.common import (
+    driver_of,
+    json_option,
+    library_of,
+    report,
+    tape,
+    wants_json,
+)
 from archive_core_tape_ltfs.cli.ledger import ExportLedger
 from archive_core_tape_ltfs.cli.output import (
     bay_json,
@@ -100,13 +107,19 @@ def _drive_line(row: dict[str, Any], record: MountRecord | None) -> str:
     return line
 
 
-def _slot_lines(inventory: Inventory) -> list[str]:
+def _slot_lines(inventory: Inventory, recorded: dict[str, Any]) -> list[str]:
     lines = ["Slots:"]
     for slot in inventory.slots:
         kind = "I/E" if slot.is_import_export else "   "
         note = "  cleaning" if slot.holds_cleaning else ""
+        if (cartridge := recorded.get(slot.barcode or "")) is not None:
+            note += f"  pool {cartridge.pool}, {_state_text(cartridge)}"
         lines.append(f"  {slot.number:>3} {kind}  {label(slot.full, slot.barcode)}{note}")
     return lines
+
+
+def _state_text(cartridge: Any) -> str:
+    return cartridge.state.value + (f" ({cartridge.reason})" if cartridge.reason else "")
 
 
 @tape.command()
@@ -117,18 +130,23 @@ def status(ctx: click.Context) -> None:
     library = library_of(ctx)
     inventory = library.changer.inventory()
     records = {r.drive: r for r in library.ltfs.mounts()}
+    recorded = _recorded(ctx)
     rows = [(_drive_row(library, bay, records.get(bay.index)), bay) for bay in inventory.drives]
+    slots = [slot_json(s) for s in inventory.slots]
+    for row in [r for r, _bay in rows] + slots:  # a drive's own "state" is the drive's
+        if (cartridge := recorded.get(row.get("barcode") or "")) is not None:
+            row.update(
+                pool=cartridge.pool,
+                cartridge_state=cartridge.state.value,
+                reason=cartridge.reason,
+            )
     report(
         ctx,
-        {
-            "changer": inventory.changer,
-            "drives": [row for row, _bay in rows],
-            "slots": [slot_json(s) for s in inventory.slots],
-        },
+        {"changer": inventory.changer, "drives": [row for row, _bay in rows], "slots": slots},
         f"Changer {inventory.changer or '(unnamed)'}",
         "Drives:",
         *(_drive_line(row, records.get(bay.index)) for row, bay in rows),
-        *_slot_lines(inventory),
+        *_slot_lines(inventory, recorded),
     )
 
 
@@ -146,7 +164,7 @@ def inventory(ctx: click.Context, rescan: bool) -> None:
             "slots": [slot_json(s) for s in found.slots],
         },
         *(f"drive {bay.index:>3}: {label(bay.full, bay.barcode)}" for bay in found.drives),
-        *_slot_lines(found),
+        *_slot_lines(found, _recorded(ctx)),
     )
 
 
@@ -175,13 +193,18 @@ def volumes(ctx: click.Context) -> None:
     present = {row["barcode"] for row in rows}
     for barcode in sorted(ExportLedger(library.work_directory).barcodes() - present):
         rows.append({"barcode": barcode, "where": "exported (not in the library)"})
+    recorded = _recorded(ctx)
+    for barcode in sorted(set(recorded) - {row["barcode"] for row in rows}):
+        rows.append({"barcode": barcode, "where": "not in the library"})
     for row in rows:
         row["media"] = media_name(row["barcode"])
         row["cleaning"] = is_cleaning_barcode(row["barcode"])
+        if (cartridge := recorded.get(row["barcode"])) is not None:
+            row.update(pool=cartridge.pool, state=cartridge.state.value, reason=cartridge.reason)
     if wants_json(ctx):
         report(ctx, {"volumes": rows})
         return
-    click.echo(f"{'BARCODE':<12} {'WHERE':<30} {'MEDIA':<22} USAGE")
+    click.echo(f"{'BARCODE':<12} {'WHERE':<30} {'MEDIA':<22} {'STATE':<12} USAGE")
     for row in rows:
         media = "cleaning" if row["cleaning"] else (row["media"] or "unknown media")
         usage = ""
@@ -192,4 +215,18 @@ def volumes(ctx: click.Context) -> None:
                 f"{size_text(capacity['free_bytes'])} free"
                 + (f", read-only ({volume['why']})" if volume["read_only"] else "")
             )
-        click.echo(f"{label(True, row['barcode']):<12} {row['where']:<30} {media:<22} {usage}")
+        state = row.get("state", "")
+        if row.get("reason"):
+            usage = f"{usage}; " if usage else ""
+            usage += f"{state}: {row['reason']}"
+        click.echo(
+            f"{label(True, row['barcode']):<12} {row['where']:<30} {media:<22} {state:<12} "
+            f"{usage}".rstrip()
+        )
+
+
+def _recorded(ctx: click.Context) -> dict[str, Any]:
+    """The media store's cartridges by barcode, on a site's target (none otherwise)."""
+    if ctx.find_object(dict).get("target") is None:
+        return {}
+    return {c.barcode: c for c in driver_of(ctx, "volumes").media.all_cartridges()}

@@ -65,14 +65,16 @@ CREATE TABLE IF NOT EXISTS media_failures (
 
 class CartridgeState(enum.Enum):
     """Where a recorded cartridge is in its life: appendable -> full, or read-only / damaged
-    when LTFS or the driver stopped trusting it for writes. A scratch cartridge is one of a
-    pool's scratch range the store has no row for yet: formatting it records it appendable.
+    when LTFS or the driver stopped trusting it for writes, and retired by an operator (worn
+    out, migrated): never written again, whatever happens to it. A scratch cartridge is one of
+    a pool's scratch range the store has no row for yet: formatting it records it appendable.
     Every state is still read from."""
 
     APPENDABLE = "appendable"
     FULL = "full"  # marked after a clean unmount once early warning was met
     READ_ONLY = "read-only"  # LTFS dropped it to read-only (write error, write-protect tab)
     DAMAGED = "damaged"  # it did not unmount cleanly, or its state could not be read
+    RETIRED = "retired"  # taken out of service by an operator (`archive-core tape retire`)
 
 
 @attrs.frozen(kw_only=True)
@@ -152,6 +154,11 @@ class MediaStore:
             row = db.execute("SELECT * FROM cartridges WHERE barcode = ?", (barcode,)).fetchone()
         return _cartridge(row) if row else None
 
+    def all_cartridges(self) -> list[Cartridge]:
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM cartridges ORDER BY barcode").fetchall()
+        return [_cartridge(r) for r in rows]
+
     def cartridges(self, pool: str) -> list[Cartridge]:
         with self._db() as db:
             rows = db.execute(
@@ -216,6 +223,18 @@ class MediaStore:
                 "SELECT * FROM files WHERE barcode = ? AND path = ?", (barcode, path)
             ).fetchone()
         return _file(row) if row else None
+
+    def files_on(self, barcode: str) -> list[VolumeFile]:
+        """Every file this driver wrote to the cartridge and saw synced (forgotten ones too:
+        their bytes stay on tape), without the markers `forget` leaves for files it never
+        saw."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT * FROM files WHERE barcode = ? AND NOT (forgotten = 1 AND generation = 0 "
+                "AND sha1 = '') ORDER BY path",
+                (barcode,),
+            ).fetchall()
+        return [_file(r) for r in rows]
 
     def copies_of(self, path: str) -> list[VolumeFile]:
         """Every cartridge's file at `path` that is not forgotten."""

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO, ClassVar
 
+import attrs
+
 from archive_core import (
     PRIORITY_ARCHIVE,
     PRIORITY_RESTORE,
@@ -37,7 +39,7 @@ from archive_core import (
 from archive_core.transfer import Digests, hash_stream, publish_file, remove_partials
 from archive_core_tape_ltfs.driver.archiving import archive_batch
 from archive_core_tape_ltfs.driver.loader import Loader
-from archive_core_tape_ltfs.driver.media import CartridgeState, MediaStore
+from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState, MediaStore
 from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from, missing
 from archive_core_tape_ltfs.driver.pools import CopyPlan, Pool
 from archive_core_tape_ltfs.driver.reading import (
@@ -47,10 +49,12 @@ from archive_core_tape_ltfs.driver.reading import (
     read_batch,
     wanted,
 )
+from archive_core_tape_ltfs.driver.scanning import scan_cartridge
 from archive_core_tape_ltfs.driver.selection import room_for
 from archive_core_tape_ltfs.driver.settings import TapeLtfsConfig
 from archive_core_tape_ltfs.factory import open_library
 from archive_core_tape_ltfs.port import Library
+from archive_core_tape_ltfs.reconcile import Drift
 from archive_core_tape_ltfs.restore import RestorePlan, WantedFile, Where
 
 logger = logging.getLogger(__name__)
@@ -135,17 +139,19 @@ class TapeLtfsDriver(BaseDriver):
             self._library = open_library(self.config.library)
         return self._library
 
-    def _loader(self, operation: str, policy: str, job_id: str | None) -> Loader:
+    def _loader(
+        self, operation: str, policy: str, job_id: str | None, *, purpose: str | None = None
+    ) -> Loader:
         """The library for one job: a caller of its own (its mounts are recorded under the
         job's name; in the simulator it has a timeline of its own), drives leased for it. A
         restore someone waits on is served a drive before archive and verify work waiting."""
         return Loader(
-            self._port().worker(f"{operation} job {job_id}"),
+            self._port().worker(purpose or f"{operation} job {job_id}"),
             target=self.context.target,
             leases=self.context.leases,
             lease_seconds=self.config.lease_seconds,
             wait_seconds=self.config.drive_wait_seconds,
-            purpose=f"{operation} job {job_id} of policy {policy}",
+            purpose=purpose or f"{operation} job {job_id} of policy {policy}",
             store=self._store,
             priority=PRIORITY_RESTORE if operation == "restore" else PRIORITY_ARCHIVE,
         )
@@ -354,6 +360,31 @@ class TapeLtfsDriver(BaseDriver):
                     )
                 digests[key] = result.digests
             yield from finished(key)
+
+    # --- an operator's work (`archive-core tape ... --target`) ------------------------------
+
+    @property
+    def media(self) -> MediaStore:
+        """What the driver knows of its cartridges and the files it wrote to them."""
+        return self._store
+
+    def scan(self, barcode: str) -> Drift:
+        """Compare the cartridge's volume with the media store (a drift marks it read-only)."""
+        purpose = f"operator command `tape scan {barcode}`"
+        loader = self._loader("scan", "", None, purpose=purpose)
+        return scan_cartridge(barcode, loader=loader, store=self._store, context=purpose)
+
+    def retire(self, barcode: str, reason: str) -> Cartridge:
+        """Take a recorded cartridge out of service for good: it is read, never written."""
+        cartridge = self._store.cartridge(barcode)
+        if cartridge is None:
+            raise ArchiveCoreError(
+                f"Cartridge {barcode} is not in the media store of target "
+                f"{self.context.target}; only a cartridge the driver recorded can be retired."
+            )
+        self._store.mark(barcode, CartridgeState.RETIRED, reason)
+        logger.warning("target %s: cartridge %s retired: %s", self.context.target, barcode, reason)
+        return attrs.evolve(cartridge, state=CartridgeState.RETIRED, reason=reason)
 
     # --- without loading a cartridge -------------------------------------------------------
 

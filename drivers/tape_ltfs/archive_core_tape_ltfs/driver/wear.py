@@ -28,7 +28,10 @@ def note_failure(store: MediaStore, failure: MediaFailure, *, context: str) -> N
     found = verdict(store, now=failure.at)
     for barcode, why in found.suspect_cartridges.items():
         cartridge = store.cartridge(barcode)
-        if cartridge is not None and cartridge.state is not CartridgeState.DAMAGED:
+        if cartridge is not None and cartridge.state not in (
+            CartridgeState.DAMAGED,
+            CartridgeState.RETIRED,  # out of service already, for good
+        ):
             store.mark(barcode, CartridgeState.DAMAGED, why)
             logger.error("%s: %s", context, why)
     if failure.drive in found.drives_out_of_service:
