@@ -846,3 +846,25 @@ def test_scan_finds_a_file_written_behind_the_drivers_back_and_stops_writes_to_i
     assert store_of(kit).cartridge("A00000L9").state is CartridgeState.READ_ONLY
     [later] = archive(kit, [kit.media("after.bin", os.urandom(3000))])
     assert barcode_of(later) != "A00000L9"
+
+
+def test_exporting_a_pool_moves_its_cartridges_out_until_the_slots_are_full(kit, sim):
+    config = _site_config(kit)
+    # Pool a gets three recorded cartridges: one file each, a cartridge retired in between.
+    for n in range(3):
+        archive(kit, [kit.media(f"p{n}.bin", os.urandom(2000 + n))])
+        _operator(config, "retire", f"A0000{n}L9", "--reason", "filled for the test")
+    cartridge = f"tape_ltfs:{KIT_TARGET}/cartridge/A00001L9"
+    held = kit.site().catalog.leases.acquire(cartridge, ttl=600, purpose="restore job R-1")
+    refused = _operator(config, "export", "--pool", "a", "--json")
+    assert refused.exit_code == 4, refused.output  # A00000L9 went out; A00001L9 is a job's
+    assert "restore job R-1" in json.loads(refused.output)["error"]["message"]
+    kit.site().catalog.leases.release(held)
+    full = _operator(config, "export", "--pool", "a", "--json")
+    assert full.exit_code == 3, full.output  # two I/E slots: one was left for A00002L9
+    said = json.loads(full.output)
+    assert [m["barcode"] for m in said["exported"]] == ["A00001L9"]
+    assert said["left"] == ["A00002L9"]
+    inventory = sim.changer.inventory()
+    waiting = {s.barcode for s in inventory.import_export_slots() if s.full}
+    assert waiting == {"A00000L9", "A00001L9"}

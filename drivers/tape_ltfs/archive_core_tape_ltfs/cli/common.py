@@ -22,7 +22,7 @@ from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.cli.output import emit, error_json, exit_status
 from archive_core_tape_ltfs.config import LIBRARY_ENV, load_library_config
 from archive_core_tape_ltfs.factory import open_library
-from archive_core_tape_ltfs.model import drive_lease
+from archive_core_tape_ltfs.model import cartridge_lease, drive_lease
 from archive_core_tape_ltfs.port import Library
 
 #: Names the site's tape target when `--target` is not given.
@@ -83,6 +83,17 @@ def site_of(ctx: click.Context) -> Any:
     return obj["site"]
 
 
+def _ask(ctx: click.Context) -> dict[str, Any]:
+    obj = ctx.find_object(dict)
+    return {
+        "ttl": LEASE_SECONDS,
+        "wait": 0,
+        "purpose": f"operator command `{obj.get('command') or ctx.command_path}`",
+        # An operator at the console goes before jobs waiting for the drive.
+        "priority": PRIORITY_RESTORE,
+    }
+
+
 @contextlib.contextmanager
 def drive_leased(ctx: click.Context, drive: int) -> Iterator[None]:
     """The drive leased for the command's duration when the library is a site's target
@@ -96,16 +107,9 @@ def drive_leased(ctx: click.Context, drive: int) -> Iterator[None]:
         return
     leases = site_of(ctx).leases
     resource = drive_lease(target, drive)
-    ask: dict[str, Any] = {
-        "ttl": LEASE_SECONDS,
-        "wait": 0,
-        "purpose": f"operator command `{obj.get('command') or ctx.command_path}`",
-        # An operator at the console goes before jobs waiting for the drive.
-        "priority": PRIORITY_RESTORE,
-    }
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(leases.hold(resource, **ask))
+            stack.enter_context(leases.hold(resource, **_ask(ctx)))
         except LeaseTimeout:
             if not obj.get("force"):
                 raise
@@ -113,7 +117,19 @@ def drive_leased(ctx: click.Context, drive: int) -> Iterator[None]:
             leases.break_dead(
                 resource, proof=f"no LTFS mount of drive {drive} is left on this host"
             )
-            stack.enter_context(leases.hold(resource, **ask))
+            stack.enter_context(leases.hold(resource, **_ask(ctx)))
+        yield
+
+
+@contextlib.contextmanager
+def cartridge_leased(ctx: click.Context, barcode: str) -> Iterator[None]:
+    """The cartridge leased for the command's duration on a site's target, as jobs lease the
+    cartridges they load (refused at once, exit 4, while a job has it)."""
+    target = ctx.find_object(dict).get("target")
+    if target is None:
+        yield
+        return
+    with site_of(ctx).leases.hold(cartridge_lease(target, barcode), **_ask(ctx)):
         yield
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from archive_core_tape_ltfs import errors
 from archive_core_tape_ltfs.cleaning import clean_drive
-from archive_core_tape_ltfs.cli.common import json_option, library_of, report, tape, uses_drive
+from archive_core_tape_ltfs.cli.common import (
+    cartridge_leased,
+    drive_leased,
+    driver_of,
+    json_option,
+    library_of,
+    report,
+    tape,
+    uses_drive,
+)
 from archive_core_tape_ltfs.cli.ledger import ExportLedger
-from archive_core_tape_ltfs.cli.output import duration_text, label
+from archive_core_tape_ltfs.cli.output import EXIT_OPERATOR, duration_text, label
 from archive_core_tape_ltfs.model import (
     DriveBay,
     DriveState,
@@ -176,23 +187,34 @@ def import_(ctx: click.Context, barcodes: tuple[str, ...]) -> None:
 
 
 @tape.command(name="export")
-@click.argument("barcodes", nargs=-1, required=True)
+@click.argument("barcodes", nargs=-1)
+@click.option("--pool", help="Every cartridge of this pool inside the library (needs --target).")
 @json_option
 @click.pass_context
-def export_(ctx: click.Context, barcodes: tuple[str, ...]) -> None:
-    """Move cartridges BARCODES to free import/export slots, for taking out of the library."""
+def export_(ctx: click.Context, barcodes: tuple[str, ...], pool: str | None) -> None:
+    """Move cartridges BARCODES (or a whole --pool) to free import/export slots, for taking
+    out of the library; import skips them from then on unless named. On a site's target a
+    cartridge or drive a job uses is refused. When the import/export slots run out, what did
+    not fit is named (exit 3): empty the slots and run the command again."""
+    if bool(barcodes) == (pool is not None):
+        raise click.UsageError("Name the cartridges to export, or give --pool (not both).")
     library = library_of(ctx)
+    inventory = library.changer.inventory()
+    wanted = list(barcodes) if pool is None else _pool_inside(ctx, pool, inventory)
     ledger = ExportLedger(library.work_directory)
     moved = []
-    for barcode in barcodes:
+    for n, barcode in enumerate(wanted):
         inventory = library.changer.inventory()
         free = [s for s in inventory.import_export_slots() if not s.full]
         if not free:
-            raise errors.DestinationFull(
-                f"Cannot export {barcode}: every import/export slot is full; empty them at the "
-                f"library first.",
-                barcode=barcode,
+            report(
+                ctx,
+                {"exported": moved, "left": wanted[n:]},
+                *(f"exported {m['barcode']} to import/export slot {m['slot']}" for m in moved),
+                f"every import/export slot is full: empty them at the library and run again "
+                f"for {', '.join(wanted[n:])}",
             )
+            ctx.exit(EXIT_OPERATOR)
         where = inventory.locate(barcode)
         if where is None:
             raise errors.CartridgeOffline(
@@ -204,19 +226,39 @@ def export_(ctx: click.Context, barcodes: tuple[str, ...]) -> None:
                 barcode=barcode,
                 slot=where.number,
             )
-        if isinstance(where, DriveBay):
-            library.changer.unload(UnloadRequest(drive=where.index, slot=free[0].number))
-        else:
-            library.changer.transfer(
-                TransferRequest(source=where.number, destination=free[0].number, barcode=barcode)
-            )
+        with contextlib.ExitStack() as leased:
+            if isinstance(where, DriveBay):  # drive, then cartridge: the order jobs take
+                leased.enter_context(drive_leased(ctx, where.index))
+            leased.enter_context(cartridge_leased(ctx, barcode))
+            if isinstance(where, DriveBay):
+                library.changer.unload(UnloadRequest(drive=where.index, slot=free[0].number))
+            else:
+                library.changer.transfer(
+                    TransferRequest(
+                        source=where.number, destination=free[0].number, barcode=barcode
+                    )
+                )
         ledger.add(barcode)
         moved.append({"barcode": barcode, "slot": free[0].number})
     report(
         ctx,
-        {"exported": moved},
+        {"exported": moved, "left": []},
         *(f"exported {m['barcode']} to import/export slot {m['slot']}" for m in moved),
     )
+
+
+def _pool_inside(ctx: click.Context, pool: str, inventory: Inventory) -> list[str]:
+    """The pool's recorded cartridges in a storage slot or a drive."""
+    recorded = driver_of(ctx, "export --pool").media.all_cartridges()
+    members = [c.barcode for c in recorded if c.pool == pool]
+    if not members:
+        raise click.UsageError(f"The media store records no cartridge of pool {pool!r}.")
+    inside = []
+    for barcode in members:
+        where = inventory.locate(barcode)
+        if isinstance(where, DriveBay) or (isinstance(where, Slot) and not where.is_import_export):
+            inside.append(barcode)
+    return inside
 
 
 @tape.command()
