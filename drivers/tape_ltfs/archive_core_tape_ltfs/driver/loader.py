@@ -15,6 +15,7 @@ restore waits for it, so restores outrank archives on a cartridge too.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 
@@ -94,18 +95,8 @@ class Loader:
     def sibling(self, library: Library) -> Loader:
         """This job's loader for another caller of the same library (one drive's thread of a
         restore): the drives the job holds, and the choosing of them, are shared."""
-        other = Loader(
-            library,
-            target=self._target,
-            leases=self._leases,
-            lease_seconds=self._ttl,
-            wait_seconds=self._wait,
-            purpose=self._purpose,
-            store=self._store,
-            priority=self._priority,
-        )
-        other.in_use = self.in_use
-        other._choosing = self._choosing
+        other = copy.copy(self)  # shallow: `in_use` and `_choosing` are the same objects
+        other.library = library
         return other
 
     # --- mounting ---------------------------------------------------------------------------
