@@ -27,11 +27,6 @@ class TapeCopy:
     partition: str | None = None
     block: int | None = None
 
-    @property
-    def order(self) -> tuple[str, int]:
-        """How restores sort within a cartridge: by partition, then start block."""
-        return (self.partition or "b", self.block if self.block is not None else -1)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "barcode": self.barcode,
