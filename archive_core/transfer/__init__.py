@@ -36,6 +36,7 @@ from archive_core.transfer.hashing import (
     copy_stream,
     hash_file,
     hash_stream,
+    serialized_progress,
 )
 from archive_core.transfer.partials import (
     STALE_AFTER_SECONDS,
@@ -90,6 +91,7 @@ __all__ = [
     "root_missing",
     "safe_join",
     "safe_lookup",
+    "serialized_progress",
     "stage_file",
     "sweep_partials",
     "sync_filesystem",

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO, NoReturn
 
@@ -345,3 +346,17 @@ def _move_pipelined(
         for buffer in buffers:
             POOL.release(buffer)
     return Digests(size=total, sha1=sha1.hexdigest(), sha256=sha256.hexdigest())
+
+
+def serialized_progress(progress: ProgressCallback | None) -> ProgressCallback | None:
+    """`progress` made safe to call from several threads at once (one call at a time): for a
+    driver that moves several files in parallel and reports to the core's one callback."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(count: int) -> None:
+        with lock:
+            progress(count)
+
+    return report

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from archive_core.model import FileOutcome, ProgressCallback
+from archive_core.transfer.hashing import serialized_progress
 from archive_core.transfer.stager import _chunks, _processes
 from archive_core.transfer.stager._plan import Mode, Plan, Result, Staged, failure_outcome
 
@@ -150,7 +150,7 @@ class Stager:
     ) -> Iterator[FileOutcome]:
         """Inline (`threads` 1) or in worker threads: staged copies published chunk by chunk."""
         if threads > 1:
-            progress = _serialized(progress)
+            progress = serialized_progress(progress)
 
         def fail(item: Any, exc: BaseException) -> FileOutcome:
             return failure_outcome(item.key, plan.describe(item), exc, request)
@@ -193,16 +193,3 @@ class Stager:
 
 def _ignore(_count: int) -> None:
     pass
-
-
-def _serialized(progress: ProgressCallback | None) -> ProgressCallback | None:
-    """The core's progress callback made safe to call from several worker threads."""
-    if progress is None:
-        return None
-    lock = threading.Lock()
-
-    def report(count: int) -> None:
-        with lock:
-            progress(count)
-
-    return report

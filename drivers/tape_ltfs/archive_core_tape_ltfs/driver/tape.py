@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO, ClassVar
 
@@ -29,14 +28,19 @@ from archive_core import (
     DriverContext,
     FileOutcome,
     OfferedPolicy,
-    ProgressCallback,
     Readiness,
     RestoreItem,
     RestoreRequest,
     StatRequest,
     VerifyRequest,
 )
-from archive_core.transfer import Digests, hash_stream, publish_file, remove_partials
+from archive_core.transfer import (
+    Digests,
+    hash_stream,
+    publish_file,
+    remove_partials,
+    serialized_progress,
+)
 from archive_core_tape_ltfs.driver.archiving import archive_batch
 from archive_core_tape_ltfs.driver.loader import Loader
 from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState, MediaStore
@@ -253,7 +257,7 @@ class TapeLtfsDriver(BaseDriver):
         ]
         batch = plan_batch(files, library=loader.library, store=self._store, context=context)
         logger.info("%s: %s", context, batch.plan.summary())
-        progress = _shared(request.progress)
+        progress = serialized_progress(request.progress)
 
         def restore_one(file: WantedFile, stream: BinaryIO) -> Digests:
             item = items[file.key]
@@ -315,7 +319,7 @@ class TapeLtfsDriver(BaseDriver):
                 inside.append(file)
         left = collections.Counter(key for key, _ in copies.values())
         digests: dict[str, Digests] = {}
-        progress = _shared(request.progress)
+        progress = serialized_progress(request.progress)
 
         def hash_one(file: WantedFile, stream: BinaryIO) -> Digests:
             return hash_stream(stream, progress=progress)
@@ -431,16 +435,3 @@ class TapeLtfsDriver(BaseDriver):
                         copy.barcode,
                     )
             yield FileOutcome.success(ref.key, locator=ref.locator)
-
-
-def _shared(progress: ProgressCallback | None) -> ProgressCallback | None:
-    """The job's progress callback, called by one drive's thread at a time."""
-    if progress is None:
-        return None
-    lock = threading.Lock()
-
-    def report(nbytes: int) -> None:
-        with lock:
-            progress(nbytes)
-
-    return report
