@@ -137,10 +137,16 @@ def _drive_kind(library: Library, barcodes: set[str]) -> tuple[int, str]:
 
 
 def plan_batch(
-    files: Sequence[WantedFile], *, library: Library, store: MediaStore, context: str
+    files: Sequence[WantedFile],
+    *,
+    library: Library,
+    store: MediaStore,
+    context: str,
+    view: LibraryView | None = None,
 ) -> ReadBatch:
-    """The plan of a batch; CartridgesOffline (naming what to insert) before anything moves."""
-    view = library_view(library, store, files)
+    """The plan of a batch on `view` (default: the library now); CartridgesOffline (naming
+    what to insert) before anything moves."""
+    view = view or library_view(library, store, files)
     plan = plan_restore(files, view)
     for warning in plan.warnings:
         logger.warning("%s: %s", context, warning)

@@ -346,7 +346,9 @@ class TapeLtfsDriver(BaseDriver):
                 yield from finished(copies[file.key][0])
         if not inside:
             return
-        batch = plan_batch(inside, library=loader.library, store=self._store, context=context)
+        batch = plan_batch(
+            inside, library=loader.library, store=self._store, context=context, view=view
+        )
         for result in read_batch(
             batch, hash_one, loader=loader, store=self._store, context=context
         ):
