@@ -188,6 +188,28 @@ def test_a_slow_source_makes_the_drive_back_hitch_and_a_fast_one_streams(lib4):
     assert fast.seconds < 20 * MB / (300 * MB) + 1
 
 
+def test_a_pause_between_files_is_part_of_the_feed_the_drive_sees(lib4):
+    """A host that writes each file at full speed but pauses between files (opening the next
+    source) feeds the drive no faster on average: a long pause stops it, a short one does
+    not, and a sync in between starts a new stream."""
+    load_all(lib4, drives=1)
+    mount = lib4.ltfs.mount(MountRequest(drive=0))
+    mount.write_synthetic("first", 1, seed=0)
+    mount.sync()
+    size = 100 * MB
+    for n, pause in enumerate((0.0, 0.05, 5.0)):
+        lib4.clock.sleep(pause)  # the host opens its next source
+        mount.write_synthetic(f"file{n}", size, seed=n)
+    mount.sync()
+    lib4.clock.sleep(5.0)
+    mount.write_synthetic("after-sync", size, seed=9)
+    writes = [e for e in lib4.timeline("drive0") if e.operation == "write"][1:]
+    together, short, long, after_sync = writes
+    assert together.backhitches == 0 and short.backhitches == 0
+    assert long.backhitches > 0 and long.start == short.end
+    assert after_sync.backhitches == 0
+
+
 def test_a_slow_reader_stretches_the_read_and_back_hitches(lib4):
     load_all(lib4, drives=1)
     mount = lib4.ltfs.mount(MountRequest(drive=0))

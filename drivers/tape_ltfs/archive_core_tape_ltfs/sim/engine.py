@@ -95,6 +95,10 @@ def makespan(entries: Iterable[TimelineEntry]) -> float:
     return max(e.end for e in entries) - min(e.start for e in entries)
 
 
+#: Drive operations after which a write continues the same stream (a file's data, its close).
+STREAMING = frozenset({"write", "close"})
+
+
 def drive_resource(index: int) -> str:
     return f"drive{index}"
 
@@ -160,7 +164,8 @@ def _load(cls: type, body: str, hot: str | None = None) -> Any:
     if hot is not None:
         target, names = (row, _DRIVE_HOT) if cls is SimDrive else (row.volume, _VOLUME_HOT)
         if target is not None:
-            for name, value in zip(names, json.loads(hot), strict=True):
+            # A row stored before a hot field was added lacks it: its default stands.
+            for name, value in zip(names, json.loads(hot), strict=False):
                 object.__setattr__(target, name, value)
     clean(row)
     return row
@@ -257,6 +262,7 @@ class Step:
             start = max(start, drive.busy_until)
             end = start + seconds
             drive.busy_until = end
+            drive.streaming_until = end if operation in STREAMING else None
         entry = self.engine.record(
             resource,
             operation,

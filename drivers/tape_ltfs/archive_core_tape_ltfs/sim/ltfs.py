@@ -476,6 +476,15 @@ class SimLtfsVolume:
             )
 
 
+def _stream_start(step: Step, drive: SimDrive) -> float:
+    """Since when a new file's data counts as coming: from the end of the drive's last write
+    when nothing came between (the drive kept streaming through the host's pause, or stopped
+    in it: how long the pause was decides), else from now."""
+    if drive.streaming_until is not None and drive.streaming_until <= step.now:
+        return drive.streaming_until
+    return step.now
+
+
 @attrs.define
 class _Writing:
     """A file on its way to tape: what of it is already there, since when it is fed."""
@@ -677,7 +686,9 @@ class SimMount:
             drive, _cartridge, volume, fault, fileuid, room = self._begin_file(step, path)
             blob = Path(mechanics.blob_dir(self._engine, volume)) / str(fileuid)
             blob.parent.mkdir(parents=True, exist_ok=True)
-            writing = _Writing(path=path, fileuid=fileuid, mark=step.now, blob=str(blob))
+            writing = _Writing(
+                path=path, fileuid=fileuid, mark=_stream_start(step, drive), blob=str(blob)
+            )
             writer = SimWriter(
                 self,
                 writing,
@@ -697,7 +708,9 @@ class SimMount:
         path = path.lstrip("/")
         with self._step("create") as step:
             drive, cartridge, volume, fault, fileuid, room = self._begin_file(step, path)
-            writing = _Writing(path=path, fileuid=fileuid, mark=step.now, seed=seed)
+            writing = _Writing(
+                path=path, fileuid=fileuid, mark=_stream_start(step, drive), seed=seed
+            )
             fail_at = (fault.at_bytes or 0) if fault is not None else None
             if drive.needs_clean:
                 raise self._cleaning_failure(step, drive, cartridge, volume, path)

@@ -88,6 +88,9 @@ class SimDrive:
     source_slot: int | None = None
     ready_at: float = 0.0
     busy_until: float = _hot(0.0)  # the drive as a resource: free for the next command then
+    # When the drive's last write (and nothing else since) ended: a write that comes next
+    # continues its stream, the wait in between is part of how fast the host fed it.
+    streaming_until: float | None = _hot(None)
     threaded: bool = False  # cartridge threaded on the heads (False after an eject)
     partition: int = _hot(0)
     block: int = _hot(0)
