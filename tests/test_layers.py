@@ -117,7 +117,8 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
         {"cli", "plugin", "driver"},  # what operators run; the archive driver
     ],
     "drivers/tape_ltfs/archive_core_tape_ltfs/driver": [
-        {"media", "placement", "pools", "wear"},  # the media store and its errors; copies; pools
+        # the media store and its errors; copies; pools; reading sources ahead of the drive
+        {"media", "placement", "pools", "wear", "feeding"},
         {"settings", "selection", "loader"},  # target settings; cartridge choice; mounting
         # one pool's copies written; copies read back as planned; a volume checked
         {"writing", "reading", "scanning"},
@@ -133,7 +134,8 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
         {"batch"},  # plan, run, retry from the next copies
     ],
     "drivers/tape_ltfs/archive_core_tape_ltfs/sim": [
-        {"state", "content"},  # the rows of a virtual library; synthetic file content
+        # the rows of a virtual library; synthetic file content; sources slower than disk
+        {"state", "content", "sources"},
         # store, callers, resources, timeline; faults; the tools' texts and the LTFS index XML
         {"engine", "faults", "render", "scsi", "index_xml"},
         {"mechanics"},  # what the hardware does beneath the port objects

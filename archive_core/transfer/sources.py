@@ -34,6 +34,11 @@ class RegularFile:
     def readinto(self, view: memoryview | bytearray) -> int:
         return os.readv(self.fileno(), [view])
 
+    def readinto_at(self, view: memoryview | bytearray, offset: int) -> int:
+        """Read into `view` from `offset`, leaving the file position alone: several threads
+        may read parts of one file at once."""
+        return os.preadv(self.fileno(), [view], offset)
+
     def read(self, count: int = -1) -> bytes:
         if count >= 0:
             return os.read(self.fileno(), count)

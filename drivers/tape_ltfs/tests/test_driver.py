@@ -232,6 +232,41 @@ def test_two_copies_spill_to_the_next_cartridge_on_early_warning(kit, sim, monke
         assert kit.bytes_of(back) == kit.bytes_of(original)
 
 
+@pytest.mark.parametrize(("readers", "back_hitches"), [(0, True), (4, False)])
+def test_read_ahead_keeps_the_drive_streaming_from_a_slow_source(tmp_path, readers, back_hitches):
+    """A source of 120 MB/s per stream that takes 100 ms per open (an HDD array): read as the
+    file is written, the LTO-9 drive (floor 177 MB/s) back-hitches; read ahead on four
+    streams, it streams, and what is archived is what the source held."""
+    from archive_core_tape_ltfs.sim.sources import PacedOpener
+
+    settings = settings_for(
+        tmp_path / "library",
+        read_ahead={"readers": readers, "memory_bytes": 32 * MiB, "segment_bytes": MiB},
+    )
+    settings["library"]["simulator"]["capacity_bytes"] = 512 * MiB
+    harness = Harness(DriverUnderTest(driver_class=TapeLtfsDriver, settings=settings), tmp_path)
+    try:
+        driver = harness.site().target(KIT_TARGET).instance
+        driver.source_opener = PacedOpener(rate=120e6, open_seconds=0.1)
+        originals = [harness.media(f"clip{n}.mxf", os.urandom(8 * MiB)) for n in range(6)]
+        archived = archive(harness, originals)
+        library = SimLibrary.open(structure_library(settings["library"]).simulator)
+        writes = [
+            e
+            for d in (0, 1)
+            for e in library.timeline(f"drive{d}")
+            if e.operation == "write" and e.bytes
+        ]
+        assert sum(e.bytes for e in writes) == 6 * 8 * MiB
+        assert (sum(e.backhitches for e in writes) > 0) is back_hitches
+        restored = [harness.elsewhere(fs) for fs in archived]
+        harness.plugin.restore(restored, KIT_POLICY)
+        for original, back in zip(originals, restored, strict=True):
+            assert harness.bytes_of(back) == harness.bytes_of(original)
+    finally:
+        harness.close()
+
+
 def test_a_drive_that_asks_for_cleaning_is_cleaned_before_it_writes(kit, sim):
     sim.insert(SimulatedCartridge(barcode="CLN001CU", slot=19, uses=5))
     for drive in (0, 1):

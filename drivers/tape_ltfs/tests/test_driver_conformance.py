@@ -81,7 +81,7 @@ class TestTapeLtfsConformance(DriverContract):
 
     @pytest.fixture
     def read_seam(self) -> tuple[Any, str]:
-        return (RegularFile, "readinto")
+        return (RegularFile, "readinto_at")
 
     @pytest.fixture
     def expected_capabilities(self) -> frozenset[Capability]:

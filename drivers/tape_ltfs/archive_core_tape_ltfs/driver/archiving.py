@@ -2,17 +2,20 @@
 
 The batch is written in chunks of `sync_every_files`: each chunk's files go to the first
 pool's cartridge, whose index is then synced, then to the next pool's, and so on; a file is
-reported archived once every copy is in an index generation on tape. A crash therefore loses
+reported archived once every copy is in an index generation on tape. Each pool's writer reads
+the whole batch's sources ahead of its drive (see `feeding`). A crash therefore loses
 the unsynced files of the chunk in progress at most; a re-run finds the synced copies in the
 media store (reused) and writes exactly the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
 from archive_core import ArchiveItem, ArchiveRequest, FileOutcome
+from archive_core_tape_ltfs.driver.feeding import ReadAhead, SourceOpener
 from archive_core_tape_ltfs.driver.loader import Loader
 from archive_core_tape_ltfs.driver.media import MediaStore
 from archive_core_tape_ltfs.driver.placement import locator_of, placement_of
@@ -33,20 +36,33 @@ def archive_batch(
     store: MediaStore,
     headroom_bytes: int,
     sync_every_files: int,
+    read_ahead: ReadAhead,
+    opener: SourceOpener,
 ) -> Iterator[FileOutcome]:
     context = f"policy {request.policy} job {request.job_id}"
     writers = [
-        PoolWriter(pool, loader=loader, store=store, headroom_bytes=headroom_bytes, context=context)
+        PoolWriter(
+            pool,
+            loader=loader,
+            store=store,
+            headroom_bytes=headroom_bytes,
+            read_ahead=read_ahead,
+            opener=opener,
+            context=context,
+        )
         for pool in plan.pools
     ]
-    try:
-        items = list(request.items)
-        for start in range(0, len(items), sync_every_files):
-            chunk = items[start : start + sync_every_files]
-            yield from _chunk(chunk, writers, request, context)
-    finally:
-        for writer in writers:
-            writer.close()
+    items = list(request.items)
+    with contextlib.ExitStack() as reading:
+        try:
+            for writer in writers:
+                reading.enter_context(writer.reading_ahead(items))
+            for start in range(0, len(items), sync_every_files):
+                chunk = items[start : start + sync_every_files]
+                yield from _chunk(chunk, writers, request, context)
+        finally:
+            for writer in writers:
+                writer.close()
 
 
 def _chunk(

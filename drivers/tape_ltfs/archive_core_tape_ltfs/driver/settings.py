@@ -28,6 +28,7 @@ import attrs
 
 from archive_core import at_least, between, setting
 from archive_core_tape_ltfs.config import LibraryConfig
+from archive_core_tape_ltfs.driver.feeding import ReadAhead
 from archive_core_tape_ltfs.driver.pools import (
     CopyPlan,
     PoolSetSettings,
@@ -73,6 +74,11 @@ class TapeLtfsConfig:
         help="Files written between index syncs: a crash loses at most that many files of "
         "the batch, which a re-run writes again.",
         validator=between(1, 100_000),
+    )
+    read_ahead: ReadAhead = setting(
+        factory=ReadAhead,
+        help="How sources are read ahead of the drive to keep it streaming: readers, memory "
+        "per job and pool, segment size, small-file groups.",
     )
     lease_seconds: float = setting(
         default=180.0,

@@ -42,6 +42,7 @@ from archive_core.transfer import (
     serialized_progress,
 )
 from archive_core_tape_ltfs.driver.archiving import archive_batch
+from archive_core_tape_ltfs.driver.feeding import SourceOpener, open_source
 from archive_core_tape_ltfs.driver.loader import Loader
 from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState, MediaStore
 from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from, missing
@@ -89,6 +90,9 @@ class TapeLtfsDriver(BaseDriver):
         self._plans = config.plans(context.target)
         self._store = MediaStore(context.state_dir)
         self._library: Library | None = None
+        # How a source is opened and read: the local file system, or (the archive bench,
+        # tests) a slower storage simulated on the port's clock.
+        self.source_opener: SourceOpener = open_source
 
     # --- what it offers --------------------------------------------------------------------
 
@@ -196,6 +200,8 @@ class TapeLtfsDriver(BaseDriver):
             store=self._store,
             headroom_bytes=self.config.headroom_bytes,
             sync_every_files=self.config.sync_every_files,
+            read_ahead=self.config.read_ahead,
+            opener=self.source_opener,
         )
 
     # --- reading copies back ---------------------------------------------------------------

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 
 from archive_core import ArchiveCoreError, ArchiveItem, FixityMismatch, LeaseTimeout, TransferFailed
-from archive_core.transfer import (
-    CHUNK_SIZE,
-    Digests,
-    HashingReader,
-    hash_stream,
-    open_first_readable,
-)
+from archive_core.transfer import CHUNK_SIZE, Digests, HashingReader, hash_stream
 from archive_core_tape_ltfs import errors
+from archive_core_tape_ltfs.driver.feeding import (
+    FedFile,
+    Feed,
+    ReadAhead,
+    SourceOpener,
+    SourceStream,
+)
 from archive_core_tape_ltfs.driver.loader import IdentityMismatch, Loader, Mounted
 from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState, MediaStore, VolumeFile
 from archive_core_tape_ltfs.driver.placement import TapeCopy
@@ -93,12 +94,17 @@ class PoolWriter:
         loader: Loader,
         store: MediaStore,
         headroom_bytes: int,
+        read_ahead: ReadAhead,
+        opener: SourceOpener,
         context: str,
     ) -> None:
         self.pool = pool
         self._loader = loader
         self._store = store
         self._headroom = headroom_bytes
+        self._read_ahead = read_ahead
+        self._opener = opener
+        self._feed: Feed | None = None
         self._context = context  # "policy X job Y", for log lines
         self._session: _Session | None = None
         self._confirmed: list[Written] = []
@@ -106,6 +112,39 @@ class PoolWriter:
         self._yielded: set[str] = set()  # released for a restore: not taken again by this job
 
     # --- one file --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reading_ahead(self, items: Sequence[ArchiveItem]) -> Iterator[None]:
+        """While inside, the sources of `items` that need writing are read ahead, to be
+        written in this order."""
+        todo = [item for item in items if self._synced(item) is None]
+        if not todo or self._read_ahead.readers == 0:
+            yield
+            return
+        library = self._loader.library
+        self._feed = Feed(
+            todo,
+            opener=self._opener,
+            writer_clock=library.clock,
+            clocks=lambda name: library.worker(name).clock,
+            settings=self._read_ahead,
+            context=self._context,
+        )
+        try:
+            yield
+        finally:
+            feed, self._feed = self._feed, None
+            feed.close()
+
+    def _source(self, item: ArchiveItem, *, fed: bool) -> tuple[str, FedFile | SourceStream]:
+        """The item's path and bytes: from the feed the first time, when it holds them."""
+        if fed and self._feed is not None:
+            taken = self._feed.take(item)
+            if taken is not None:
+                return taken.path, taken
+        clock = self._loader.library.clock
+        path, source = self._opener(item, clock)
+        return path, SourceStream(source, clock)
 
     def write(self, item: ArchiveItem, progress: Callable[[int], None] | None) -> Written | None:
         """Write the item's copy (None: it waits for the next sync), or the copy already
@@ -116,7 +155,8 @@ class PoolWriter:
         tried: set[str] = set()
         while True:
             try:
-                source_path, source = open_first_readable(item.sources)
+                # A second attempt (after a spill) reads the source again, itself.
+                source_path, source = self._source(item, fed=not tried)
             except TransferFailed as exc:
                 raise FileFailed(exc.message, retryable=exc.retryable) from exc
             with source:
