@@ -128,6 +128,15 @@ def barcode_of(file_set: Any) -> str:
     return file_set.external_ids[0].split("/")[3]
 
 
+def put_back(sim: SimLibrary) -> None:
+    """Unload the cartridges jobs left parked in the drives, as an operator would."""
+    from archive_core_tape_ltfs.model import UnloadRequest
+
+    for bay in sim.changer.inventory().drives:
+        if bay.full:
+            sim.changer.unload(UnloadRequest(drive=bay.index))
+
+
 # --- config ---------------------------------------------------------------------------------
 
 
@@ -327,10 +336,31 @@ def test_a_permanent_write_error_sends_the_file_to_another_cartridge(kit, sim):
     assert kit.bytes_of(wanted) == kit.bytes_of(original)
 
 
+def test_a_cartridge_stays_in_its_drive_for_the_next_batch_and_the_restore_after(kit, sim):
+    """Portal hands a pool batch after batch: the cartridge one job wrote is unmounted (its
+    index written) but left in the drive, so the next batch and a restore of both mount it
+    where it is, with no robot move and no unload with rewind in between."""
+    [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
+    moves = len(sim.timeline("robot"))
+    assert sim.ltfs.mounts() == ()  # unmounted: LTFS wrote its index
+    [parked] = [bay for bay in sim.changer.inventory().drives if bay.full]
+    assert parked.barcode == "A00000L9"
+    [second] = archive(kit, [kit.media("second.bin", os.urandom(3000))])
+    assert barcode_of(second) == "A00000L9"
+    wanted = [kit.elsewhere(fs) for fs in (first, second)]
+    kit.plugin.restore(wanted, KIT_POLICY)
+    assert [kit.bytes_of(w) for w in wanted] == [
+        kit.bytes_of(kit.elsewhere(fs)._replace(files=fs.files)) for fs in (first, second)
+    ]
+    assert len(sim.timeline("robot")) == moves
+    assert not [e for e in sim.timeline(f"drive{parked.index}") if e.operation == "unload"]
+
+
 @pytest.mark.parametrize("offline", ["vaulted", "in an import/export slot"])
 def test_an_offline_cartridge_is_never_chosen_for_writing(kit, sim, offline):
     [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
     assert barcode_of(first) == "A00000L9"
+    put_back(sim)
     if offline == "vaulted":
         sim.inject(kind="vault", barcode="A00000L9")
     else:
@@ -383,10 +413,11 @@ def test_restore_reads_the_other_copy_when_one_fails(kit, sim):
 def test_restore_loads_each_cartridge_once_and_reads_in_tape_order(kit, sim):
     originals = [kit.media(f"f{i}.bin", os.urandom(4000 + i)) for i in range(5)]
     archived = archive(kit, originals)
+    put_back(sim)
     moves_before = len(sim.timeline("robot"))
     restored = [kit.elsewhere(fs) for fs in reversed(archived)]
     kit.plugin.restore(restored, KIT_POLICY)
-    assert len(sim.timeline("robot")) - moves_before == 2  # one load, one unload
+    assert len(sim.timeline("robot")) - moves_before == 1  # one load (it stays parked)
     reads = [e for e in sim.timeline("drive0") + sim.timeline("drive1") if e.operation == "read"]
     assert len(reads) == 5 and sum(e.locates for e in reads) <= 1  # in order, one locate
 
@@ -436,6 +467,7 @@ def test_plan_restore_prints_each_drive_s_cartridges_and_moves_nothing(kit, sim)
     from archive_core.cli import main
 
     archived = _on_two_cartridges(kit)
+    put_back(sim)
     [config] = kit.workdir.glob("site-*/archive-core.toml")
     ids = [fs.external_ids[0] for fs in archived]
     moves = len(sim.timeline("robot"))
@@ -549,7 +581,8 @@ from archive_core_tape_ltfs.model import LoadRequest, MountRequest
 from archive_core_tape_ltfs.sim.library import SimLibrary
 
 library = SimLibrary.open(SimulatorSettings(state_dir=Path(sys.argv[1])), caller="job-7")
-library.changer.load(LoadRequest(slot=1, drive=0, barcode="A00000L9"))
+if library.changer.inventory().drive(0).barcode != "A00000L9":  # not parked there
+    library.changer.load(LoadRequest(slot=1, drive=0, barcode="A00000L9"))
 library.drive(0).wait_ready()
 library.ltfs.mount(MountRequest(drive=0, barcode="A00000L9"))
 """
@@ -847,8 +880,8 @@ def test_a_retired_cartridge_is_shown_so_still_read_and_never_written_again(kit,
     [row] = [r for r in listed if r["barcode"] == "A00000L9"]
     assert (row["state"], row["reason"], row["pool"]) == ("retired", "worn out", "a")
     status = json.loads(_operator(config, "status", "--json").output)
-    [slot] = [s for s in status["slots"] if s.get("barcode") == "A00000L9"]
-    assert slot["cartridge_state"] == "retired"
+    [where] = [s for s in status["slots"] + status["drives"] if s.get("barcode") == "A00000L9"]
+    assert where["cartridge_state"] == "retired"
     assert "pool a, retired (worn out)" in _operator(config, "status").output
     [later] = archive(kit, [kit.media("new.bin", os.urandom(4000))])
     assert barcode_of(later) != "A00000L9"
@@ -866,6 +899,7 @@ def test_scan_finds_a_file_written_behind_the_drivers_back_and_stops_writes_to_i
     assert agrees.exit_code == 0, agrees.output
     assert json.loads(agrees.output)["cartridges"][0]["agrees"]
     # Someone mounts the cartridge by hand and adds a file.
+    put_back(sim)
     slot = sim.changer.inventory().locate("A00000L9").number
     sim.changer.load(LoadRequest(slot=slot, drive=0, barcode="A00000L9"))
     sim.drive(0).wait_ready()

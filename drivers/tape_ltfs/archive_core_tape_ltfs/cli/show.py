@@ -89,6 +89,9 @@ def _drive_line(row: dict[str, Any], record: MountRecord | None) -> str:
         parts.append(f"from slot {row['source_slot']}")
     if "serial" in row:
         parts.append(f"{row['model']} serial {row['serial']}")
+    if row.get("pool"):
+        reason = f" ({row['reason']})" if row.get("reason") else ""
+        parts.append(f"pool {row['pool']}, {row['cartridge_state']}{reason}")
     if row.get("alert_names"):
         parts.append("TapeAlert: " + ", ".join(row["alert_names"]))
     line = "  ".join(parts)

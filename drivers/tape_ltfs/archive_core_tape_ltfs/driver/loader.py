@@ -1,4 +1,4 @@
-"""Getting a cartridge mounted, its identity proven, and back into its slot afterwards.
+"""Getting a cartridge mounted, its identity proven, and unmounted again afterwards.
 
 Everything goes through the port. After every load, before anything is written or read, the
 volume in the drive must be the one the media store knows for that barcode: the barcode the
@@ -10,6 +10,10 @@ for a cartridge while holding a drive (that is what could deadlock): a cartridge
 holds is passed over by a writer, which takes another one, and waited for by a reader with no
 drive leased; a writer between two files releases its cartridge (after a sync) when a
 restore waits for it, so restores outrank archives on a cartridge too.
+
+A cartridge unmounted at the end of a job stays loaded in its drive (parked) with no lease on
+either: the next job that wants it mounts it where it is (cartridge selection prefers those),
+one that needs the drive for another cartridge unloads it first.
 """
 
 from __future__ import annotations
@@ -144,7 +148,7 @@ class Loader:
         mounted = self._identified(drive, cartridge.barcode, mount, stack)
         if cartridge.volume_uuid and mounted.volume.uuid != cartridge.volume_uuid:
             found = mounted.volume
-            self.release(mounted)
+            self.release(mounted, unload=True)
             raise IdentityMismatch(
                 f"Cartridge {cartridge.barcode} should hold LTFS volume {cartridge.volume_uuid} "
                 f"(serial {cartridge.volume_serial}), but holds volume {found.uuid} (serial "
@@ -195,7 +199,7 @@ class Loader:
         mam = mounted.volume.mam_barcode
         if mounted.volume.serial != serial or (mam and mam != barcode):
             found = mounted.volume
-            self.release(mounted)
+            self.release(mounted, unload=True)
             raise IdentityMismatch(
                 f"The cartridge labelled {barcode} holds LTFS volume serial {found.serial} "
                 f"(cartridge memory: {mam or 'no barcode'}), not {serial}. It was unloaded "
@@ -205,11 +209,16 @@ class Loader:
             )
         return mounted
 
-    def release(self, mounted: Mounted) -> None:
-        """Unmount (waiting for LTFS to write its index) and put the cartridge back."""
+    def release(self, mounted: Mounted, *, unload: bool = False) -> None:
+        """Unmount (waiting for LTFS to write its index) and free the drive. The cartridge
+        stays loaded in it (parked), so the next job that wants it, an archive to the same
+        pool or a restore, is spared the exchange; a job that needs the drive for another
+        cartridge unloads it then. `unload`: put it back in its slot now (a cartridge that
+        failed its identity check or cannot be written)."""
         try:
             self.library.ltfs.unmount(mounted.mount)
-            self._unload(mounted.drive)
+            if unload:
+                self._unload(mounted.drive)
         finally:
             self.in_use.discard(mounted.drive)
             mounted.release.close()

@@ -454,7 +454,7 @@ class PoolWriter:
             )
             return None
         if mounted.volume.name != name:
-            self._loader.release(mounted)
+            self._loader.release(mounted, unload=True)
             logger.warning(
                 "%s: cartridge %s holds LTFS volume %r, which this driver did not write for "
                 "pool %s; it is never written",
@@ -490,7 +490,7 @@ class PoolWriter:
             cartridge.state.value,
         )
         if not writable:
-            self._loader.release(mounted)
+            self._loader.release(mounted, unload=True)
             return None
         return mounted, cartridge
 
@@ -505,12 +505,14 @@ class PoolWriter:
                 kind="write error",
             )
             note_failure(self._store, failure, context=self._context)
+        unusable = True  # for writing: put back in its slot rather than left in the drive
         try:
             state = session.mounted.mount.state()
         except errors.TapeError as exc:
             self._store.mark(session.barcode, CartridgeState.DAMAGED, exc.message)
         else:
             reasons = state.reasons - {ReadOnlyReason.WORM, ReadOnlyReason.FULL}
+            unusable = bool(reasons)
             if reasons:
                 self._store.mark(session.barcode, CartridgeState.READ_ONLY, state.why)
                 logger.warning(
@@ -521,7 +523,7 @@ class PoolWriter:
                 )
             elif ReadOnlyReason.FULL in state.reasons:
                 session.full = True
-        self._close(session)
+        self._close(session, unload=unusable)
 
     def _sync(self, session: _Session) -> None:
         if not session.pending:
@@ -553,12 +555,13 @@ class PoolWriter:
             files=capacity.files,
         )
 
-    def _close(self, session: _Session) -> None:
-        """Sync, unmount (LTFS writes its index) and put the cartridge back in its slot."""
+    def _close(self, session: _Session, *, unload: bool = False) -> None:
+        """Sync and unmount (LTFS writes its index); the cartridge stays in the drive unless
+        `unload`."""
         self._session = None
         self._sync(session)
         try:
-            self._loader.release(session.mounted)
+            self._loader.release(session.mounted, unload=unload)
         except errors.TapeError as exc:
             self._store.mark(session.barcode, CartridgeState.DAMAGED, exc.message)
             logger.error(
