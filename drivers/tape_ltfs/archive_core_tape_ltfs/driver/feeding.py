@@ -38,7 +38,7 @@ MiB = 2**20
 GiB = 2**30
 
 #: Files opened ahead of the writer at most (each holds a descriptor until it is written).
-MAX_OPEN_FILES = 256
+MAX_OPEN_FILES = 64
 #: Segments in memory at most, whatever their size (empty and tiny files count too).
 MAX_SEGMENTS = 1024
 
