@@ -51,6 +51,10 @@ class Capability(enum.StrEnum):
     # copy (restore, delete, verify, stat), so it can plan without touching hardware
     PLACEMENT = "placement"
     PARTIAL_RESTORE = "partial_restore"  # byte ranges of a copy
+    # the storage itself checks the bytes it stored against the checksum the driver sent
+    # with them (an object store's x-amz-checksum-sha256, say): a copy archived is a copy
+    # verified, for policies that require verified copies
+    TRUSTED_CHECKSUM = "trusted_checksum"
 
 
 #: The operation each capability guards, for the core's check before entering a driver.

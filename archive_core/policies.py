@@ -89,6 +89,7 @@ class Target:
     driver: str
     settings: Mapping[str, Any] = attrs.field(repr=False)
     path: str  # where it was declared, for error messages: "targets.nearline"
+    verified_copies: int | None = None  # of the policies its driver offers
 
 
 @attrs.frozen(kw_only=True)
@@ -98,6 +99,9 @@ class Policy:
     targets: tuple[str, ...]  # one archived copy per target
     bulk: BulkLimits | None = None
     offered_by: str | None = None  # the target whose driver offered this policy
+    # Copies on distinct targets that must have been read back (or checked by a storage
+    # with a trusted checksum) before a file counts as archived; None: no such requirement.
+    verified_copies: int | None = None
 
 
 def _url_without_password(url: str) -> str:
@@ -141,6 +145,11 @@ class _CatalogSection:
 class _TargetSection:
     driver: str
     settings: dict[str, Any] = attrs.Factory(dict)
+    # For the policies the target's driver offers by itself (one copy each): 1 requires it
+    # read back before a file counts as archived.
+    verified_copies: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_((0, 1)))
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -151,6 +160,9 @@ class _PolicySection:
     driver: str | None = None
     settings: dict[str, Any] | None = None
     bulk: BulkLimits | None = None
+    verified_copies: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -205,7 +217,13 @@ def parse_config(
         )
 
     targets: dict[str, Target] = {
-        name: Target(name=name, driver=t.driver, settings=t.settings, path=f"targets.{name}")
+        name: Target(
+            name=name,
+            driver=t.driver,
+            settings=t.settings,
+            path=f"targets.{name}",
+            verified_copies=t.verified_copies or None,
+        )
         for name, t in section.targets.items()
     }
     policies: dict[str, Policy] = {}
@@ -234,7 +252,19 @@ def parse_config(
         if len(set(names)) != len(names):
             problems.append(f"{path}.targets: a target is listed twice")
             continue
-        policies[uuid] = Policy(uuid=uuid, name=p.name or uuid, targets=tuple(names), bulk=p.bulk)
+        if p.verified_copies and p.verified_copies > len(names):
+            problems.append(
+                f"{path}.verified_copies: {p.verified_copies} verified copies cannot come from "
+                f"{len(names)} target{'s' if len(names) > 1 else ''}; each target keeps one copy"
+            )
+            continue
+        policies[uuid] = Policy(
+            uuid=uuid,
+            name=p.name or uuid,
+            targets=tuple(names),
+            bulk=p.bulk,
+            verified_copies=p.verified_copies or None,
+        )
     if problems:
         raise ConfigError(problems, source=source)
     return SiteConfig(

@@ -240,6 +240,7 @@ class Site:
                     targets=(name,),
                     bulk=bulk,
                     offered_by=name,
+                    verified_copies=self.config.targets[name].verified_copies,
                 )
         return list(found.values())
 

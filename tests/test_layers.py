@@ -81,7 +81,8 @@ PACKAGE_LAYERS: dict[str, list[set[str]]] = {
     "archive_core/jobs": [
         {"report", "checks"},  # what a job is given and reports; the fixity checks
         {"operation"},  # what an operation supplies the loop, and what it sees of the job
-        {"journal", "locate"},  # the journal's side of a batch; where copies are
+        # the journal's side of a batch; where copies are; the purge interlock
+        {"journal", "locate", "verified"},
         {"archive", "restore", "copies"},  # the operations
         {"runner"},  # the one loop
     ],

@@ -14,6 +14,7 @@ from archive_core.errors import ArchiveCoreError, CatalogError, DriverUnavailabl
 from archive_core.externalid import ExternalId
 from archive_core.jobs.checks import check_archived, content_sha1
 from archive_core.jobs.operation import Batch, Copy, Handles, JobContext
+from archive_core.jobs.verified import Made, require_verified
 from archive_core.model import ArchiveItem, ArchiveRequest, CopyRef, FileOutcome, StatRequest
 from archive_core.naming import archive_name
 
@@ -44,17 +45,35 @@ class Archive:
     ) -> dict[str, tuple[str, ...]]:
         items, hashed = _items(jobs, errors)
         copies: dict[str, list[str]] = {item.key: [] for item in items}
+        made: list[Made] = []
+        sha1_of = {item.key: item.sha1 for item in items}
         for handle in handles.values():
             pending = [i for i in items if not errors[i.key]]
             if isinstance(handle, DriverUnavailable):
                 for item in pending:
                     errors[item.key].append(handle.message)
                 continue
-            for key, (outcome, external_id) in _archive_to(runner, handle, pending, hashed).items():
+            trusted = handle.declares(Capability.TRUSTED_CHECKSUM)
+            for key, (outcome, external_id, verified) in _archive_to(
+                runner, handle, pending, hashed
+            ).items():
                 if outcome.ok and external_id:
                     copies[key].append(external_id)
+                    made.append(
+                        Made(
+                            key=key,
+                            target=handle.name,
+                            external_id=external_id,
+                            locator=outcome.locator or "",
+                            sha1=sha1_of[key],
+                            size=outcome.size,
+                            placement=outcome.placement,
+                            verified=verified or (trusted and not outcome.reused),
+                        )
+                    )
                 else:
                     errors[key].append(f"target {handle.name}: {outcome.error}")
+        require_verified(runner, handles, made, errors)
         return {key: tuple(ids) for key, ids in copies.items()}
 
 
@@ -94,14 +113,17 @@ def _items(
 
 def _archive_to(
     runner: JobContext, handle: TargetHandle, items: list[ArchiveItem], hashed: set[str]
-) -> dict[str, tuple[FileOutcome, str | None]]:
-    """Archive `items` to one target: each key's outcome and, when ok, its external id."""
-    results: dict[str, tuple[FileOutcome, str | None]] = {}
+) -> dict[str, tuple[FileOutcome, str | None, bool]]:
+    """Archive `items` to one target: each key's outcome, when ok its external id, and
+    whether the copy was verified already (one remembered from before, read back since)."""
+    results: dict[str, tuple[FileOutcome, str | None, bool]] = {}
     try:
         known = runner.site.catalog.find_copies(handle.name, [(i.name, i.sha1) for i in items])
     except CatalogError as exc:
         failure = f"not archived: the catalog cannot be read ({exc.message})"
-        return {i.key: (FileOutcome.failure(i.key, failure, retryable=True), None) for i in items}
+        return {
+            i.key: (FileOutcome.failure(i.key, failure, retryable=True), None, False) for i in items
+        }
     confirmed = _confirm(runner, handle, [(i, known[i.name]) for i in items if i.name in known])
     todo = []
     for item in items:
@@ -118,7 +140,7 @@ def _archive_to(
             reused=True,
             placement=record.placement,
         )
-        results[item.key] = (outcome, record.external_id)
+        results[item.key] = (outcome, record.external_id, record.last_verified is not None)
         runner.file_done(outcome)
     if not todo:
         return results
@@ -192,7 +214,7 @@ def _archive_to(
         record=record,
     )
     for key, outcome in runner.run_batch(handle, batch, by_key).items():
-        results[key] = (outcome, external_ids.get(key) if outcome.ok else None)
+        results[key] = (outcome, external_ids.get(key) if outcome.ok else None, False)
     return results
 
 
