@@ -356,6 +356,53 @@ def test_a_cartridge_stays_in_its_drive_for_the_next_batch_and_the_restore_after
     assert not [e for e in sim.timeline(f"drive{parked.index}") if e.operation == "unload"]
 
 
+def test_a_policy_with_a_disk_copy_and_a_tape_copy_reports_archived_once_both_read_back(
+    tmp_path,
+):
+    """The purge interlock across drivers: `verified_copies = 2` on a policy writing to a
+    filesys target and to the tape library; the tape copy is read back from the cartridge
+    before Portal is told the file is archived."""
+    import hashlib
+
+    from archive_core.portal import ArchiveCorePlugin
+    from archive_core.testing.fileset import FileSet
+    from archive_core.testing.siteconfig import write_config
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    library = tmp_path / "library"
+    policy = "0c0ffee0-4b1d-4c0d-9e57-0000000000d2"
+    config = write_config(
+        tmp_path / "archive-core.toml",
+        targets={
+            "disk": {"driver": "filesys", "settings": {"root": str(disk), "min_free_bytes": 0}},
+            "tape": {"driver": "tape_ltfs", "settings": settings_for(library)},
+        },
+        policies={policy: {"targets": ["disk", "tape"], "verified_copies": 2}},
+    )
+    plugin = ArchiveCorePlugin(config)
+    online = tmp_path / "online" / "clip.mxf"
+    online.parent.mkdir()
+    content = os.urandom(6000)
+    online.write_bytes(content)
+    original = FileSet(
+        files=[str(online)],
+        external_ids=[],
+        item_id="VX-1",
+        sha1=hashlib.sha1(content).hexdigest(),
+        shape_id="VX-2",
+        component_id="VX-3",
+    )
+    archived, not_archived, error, _ = plugin.archive([original], policy, "job-1")
+    assert archived and not not_archived, error
+    copies = plugin.site().catalog.copies(policy=policy)
+    assert sorted(c.target for c in copies) == ["disk", "tape"]
+    assert all(c.last_verified is not None for c in copies)
+    sim = SimLibrary.open(structure_library(settings_for(library)["library"]).simulator)
+    reads = [e for d in (0, 1) for e in sim.timeline(f"drive{d}") if e.operation == "read"]
+    assert len(reads) == 1 and reads[0].bytes == len(content)  # the tape copy, read back
+
+
 @pytest.mark.parametrize("offline", ["vaulted", "in an import/export slot"])
 def test_an_offline_cartridge_is_never_chosen_for_writing(kit, sim, offline):
     [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
