@@ -65,6 +65,22 @@ class CopyRecord:
     # What the driver said about where the copy sits (a tape copy's barcode, partition and
     # start block), handed back with every later request for it; JSON-serialisable.
     placement: Mapping[str, Any] | None = None
+    # The last verification that failed (cleared by one that passes), and what was wrong.
+    last_failure: dt.datetime | None = None
+    failure: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CopySummary:
+    """The copies of one policy on one target, in numbers."""
+
+    policy: str
+    target: str
+    copies: int
+    bytes: int
+    never_verified: int
+    oldest_verified: dt.datetime | None  # of those verified
+    failed: int  # whose last verification failed
 
 
 class JournalEntry(NamedTuple):
@@ -548,9 +564,84 @@ class Catalog:
 
         def work(conn, t) -> None:
             for where in _located(t.copies, ids):
-                conn.execute(t.copies.update().where(where).values(last_verified=stamp))
+                conn.execute(
+                    t.copies.update()
+                    .where(where)
+                    .values(last_verified=stamp, last_failure=None, failure=None)
+                )
 
         self._run(work, write=True)
+
+    def mark_failed(self, failures: Mapping[str, str], when: dt.datetime | None = None) -> None:
+        """Record copies whose verification failed: external id -> what was wrong."""
+        if not failures:
+            return
+        stamp = when or self._clock()
+
+        def work(conn, t) -> None:
+            for external_id, why in failures.items():
+                for where in _located(t.copies, [external_id]):
+                    conn.execute(
+                        t.copies.update().where(where).values(last_failure=stamp, failure=why)
+                    )
+
+        self._run(work, write=True)
+
+    def scrub_order(
+        self, *, target: str, policy: str | None = None, limit: int = 1000
+    ) -> list[CopyRecord]:
+        """A target's copies, those verified longest ago first (never verified: oldest
+        first), at most `limit`."""
+        import sqlalchemy as sa
+
+        def work(conn, t) -> list[CopyRecord]:
+            c = t.copies.c
+            never = sa.case((c.last_verified.is_(None), 0), else_=1)
+            query = (
+                t.copies.select()
+                .where(c.target == target)
+                .order_by(never, c.last_verified, c.created, c.id)
+                .limit(limit)
+            )
+            if policy is not None:
+                query = query.where(c.policy == policy)
+            return [_record(CopyRecord, r) for r in conn.execute(query).mappings()]
+
+        return self._run(work, write=False)
+
+    def summary(self) -> list[CopySummary]:
+        """Per policy and target: copies, bytes, the oldest verification, failures."""
+        import sqlalchemy as sa
+
+        def work(conn, t) -> list[CopySummary]:
+            c = t.copies.c
+            query = (
+                sa.select(
+                    c.policy,
+                    c.target,
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(c.size), 0),
+                    sa.func.sum(sa.case((c.last_verified.is_(None), 1), else_=0)),
+                    sa.func.min(c.last_verified),
+                    sa.func.sum(sa.case((c.failure.is_not(None), 1), else_=0)),
+                )
+                .group_by(c.policy, c.target)
+                .order_by(c.policy, c.target)
+            )
+            return [
+                CopySummary(
+                    policy=row[0],
+                    target=row[1],
+                    copies=int(row[2]),
+                    bytes=int(row[3]),
+                    never_verified=int(row[4] or 0),
+                    oldest_verified=_utc(row[5]) if row[5] is not None else None,
+                    failed=int(row[6] or 0),
+                )
+                for row in conn.execute(query)
+            ]
+
+        return self._run(work, write=False)
 
     # --- journal -------------------------------------------------------------------------------
 
@@ -983,12 +1074,13 @@ def _upsert(
 ) -> None:
     """Insert rows; a row whose `keys` another worker wrote first is updated instead.
 
-    Every column but the keys and `keep` (and `last_verified`, which only verify sets) is
-    overwritten. Rows must come sorted by `keys`, so concurrent writers lock in one order;
-    they are the caller's to throw away (their values are converted in place).
+    Every column but the keys and `keep` is overwritten: a copy written again at the same
+    place is a new copy, not verified yet (its `last_verified` goes back to none). Rows must
+    come sorted by `keys`, so concurrent writers lock in one order; they are the caller's to
+    throw away (their values are converted in place).
     """
     backend = conn.dialect.name
-    fixed = {*keys, *keep, "id", "last_verified"}
+    fixed = {*keys, *keep, "id"}
     columns = [c for c in rows[0] if c not in fixed]
     if backend in ("sqlite", "postgresql"):
         shape = (backend, table.name, keys, keep, tuple(rows[0]))
@@ -1132,6 +1224,8 @@ def _schema(sa):
         sa.Column("created", ts, nullable=False),
         sa.Column("last_verified", ts),
         sa.Column("placement", sa.Text),  # JSON, as the driver gave it
+        sa.Column("last_failure", ts),
+        sa.Column("failure", sa.Text),
         sa.UniqueConstraint("target", "locator", name="uq_archive_core_copy_location"),
         # No index on external_id: an external id names its (target, locator), found through
         # the unique index (see _located). A third index on every copy was a third random

@@ -179,3 +179,24 @@ def test_a_target_can_require_a_verified_copy_for_the_policies_its_driver_offers
         assert "target t: its driver offering cannot read copies back" in error
     else:
         assert archived, error
+
+
+def test_a_copy_written_again_is_read_back_again_not_taken_as_verified_from_before(tmp_path):
+    """A verified copy goes missing and is written again; the new bytes read back wrong.
+    The catalog must not go on counting the old verification for the new copy."""
+    original = media(tmp_path / "online", "clip.mxf", os.urandom(5000))
+    archived, _, error, _ = site(tmp_path).archive([original], POLICY, "job-1")
+    assert archived, error
+    [lost] = [p for p in (tmp_path / "archive-a").rglob("*") if p.is_file()]
+    lost.unlink()
+    _, not_archived, error, _ = site(tmp_path, first="rotting").archive([original], POLICY, "job-2")
+    assert not_archived and "target a: reading the copy back failed" in error, error
+    # The rewritten copy on a is bad; another attempt reads it back and refuses it again.
+    archived, not_archived, error, _ = site(tmp_path).archive([original], POLICY, "job-3")
+    assert not archived and "target a: reading the copy back failed" in error, error
+    [bad] = [c for c in plugin_copies(tmp_path) if c.target == "a"]
+    assert bad.failure and bad.last_failure is not None and bad.last_verified is None
+
+
+def plugin_copies(tmp_path):
+    return site(tmp_path).site().catalog.copies(policy=POLICY)

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from archive_core.catalog import JournalEntry, JournalResult
 from archive_core.driver import Capability
-from archive_core.errors import CatalogError, DriverUnavailable
+from archive_core.errors import DriverUnavailable
 from archive_core.jobs.checks import check_sha1
 from archive_core.jobs.locate import locate
 from archive_core.jobs.operation import Batch, Copy, Handles, JobContext
+from archive_core.jobs.verified import record_verification
 from archive_core.model import CopyRef, DeleteRequest, FileOutcome, VerifyRequest
 
 if TYPE_CHECKING:
@@ -67,15 +68,16 @@ class _OnEveryCopy(abc.ABC):
             job_of = {key: job.key for key, (job, _) in refs.items()}
             batch = self._batch(runner, handle, refs, items)
             outcomes = runner.run_batch(handle, batch, items, report_as=job_of.__getitem__)
-            succeeded = []
+            succeeded, failed = [], {}
             for key, outcome in outcomes.items():
                 job, copy = refs[key]
                 if outcome.ok:
                     succeeded.append(copy.external_id)
                 else:
+                    if not outcome.retryable:  # the copy's own fault, not the way to it
+                        failed[copy.external_id] = outcome.error or "failed"
                     errors[job.key].append(f"copy {copy.external_id}: {outcome.error}")
-            if succeeded:
-                self._after(runner, succeeded)
+            self._after(runner, succeeded, failed)
         return {key: by_key[key].external_ids for key in located if not errors[key]}
 
     def _batch(
@@ -115,8 +117,9 @@ class _OnEveryCopy(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def _after(self, runner: JobContext, external_ids: list[str]) -> None:
-        """What the catalog learns once copies on one target succeeded."""
+    def _after(self, runner: JobContext, external_ids: list[str], failed: dict[str, str]) -> None:
+        """What the catalog learns of the copies on one target: those that succeeded, and
+        those that failed (external id -> why)."""
 
 
 class Delete(_OnEveryCopy):
@@ -133,7 +136,7 @@ class Delete(_OnEveryCopy):
     def _removed(self, outcome: FileOutcome, copy: Copy) -> str | None:
         return copy.external_id if outcome.ok else None
 
-    def _after(self, runner: JobContext, external_ids: list[str]) -> None:
+    def _after(self, runner: JobContext, external_ids: list[str], failed: dict[str, str]) -> None:
         pass  # each deleted copy's row went with its journal result (`_removed`)
 
 
@@ -151,14 +154,5 @@ class Verify(_OnEveryCopy):
     def _check(self, outcome: FileOutcome, item: CopyRef) -> FileOutcome:
         return check_sha1(outcome, item.sha1, "read back")
 
-    def _after(self, runner: JobContext, external_ids: list[str]) -> None:
-        try:
-            runner.site.catalog.mark_verified(external_ids)
-        except CatalogError as exc:
-            log.warning(
-                "policy=%s job=%s the catalog could not record when %d copies were verified: %s",
-                runner.policy.uuid,
-                runner.job_id,
-                len(external_ids),
-                exc.message,
-            )
+    def _after(self, runner: JobContext, external_ids: list[str], failed: dict[str, str]) -> None:
+        record_verification(runner, external_ids, failed)

@@ -109,6 +109,7 @@ def _verify_on(runner: JobContext, handle: Any, copies: Sequence[Made]) -> Mappi
     )
     results: dict[str, str | None] = {}
     verified: list[str] = []
+    failed: dict[str, str] = {}
     for outcome in runner.drive(handle, handle.instance.verify, request, refs):
         checked = check_sha1(outcome, refs[outcome.key].sha1, "read back")
         copy = of[outcome.key]
@@ -117,6 +118,8 @@ def _verify_on(runner: JobContext, handle: Any, copies: Sequence[Made]) -> Mappi
             verified.append(copy.external_id)
         else:
             results[copy.key] = f"reading the copy back failed: {checked.error}"
+            if not checked.retryable:  # the copy's own fault, not the way to it
+                failed[copy.external_id] = checked.error or "failed"
     log.info(
         "policy=%s job=%s target %s: %d of %d new copies read back and verified",
         runner.policy.uuid,
@@ -125,15 +128,21 @@ def _verify_on(runner: JobContext, handle: Any, copies: Sequence[Made]) -> Mappi
         len(verified),
         len(copies),
     )
+    record_verification(runner, verified, failed)
+    return results
+
+
+def record_verification(runner: JobContext, verified: list[str], failed: dict[str, str]) -> None:
+    """The catalog learns which copies read back right (now) and which did not (and why)."""
     try:
         runner.site.catalog.mark_verified(verified)
+        runner.site.catalog.mark_failed(failed)
     except CatalogError as exc:
         # They were read back in this job, and count for it; a later job reads them again.
         log.warning(
-            "policy=%s job=%s the catalog could not record that %d copies were verified: %s",
+            "policy=%s job=%s the catalog could not record the verification of %d copies: %s",
             runner.policy.uuid,
             runner.job_id,
-            len(verified),
+            len(verified) + len(failed),
             exc.message,
         )
-    return results
