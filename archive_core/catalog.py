@@ -587,11 +587,16 @@ class Catalog:
 
         self._run(work, write=True)
 
+    def now(self) -> dt.datetime:
+        """The catalog's clock: what `last_verified` and failures are stamped with."""
+        return self._clock()
+
     def scrub_order(
-        self, *, target: str, policy: str | None = None, limit: int = 1000
+        self, *, target: str, before: dt.datetime, policy: str | None = None, limit: int = 1000
     ) -> list[CopyRecord]:
-        """A target's copies, those verified longest ago first (never verified: oldest
-        first), at most `limit`."""
+        """A target's copies due for verification, neither verified nor failed since
+        `before`: those verified longest ago first (never verified: the oldest), at most
+        `limit`."""
         import sqlalchemy as sa
 
         def work(conn, t) -> list[CopyRecord]:
@@ -599,13 +604,21 @@ class Catalog:
             never = sa.case((c.last_verified.is_(None), 0), else_=1)
             query = (
                 t.copies.select()
-                .where(c.target == target)
+                .where(_due(c, target, policy, before))
                 .order_by(never, c.last_verified, c.created, c.id)
                 .limit(limit)
             )
-            if policy is not None:
-                query = query.where(c.policy == policy)
             return [_record(CopyRecord, r) for r in conn.execute(query).mappings()]
+
+        return self._run(work, write=False)
+
+    def scrub_count(self, *, target: str, before: dt.datetime, policy: str | None = None) -> int:
+        """How many copies `scrub_order` would give, without a limit."""
+        import sqlalchemy as sa
+
+        def work(conn, t) -> int:
+            query = sa.select(sa.func.count()).where(_due(t.copies.c, target, policy, before))
+            return int(conn.execute(query).scalar_one())
 
         return self._run(work, write=False)
 
@@ -1482,6 +1495,20 @@ def _record(cls: type[R], row: Any) -> R:
             value = json.loads(value)
         values[field.name] = value
     return cls(**values)
+
+
+def _due(c: Any, target: str, policy: str | None, before: dt.datetime) -> Any:
+    """Copies of `target` (and `policy`) neither verified nor failed since `before`."""
+    import sqlalchemy as sa
+
+    clauses = [
+        c.target == target,
+        sa.or_(c.last_verified.is_(None), c.last_verified < before),
+        sa.or_(c.last_failure.is_(None), c.last_failure < before),
+    ]
+    if policy is not None:
+        clauses.append(c.policy == policy)
+    return sa.and_(*clauses)
 
 
 def _located(copies: Any, external_ids: Iterable[str]) -> Iterator[Any]:

@@ -698,6 +698,102 @@ def verify(
     )
 
 
+@main.command()
+@click.option("--target", "targets", multiple=True, help="Only this target (repeatable).")
+@click.option("--policy", help="Only the copies of this policy.")
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    help="Read at most this many bytes per target in this run.",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Spend at most this long per target in this run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def scrub(
+    ctx: click.Context,
+    targets: tuple[str, ...],
+    policy: str | None,
+    max_bytes: int | None,
+    max_seconds: float | None,
+    as_json: bool,
+) -> None:
+    """Read archived copies back, the longest unverified first, within a budget per target.
+
+    Run it from a timer (see the README): each run goes on where the last one stopped.
+    Exits 1 when a copy read back wrong.
+    """
+    from archive_core.scrub import ScrubBudget
+    from archive_core.scrub import scrub as run_scrub
+
+    def progress(target: str, done: Any) -> None:
+        click.echo(
+            f"scrub {target}: {done.verified} copies verified ({done.bytes:,} bytes), "
+            f"{len(done.bad)} bad",
+            err=True,
+        )
+
+    plugin = _plugin(ctx)
+    results = run_scrub(
+        plugin,
+        budget=ScrubBudget(max_bytes=max_bytes, max_seconds=max_seconds),
+        targets=targets or None,
+        policy=policy,
+        progress=None if as_json else progress,
+    )
+    bad = [b for r in results for b in r.bad]
+    if as_json:
+        _emit_json({"targets": [r.as_json() for r in results]})
+    else:
+        _table(
+            "archive-core scrub",
+            ["target", "verified", "bytes", "bad", "left", "stopped"],
+            [
+                (r.target, r.verified, f"{r.bytes:,}", len(r.bad), r.left, r.stopped)
+                for r in results
+            ],
+        )
+        for b in bad:
+            click.secho(f"bad copy {b.external_id} (policy {b.policy}): {b.error}", fg="red")
+    if bad:
+        ctx.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Per policy and target: copies, bytes, never verified, oldest verification, bad copies."""
+    import attrs
+
+    site = _plugin(ctx).site()
+    names = {p.uuid: p.name for p in site.policies()}
+    rows = site.catalog.summary()
+    if as_json:
+        _emit_json([{**attrs.asdict(r), "name": names.get(r.policy)} for r in rows])
+        return
+    _table(
+        "archive-core status",
+        ["policy", "name", "target", "copies", "bytes", "never verified", "oldest verified", "bad"],
+        [
+            (
+                r.policy,
+                names.get(r.policy, "(not configured)"),
+                r.target,
+                r.copies,
+                f"{r.bytes:,}",
+                r.never_verified,
+                r.oldest_verified.isoformat(timespec="seconds") if r.oldest_verified else "",
+                r.failed,
+            )
+            for r in rows
+        ],
+    )
+
+
 def _many(external_ids: tuple[str, ...], from_json: Path | None) -> list[CliFileSet]:
     if from_json is not None:
         return _load_file_sets(from_json)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     import click
 
+    from archive_core.catalog import CopyRecord
     from archive_core.model import FileOutcome
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,11 @@ class HookSpecs:
     @hookspec
     def archive_core_file_failed(self, job: JobInfo, outcome: FileOutcome) -> None:
         """One file of a job failed; `outcome.error` says why."""
+
+    @hookspec
+    def archive_core_copy_bad(self, copy: CopyRecord, error: str) -> None:
+        """A scrub read an archived copy back and it was wrong or gone; `error` says how.
+        The copy is recorded as failed in the catalog until a verification passes."""
 
     @hookspec
     def archive_core_driver_load_failed(self, name: str, reason: str) -> None:

@@ -34,7 +34,8 @@ CORE_LAYERS: list[set[str]] = [
     {"site"},  # one configuration at run time
     {"jobs"},  # one operation of one policy
     {"portal"},  # the face Portal sees
-    {"operator"},  # the site for a driver's operator commands
+    # the site for a driver's operator commands; reading copies back within a budget
+    {"operator", "scrub"},
     {"cli", "demo", "scaffold", "testing"},  # what people and vendors run
 ]
 
