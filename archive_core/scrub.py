@@ -13,6 +13,7 @@ through the `archive_core_copy_bad` hook and the scrub's report.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
-from archive_core.errors import ArchiveCoreError
+from archive_core.errors import ArchiveCoreError, LeaseHolderAlive, LeaseTimeout
 
 if TYPE_CHECKING:
     from archive_core.catalog import CopyRecord
@@ -30,6 +31,8 @@ log = logging.getLogger("archive_core.scrub")
 
 #: Copies read back per verify call: each batch is recorded before the next one starts.
 BATCH_FILES = 50
+#: The scrub lease of a target; renewed while the scrub runs, free this long after a crash.
+LEASE_SECONDS = 120.0
 
 
 @attrs.frozen(kw_only=True)
@@ -97,10 +100,42 @@ def scrub(
             f"No target named {', '.join(map(repr, unknown))} is configured (known: "
             f"{', '.join(sorted(site.config.targets)) or 'none'})."
         )
-    return [
-        _scrub_target(plugin, name, budget=budget, policy=policy, clock=clock, progress=progress)
-        for name in names
-    ]
+    results = []
+    for name in names:
+        run = functools.partial(
+            _scrub_target,
+            plugin,
+            name,
+            budget=budget,
+            policy=policy,
+            clock=clock,
+            progress=progress,
+        )
+        try:
+            results.append(_leased(site.catalog.leases, name, run))
+        except (LeaseTimeout, LeaseHolderAlive) as exc:
+            results.append(
+                TargetScrub(target=name, stopped=f"another scrub runs on it: {exc.message}")
+            )
+    return results
+
+
+def _leased(leases: Any, target: str, run: Callable[..., TargetScrub]) -> TargetScrub:
+    """`run` holding the target's scrub lease: one scrub per target at a time, across workers
+    and hosts (two would read the same copies). The lease of a scrub whose process died (a
+    kill) is broken at once: a scrub holds nothing but its place in the order."""
+    resource = f"scrub/{target}"
+
+    def holding() -> TargetScrub:
+        with leases.hold(resource, ttl=LEASE_SECONDS, purpose=f"scrub of target {target}") as held:
+            return run(still_held=held.check)
+
+    try:
+        return holding()
+    except LeaseTimeout:
+        # LeaseHolderAlive when the holder runs (or on another host): the caller says so.
+        leases.break_dead(resource, proof="a scrub leaves nothing behind to clean up")
+    return holding()
 
 
 def _scrub_target(
@@ -111,11 +146,13 @@ def _scrub_target(
     policy: str | None,
     clock: Callable[[], float],
     progress: Progress | None,
+    still_held: Callable[[], None],
 ) -> TargetScrub:
     catalog = plugin.site().catalog
     started, began = clock(), catalog.now()
     done = TargetScrub(target=target)
     while True:
+        still_held()  # LeaseLost when another scrub took the target over
         if budget.max_seconds is not None and clock() - started >= budget.max_seconds:
             return _left(done, catalog, target, policy, began, f"{budget.max_seconds:g} s spent")
         due = catalog.scrub_order(target=target, policy=policy, before=began, limit=BATCH_FILES)

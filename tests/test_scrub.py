@@ -161,3 +161,12 @@ def test_an_unknown_target_is_refused_by_name(archived):
     config, _root, _ids = archived
     result = CliRunner().invoke(main, ["--config", str(config), "scrub", "--target", "nope"])
     assert result.exit_code == 2 and "No target named 'nope'" in result.output
+
+
+def test_a_target_another_scrub_holds_is_left_alone(archived):
+    config, _root, _ids = archived
+    plugin = ArchiveCorePlugin(config)
+    with plugin.site().catalog.leases.hold("scrub/disk0", ttl=60, purpose="the other scrub"):
+        [done] = scrub(ArchiveCorePlugin(config), budget=ScrubBudget())
+    assert done.verified == 0 and "another scrub runs on it" in (done.stopped or "")
+    assert "the other scrub" in done.stopped
