@@ -32,6 +32,7 @@ from archive_core.secret import Secret
 from archive_core.workers import WorkerId
 
 if TYPE_CHECKING:
+    from archive_core.audit import AuditTrail
     from archive_core.leases import Leases
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ class Catalog:
         self._batches: dict[str, Sequence[JournalEntry]] = {}
         self._heartbeat: _Heartbeat | None = None
         self._leases: Leases | None = None
+        self._audit: AuditTrail | None = None
 
     def __repr__(self) -> str:
         return f"<Catalog {self.safe_url()}>"
@@ -190,6 +192,16 @@ class Catalog:
     @property
     def worker(self) -> WorkerId:
         return self._worker or workers.current()
+
+    @property
+    def audit(self) -> AuditTrail:
+        """The audit trail kept in this catalog (`archive_core.audit`); no I/O until used."""
+        with self._lock:
+            if self._audit is None:
+                from archive_core.audit import AuditTrail
+
+                self._audit = AuditTrail(self)
+            return self._audit
 
     @property
     def leases(self) -> Leases:
@@ -1339,6 +1351,29 @@ def _schema(sa):
         sa.UniqueConstraint("token", name="uq_archive_core_lease_waiter_token"),
         sa.Index("ix_archive_core_lease_waiters_queue", "resource", "priority", "id"),
     )
+    # The audit trail: append-only, each entry's hash covering the one before it; the head
+    # (one row) names the last entry, so entries cut off the end are noticed too.
+    audit = sa.Table(
+        "archive_core_audit",
+        metadata,
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("at", ts, nullable=False),
+        sa.Column("actor", sa.String(255), nullable=False),
+        sa.Column("process", sa.String(255), nullable=False),
+        sa.Column("operation", sa.String(32), nullable=False),
+        sa.Column("policy", sa.String(255)),
+        sa.Column("subject", sa.Text, nullable=False),  # JSON
+        sa.Column("outcome", sa.String(255), nullable=False),
+        sa.Column("prev", sa.String(64), nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+    )
+    audit_head = sa.Table(
+        "archive_core_audit_head",
+        metadata,
+        sa.Column("name", sa.String(16), primary_key=True),
+        sa.Column("last_id", sa.BigInteger, nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+    )
     return _Tables(
         metadata=metadata,
         copies=copies,
@@ -1348,6 +1383,8 @@ def _schema(sa):
         workers=workers,
         leases=leases,
         lease_waiters=lease_waiters,
+        audit=audit,
+        audit_head=audit_head,
         progress=_progress(sa, batches),
     )
 
@@ -1381,6 +1418,8 @@ class _Tables:
     workers: Any
     leases: Any
     lease_waiters: Any
+    audit: Any
+    audit_head: Any
     progress: Any  # the statement counting a group of results in its batch
 
 

@@ -86,9 +86,21 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 def _plugin(ctx: click.Context, observer: Any = None):
     from archive_core.portal import ArchiveCorePlugin
 
-    plugin = ArchiveCorePlugin(ctx.obj["config_path"], observer=observer)
+    plugin = ArchiveCorePlugin(ctx.obj["config_path"], observer=observer, actor=_actor())
     plugin.site()  # raise the config error now, with every problem listed
     return plugin
+
+
+def _actor() -> str:
+    """Who the audit trail names for a command: the user running it, and where."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = f"uid {os.getuid()}"
+    return f"{user} on {socket.gethostname()} (archive-core command line)"
 
 
 def _emit_json(data: Any) -> None:
@@ -792,6 +804,52 @@ def status(ctx: click.Context, as_json: bool) -> None:
             for r in rows
         ],
     )
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail: who archived, restored, deleted, verified or changed what, and when."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def audit_verify(ctx: click.Context, as_json: bool) -> None:
+    """Check the trail's hash chain: exits 1 when an entry was edited, removed or cut off.
+
+    Keep the head hash it prints somewhere else: it anchors the trail as it is now.
+    """
+    check = _plugin(ctx).site().catalog.audit.verify()
+    if as_json:
+        _emit_json(
+            {
+                "ok": check.ok,
+                "entries": check.entries,
+                "head_id": check.head_id,
+                "head_hash": check.head_hash,
+                "problems": list(check.problems),
+            }
+        )
+    elif check.ok:
+        click.echo(
+            f"audit trail intact: {check.entries} entries; head entry {check.head_id}, "
+            f"hash {check.head_hash}"
+        )
+    else:
+        click.secho(f"audit trail NOT intact ({check.entries} entries read):", fg="red")
+        for problem in check.problems:
+            click.secho(f"  {problem}", fg="red")
+    if not check.ok:
+        ctx.exit(EXIT_FAILED)
+
+
+@audit.command("export")
+@click.option("--since", type=click.IntRange(min=0), default=0, help="Only entries after this id.")
+@click.pass_context
+def audit_export(ctx: click.Context, since: int) -> None:
+    """Write the trail to standard output as JSON Lines, oldest first."""
+    for entry in _plugin(ctx).site().catalog.audit.entries(since=since):
+        click.echo(json.dumps(entry.as_json(), ensure_ascii=False, sort_keys=True))
 
 
 def _many(external_ids: tuple[str, ...], from_json: Path | None) -> list[CliFileSet]:

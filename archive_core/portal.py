@@ -47,11 +47,15 @@ class ArchiveCorePlugin:
         *,
         site: Any = None,
         observer: Any = None,
+        actor: str | None = None,
     ) -> None:
         from archive_core.policies import default_config_path
 
         self.config_path = Path(config_path) if config_path else default_config_path()
         self.observer = observer  # progress for the CLI; Portal leaves it None
+        # Who the audit trail names for this plugin's jobs (the CLI: its user); None: the
+        # Portal job.
+        self.actor = actor
         self._lock = threading.RLock()
         self._site = site
         self._users: dict[int, int] = {}  # id(site) -> calls using it now
@@ -180,6 +184,7 @@ class ArchiveCorePlugin:
                 job_id=_job(job_id),
                 operation=operation,
                 observer=self.observer,
+                actor=self.actor,
             )
             return runner.run(jobs)
 

@@ -25,6 +25,7 @@ from archive_core.driver import (
 from archive_core.errors import (
     ArchiveCoreError,
     CapabilityNotDeclared,
+    CatalogError,
     DriverUnavailable,
     PolicyNotFound,
 )
@@ -83,6 +84,7 @@ class Site:
         self._unusable: dict[str, tuple[float, DriverUnavailable]] = {}
         self._checks: dict[str, tuple[float, Future]] = {}
         self._ready_cache: dict[str, tuple[float, Readiness]] = {}
+        self._config_noted = False  # by the audit trail, at this site's first job
 
     # --- shared services, built on first use -------------------------------------------------
 
@@ -207,6 +209,19 @@ class Site:
             except DriverUnavailable as exc:
                 problems[name] = exc.reason
         return problems
+
+    # --- the audit trail ------------------------------------------------------------------------
+
+    def note_config(self, *, actor: str) -> None:
+        """Once per site: the audit trail records the configuration when it differs from the
+        last one it saw (a changed target, policy or setting; never a setting's value)."""
+        if self._config_noted:
+            return
+        self._config_noted = True
+        try:
+            self.catalog.audit.record_config(self.config, actor=actor)
+        except CatalogError as exc:
+            log.error("the audit trail could not record the configuration: %s", exc.message)
 
     # --- policies ------------------------------------------------------------------------------
 

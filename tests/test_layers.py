@@ -18,7 +18,8 @@ CORE = ROOT / "archive_core"
 #: Lowest first. A package (transfer/, testing/, scaffold/) counts as one module here.
 CORE_LAYERS: list[set[str]] = [
     {"errors", "model", "naming", "secret", "workers"},  # values and identities
-    # contract, bytes, state (the catalog, its faults and leases, its schema version and migrations)
+    # contract, bytes, state (the catalog, its faults and leases, its schema version and
+    # migrations, the audit trail)
     {
         "driver",
         "externalid",
@@ -29,6 +30,7 @@ CORE_LAYERS: list[set[str]] = [
         "schema",
         "migrations",
         "policies",
+        "audit",
     },
     {"hooks", "registry", "objectstore"},  # plugins found and observed; a driver base
     {"site"},  # one configuration at run time

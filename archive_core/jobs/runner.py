@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from archive_core.audit import record_quietly
 from archive_core.errors import ArchiveCoreError, CatalogError, DriverUnavailable
 from archive_core.jobs.archive import Archive
 from archive_core.jobs.copies import Delete, Verify
@@ -50,12 +51,15 @@ class JobRunner:
         observer: JobObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], dt.datetime] = _utcnow,
+        actor: str | None = None,
     ) -> None:
         self.site = site
         self.policy: Policy = site.policy(policy_uuid)
         # Portal gives restore and delete no job id: a run id of our own ties their journal
         # rows and log lines together instead.
         self.job_id = job_id or f"{operation}-{uuid.uuid4().hex[:12]}"
+        # Who the audit trail names: the caller's (the CLI's user), else the Portal job.
+        self.actor = actor or (f"Portal job {job_id}" if job_id else f"Portal ({operation})")
         self.operation = operation
         self.observer = observer
         self.clock = clock
@@ -276,6 +280,7 @@ class JobRunner:
             file_count=len(jobs),
         )
         self.labels = {j.key: j.label for j in jobs}
+        self.site.note_config(actor=self.actor)
         log.info(
             "policy=%s job=%s %s of %d files started",
             self.policy.uuid,
@@ -306,6 +311,19 @@ class JobRunner:
             seconds=self.clock() - self._started,
         )
         self.site.hooks.notify("archive_core_job_finished", job=self._info, summary=summary)
+        record_quietly(
+            self.site.catalog,
+            log,
+            actor=self.actor,
+            operation=self.operation,
+            policy=self.policy.uuid,
+            subject={
+                "job_id": self.job_id,
+                "files": [_audited(r, self.labels.get(r.key, r.key)) for r in results],
+                "unusable": list(unusable),
+            },
+            outcome=f"{summary.succeeded} ok, {failed} failed",
+        )
         log.info(
             "policy=%s job=%s %s finished: %d ok, %d failed, %d bytes in %.1f s",
             self.policy.uuid,
@@ -317,6 +335,16 @@ class JobRunner:
             summary.seconds,
         )
         return report
+
+
+def _audited(result: FileResult, label: str) -> dict[str, Any]:
+    """One file of a job as the audit trail keeps it."""
+    entry: dict[str, Any] = {"file": label, "ok": result.ok}
+    if result.external_ids:
+        entry["external_ids"] = list(result.external_ids)
+    if result.error:
+        entry["error"] = result.error[:500]
+    return entry
 
 
 def _total_size(jobs: Sequence[FileJob]) -> int | None:
