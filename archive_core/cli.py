@@ -852,6 +852,31 @@ def audit_export(ctx: click.Context, since: int) -> None:
         click.echo(json.dumps(entry.as_json(), ensure_ascii=False, sort_keys=True))
 
 
+@main.group()
+def metrics() -> None:
+    """Prometheus metrics of the site's workers (see the README's scrape setup)."""
+
+
+@metrics.command("show")
+@click.pass_context
+def metrics_show(ctx: click.Context) -> None:
+    """Print the metrics once, in Prometheus' text format (for a textfile collector)."""
+    from archive_core.metrics import exposition
+
+    click.echo(exposition(_plugin(ctx).site()).decode(), nl=False)
+
+
+@metrics.command("serve")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=9464, show_default=True)
+@click.pass_context
+def metrics_serve(ctx: click.Context, address: str, port: int) -> None:
+    """Serve /metrics for Prometheus: every worker's counters and the catalog's gauges."""
+    from archive_core.metrics import serve
+
+    serve(_plugin(ctx).site(), address=address, port=port)
+
+
 def _many(external_ids: tuple[str, ...], from_json: Path | None) -> list[CliFileSet]:
     if from_json is not None:
         return _load_file_sets(from_json)

@@ -32,7 +32,8 @@ CORE_LAYERS: list[set[str]] = [
         "policies",
         "audit",
     },
-    {"hooks", "registry", "objectstore"},  # plugins found and observed; a driver base
+    # plugins found and observed; a driver base; Prometheus metrics
+    {"hooks", "registry", "objectstore", "metrics"},
     {"site"},  # one configuration at run time
     {"jobs"},  # one operation of one policy
     {"portal"},  # the face Portal sees

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from archive_core import metrics
 from archive_core.audit import record_quietly
 from archive_core.errors import ArchiveCoreError, CatalogError, DriverUnavailable
 from archive_core.jobs.archive import Archive
@@ -143,6 +144,7 @@ class JobRunner:
                 )
                 outcomes[key] = outcome
                 self.file_done(outcome, report_as)
+        metrics.observe_files(self.operation, self.policy.uuid, handle.name, outcomes.values())
         return outcomes
 
     def drive(
@@ -311,6 +313,7 @@ class JobRunner:
             seconds=self.clock() - self._started,
         )
         self.site.hooks.notify("archive_core_job_finished", job=self._info, summary=summary)
+        metrics.observe_job(self.operation, self.policy.uuid, summary.seconds)
         record_quietly(
             self.site.catalog,
             log,

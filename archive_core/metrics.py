@@ -1,0 +1,156 @@
+"""Prometheus metrics: files and bytes per operation, policy and target; failures; durations.
+
+Portal runs its jobs in several Celery worker processes, so the metrics follow what the
+Prometheus Python client documents for multi-process applications: every process writes its
+counters to files in the directory `PROMETHEUS_MULTIPROC_DIR` names (set it, to an empty
+directory of its own, in the environment of every worker, before they start), and one exporter
+process, `archive-core metrics serve`, adds them up at each scrape. The exporter also asks the
+catalog and the site at scrape time for what no worker counts: copies never verified, bad
+copies, and each policy's readiness. Without `prometheus-client` installed
+(`archive-core[metrics]`), nothing is counted and nothing fails.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from archive_core.model import FileOutcome
+    from archive_core.site import Site
+
+log = logging.getLogger("archive_core.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Job durations, seconds: from a file or two to a night of tape.
+BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
+
+
+@functools.cache
+def _instruments() -> dict[str, Any] | None:
+    """The process's counters, made on first use; None without prometheus-client."""
+    try:
+        import prometheus_client as prom
+    except ImportError:
+        return None
+    labels = ("operation", "policy", "target")
+    return {
+        "files": prom.Counter(
+            "archive_core_files", "Files an operation finished on a target.", (*labels, "result")
+        ),
+        "bytes": prom.Counter(
+            "archive_core_bytes", "Bytes of the files an operation finished on a target.", labels
+        ),
+        "failures": prom.Counter(
+            "archive_core_failures",
+            "Files an operation failed on a target, by kind (retryable: the way to the "
+            "storage; permanent: the file or its copy).",
+            (*labels, "kind"),
+        ),
+        "duration": prom.Histogram(
+            "archive_core_job_duration_seconds",
+            "How long jobs took.",
+            ("operation", "policy"),
+            buckets=BUCKETS,
+        ),
+    }
+
+
+def observe_files(
+    operation: str, policy: str, target: str, outcomes: Iterator[FileOutcome] | Any
+) -> None:
+    instruments = _instruments()
+    if instruments is None:
+        return
+    for outcome in outcomes:
+        labels = (operation, policy, target)
+        if outcome.ok:
+            instruments["files"].labels(*labels, "ok").inc()
+            if outcome.size:
+                instruments["bytes"].labels(*labels).inc(outcome.size)
+        else:
+            instruments["files"].labels(*labels, "failed").inc()
+            kind = "retryable" if outcome.retryable else "permanent"
+            instruments["failures"].labels(*labels, kind).inc()
+
+
+def observe_job(operation: str, policy: str, seconds: float) -> None:
+    instruments = _instruments()
+    if instruments is not None:
+        instruments["duration"].labels(operation, policy).observe(seconds)
+
+
+class SiteCollector:
+    """What the exporter asks the catalog and the site at each scrape."""
+
+    def __init__(self, site: Site) -> None:
+        self._site = site
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        unverified = GaugeMetricFamily(
+            "archive_core_unverified_copies",
+            "Copies never read back since they were archived (the scrub's queue).",
+            labels=("policy", "target"),
+        )
+        bad = GaugeMetricFamily(
+            "archive_core_bad_copies",
+            "Copies whose last verification failed.",
+            labels=("policy", "target"),
+        )
+        copies = GaugeMetricFamily(
+            "archive_core_copies", "Copies the catalog records.", labels=("policy", "target")
+        )
+        for row in self._site.catalog.summary():
+            unverified.add_metric((row.policy, row.target), row.never_verified)
+            bad.add_metric((row.policy, row.target), row.failed)
+            copies.add_metric((row.policy, row.target), row.copies)
+        ready = GaugeMetricFamily(
+            "archive_core_policy_ready",
+            "1 when the policy is ready for Portal.",
+            labels=("policy",),
+        )
+        for policy in self._site.policies():
+            ready.add_metric((policy.uuid,), 1.0 if self._site.readiness(policy).ok else 0.0)
+        yield from (copies, unverified, bad, ready)
+
+
+def registry_for(site: Site) -> Any:
+    """The exporter's registry: every worker's counters (multi-process mode) and the site's
+    gauges."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        MultiProcessCollector(registry)
+    else:
+        log.warning(
+            "%s is not set: the exporter sees only the site's gauges, not the workers' counters",
+            MULTIPROC_ENV,
+        )
+    registry.register(SiteCollector(site))
+    return registry
+
+
+def exposition(site: Site) -> bytes:
+    """The metrics in Prometheus' text format, once (for `metrics show`, or a textfile)."""
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry_for(site))
+
+
+def serve(site: Site, *, address: str, port: int) -> None:
+    """Serve `/metrics` until interrupted."""
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client import make_wsgi_app
+
+    app = make_wsgi_app(registry_for(site))
+    with make_server(address, port, app) as server:
+        log.info("serving metrics on http://%s:%d/metrics", address, port)
+        server.serve_forever()
