@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from archive_core.model import FileOutcome
-    from archive_core.site import Site
+
+# The exporter's functions take the site (`archive_core.site.Site`, a layer above this one).
+Site = Any
 
 log = logging.getLogger("archive_core.metrics")
 
