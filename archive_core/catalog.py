@@ -584,6 +584,24 @@ class Catalog:
 
         self._run(work, write=True)
 
+    def replace_copies(self, target: str, records: Sequence[CopyRecord]) -> int:
+        """Make `records` the target's copies, in one transaction (a rebuild from the
+        target); how many rows the target had before."""
+
+        def work(conn, t) -> int:
+            import sqlalchemy as sa
+
+            before = conn.execute(
+                sa.select(sa.func.count()).where(t.copies.c.target == target)
+            ).scalar_one()
+            conn.execute(t.copies.delete().where(t.copies.c.target == target))
+            rows = [_copy_row(r) for r in sorted(records, key=lambda r: r.locator)]
+            for chunk in _chunks(rows, _CHUNK):
+                conn.execute(t.copies.insert(), list(chunk))
+            return int(before)
+
+        return self._run(work, write=True)
+
     def mark_failed(self, failures: Mapping[str, str], when: dt.datetime | None = None) -> None:
         """Record copies whose verification failed: external id -> what was wrong."""
         if not failures:

@@ -233,6 +233,35 @@ def catalog_upgrade(ctx: click.Context) -> None:
     click.echo(f"Upgraded the catalog from {before.describe()} to {after.describe()}.")
 
 
+@catalog.command("rebuild")
+@click.option("--target", required=True, help="The target whose copies to rebuild.")
+@click.option("--policy", help="Whose copies the ones no manifest describes are.")
+@click.option("--force", is_flag=True, help="Replace the copies the catalog records there.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def catalog_rebuild(
+    ctx: click.Context, target: str, policy: str | None, force: bool, as_json: bool
+) -> None:
+    """Rebuild the catalog's copies of TARGET from its manifests (and names), after a loss."""
+    from archive_core.rebuild import rebuild
+
+    report = rebuild(_plugin(ctx).site(), target, policy=policy, replace=force, actor=_actor())
+    if as_json:
+        _emit_json(report.as_json())
+    else:
+        click.echo(
+            f"target {target}: {report.from_manifests} copies from manifests, "
+            f"{report.from_names} by their names alone"
+            + (f"; {report.replaced} rows replaced" if report.replaced else "")
+        )
+        for why in report.refused:
+            click.secho(f"refused: {why}", fg="red")
+        for why in report.skipped:
+            click.secho(f"left out: {why}", fg="yellow")
+    if report.refused:
+        ctx.exit(EXIT_FAILED)
+
+
 @catalog.command("prune")
 @click.option("--dry-run", is_flag=True, help="Count what would go, remove nothing.")
 @click.pass_context

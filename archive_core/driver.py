@@ -55,6 +55,9 @@ class Capability(enum.StrEnum):
     # with them (an object store's x-amz-checksum-sha256, say): a copy archived is a copy
     # verified, for policies that require verified copies
     TRUSTED_CHECKSUM = "trusted_checksum"
+    # keeps the core's manifests beside the copies (`write_manifest`, `read_manifests`) and
+    # lists what it holds (`list_copies`), so a lost catalog can be rebuilt from the target
+    MANIFEST = "manifest"
 
 
 #: The operation each capability guards, for the core's check before entering a driver.

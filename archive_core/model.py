@@ -166,3 +166,36 @@ class FileOutcome:
     @classmethod
     def failure(cls, key: str, error: str, *, retryable: bool = False, **fields) -> FileOutcome:
         return cls(key=key, ok=False, error=error, retryable=retryable, **fields)
+
+
+@attrs.frozen(kw_only=True)
+class ManifestRequest:
+    """Keep one batch's manifest on the target, beside the copies it describes.
+
+    `name` is the manifest's file name (unique per batch and target); `text` its whole
+    content, JSON Lines made by `archive_core.manifests`; `locators` the copies it describes
+    (a driver that spreads copies over media keeps the manifest with each medium that holds
+    any of them). Published like a copy: whole or not at all, never replacing another.
+    """
+
+    policy: str
+    target: str
+    name: str
+    text: str
+    locators: tuple[str, ...] = attrs.field(converter=_tuple)
+
+
+@attrs.frozen(kw_only=True)
+class StoredManifest:
+    """A manifest as the target gave it back: its name and content, unchecked."""
+
+    name: str
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class StoredCopy:
+    """A copy the target holds, as it lists it."""
+
+    locator: str
+    size: int

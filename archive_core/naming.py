@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 #: Longest file name, in bytes, that common filesystems (ext4, XFS, LTFS, NTFS) accept.
 NAME_MAX = 255
@@ -28,6 +29,20 @@ def archive_name(source: str, *, item_id: str | None, sha1: str | None) -> str:
     if len(encoded) > budget:
         stem = encoded[: max(budget, 0)].decode("utf-8", errors="ignore")
     return stem + suffix
+
+
+_NAMED = re.compile(
+    r"^(?P<stem>.+?)(?:_(?P<item>[^_/]+))?_(?P<sha1>[0-9a-f]{40})(?P<ext>\.[^._/]*)?$"
+)
+
+
+def parse_archive_name(name: str) -> tuple[str | None, str] | None:
+    """(item id, sha1) of a name `archive_name` made, None for any other name. An item id
+    holds no underscore (Vidispine's `VX-123`)."""
+    found = _NAMED.match(os.path.basename(name))
+    if found is None:
+        return None
+    return found["item"], found["sha1"]
 
 
 #: Where a copy goes under a target's root: 'flat' = <name>, 'item' = <item_id>/<name>,

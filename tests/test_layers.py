@@ -17,7 +17,8 @@ CORE = ROOT / "archive_core"
 
 #: Lowest first. A package (transfer/, testing/, scaffold/) counts as one module here.
 CORE_LAYERS: list[set[str]] = [
-    {"errors", "model", "naming", "secret", "workers"},  # values and identities
+    # values and identities; the manifest format
+    {"errors", "model", "naming", "secret", "workers", "manifests"},
     # contract, bytes, state (the catalog, its faults and leases, its schema version and
     # migrations, the audit trail)
     {
@@ -37,8 +38,9 @@ CORE_LAYERS: list[set[str]] = [
     {"site"},  # one configuration at run time
     {"jobs"},  # one operation of one policy
     {"portal"},  # the face Portal sees
-    # the site for a driver's operator commands; reading copies back within a budget
-    {"operator", "scrub"},
+    # the site for a driver's operator commands; reading copies back within a budget; a
+    # target's catalog entries rebuilt from its manifests
+    {"operator", "scrub", "rebuild"},
     {"cli", "demo", "scaffold", "testing"},  # what people and vendors run
 ]
 

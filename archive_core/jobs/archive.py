@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
+from archive_core import manifests
 from archive_core.catalog import CopyRecord, JournalEntry, JournalResult
 from archive_core.driver import Capability
 from archive_core.errors import ArchiveCoreError, CatalogError, DriverUnavailable
@@ -15,7 +17,14 @@ from archive_core.externalid import ExternalId
 from archive_core.jobs.checks import check_archived, content_sha1
 from archive_core.jobs.operation import Batch, Copy, Handles, JobContext
 from archive_core.jobs.verified import Made, require_verified
-from archive_core.model import ArchiveItem, ArchiveRequest, CopyRef, FileOutcome, StatRequest
+from archive_core.model import (
+    ArchiveItem,
+    ArchiveRequest,
+    CopyRef,
+    FileOutcome,
+    ManifestRequest,
+    StatRequest,
+)
 from archive_core.naming import archive_name
 
 if TYPE_CHECKING:
@@ -185,6 +194,7 @@ def _archive_to(
         return checked
 
     external_ids: dict[str, str] = {}
+    recorded: list[CopyRecord] = []
 
     def record(outcome: FileOutcome, item: ArchiveItem) -> JournalResult:
         copy = None
@@ -204,6 +214,7 @@ def _archive_to(
                 created=created,
                 placement=outcome.placement,
             )
+            recorded.append(copy)
         return JournalResult(key=outcome.key, ok=outcome.ok, error=outcome.error, copy=copy)
 
     batch = Batch(
@@ -215,7 +226,53 @@ def _archive_to(
     )
     for key, outcome in runner.run_batch(handle, batch, by_key).items():
         results[key] = (outcome, external_ids.get(key) if outcome.ok else None, False)
+    # The copies the catalog holds now (a result it failed to record does not count).
+    done = {ext for key, (outcome, ext, _) in results.items() if outcome.ok and key in by_key}
+    write_manifest(runner, handle, [c for c in recorded if c.external_id in done], created)
     return results
+
+
+def write_manifest(
+    runner: JobContext, handle: TargetHandle, copies: list[CopyRecord], created
+) -> None:
+    """The batch's new copies described beside them on the target (drivers that declare
+    `manifest`). A manifest that cannot be written is logged: the copies are archived and in
+    the catalog; only a rebuild from the target would have to go by their names."""
+    if not copies or not handle.declares(Capability.MANIFEST):
+        return
+    batch = f"{_safe(runner.job_id)}-{uuid.uuid4().hex[:8]}"
+    text = manifests.render(
+        manifests.Manifest(
+            target=handle.name,
+            policy=runner.policy.uuid,
+            batch=batch,
+            created=created,
+            entries=tuple(manifests.entries_for(copies)),
+        )
+    )
+    request = ManifestRequest(
+        policy=runner.policy.uuid,
+        target=handle.name,
+        name=manifests.manifest_name(batch, created),
+        text=text,
+        locators=[c.locator for c in copies],
+    )
+    try:
+        handle.instance.write_manifest(request)
+    except Exception as exc:  # any driver's failure: the copies stand without it
+        log.error(
+            "policy=%s job=%s target %s: the manifest of %d new copies could not be written: %s",
+            runner.policy.uuid,
+            runner.job_id,
+            handle.name,
+            len(copies),
+            getattr(exc, "message", None) or exc,
+        )
+
+
+def _safe(text: str) -> str:
+    """A job id as a file name may hold it."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in text)[:64] or "job"
 
 
 def _confirm(

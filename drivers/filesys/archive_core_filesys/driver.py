@@ -27,9 +27,12 @@ from archive_core import (
     DeleteRequest,
     DriverContext,
     FileOutcome,
+    ManifestRequest,
     Readiness,
     RestoreRequest,
     StatRequest,
+    StoredCopy,
+    StoredManifest,
     VerifyRequest,
     at_least,
     between,
@@ -131,6 +134,10 @@ class FilesysConfig:
     )
 
 
+#: Where the core's manifests are kept under root (a dot directory: never a copy's locator).
+MANIFESTS = ".archive-core/manifests"
+
+
 class FilesysDriver(BaseDriver):
     """Archives to a directory: one plain file per copy, hashed while copied, published atomically.
 
@@ -147,6 +154,7 @@ class FilesysDriver(BaseDriver):
             Capability.DELETE,
             Capability.VERIFY,
             Capability.BULK,
+            Capability.MANIFEST,
         }
     )
     Config = FilesysConfig
@@ -207,6 +215,50 @@ class FilesysDriver(BaseDriver):
                 f"{human_bytes(self.config.min_free_bytes)} floor (min_free_bytes)"
             )
         return Readiness.ready(f"root {root} writable, {human_bytes(free)} free")
+
+    # --- manifests ---------------------------------------------------------------------------
+
+    def write_manifest(self, request: ManifestRequest) -> None:
+        """Publish the manifest under `.archive-core/manifests/` in root, as a copy is
+        published (temporary name, fsync, rename without replacing, fsync of the directory)."""
+        import io
+
+        from archive_core import transfer
+
+        directory = os.path.join(self._root, MANIFESTS)
+        transfer.make_directories(directory, root=self._root)
+        transfer.publish_file(
+            io.BytesIO(request.text.encode("utf-8")),
+            os.path.join(directory, request.name),
+            replace=False,
+            root=self._root,
+        )
+
+    def read_manifests(self) -> Iterator[StoredManifest]:
+        """Every manifest kept in root, unchecked (the core checks each one whole)."""
+        directory = Path(self._root) / MANIFESTS
+        if not directory.is_dir():
+            return
+        for path in sorted(directory.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                yield StoredManifest(name=path.name, text=path.read_text(encoding="utf-8"))
+
+    def list_copies(self) -> Iterator[StoredCopy]:
+        """Every file under root that is a copy: not the manifests, no temporary file."""
+        root = self._root
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                path = os.path.join(folder, name)
+                try:
+                    info = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    locator = os.path.relpath(path, root).replace(os.sep, "/")
+                    yield StoredCopy(locator=locator, size=info.st_size)
 
     # --- stat --------------------------------------------------------------------------------
 

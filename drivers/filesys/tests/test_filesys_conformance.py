@@ -50,6 +50,7 @@ class TestFilesysConformance(DriverContract):
                 Capability.DELETE,
                 Capability.VERIFY,
                 Capability.BULK,
+                Capability.MANIFEST,
             }
         )
 

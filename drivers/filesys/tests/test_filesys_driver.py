@@ -59,6 +59,7 @@ def test_driver_is_found_through_its_entry_point_and_declares_itself() -> None:
         Capability.DELETE,
         Capability.VERIFY,
         Capability.BULK,
+        Capability.MANIFEST,
     }
     assert driver_class.Config is FilesysConfig
 
