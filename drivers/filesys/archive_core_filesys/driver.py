@@ -245,11 +245,15 @@ class FilesysDriver(BaseDriver):
 
     def list_copies(self) -> Iterator[StoredCopy]:
         """Every file under root that is a copy: not the manifests, no temporary file."""
+        from archive_core.transfer import PartialName
+
         root = self._root
         for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            dirs[:] = sorted(d for d in dirs if d != ".archive-core")
             for name in sorted(files):
-                if name.startswith("."):
+                # A copy's name may start with a dot (a source named ".bashrc"): only the
+                # core's own files are passed over, temporary ones and readiness probes.
+                if name.startswith(".archive-core") or PartialName.parse(name) is not None:
                     continue
                 path = os.path.join(folder, name)
                 try:
