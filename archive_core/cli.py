@@ -765,7 +765,7 @@ def scrub(
     """Read archived copies back, the longest unverified first, within a budget per target.
 
     Run it from a timer (see the README): each run goes on where the last one stopped.
-    Exits 1 when a copy read back wrong.
+    Exits 1 when a copy read back wrong (and its policy did not repair it).
     """
     from archive_core.scrub import ScrubBudget
     from archive_core.scrub import scrub as run_scrub
@@ -799,7 +799,11 @@ def scrub(
         )
         for b in bad:
             click.secho(f"bad copy {b.external_id} (policy {b.policy}): {b.error}", fg="red")
-    if bad:
+            if b.repaired:
+                click.echo(f"  repaired from a good copy: now {b.repaired}")
+            elif b.repair_error:
+                click.secho(f"  not repaired: {b.repair_error}", fg="red")
+    if any(not b.repaired for b in bad):
         ctx.exit(EXIT_FAILED)
 
 

@@ -45,6 +45,15 @@ def parse_archive_name(name: str) -> tuple[str | None, str] | None:
     return found["item"], found["sha1"]
 
 
+def source_name(name: str) -> str | None:
+    """A file name that `archive_name` turns into `name` again (its stem and extension);
+    None when `name` is not one `archive_name` made."""
+    found = _NAMED.match(os.path.basename(name))
+    if found is None:
+        return None
+    return found["stem"] + (found["ext"] or "")
+
+
 #: Where a copy goes under a target's root: 'flat' = <name>, 'item' = <item_id>/<name>,
 #: 'date' = YYYY/MM/DD/<name> (`transfer.layout_locator`). Drivers that keep files in
 #: directories offer these alike.

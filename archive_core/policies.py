@@ -102,6 +102,8 @@ class Policy:
     # Copies on distinct targets that must have been read back (or checked by a storage
     # with a trusted checksum) before a file counts as archived; None: no such requirement.
     verified_copies: int | None = None
+    # A scrub writes a bad copy again from a good copy on another of the policy's targets.
+    repair: bool = False
 
 
 def _url_without_password(url: str) -> str:
@@ -163,6 +165,7 @@ class _PolicySection:
     verified_copies: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
     )
+    repair: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -264,6 +267,7 @@ def parse_config(
             targets=tuple(names),
             bulk=p.bulk,
             verified_copies=p.verified_copies or None,
+            repair=p.repair,
         )
     if problems:
         raise ConfigError(problems, source=source)

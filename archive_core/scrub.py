@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
+from archive_core.audit import record_quietly
 from archive_core.errors import ArchiveCoreError, LeaseHolderAlive, LeaseTimeout
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class BadCopy:
     external_id: str
     policy: str
     error: str
+    repaired: str | None = None  # the new copy's external id, when the policy repairs
+    repair_error: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -225,11 +228,35 @@ def _verify(
                     bad=tuple(bad),
                     stopped=f"target {target} could not be read: {result.error}",
                 )
-            bad.append(
-                BadCopy(external_id=record.external_id, policy=policy, error=now.failure or "")
-            )
             plugin.site().hooks.notify("archive_core_copy_bad", copy=now, error=now.failure or "")
+            bad.append(_repaired(plugin, now, policy, target))
     return attrs.evolve(done, verified=verified, bytes=size, bad=tuple(bad))
+
+
+def _repaired(plugin: ArchiveCorePlugin, record: CopyRecord, policy: str, target: str) -> BadCopy:
+    """The bad copy as the report shows it, written again first when its policy repairs."""
+    from archive_core.repair import repair
+
+    bad = BadCopy(external_id=record.external_id, policy=policy, error=record.failure or "")
+    try:
+        if not plugin.site().policy(policy).repair:
+            return bad
+        new = repair(plugin, record, job=f"scrub {target}")
+    except ArchiveCoreError as exc:  # RepairFailed, or the policy is no longer configured
+        log.error("scrub of target %s: %s", target, exc.message)
+        bad = attrs.evolve(bad, repair_error=exc.message)
+    else:
+        bad = attrs.evolve(bad, repaired=new)
+    record_quietly(
+        plugin.site().catalog,
+        log,
+        actor=plugin.actor or f"scrub of target {target}",
+        operation="repair",
+        policy=policy,
+        subject={"bad": bad.external_id, "error": bad.error, "new": bad.repaired},
+        outcome="repaired" if bad.repaired else f"not repaired: {bad.repair_error}",
+    )
+    return bad
 
 
 def _left(

@@ -40,7 +40,7 @@ CORE_LAYERS: list[set[str]] = [
     {"portal"},  # the face Portal sees
     # the site for a driver's operator commands; reading copies back within a budget; a
     # target's catalog entries rebuilt from its manifests
-    {"operator", "scrub", "rebuild"},
+    {"operator", "scrub", "rebuild", "repair"},
     {"cli", "demo", "scaffold", "testing"},  # what people and vendors run
 ]
 

@@ -170,3 +170,57 @@ def test_a_target_another_scrub_holds_is_left_alone(archived):
         [done] = scrub(ArchiveCorePlugin(config), budget=ScrubBudget())
     assert done.verified == 0 and "another scrub runs on it" in (done.stopped or "")
     assert "the other scrub" in done.stopped
+
+
+def _two_targets(tmp_path, *, repair: bool):
+    from archive_core.testing.siteconfig import write_config
+
+    roots = []
+    targets = {}
+    for n in range(2):
+        root = tmp_path / f"archive{n}"
+        root.mkdir()
+        roots.append(root)
+        targets[f"disk{n}"] = {
+            "driver": "filesys",
+            "settings": {"root": str(root), "min_free_bytes": 0},
+        }
+    config = write_config(
+        tmp_path / "archive-core.toml",
+        targets=targets,
+        policies={POLICY: {"targets": ["disk0", "disk1"], "repair": repair}},
+        catalog_url=f"sqlite:///{tmp_path / 'catalog.sqlite'}",
+    )
+    plugin = ArchiveCorePlugin(config)
+    content = os.urandom(SIZE)
+    original = media(tmp_path / "online", "clip.mxf", content)
+    [archived], _, _, _ = plugin.archive([original], POLICY, "job-1")
+    [victim] = [p for p in roots[1].rglob("*") if p.is_file() and ".archive-core" not in str(p)]
+    victim.write_bytes(b"z" * SIZE)
+    return config, archived, content, victim
+
+
+def test_a_policy_that_repairs_writes_a_bad_copy_again_from_a_good_one(tmp_path):
+    config, archived, content, victim = _two_targets(tmp_path, repair=True)
+    bad_id = next(e for e in archived.external_ids if "disk1" in e)
+    result = CliRunner().invoke(main, ["--config", str(config), "scrub", "--target", "disk1"])
+    assert result.exit_code == 0, result.output  # bad, and repaired
+    assert f"bad copy {bad_id}" in result.output and "repaired from a good copy" in result.output
+    assert victim.read_bytes() == content
+    plugin = ArchiveCorePlugin(config)
+    [record] = plugin.site().catalog.copies(target="disk1")
+    assert record.failure is None and record.last_verified is not None
+    trail = [e.operation for e in plugin.site().catalog.audit.entries()]
+    assert trail[-1] == "repair" and {"restore", "delete", "archive"} <= set(trail)
+    back = tmp_path / "back.mxf"
+    plugin.restore(
+        [archived._replace(files=[str(back)], external_ids=[record.external_id])], POLICY
+    )
+    assert back.read_bytes() == content
+
+
+def test_a_policy_that_does_not_repair_leaves_the_bad_copy_and_says_so(tmp_path):
+    config, _archived, content, victim = _two_targets(tmp_path, repair=False)
+    result = CliRunner().invoke(main, ["--config", str(config), "scrub", "--target", "disk1"])
+    assert result.exit_code == 1 and "bad copy" in result.output, result.output
+    assert victim.read_bytes() != content
