@@ -62,7 +62,12 @@ def media(directory: Path, name: str, content: bytes, *, item_id: str = "VX-1") 
 
 
 def files_under(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*") if p.is_file()}
+    """The files under a target's root but the core's own (`.archive-core/`: manifests)."""
+    return {
+        p
+        for p in root.rglob("*")
+        if p.is_file() and ".archive-core" not in p.relative_to(root).parts
+    }
 
 
 def plugin_with_drivers(

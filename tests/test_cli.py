@@ -11,7 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from archive_core.cli import main
-from tests.sites import POLICY, filesys_site, write_config
+from tests.sites import POLICY, files_under, filesys_site, write_config
 
 
 def _run(*args: str):
@@ -73,7 +73,7 @@ def test_archive_restore_verify_delete_round_trip_through_the_portal_face(tmp_pa
 
     deleted = _run("--config", str(config), "delete", "--policy", POLICY, external_id)
     assert deleted.exit_code == 0 and "deleted" in deleted.output
-    assert [p for p in root.rglob("*") if p.is_file()] == []
+    assert files_under(root) == set()
 
 
 def test_verify_fails_with_exit_1_when_a_copy_has_changed(tmp_path):
@@ -81,7 +81,7 @@ def test_verify_fails_with_exit_1_when_a_copy_has_changed(tmp_path):
     source = tmp_path / "a.mov"
     source.write_bytes(b"original")
     assert _run("--config", str(config), "archive", "--policy", POLICY, str(source)).exit_code == 0
-    [stored] = [p for p in root.rglob("*") if p.is_file()]
+    [stored] = files_under(root)
     stored.write_bytes(b"changed!")
     result = _run("--config", str(config), "verify", "--policy", POLICY, "--all")
     assert result.exit_code == 1
@@ -148,7 +148,7 @@ def test_demo_keeps_its_directory_when_asked(tmp_path):
     result = _run("demo", "--dir", str(where))
     assert result.exit_code == 0, result.output
     assert (where / "archive-core.toml").is_file()
-    assert len([p for p in (where / "archive").rglob("*") if p.is_file()]) == 5
+    assert len(files_under(where / "archive")) == 5
     assert Path(where / "restored").is_dir()
 
 

@@ -18,7 +18,7 @@ from archive_core.hooks import hookimpl
 from archive_core.portal import ArchiveCorePlugin
 from archive_core.scrub import ScrubBudget, scrub
 
-from .sites import POLICY, filesys_site, media
+from .sites import POLICY, files_under, filesys_site, media
 
 SIZE = 1000
 
@@ -195,7 +195,7 @@ def _two_targets(tmp_path, *, repair: bool):
     content = os.urandom(SIZE)
     original = media(tmp_path / "online", "clip.mxf", content)
     [archived], _, _, _ = plugin.archive([original], POLICY, "job-1")
-    [victim] = [p for p in roots[1].rglob("*") if p.is_file() and ".archive-core" not in str(p)]
+    [victim] = files_under(roots[1])
     victim.write_bytes(b"z" * SIZE)
     return config, archived, content, victim
 

@@ -14,7 +14,7 @@ from archive_core.errors import ConfigError
 from archive_core.model import FileOutcome
 from archive_core.policies import parse_config
 
-from .sites import POLICY, MemoryDriver, media, plugin_with_drivers
+from .sites import POLICY, MemoryDriver, files_under, media, plugin_with_drivers
 
 
 class CountingFilesys(FilesysDriver):
@@ -187,7 +187,7 @@ def test_a_copy_written_again_is_read_back_again_not_taken_as_verified_from_befo
     original = media(tmp_path / "online", "clip.mxf", os.urandom(5000))
     archived, _, error, _ = site(tmp_path).archive([original], POLICY, "job-1")
     assert archived, error
-    [lost] = [p for p in (tmp_path / "archive-a").rglob("*") if p.is_file()]
+    [lost] = files_under(tmp_path / "archive-a")
     lost.unlink()
     _, not_archived, error, _ = site(tmp_path, first="rotting").archive([original], POLICY, "job-2")
     assert not_archived and "target a: reading the copy back failed" in error, error

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import attrs
 
+#: Where the core keeps its own files under a filesys root (the manifests).
+CORE_DIRECTORY = ".archive-core"
+
 
 @attrs.frozen(kw_only=True)
 class Tree:
@@ -30,13 +33,14 @@ def scan(top: Path) -> Tree:
             entries = list(os.scandir(current))
         except FileNotFoundError:
             continue
+        own = CORE_DIRECTORY in Path(current).relative_to(top).parts
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 directories.append(Path(entry.path))
                 stack.append(Path(entry.path))
             elif entry.name.startswith("."):
                 temporaries.append(Path(entry.path))
-            else:
+            elif not own:  # the core's own files (manifests) are no copies
                 files[Path(entry.path).relative_to(top).as_posix()] = Path(entry.path)
     return Tree(files=files, temporaries=temporaries, directories=directories)
 
@@ -53,7 +57,8 @@ def count_entries(tops: Iterable[Path]) -> tuple[int, int]:
         with entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
+                    if entry.name != CORE_DIRECTORY:
+                        stack.append(entry.path)
                 elif entry.name.startswith("."):
                     hidden += 1
                 else:

@@ -227,6 +227,7 @@ class FilesysDriver(BaseDriver):
 
         directory = os.path.join(self._root, MANIFESTS)
         transfer.make_directories(directory, root=self._root)
+        transfer.sweep_partials(directory)  # what a worker killed mid-manifest left
         transfer.publish_file(
             io.BytesIO(request.text.encode("utf-8")),
             os.path.join(directory, request.name),
