@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from archive_core_tape_ltfs.config import SimulatedCartridge, SimulatorSettings
 from archive_core_tape_ltfs.cost import TB, timing_for
 from archive_core_tape_ltfs.model import FormatRequest, LoadRequest, MountRequest
@@ -15,7 +13,6 @@ DRIVES = 2
 
 
 def test_a_hundred_thousand_files_and_three_terabytes_archive_and_restore_verified(tmp_path):
-    started = time.perf_counter()
     library = SimLibrary.open(
         SimulatorSettings(
             state_dir=tmp_path / "library",
@@ -70,4 +67,3 @@ def test_a_hundred_thousand_files_and_three_terabytes_archive_and_restore_verifi
     # Both drives worked at once: the library took about half the time one drive would.
     one_drive = 2 * restored / timing_for(9).profile.native_rate
     assert makespan(library.timeline()) < 0.6 * one_drive
-    assert time.perf_counter() - started < 30  # 6-9 s on the development VM
