@@ -570,3 +570,8 @@ def drive_lease(target: str, drive: int) -> str:
 def cartridge_lease(target: str, barcode: str) -> str:
     """The lease on a cartridge, taken after its drive's."""
     return f"tape_ltfs:{target}/cartridge/{barcode}"
+
+
+#: The core's manifests on a volume, at its root: `<prefix><manifest name>` (never a copy's
+#: path: archive names never start so). Reconciling a volume passes them over.
+MANIFEST_PREFIX = ".archive-core-manifest."

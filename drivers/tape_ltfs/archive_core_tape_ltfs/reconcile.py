@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from archive_core_tape_ltfs.model import CapturedIndex
+from archive_core_tape_ltfs.model import MANIFEST_PREFIX, CapturedIndex
 
 
 @attrs.frozen(kw_only=True)
@@ -76,7 +76,8 @@ class Drift:
 
 
 def compare(barcode: str, catalogued: Iterable[Catalogued], index: CapturedIndex) -> Drift:
-    on_tape = {f.path: f.size for f in index.files}
+    # The core's manifests are on the volume by design; they are no copies.
+    on_tape = {f.path: f.size for f in index.files if not f.path.startswith(MANIFEST_PREFIX)}
     expected: dict[str, int] = {}
     for copy in catalogued:
         expected[copy.path.lstrip("/")] = copy.size

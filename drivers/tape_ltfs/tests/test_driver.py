@@ -108,10 +108,14 @@ def store_of(kit: Harness) -> MediaStore:
     return kit.site().target(KIT_TARGET).instance._store
 
 
-def files_on(sim: SimLibrary, barcode: str) -> list[tuple[str, int]]:
+def files_on(sim: SimLibrary, barcode: str, *, manifests: bool = False) -> list[tuple[str, int]]:
+    """The copies on a cartridge's volume (with `manifests`, the core's manifests instead)."""
+    from archive_core_tape_ltfs.model import MANIFEST_PREFIX
+
     with sim.engine.transaction(sim.caller) as step:
         volume = step.state.cartridges[barcode].volume
-        return step.files().listing(volume.uuid) if volume else []
+        listed = step.files().listing(volume.uuid) if volume else []
+    return [(p, n) for p, n in listed if p.startswith(MANIFEST_PREFIX) is manifests]
 
 
 def placements(kit: Harness) -> dict[str, Any]:
@@ -264,7 +268,7 @@ def test_read_ahead_keeps_the_drive_streaming_from_a_slow_source(tmp_path, reade
             e
             for d in (0, 1)
             for e in library.timeline(f"drive{d}")
-            if e.operation == "write" and e.bytes
+            if e.operation == "write" and e.bytes >= MiB  # the clips, not the manifest
         ]
         assert sum(e.bytes for e in writes) == 6 * 8 * MiB
         assert (sum(e.backhitches for e in writes) > 0) is back_hitches
@@ -401,6 +405,33 @@ def test_a_policy_with_a_disk_copy_and_a_tape_copy_reports_archived_once_both_re
     sim = SimLibrary.open(structure_library(settings_for(library)["library"]).simulator)
     reads = [e for d in (0, 1) for e in sim.timeline(f"drive{d}") if e.operation == "read"]
     assert len(reads) == 1 and reads[0].bytes == len(content)  # the tape copy, read back
+
+
+def test_each_cartridge_keeps_the_manifest_of_its_copies_and_a_lost_catalog_comes_back(kit, sim):
+
+    from archive_core.rebuild import rebuild
+
+    originals = [kit.media(f"m{n}.mxf", os.urandom(3000 + n)) for n in range(3)]
+    archived = archive(kit, originals)
+    barcode = barcode_of(archived[0])
+    kept = [path for path, _size in files_on(sim, barcode, manifests=True)]
+    assert len(kept) == 1 and kept[0].endswith(".manifest.jsonl")  # one batch, one manifest
+    # The manifest is no drift: a scan of the cartridge finds it agrees with the store.
+    config = _site_config(kit)
+    scanned = _operator(config, "scan", barcode, "--json")
+    assert json.loads(scanned.output)["cartridges"][0]["agrees"], scanned.output
+    site = kit.site()
+    before = {c.external_id: c for c in site.catalog.copies(target=KIT_TARGET)}
+    site.catalog.replace_copies(KIT_TARGET, [])  # the catalog's rows are lost
+    report = rebuild(site, KIT_TARGET, actor="test")
+    assert (report.from_manifests, report.from_names, report.refused) == (3, 0, ())
+    after = {c.external_id: c for c in site.catalog.copies(target=KIT_TARGET)}
+    assert set(after) == set(before)
+    assert all(after[e].placement == before[e].placement for e in before)
+    wanted = [kit.elsewhere(fs) for fs in archived]
+    kit.plugin.restore(wanted, KIT_POLICY)
+    for original, back in zip(originals, wanted, strict=True):
+        assert kit.bytes_of(back) == kit.bytes_of(original)
 
 
 @pytest.mark.parametrize("offline", ["vaulted", "in an import/export slot"])

@@ -11,8 +11,8 @@ from __future__ import annotations
 import collections
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from typing import BinaryIO, ClassVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO, ClassVar, TypeVar
 
 import attrs
 
@@ -27,11 +27,14 @@ from archive_core import (
     DeleteRequest,
     DriverContext,
     FileOutcome,
+    ManifestRequest,
     OfferedPolicy,
     Readiness,
     RestoreItem,
     RestoreRequest,
     StatRequest,
+    StoredCopy,
+    StoredManifest,
     VerifyRequest,
 )
 from archive_core.transfer import (
@@ -43,9 +46,9 @@ from archive_core.transfer import (
 )
 from archive_core_tape_ltfs.driver.archiving import archive_batch
 from archive_core_tape_ltfs.driver.feeding import SourceOpener, open_source
-from archive_core_tape_ltfs.driver.loader import Loader
+from archive_core_tape_ltfs.driver.loader import Loader, Mounted
 from archive_core_tape_ltfs.driver.media import Cartridge, CartridgeState, MediaStore
-from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from, missing
+from archive_core_tape_ltfs.driver.placement import TapeCopy, copies_from, missing, parse_locator
 from archive_core_tape_ltfs.driver.pools import CopyPlan, Pool
 from archive_core_tape_ltfs.driver.reading import (
     Unread,
@@ -58,11 +61,14 @@ from archive_core_tape_ltfs.driver.scanning import scan_cartridge
 from archive_core_tape_ltfs.driver.selection import room_for
 from archive_core_tape_ltfs.driver.settings import TapeLtfsConfig
 from archive_core_tape_ltfs.factory import open_library
+from archive_core_tape_ltfs.model import MANIFEST_PREFIX
 from archive_core_tape_ltfs.port import Library
 from archive_core_tape_ltfs.reconcile import Drift
 from archive_core_tape_ltfs.restore import RestorePlan, WantedFile, Where
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Files per Portal call of a bulk policy when the pool does not say.
 DEFAULT_MAX_FILES = 1000
@@ -80,6 +86,7 @@ class TapeLtfsDriver(BaseDriver):
             Capability.BULK,
             Capability.PLAN,
             Capability.PLACEMENT,
+            Capability.MANIFEST,
         }
     )
     Config = TapeLtfsConfig
@@ -399,6 +406,92 @@ class TapeLtfsDriver(BaseDriver):
         return attrs.evolve(cartridge, state=CartridgeState.RETIRED, reason=reason)
 
     # --- without loading a cartridge -------------------------------------------------------
+
+    # --- manifests --------------------------------------------------------------------------
+
+    def write_manifest(self, request: ManifestRequest) -> None:
+        """The manifest onto every cartridge holding a copy it describes, at the volume's
+        root, synced: each cartridge describes itself. A cartridge that cannot take it (read
+        only, full, not in the library) is named in the error; the others have it."""
+        barcodes = sorted({parse_locator(loc).barcode for loc in request.locators})
+        loader = self._loader("manifest", request.policy, None, purpose=f"manifest {request.name}")
+        data = request.text.encode("utf-8")
+        failed = []
+        for barcode in barcodes:
+            cartridge = self._store.cartridge(barcode)
+            if cartridge is None:
+                failed.append(f"{barcode} (not in the media store)")
+                continue
+            try:
+                mounted = loader.mount(cartridge, waits=True)
+            except ArchiveCoreError as exc:
+                failed.append(f"{barcode} ({exc.message})")
+                continue
+            try:
+                with mounted.mount.open_write(MANIFEST_PREFIX + request.name) as out:
+                    out.write(data)
+                mounted.mount.sync()
+            except ArchiveCoreError as exc:
+                failed.append(f"{barcode} ({exc.message})")
+            finally:
+                loader.release(mounted)
+        if failed:
+            raise ArchiveCoreError(
+                f"Manifest {request.name} could not be written to cartridge(s) {'; '.join(failed)}."
+            )
+
+    def read_manifests(self) -> Iterator[StoredManifest]:
+        """Every manifest on every cartridge of the target's pools in the library (each one
+        mounted, read only): the way back when the catalog is lost."""
+
+        def manifests_on(mounted: Mounted) -> list[StoredManifest]:
+            found = []
+            for path, _size in mounted.mount.files():
+                if path.startswith(MANIFEST_PREFIX):
+                    with mounted.mount.open_read(path) as fh:
+                        text = fh.read().decode("utf-8", errors="replace")
+                    found.append(StoredManifest(name=path.removeprefix(MANIFEST_PREFIX), text=text))
+            return found
+
+        yield from self._on_each_volume("read manifests", manifests_on)
+
+    def list_copies(self) -> Iterator[StoredCopy]:
+        """Every file on every cartridge of the target's pools in the library, but manifests."""
+
+        def copies_on(mounted: Mounted) -> list[StoredCopy]:
+            return [
+                StoredCopy(locator=f"{mounted.barcode}/{path}", size=size)
+                for path, size in mounted.mount.files()
+                if not path.startswith(MANIFEST_PREFIX)
+            ]
+
+        yield from self._on_each_volume("list copies", copies_on)
+
+    def _on_each_volume(self, what: str, visit: Callable[[Mounted], list[T]]) -> Iterator[T]:
+        """`visit` each cartridge of the pools that is in the library, mounted read-only in
+        turn (one the media store lost is taken by its volume, when this driver wrote it)."""
+        loader = self._loader("scan", "", None, purpose=f"{what} of the target")
+        online = set(self._port().changer.inventory().data_barcodes())
+        pools = [p for plan in self._plans.values() for p in plan.pools]
+        for barcode in sorted(online):
+            pool = next((p for p in pools if p.holds(barcode)), None)
+            if pool is None:
+                continue
+            cartridge = self._store.cartridge(barcode)
+            name = f"archive-core {pool.name}"
+            try:
+                if cartridge is not None:
+                    mounted = loader.mount(cartridge, read_only=True)
+                else:
+                    mounted = loader.open_unrecorded(barcode, name=name, may_format=False)
+            except ArchiveCoreError as exc:
+                logger.warning("%s: cartridge %s skipped: %s", what, barcode, exc.message)
+                continue
+            try:
+                found = visit(mounted) if mounted.volume.name == name or cartridge else []
+            finally:
+                loader.release(mounted)
+            yield from found
 
     def stat(self, request: StatRequest) -> Iterator[FileOutcome]:
         for ref in request.items:
