@@ -24,8 +24,10 @@ def filesys_site(
     copies: int = 1,
     catalog_url: str | None = None,
     portal: Mapping[str, Any] | None = None,
+    policy: Mapping[str, Any] | None = None,
 ) -> tuple[Path, list[Path]]:
-    """A config with one policy archiving to `copies` filesys targets; returns (config, roots)."""
+    """A config with one policy archiving to `copies` filesys targets (`policy`: more of its
+    settings); returns (config, roots)."""
     roots = []
     targets = {}
     for n in range(copies):
@@ -39,7 +41,7 @@ def filesys_site(
     config = write_config(
         tmp_path / "archive-core.toml",
         targets=targets,
-        policies={POLICY: {"name": "Test archive", "targets": list(targets)}},
+        policies={POLICY: {"name": "Test archive", "targets": list(targets), **(policy or {})}},
         catalog_url=catalog_url or f"sqlite:///{tmp_path / 'catalog.sqlite'}",
         portal=portal,
     )

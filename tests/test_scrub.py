@@ -173,24 +173,7 @@ def test_a_target_another_scrub_holds_is_left_alone(archived):
 
 
 def _two_targets(tmp_path, *, repair: bool):
-    from archive_core.testing.siteconfig import write_config
-
-    roots = []
-    targets = {}
-    for n in range(2):
-        root = tmp_path / f"archive{n}"
-        root.mkdir()
-        roots.append(root)
-        targets[f"disk{n}"] = {
-            "driver": "filesys",
-            "settings": {"root": str(root), "min_free_bytes": 0},
-        }
-    config = write_config(
-        tmp_path / "archive-core.toml",
-        targets=targets,
-        policies={POLICY: {"targets": ["disk0", "disk1"], "repair": repair}},
-        catalog_url=f"sqlite:///{tmp_path / 'catalog.sqlite'}",
-    )
+    config, roots = filesys_site(tmp_path, copies=2, policy={"repair": repair})
     plugin = ArchiveCorePlugin(config)
     content = os.urandom(SIZE)
     original = media(tmp_path / "online", "clip.mxf", content)
