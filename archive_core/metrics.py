@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +32,35 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 
 
+#: Set once counting failed in this process: the rest of its jobs go uncounted, not logged
+#: again for every file.
+_off = threading.Event()
+
+
 @functools.cache
 def _instruments() -> dict[str, Any] | None:
-    """The process's counters, made on first use; None without prometheus-client."""
+    """The process's counters, made on first use; None without prometheus-client (or once
+    counting failed)."""
+    if _off.is_set():
+        return None
     try:
         import prometheus_client as prom
     except ImportError:
         return None
+    try:
+        return _made(prom)
+    except Exception:  # a PROMETHEUS_MULTIPROC_DIR that is no directory, say: never a job's end
+        log.exception("metrics are off in this process: they could not be set up")
+        return None
+
+
+def _turn_off(why: str) -> None:
+    log.exception("metrics are off in this process: %s", why)
+    _off.set()
+    _instruments.cache_clear()
+
+
+def _made(prom: Any) -> dict[str, Any]:
     labels = ("operation", "policy", "target")
     return {
         "files": prom.Counter(
@@ -67,6 +90,15 @@ def observe_files(
     instruments = _instruments()
     if instruments is None:
         return
+    try:
+        _count(instruments, operation, policy, target, outcomes)
+    except Exception:  # the metrics directory full or gone: the job goes on uncounted
+        _turn_off("files could not be counted")
+
+
+def _count(
+    instruments: dict[str, Any], operation: str, policy: str, target: str, outcomes: Any
+) -> None:
     for outcome in outcomes:
         labels = (operation, policy, target)
         if outcome.ok:
@@ -81,8 +113,12 @@ def observe_files(
 
 def observe_job(operation: str, policy: str, seconds: float) -> None:
     instruments = _instruments()
-    if instruments is not None:
+    if instruments is None:
+        return
+    try:
         instruments["duration"].labels(operation, policy).observe(seconds)
+    except Exception:  # as for the files: never a job's end
+        _turn_off("a job's duration could not be kept")
 
 
 class SiteCollector:

@@ -119,3 +119,12 @@ def test_metrics_serve_answers_a_scrape(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_metrics_directory_that_is_missing_never_fails_a_job(tmp_path):
+    config, _roots = filesys_site(tmp_path)
+    source = tmp_path / "f.bin"
+    source.write_bytes(os.urandom(100))
+    done = _archive(config, _env(tmp_path / "no-such-directory"), source)
+    assert done.returncode == 0, done.stderr
+    assert "metrics are off in this process" in done.stderr
