@@ -434,6 +434,69 @@ def test_each_cartridge_keeps_the_manifest_of_its_copies_and_a_lost_catalog_come
         assert kit.bytes_of(back) == kit.bytes_of(original)
 
 
+def test_a_scrub_reads_the_tape_copies_back_and_finds_a_bad_one(kit, sim):
+    from archive_core.scrub import ScrubBudget, scrub
+
+    originals = [kit.media(f"s{n}.mxf", os.urandom(2000 + n)) for n in range(3)]
+    archived = archive(kit, originals)
+    [first] = scrub(kit.plugin, budget=ScrubBudget())
+    assert (first.verified, first.bad, first.stopped) == (3, (), None)
+    path = archived[1].external_ids[0].split("/", 4)[4]
+    sim.inject(kind="read_error", barcode=barcode_of(archived[1]), path=path)
+    [second] = scrub(kit.plugin, budget=ScrubBudget())
+    assert second.verified == 2 and [b.external_id for b in second.bad] == [
+        archived[1].external_ids[0]
+    ], second
+    assert kit.site().catalog.copy(archived[1].external_ids[0]).failure
+
+
+def test_a_bad_tape_copy_is_repaired_from_the_disk_copy(tmp_path):
+    """A policy keeping a disk and a tape copy with `repair = true`: a tape copy that reads
+    back wrong is written to tape again from the disk copy, and reads back right after."""
+    import hashlib
+
+    from archive_core.portal import ArchiveCorePlugin
+    from archive_core.scrub import ScrubBudget, scrub
+    from archive_core.testing.fileset import FileSet
+    from archive_core.testing.siteconfig import write_config
+
+    disk, library = tmp_path / "disk", tmp_path / "library"
+    disk.mkdir()
+    policy = "0c0ffee0-4b1d-4c0d-9e57-0000000000d3"
+    config = write_config(
+        tmp_path / "archive-core.toml",
+        targets={
+            "disk": {"driver": "filesys", "settings": {"root": str(disk), "min_free_bytes": 0}},
+            "tape": {"driver": "tape_ltfs", "settings": settings_for(library)},
+        },
+        policies={policy: {"targets": ["disk", "tape"], "repair": True}},
+    )
+    plugin = ArchiveCorePlugin(config)
+    online = tmp_path / "clip.mxf"
+    content = os.urandom(5000)
+    online.write_bytes(content)
+    original = FileSet(
+        files=[str(online)],
+        external_ids=[],
+        item_id="VX-1",
+        sha1=hashlib.sha1(content).hexdigest(),
+        shape_id="VX-2",
+        component_id="VX-3",
+    )
+    [archived], _, _, _ = plugin.archive([original], policy, "job-1")
+    tape_id = next(e for e in archived.external_ids if e.startswith("ltfs://"))
+    sim = SimLibrary.open(structure_library(settings_for(library)["library"]).simulator)
+    sim.inject(kind="read_error", barcode=tape_id.split("/")[3], path=tape_id.split("/", 4)[4])
+    [done] = scrub(plugin, budget=ScrubBudget(), targets=["tape"])
+    [bad] = done.bad
+    assert bad.external_id == tape_id and bad.repaired, bad
+    [record] = plugin.site().catalog.copies(target="tape")
+    assert record.failure is None and record.last_verified is not None
+    back = tmp_path / "back.mxf"
+    plugin.restore([archived._replace(files=[str(back)], external_ids=[bad.repaired])], policy)
+    assert back.read_bytes() == content
+
+
 @pytest.mark.parametrize("offline", ["vaulted", "in an import/export slot"])
 def test_an_offline_cartridge_is_never_chosen_for_writing(kit, sim, offline):
     [first] = archive(kit, [kit.media("first.bin", os.urandom(3000))])
