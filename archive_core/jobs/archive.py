@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -233,7 +234,7 @@ def _archive_to(
 
 
 def write_manifest(
-    runner: JobContext, handle: TargetHandle, copies: list[CopyRecord], created
+    runner: JobContext, handle: TargetHandle, copies: list[CopyRecord], created: dt.datetime
 ) -> None:
     """The batch's new copies described beside them on the target (drivers that declare
     `manifest`). A manifest that cannot be written is logged: the copies are archived and in
