@@ -41,6 +41,8 @@ GiB = 2**30
 MAX_OPEN_FILES = 64
 #: Segments in memory at most, whatever their size (empty and tiny files count too).
 MAX_SEGMENTS = 1024
+#: How long closing the feed waits for each of its threads.
+CLOSE_WAIT_SECONDS = 10.0
 
 
 @attrs.frozen(kw_only=True)
@@ -510,7 +512,15 @@ class Feed:
             self._stopped = True
             self._lock.notify_all()
         for thread in self._threads:
-            thread.join()
+            # A thread stuck in a source's open or read (a hung network mount) is left to
+            # finish on its own: it closes what it opens once it sees the feed stopped.
+            thread.join(CLOSE_WAIT_SECONDS)
+            if thread.is_alive():
+                logger.warning(
+                    "%s: %s is still in a source's open or read; left to end by itself",
+                    self._context,
+                    thread.name,
+                )
         for file in self._files:
             if file.source is not None and file.released_at is None:
                 with contextlib.suppress(OSError):
