@@ -66,9 +66,24 @@ def render(manifest: Manifest) -> str:
             }
         )
     ]
-    for entry in manifest.entries:
-        values = attrs.asdict(entry)
-        values["time"] = entry.time.astimezone(dt.UTC).isoformat()
+    stamps: dict[dt.datetime, str] = {}  # a batch's copies share their time: made once
+    for e in manifest.entries:
+        stamp = stamps.get(e.time)
+        if stamp is None:
+            stamp = stamps[e.time] = e.time.astimezone(dt.UTC).isoformat()
+        # By hand, not attrs.asdict: this runs once per copy of every batch.
+        values = {
+            "external_id": e.external_id,
+            "locator": e.locator,
+            "name": e.name,
+            "item_id": e.item_id,
+            "sha1": e.sha1,
+            "sha256": e.sha256,
+            "size": e.size,
+            "time": stamp,
+            "placement": e.placement,
+            "portal_ids": dict(e.portal_ids),
+        }
         lines.append(_line(values))
     body = "".join(lines)
     trailer = {

@@ -381,9 +381,19 @@ def prefault(size: int) -> None:
     del scratch
 
 
+def copies_under(dest: Path) -> list[str]:
+    """The files under `dest`, but archive-core's own (`.archive-core/`: the manifests)."""
+    names = []
+    for directory, dirs, files in os.walk(dest):
+        if ".archive-core" in dirs:
+            dirs.remove(".archive-core")
+        names += [os.path.join(directory, f) for f in files]
+    return names
+
+
 def check_copies(case: Case, dest: Path) -> None:
     """Every tool must have produced a full copy (else its time means nothing)."""
-    names = [os.path.join(d, f) for d, _, files in os.walk(dest) for f in files]
+    names = copies_under(dest)
     leftovers = [n for n in names if n.endswith(".partial")]
     if leftovers:
         raise SystemExit(f"{dest}: temporary files left behind: {leftovers[:3]}")
