@@ -360,31 +360,26 @@ def test_a_cartridge_stays_in_its_drive_for_the_next_batch_and_the_restore_after
     assert not [e for e in sim.timeline(f"drive{parked.index}") if e.operation == "unload"]
 
 
-def test_a_policy_with_a_disk_copy_and_a_tape_copy_reports_archived_once_both_read_back(
-    tmp_path,
-):
-    """The purge interlock across drivers: `verified_copies = 2` on a policy writing to a
-    filesys target and to the tape library; the tape copy is read back from the cartridge
-    before Portal is told the file is archived."""
+def disk_and_tape(tmp_path: Path, policy: str, **settings: Any):
+    """A site whose policy keeps a copy on a filesys target and one on the tape library
+    (`settings`: more of the policy's), and a file to archive: (plugin, FileSet, its bytes,
+    the library's state directory)."""
     import hashlib
 
     from archive_core.portal import ArchiveCorePlugin
     from archive_core.testing.fileset import FileSet
     from archive_core.testing.siteconfig import write_config
 
-    disk = tmp_path / "disk"
+    disk, library = tmp_path / "disk", tmp_path / "library"
     disk.mkdir()
-    library = tmp_path / "library"
-    policy = "0c0ffee0-4b1d-4c0d-9e57-0000000000d2"
     config = write_config(
         tmp_path / "archive-core.toml",
         targets={
             "disk": {"driver": "filesys", "settings": {"root": str(disk), "min_free_bytes": 0}},
             "tape": {"driver": "tape_ltfs", "settings": settings_for(library)},
         },
-        policies={policy: {"targets": ["disk", "tape"], "verified_copies": 2}},
+        policies={policy: {"targets": ["disk", "tape"], **settings}},
     )
-    plugin = ArchiveCorePlugin(config)
     online = tmp_path / "online" / "clip.mxf"
     online.parent.mkdir()
     content = os.urandom(6000)
@@ -397,6 +392,17 @@ def test_a_policy_with_a_disk_copy_and_a_tape_copy_reports_archived_once_both_re
         shape_id="VX-2",
         component_id="VX-3",
     )
+    return ArchiveCorePlugin(config), original, content, library
+
+
+def test_a_policy_with_a_disk_copy_and_a_tape_copy_reports_archived_once_both_read_back(
+    tmp_path,
+):
+    """The purge interlock across drivers: `verified_copies = 2` on a policy writing to a
+    filesys target and to the tape library; the tape copy is read back from the cartridge
+    before Portal is told the file is archived."""
+    policy = "0c0ffee0-4b1d-4c0d-9e57-0000000000d2"
+    plugin, original, content, library = disk_and_tape(tmp_path, policy, verified_copies=2)
     archived, not_archived, error, _ = plugin.archive([original], policy, "job-1")
     assert archived and not not_archived, error
     copies = plugin.site().catalog.copies(policy=policy)
@@ -453,36 +459,10 @@ def test_a_scrub_reads_the_tape_copies_back_and_finds_a_bad_one(kit, sim):
 def test_a_bad_tape_copy_is_repaired_from_the_disk_copy(tmp_path):
     """A policy keeping a disk and a tape copy with `repair = true`: a tape copy that reads
     back wrong is written to tape again from the disk copy, and reads back right after."""
-    import hashlib
-
-    from archive_core.portal import ArchiveCorePlugin
     from archive_core.scrub import ScrubBudget, scrub
-    from archive_core.testing.fileset import FileSet
-    from archive_core.testing.siteconfig import write_config
 
-    disk, library = tmp_path / "disk", tmp_path / "library"
-    disk.mkdir()
     policy = "0c0ffee0-4b1d-4c0d-9e57-0000000000d3"
-    config = write_config(
-        tmp_path / "archive-core.toml",
-        targets={
-            "disk": {"driver": "filesys", "settings": {"root": str(disk), "min_free_bytes": 0}},
-            "tape": {"driver": "tape_ltfs", "settings": settings_for(library)},
-        },
-        policies={policy: {"targets": ["disk", "tape"], "repair": True}},
-    )
-    plugin = ArchiveCorePlugin(config)
-    online = tmp_path / "clip.mxf"
-    content = os.urandom(5000)
-    online.write_bytes(content)
-    original = FileSet(
-        files=[str(online)],
-        external_ids=[],
-        item_id="VX-1",
-        sha1=hashlib.sha1(content).hexdigest(),
-        shape_id="VX-2",
-        component_id="VX-3",
-    )
+    plugin, original, content, library = disk_and_tape(tmp_path, policy, repair=True)
     [archived], _, _, _ = plugin.archive([original], policy, "job-1")
     tape_id = next(e for e in archived.external_ids if e.startswith("ltfs://"))
     sim = SimLibrary.open(structure_library(settings_for(library)["library"]).simulator)
