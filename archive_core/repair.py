@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("archive_core.repair")
 
 
-class _FileSet(NamedTuple):
-    """One file as the jobs take it (the shape of Portal's FileSets)."""
+class JobFile(NamedTuple):
+    """One file as the jobs take it (the shape of Portal's FileSets); the scrub's too."""
 
     files: tuple[str, ...]
     external_ids: tuple[str, ...]
@@ -59,7 +59,7 @@ def repair(plugin: ArchiveCorePlugin, bad: CopyRecord, *, job: str) -> str:
     try:
         copy = str(folder / name)
 
-        def step(operation: str, file_set: _FileSet, what: str) -> Any:
+        def step(operation: str, file_set: JobFile, what: str) -> Any:
             report = plugin.run(operation, [file_set], policy.uuid, f"{job} repair")
             [result] = report.results
             if not result.ok:
@@ -68,26 +68,26 @@ def repair(plugin: ArchiveCorePlugin, bad: CopyRecord, *, job: str) -> str:
 
         step(
             "verify",
-            _FileSet((), (good.external_id,), good.item_id, bad.sha1),
+            JobFile((), (good.external_id,), good.item_id, bad.sha1),
             "reading the good copy back",
         )
         step(
             "restore",
-            _FileSet((copy,), (good.external_id,), good.item_id, bad.sha1),
+            JobFile((copy,), (good.external_id,), good.item_id, bad.sha1),
             "restoring the good copy",
         )
         step(
             "delete",
-            _FileSet((), (bad.external_id,), bad.item_id, bad.sha1),
+            JobFile((), (bad.external_id,), bad.item_id, bad.sha1),
             "removing the bad copy",
         )
-        archived = step("archive", _FileSet((copy,), (), bad.item_id, bad.sha1), "writing it again")
+        archived = step("archive", JobFile((copy,), (), bad.item_id, bad.sha1), "writing it again")
         new = next((e for e in archived.external_ids if _target_of(e) == bad.target), None)
         if new is None:
             raise RepairFailed(
                 f"Repairing {bad.external_id}: the archive wrote no copy on target {bad.target}."
             )
-        step("verify", _FileSet((), (new,), bad.item_id, bad.sha1), "reading the new copy back")
+        step("verify", JobFile((), (new,), bad.item_id, bad.sha1), "reading the new copy back")
         log.info("repaired %s from %s as %s", bad.external_id, good.external_id, new)
         return new
     finally:

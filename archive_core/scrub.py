@@ -17,12 +17,13 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from archive_core.audit import record_quietly
 from archive_core.errors import ArchiveCoreError, LeaseHolderAlive, LeaseTimeout
+from archive_core.repair import JobFile
 
 if TYPE_CHECKING:
     from archive_core.catalog import CopyRecord
@@ -44,15 +45,6 @@ class ScrubBudget:
 
     max_bytes: int | None = None
     max_seconds: float | None = None
-
-
-class _Copy(NamedTuple):
-    """A copy as the verify operation takes it (the shape of one of Portal's FileSets)."""
-
-    external_ids: tuple[str, ...]
-    item_id: str | None
-    sha1: str | None
-    files: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -200,7 +192,7 @@ def _verify(
     verified, size, bad = done.verified, done.bytes, list(done.bad)
     catalog = plugin.site().catalog
     for policy, records in by_policy.items():
-        copies = [_Copy((r.external_id,), r.item_id, r.sha1) for r in records]
+        copies = [JobFile((), (r.external_id,), r.item_id, r.sha1) for r in records]
         try:
             report = plugin.run("verify", copies, policy, f"scrub {target}")
         except ArchiveCoreError as exc:
