@@ -1,0 +1,1 @@
+"""Stand-in for Portal's themes package."""
