@@ -119,36 +119,48 @@ class AuditTrail:
         """Append a `config` entry when the site's configuration differs from the one the
         last such entry saw (None: the same). Checked and appended in one transaction, so
         workers starting together with a new config record it once."""
+
+        def work(conn: Any, t: Any) -> AuditEntry | None:
+            return self.config_entry(conn, t, config, actor=actor)
+
+        return self._catalog._run(work, write=True)
+
+    def config_entry(
+        self,
+        conn: Any,
+        t: Any,
+        config: Any,
+        *,
+        actor: str,
+        saved: int | None = None,
+    ) -> AuditEntry | None:
+        """Within a transaction of the catalog's: append the `config` entry for `config`
+        if it differs from the last one recorded; `saved` is the configuration version whose
+        save this records (always recorded, changed or not)."""
         import sqlalchemy as sa
 
         fingerprint = config_fingerprint(config)
-
-        def work(conn: Any, t: Any) -> AuditEntry | None:
-            self._lock(conn)
-            query = (
-                sa.select(t.audit.c.subject)
-                .where(t.audit.c.operation == "config")
-                .order_by(t.audit.c.id.desc())
-                .limit(1)
-            )
-            last = conn.execute(query).scalar()
-            before = json.loads(last).get("fingerprint") if last else None
-            if before == fingerprint:
-                return None
-            changes = config_changes(before, fingerprint)
-            subject = {"source": config.source, "changes": changes, "fingerprint": fingerprint}
+        self._lock(conn)
+        query = (
+            sa.select(t.audit.c.subject)
+            .where(t.audit.c.operation == "config")
+            .order_by(t.audit.c.id.desc())
+            .limit(1)
+        )
+        last = conn.execute(query).scalar()
+        before = json.loads(last).get("fingerprint") if last else None
+        if before == fingerprint and saved is None:
+            return None
+        changes = config_changes(before, fingerprint)
+        subject = {"source": config.source, "changes": changes, "fingerprint": fingerprint}
+        if saved is not None:
+            subject["version"] = saved
+            outcome = f"saved as version {saved}"
+        else:
             outcome = "first seen" if before is None else "changed"
-            return self._append(
-                conn,
-                t,
-                actor=actor,
-                operation="config",
-                policy=None,
-                subject=subject,
-                outcome=outcome,
-            )
-
-        return self._catalog._run(work, write=True)
+        return self._append(
+            conn, t, actor=actor, operation="config", policy=None, subject=subject, outcome=outcome
+        )
 
     @staticmethod
     def _lock(conn: Any) -> None:
@@ -318,12 +330,15 @@ def config_fingerprint(config: Any) -> dict[str, Any]:
         name: {
             "driver": target.driver,
             "settings": {key: _digest(value) for key, value in sorted(target.settings.items())},
+            # Only when set, so the fingerprints of configs from before stay the same.
+            **({"disabled": True} if target.disabled else {}),
         }
         for name, target in sorted(config.targets.items())
     }
     policies = {
         uuid: _digest(
             [p.name, list(p.targets), attrs.asdict(p.bulk) if p.bulk else None, p.verified_copies]
+            + (["disabled"] if p.disabled else [])
         )
         for uuid, p in sorted(config.policies.items())
     }
@@ -352,6 +367,8 @@ def config_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -
         )
         if was["driver"] != now["driver"]:
             keys = ["driver", *keys]
+        if was.get("disabled") != now.get("disabled"):
+            keys = ["disabled", *keys]
         if keys:
             changed[name] = keys
     old_p, new_p = before.get("policies", {}), after["policies"]

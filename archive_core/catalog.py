@@ -33,6 +33,7 @@ from archive_core.workers import WorkerId
 
 if TYPE_CHECKING:
     from archive_core.audit import AuditTrail
+    from archive_core.configstore import ConfigVersions
     from archive_core.leases import Leases
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,29 @@ class JournalRow:
     error: str | None
 
 
+@attrs.frozen(kw_only=True)
+class RecentBatch:
+    """One batch as the overview lists it: whose, what, how far, how it ended."""
+
+    id: str
+    job_id: str | None
+    policy: str
+    target: str
+    operation: str
+    state: str
+    files: int
+    done: int
+    failed: int
+    started: dt.datetime
+    finished: dt.datetime | None
+
+
+@attrs.frozen(kw_only=True)
+class Recent:
+    batches: tuple[RecentBatch, ...]
+    failures: tuple[JournalRow, ...]
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -185,6 +209,7 @@ class Catalog:
         self._heartbeat: _Heartbeat | None = None
         self._leases: Leases | None = None
         self._audit: AuditTrail | None = None
+        self._config_versions: ConfigVersions | None = None
 
     def __repr__(self) -> str:
         return f"<Catalog {self.safe_url()}>"
@@ -202,6 +227,16 @@ class Catalog:
 
                 self._audit = AuditTrail(self)
             return self._audit
+
+    @property
+    def config_versions(self) -> ConfigVersions:
+        """The site's configuration versions kept here (`archive_core.configstore`)."""
+        with self._lock:
+            if self._config_versions is None:
+                from archive_core.configstore import ConfigVersions
+
+                self._config_versions = ConfigVersions(self)
+            return self._config_versions
 
     @property
     def leases(self) -> Leases:
@@ -962,6 +997,21 @@ class Catalog:
 
         return self._run(work, write=False)
 
+    def recent(self, *, batches: int = 20, failures: int = 50) -> Recent:
+        """The last `batches` batches (newest first) and the last `failures` files that
+        failed, with their messages: what an admin's overview shows. Two bounded queries."""
+        import sqlalchemy as sa
+
+        def work(conn, t) -> Recent:
+            b, j = t.batches, t.journal
+            query = sa.select(b).order_by(b.c.started.desc(), b.c.id.desc()).limit(batches)
+            last = [_record(RecentBatch, r) for r in conn.execute(query).mappings()]
+            query = sa.select(j).where(j.c.state == FAILED).order_by(j.c.id.desc()).limit(failures)
+            failed = [_record(JournalRow, r) for r in conn.execute(query).mappings()]
+            return Recent(batches=tuple(last), failures=tuple(failed))
+
+        return self._run(work, write=False)
+
     def prune(
         self, *, done_before: dt.datetime, failed_before: dt.datetime, dry_run: bool = False
     ) -> Pruned:
@@ -1392,6 +1442,17 @@ def _schema(sa):
         sa.Column("last_id", sa.BigInteger, nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
     )
+    # Versions of the targets and policies (archive_core.configstore), numbered without gaps.
+    config_versions = sa.Table(
+        "archive_core_config_versions",
+        metadata,
+        sa.Column("number", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("at", ts, nullable=False),
+        sa.Column("actor", sa.String(255), nullable=False),
+        sa.Column("comment", sa.Text, nullable=False),
+        sa.Column("document", sa.Text, nullable=False),  # JSON
+        sa.Column("digest", sa.String(64), nullable=False),
+    )
     return _Tables(
         metadata=metadata,
         copies=copies,
@@ -1403,6 +1464,7 @@ def _schema(sa):
         lease_waiters=lease_waiters,
         audit=audit,
         audit_head=audit_head,
+        config_versions=config_versions,
         progress=_progress(sa, batches),
     )
 
@@ -1438,6 +1500,7 @@ class _Tables:
     lease_waiters: Any
     audit: Any
     audit_head: Any
+    config_versions: Any
     progress: Any  # the statement counting a group of results in its batch
 
 

@@ -934,5 +934,14 @@ def demo(keep: bool, where: Path | None) -> None:
     sys.exit(0 if ok else EXIT_FAILED)
 
 
+def _add_command_modules() -> None:
+    # At the end: those modules take this one's helpers when their commands run.
+    from archive_core.configcli import config
+
+    main.add_command(config)
+
+
+_add_command_modules()
+
 if __name__ == "__main__":
     main()

@@ -169,14 +169,18 @@ def setting(
     default: Any = attrs.NOTHING,
     secret: bool = False,
     advanced: bool = False,
+    confined: bool = False,
     validator: Any = None,
     converter: Any = None,
     factory: Any = None,
 ) -> Any:
-    """An attrs field with the metadata the core uses for docs, checks and masking.
+    """An attrs field with the metadata the core uses for docs, checks, forms and masking.
 
     Secret settings are typed `archive_core.secret.Secret` and are given by reference in the
-    config (`env:NAME`, `file:PATH`); they never appear in repr.
+    config (`env:NAME`, `file:PATH`); they never appear in repr. A `confined` setting is a
+    path the core refuses unless it lies under one of the site's `[config] allowed_roots`
+    (where the site sets them): whoever edits targets in Portal's pages cannot point the
+    driver at the rest of the machine.
     """
     return attrs.field(
         default=default if factory is None else attrs.NOTHING,
@@ -184,7 +188,7 @@ def setting(
         validator=validator,
         converter=converter,
         repr=not secret,
-        metadata={"help": help, "secret": secret, "advanced": advanced},
+        metadata={"help": help, "secret": secret, "advanced": advanced, "confined": confined},
     )
 
 
@@ -243,6 +247,7 @@ class SettingInfo:
     default: Any
     secret: bool
     advanced: bool
+    confined: bool = False
 
 
 def describe_config(config_cls: type) -> list[SettingInfo]:
@@ -263,6 +268,7 @@ def describe_config(config_cls: type) -> list[SettingInfo]:
                 default=None if required or field.metadata.get("secret") else default,
                 secret=bool(field.metadata.get("secret", False)),
                 advanced=bool(field.metadata.get("advanced", False)),
+                confined=bool(field.metadata.get("confined", False)),
             )
         )
     return infos

@@ -44,8 +44,18 @@ class ArchiveCoreError(Exception):
 class ConfigError(ArchiveCoreError):
     """The admin's configuration is wrong; `problems` holds every `path: message` line at once."""
 
-    def __init__(self, problems: Iterable[str], *, source: str | None = None, **fields) -> None:
+    def __init__(
+        self,
+        problems: Iterable[str],
+        *,
+        source: str | None = None,
+        from_catalog: bool = False,
+        **fields,
+    ) -> None:
         self.problems = tuple(problems)
+        # The configuration is in the catalog, which could not be read: trying again later
+        # may succeed without anything being changed.
+        self.from_catalog = from_catalog
         where = f" in {source}" if source else ""
         count = len(self.problems)
         head = f"archive-core configuration{where} has {count} problem{'s' if count != 1 else ''}:"
@@ -54,6 +64,19 @@ class ConfigError(ArchiveCoreError):
 
 class PolicyNotFound(ArchiveCoreError):
     """Portal named a policy uuid that the configuration does not define."""
+
+
+class PolicyDisabled(ArchiveCoreError):
+    """An admin disabled the policy or one of its targets: new archives are refused."""
+
+
+class ConfigConflict(ArchiveCoreError):
+    """A configuration was saved on top of a version that is no longer the latest."""
+
+    def __init__(self, message: str, *, based_on: int, latest: int) -> None:
+        super().__init__(message)
+        self.based_on = based_on
+        self.latest = latest
 
 
 class DriverUnavailable(ArchiveCoreError):

@@ -90,6 +90,8 @@ class Target:
     settings: Mapping[str, Any] = attrs.field(repr=False)
     path: str  # where it was declared, for error messages: "targets.nearline"
     verified_copies: int | None = None  # of the policies its driver offers
+    # An admin took it out of service: no new archives to it; restore and delete still work.
+    disabled: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +106,59 @@ class Policy:
     verified_copies: int | None = None
     # A scrub writes a bad copy again from a good copy on another of the policy's targets.
     repair: bool = False
+    # Refuses new archives; what it archived can still be restored and deleted.
+    disabled: bool = False
+
+
+#: Where a site's targets and policies come from (`ConfigSource.kind`).
+FILE, CATALOG = "file", "catalog"
+
+
+@attrs.frozen(kw_only=True)
+class ConfigVersion:
+    """One saved version of the targets and policies kept in the catalog."""
+
+    number: int  # 1, 2, ... without gaps
+    at: Any  # datetime (UTC) of the save
+    actor: str  # who saved it: the Portal user, or the user at the command line
+    comment: str
+    document: Mapping[str, Any] = attrs.field(repr=False)  # {"targets": ..., "policies": ...}
+    digest: str  # sha256 of the document's canonical JSON
+
+
+@attrs.frozen(kw_only=True)
+class ConfigSource:
+    """Where this site's targets and policies came from, and why: shown on the overview."""
+
+    kind: str  # FILE or CATALOG
+    file: str | None  # the bootstrap file (the catalog's location, and with FILE everything)
+    why: str
+    version: ConfigVersion | None = None  # CATALOG: the version in use (None: none saved yet)
+
+    def describe(self) -> str:
+        if self.kind == FILE:
+            return f"the file {self.file} ({self.why})"
+        if self.version is None:
+            return f"the catalog, where no version is saved yet ({self.why})"
+        v = self.version
+        return f"the catalog, version {v.number} saved by {v.actor} ({self.why})"
+
+
+def choose_source(declared: str | None, file_defines_targets: bool) -> tuple[str, str]:
+    """The one rule for which source's targets and policies a site uses, with the reason.
+
+    `[config] source` in the bootstrap file decides when set. Unset, a file that declares
+    targets or policies keeps them (sites that keep their config in files work as before);
+    a file that only says where the catalog is leaves them to the catalog, where the
+    Portal pages and `archive-core config import` save them.
+    """
+    if declared == CATALOG:
+        return CATALOG, 'the bootstrap file sets [config] source = "catalog"'
+    if declared == FILE:
+        return FILE, 'it sets [config] source = "file"'
+    if file_defines_targets:
+        return FILE, "it declares targets or policies itself"
+    return CATALOG, "the bootstrap file declares no targets or policies"
 
 
 def _url_without_password(url: str) -> str:
@@ -127,6 +182,9 @@ class SiteConfig:
     portal: PortalSettings
     targets: Mapping[str, Target]
     policies: Mapping[str, Policy]
+    config_source: ConfigSource
+    # Paths a driver declares `confined` must lie under one of these (empty: anywhere).
+    allowed_roots: tuple[Path, ...] = ()
 
 
 # --- the file's shape, structured by cattrs --------------------------------------------------
@@ -152,6 +210,22 @@ class _TargetSection:
     verified_copies: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.in_((0, 1)))
     )
+    disabled: bool = False
+
+
+def _absolute_paths(_instance: Any, _attribute: Any, value: list[Path]) -> None:
+    for path in value:
+        if not path.is_absolute():
+            raise ValueError(f"{path} is not an absolute path")
+
+
+@attrs.frozen(kw_only=True)
+class _ConfigSection:
+    # Where targets and policies come from; see choose_source.
+    source: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_((FILE, CATALOG)))
+    )
+    allowed_roots: list[Path] = attrs.field(factory=list, validator=_absolute_paths)
 
 
 @attrs.frozen(kw_only=True)
@@ -166,6 +240,15 @@ class _PolicySection:
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
     )
     repair: bool = False
+    disabled: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class _Document:
+    """The targets and policies: a config file's sections, or a version in the catalog."""
+
+    targets: dict[str, _TargetSection] = attrs.Factory(dict)
+    policies: dict[str, _PolicySection] = attrs.Factory(dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -173,6 +256,7 @@ class _ConfigFile:
     state_dir: str | None = None
     catalog: _CatalogSection = attrs.Factory(_CatalogSection)
     portal: PortalSettings = attrs.Factory(PortalSettings)
+    config: _ConfigSection = attrs.Factory(_ConfigSection)
     targets: dict[str, _TargetSection] = attrs.Factory(dict)
     policies: dict[str, _PolicySection] = attrs.Factory(dict)
 
@@ -203,7 +287,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> SiteConfig:
 def parse_config(
     raw: Mapping[str, Any], *, source: str | None = None, base_dir: Path | None = None
 ) -> SiteConfig:
-    """Validate an already-parsed config mapping; raises ConfigError listing every problem."""
+    """Validate an already-parsed config file; raises ConfigError listing every problem.
+
+    With the catalog as the source (see `choose_source`) the result has no targets or
+    policies yet: `with_version` adds those of a version read from the catalog.
+    """
     section, problems = structure(_ConfigFile, raw, path="")
     if section is None:
         raise ConfigError(problems, source=source)
@@ -218,7 +306,62 @@ def parse_config(
             f"catalog.keep_failed_days: {retention.failed_days} is less than keep_done_days "
             f"({retention.done_days}); failures are kept at least as long as successes"
         )
+    declares = bool(section.targets or section.policies)
+    kind, why = choose_source(section.config.source, declares)
+    if kind == CATALOG and declares:
+        problems.append(
+            "targets, policies: this site keeps its targets and policies in the catalog "
+            '([config] source = "catalog"), so the file must not declare any; save them in '
+            "the catalog with `archive-core config import FILE`, then remove them here"
+        )
+    targets, policies = _targets_and_policies(section, problems)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return SiteConfig(
+        source=source,
+        catalog_url=catalog_url,
+        catalog_password=section.catalog.password,
+        catalog_lock_wait=section.catalog.lock_wait_seconds,
+        journal_retention=retention,
+        state_dir=state_dir,
+        portal=section.portal,
+        targets=targets,
+        policies=policies,
+        config_source=ConfigSource(kind=kind, file=source, why=why),
+        allowed_roots=tuple(section.config.allowed_roots),
+    )
 
+
+def with_version(config: SiteConfig, version: ConfigVersion | None) -> SiteConfig:
+    """`config`, read from its bootstrap file, with the targets and policies of `version`
+    (None: the catalog holds no version yet, so there are none)."""
+    targets, policies = parse_document(version.document if version else {}, version=version)
+    return attrs.evolve(
+        config,
+        targets=targets,
+        policies=policies,
+        config_source=attrs.evolve(config.config_source, version=version),
+    )
+
+
+def parse_document(
+    document: Mapping[str, Any], *, version: ConfigVersion | None = None
+) -> tuple[dict[str, Target], dict[str, Policy]]:
+    """The targets and policies of a document (the catalog's shape of them, which is the
+    config file's `[targets]` and `[policies]`); raises ConfigError listing every problem."""
+    where = f"the catalog's configuration version {version.number}" if version else None
+    section, problems = structure(_Document, document, path="")
+    if section is None:
+        raise ConfigError(problems, source=where)
+    targets, policies = _targets_and_policies(section, problems)
+    if problems:
+        raise ConfigError(problems, source=where)
+    return targets, policies
+
+
+def _targets_and_policies(
+    section: _Document | _ConfigFile, problems: list[str]
+) -> tuple[dict[str, Target], dict[str, Policy]]:
     targets: dict[str, Target] = {
         name: Target(
             name=name,
@@ -226,6 +369,7 @@ def parse_config(
             settings=t.settings,
             path=f"targets.{name}",
             verified_copies=t.verified_copies or None,
+            disabled=t.disabled,
         )
         for name, t in section.targets.items()
     }
@@ -246,7 +390,7 @@ def parse_config(
             problems.append(f"{path}.settings: settings need a driver in the same policy")
             continue
         if not names:
-            problems.append(f"{path}: names no target (set targets = [...] or driver)")
+            problems.append(f"{path}.targets: names no target (set targets = [...] or driver)")
             continue
         missing = [n for n in names if n not in targets]
         if missing:
@@ -268,20 +412,9 @@ def parse_config(
             bulk=p.bulk,
             verified_copies=p.verified_copies or None,
             repair=p.repair,
+            disabled=p.disabled,
         )
-    if problems:
-        raise ConfigError(problems, source=source)
-    return SiteConfig(
-        source=source,
-        catalog_url=catalog_url,
-        catalog_password=section.catalog.password,
-        catalog_lock_wait=section.catalog.lock_wait_seconds,
-        journal_retention=retention,
-        state_dir=state_dir,
-        portal=section.portal,
-        targets=targets,
-        policies=policies,
-    )
+    return targets, policies
 
 
 # --- structuring with every error at once ----------------------------------------------------

@@ -13,11 +13,13 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archive_core.errors import ArchiveCoreError, ConfigError, RestoreFailed
+from archive_core.errors import ArchiveCoreError, CatalogError, ConfigError, RestoreFailed
+from archive_core.policies import CATALOG
 
 if TYPE_CHECKING:
     from archive_core.jobs import JobReport
@@ -61,6 +63,10 @@ class ArchiveCorePlugin:
         self._users: dict[int, int] = {}  # id(site) -> calls using it now
         self._loaded_stamp: tuple[int, int, int] | None = None
         self._config_error: ConfigError | None = None
+        # A catalog that could not be read is not asked again on every call before this.
+        self._clock = time.monotonic
+        self._catalog_quiet_until = 0.0
+        self._config_error_from_catalog = False
         if site is None:
             with self._lock:
                 self._load()
@@ -258,27 +264,60 @@ class ArchiveCorePlugin:
             site.close()
 
     def _reload_if_changed(self) -> None:
-        """Reload the config when its file changed (called with the lock held)."""
+        """Reload when the config file changed, or (with the catalog as the source) when a
+        newer configuration version was saved: one small query per call, none per file.
+        Called with the lock held."""
         if self._loaded_stamp is None and self._config_error is None:
             return  # a Site handed in by the caller: no file to follow
         if _stamp(self.config_path) != self._loaded_stamp:
             self._load()
+            return
+        if self._clock() < self._catalog_quiet_until:
+            return  # the catalog failed just now: do not make every call wait for it
+        if self._config_error is not None:
+            if self._config_error_from_catalog:
+                self._load()
+            return
+        source = self._site.config.config_source if self._site is not None else None
+        if source is None or source.kind != CATALOG:
+            return
+        try:
+            latest = self._site.catalog.config_versions.latest_number()
+        except CatalogError as exc:
+            log.warning(
+                "archive-core could not check for a newer configuration version (%s); "
+                "keeping version %s",
+                exc.message,
+                source.version.number if source.version else "none",
+            )
+            self._catalog_quiet_until = self._clock() + self._quiet_seconds()
+            return
+        if latest != (source.version.number if source.version else 0):
+            self._load()
+
+    def _quiet_seconds(self) -> float:
+        site = self._site
+        return site.config.portal.ready_cache_seconds if site is not None else 15.0
 
     def _load(self) -> None:
-        """Load the config file into a new Site (called with the lock held)."""
-        from archive_core.policies import load_config
+        """Load the config into a new Site (called with the lock held)."""
+        from archive_core import configstore
         from archive_core.site import Site
 
         stamp = _stamp(self.config_path)
         try:
-            config = load_config(self.config_path)
+            config, catalog = configstore.load(self.config_path)
         except ConfigError as exc:
             log.error("%s", exc.message)
             self._config_error = exc
+            self._config_error_from_catalog = exc.from_catalog
+            if exc.from_catalog:
+                self._catalog_quiet_until = self._clock() + self._quiet_seconds()
             self._loaded_stamp = stamp
             return
-        old, self._site = self._site, Site(config)
+        old, self._site = self._site, Site(config, catalog=catalog)
         self._config_error = None
+        self._config_error_from_catalog = False
         self._loaded_stamp = stamp
         if old is not None and id(old) not in self._users:
             old.close()  # nobody is using it; otherwise the last user closes it

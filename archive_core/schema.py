@@ -21,9 +21,9 @@ import attrs
 from archive_core.errors import CatalogError
 
 #: The revision this code reads and writes (a test checks that it is Alembic's head).
-SCHEMA_VERSION = "0007"
+SCHEMA_VERSION = "0008"
 #: Every revision this code's migrations know, oldest first.
-KNOWN_VERSIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+KNOWN_VERSIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 #: The revision a catalog made by `create_all`, before versions, is stamped with.
 BASELINE = "0001"
 

@@ -7,11 +7,13 @@ state with a reason; only the policies that use it are affected.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -20,6 +22,7 @@ from archive_core.driver import (
     Capability,
     DriverContext,
     declared_capabilities,
+    describe_config,
     driver_scheme,
 )
 from archive_core.errors import (
@@ -30,7 +33,7 @@ from archive_core.errors import (
     PolicyNotFound,
 )
 from archive_core.model import Readiness
-from archive_core.policies import BulkLimits, Policy, SiteConfig, structure
+from archive_core.policies import BulkLimits, Policy, SiteConfig, Target, structure
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +171,7 @@ class Site:
                 driver=target.driver,
                 target=name,
             )
-        config, problems = structure(cls.Config, target.settings, path=f"{target.path}.settings")
+        config, problems = driver_config(target, cls, self.config.allowed_roots)
         if problems:
             reason = "; ".join(problems)
             return DriverUnavailable(
@@ -271,6 +274,20 @@ class Site:
             )
         return policy
 
+    def refusal(self, policy: Policy) -> str | None:
+        """Why new archives to `policy` are refused: an admin disabled it, or one of its
+        targets (None: they are not). Restores and deletes are never refused for it."""
+        if policy.disabled:
+            return f"Policy {policy.name!r} is disabled: it takes no new archives."
+        off = [n for n in policy.targets if (t := self.config.targets.get(n)) and t.disabled]
+        if off:
+            return (
+                f"Policy {policy.name!r} takes no new archives: its target"
+                f"{'s' if len(off) > 1 else ''} {', '.join(off)} "
+                f"{'are' if len(off) > 1 else 'is'} disabled."
+            )
+        return None
+
     def bulk_support(self, policy: Policy) -> bool:
         """A bulk policy for Portal when every target's driver declares bulk.
 
@@ -318,6 +335,21 @@ class Site:
             results[name] = self._await_check(name, started, future)
         return results
 
+    def test_target(self, name: str) -> Readiness:
+        """A fresh readiness check of one target, as the Portal pages' test button asks:
+        the cached answer and a failed build are forgotten (the admin may just have fixed
+        it), the check is bounded by `ready_timeout_seconds` as always."""
+        with self._lock:
+            self._ready_cache.pop(name, None)
+            self._unusable.pop(name, None)
+        return self.targets_readiness([name])[name]
+
+    def checked_ago(self, name: str) -> float | None:
+        """Seconds since target `name`'s readiness was last found (None: never)."""
+        with self._lock:
+            cached = self._ready_cache.get(name)
+        return None if cached is None else self._clock() - cached[0]
+
     def _start_check(self, name: str) -> Readiness | tuple[float, Future]:
         now = self._clock()
         with self._lock:
@@ -359,6 +391,46 @@ class Site:
         return readiness
 
 
+def driver_config(
+    target: Target, cls: type, allowed_roots: tuple[Path, ...]
+) -> tuple[Any, list[str]]:
+    """The driver's Config for `target` and every problem with its settings, each with its
+    path (`targets.x.settings.root: ...`): what workers build targets from, and what a
+    save from the Portal pages or `config import` is checked against."""
+    config, problems = structure(cls.Config, target.settings, path=f"{target.path}.settings")
+    if config is None or not allowed_roots:
+        return config, problems
+    roots = [os.path.realpath(root) for root in allowed_roots]
+    for info in describe_config(cls.Config):
+        value = getattr(config, info.name, None)
+        if not info.confined or value is None:
+            continue
+        # Resolved, so neither ".." nor a symlink inside an allowed root leads out of it.
+        real = os.path.realpath(value)
+        if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in roots):
+            allowed = ", ".join(str(r) for r in allowed_roots)
+            problems.append(
+                f"{target.path}.settings.{info.name}: {value} is outside the allowed roots "
+                f"({allowed}); the site's [config] allowed_roots sets them"
+            )
+    return (None if problems else config), problems
+
+
+def check_targets(config: SiteConfig, registry: Any) -> list[str]:
+    """Every problem a worker would find building `config`'s targets: a driver that is not
+    installed or does not load, settings its driver refuses, a confined path outside the
+    allowed roots. Nothing is set up and no storage is touched."""
+    problems = []
+    for _name, target in config.targets.items():
+        try:
+            cls = registry.load(target.driver)
+        except DriverUnavailable as exc:
+            problems.append(f"{target.path}.driver: {exc.reason}")
+            continue
+        problems.extend(driver_config(target, cls, config.allowed_roots)[1])
+    return problems
+
+
 def _in_daemon_thread(call: Callable[[], Any], name: str) -> Future:
     """Run `call` in a daemon thread of its own; its result or error arrive in the Future.
 
@@ -380,6 +452,8 @@ def _in_daemon_thread(call: Callable[[], Any], name: str) -> Future:
 
 
 def _combine(policy: Policy, states: dict[str, Readiness]) -> Readiness:
+    if policy.disabled:
+        return Readiness.not_ready("the policy is disabled: it takes no new archives")
     parts = [states[n] for n in policy.targets]
     if len(parts) == 1:
         return parts[0]

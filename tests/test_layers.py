@@ -32,6 +32,7 @@ CORE_LAYERS: list[set[str]] = [
         "migrations",
         "policies",
         "audit",
+        "configstore",
     },
     # plugins found and observed; a driver base; Prometheus metrics
     {"hooks", "registry", "objectstore", "metrics"},
@@ -39,9 +40,10 @@ CORE_LAYERS: list[set[str]] = [
     {"jobs"},  # one operation of one policy
     {"portal"},  # the face Portal sees
     # the site for a driver's operator commands; reading copies back within a budget; a
-    # target's catalog entries rebuilt from its manifests
-    {"operator", "scrub", "rebuild", "repair"},
-    {"cli", "demo", "scaffold", "testing"},  # what people and vendors run
+    # target's catalog entries rebuilt from its manifests; configuration versions validated
+    # and saved
+    {"operator", "scrub", "rebuild", "repair", "configedit"},
+    {"cli", "configcli", "demo", "scaffold", "testing"},  # what people and vendors run
 ]
 
 

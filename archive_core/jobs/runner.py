@@ -13,7 +13,7 @@ import attrs
 
 from archive_core import metrics
 from archive_core.audit import record_quietly
-from archive_core.errors import ArchiveCoreError, CatalogError, DriverUnavailable
+from archive_core.errors import ArchiveCoreError, CatalogError, DriverUnavailable, PolicyDisabled
 from archive_core.jobs.archive import Archive
 from archive_core.jobs.copies import Delete, Verify
 from archive_core.jobs.journal import JournalWriter
@@ -80,6 +80,8 @@ class JobRunner:
             operation = OPERATIONS[self.operation]
         except KeyError:
             raise ArchiveCoreError(f"archive-core has no operation {self.operation!r}.") from None
+        if self.operation == "archive" and (refused := self.site.refusal(self.policy)):
+            raise PolicyDisabled(refused, policy=self.policy.uuid)
         errors: dict[str, list[str]] = {j.key: [j.problem] if j.problem else [] for j in jobs}
         targets, located = operation.targets(self, jobs, errors)
         handles = {name: self._handle(name, operation) for name in targets}

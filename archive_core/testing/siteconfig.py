@@ -34,11 +34,18 @@ def write_config(
     catalog_url: str | None = None,
     portal: Mapping[str, Any] | None = None,
     state_dir: Path | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a site config to `path`; the state directory defaults to `state/` beside it."""
+    """Write a site config to `path`; the state directory defaults to `state/` beside it.
+
+    With no targets and policies it is a bootstrap file: they are then read from the catalog
+    (`config`: the `[config]` table, e.g. `allowed_roots`).
+    """
     lines = [f"state_dir = {toml_value(state_dir or path.parent / 'state')}"]
     if catalog_url:
         lines += ["[catalog]", f"url = {toml_value(catalog_url)}"]
+    if config:
+        lines += ["[config]"] + [f"{_key(k)} = {toml_value(v)}" for k, v in config.items()]
     if portal:
         lines += ["[portal]"] + [f"{_key(k)} = {toml_value(v)}" for k, v in portal.items()]
     for name, target in targets.items():

@@ -1,14 +1,20 @@
-"""The archive plugin Portal sees: Portal's ArchivePlugin base around archive-core's implementation.
+"""What Portal loads while the app is enabled: the archive plugin, and the admin pages' URLs
+and menu entries.
 
-This is the only module of archive-core that imports `portal.*`; everything it does comes from
-`archive_core.portal.ArchiveCorePlugin`, which is tested without Portal.
+The archive plugin is Portal's ArchivePlugin base around `archive_core.portal.ArchiveCorePlugin`
+(tested without Portal); the pages (views.py) read the same instance.
 """
 
 from __future__ import annotations
 
-from portal.pluginbase.core import ArchivePlugin
+from typing import Any
+
+from portal.generic.plugin_interfaces import IPluginBlock, IPluginURL
+from portal.pluginbase.core import ArchivePlugin, Plugin, implements
 
 from archive_core.portal import ArchiveCorePlugin
+
+APP = "archive_core_portal"
 
 
 class ArchiveCorePortalPlugin(ArchiveCorePlugin, ArchivePlugin):
@@ -19,4 +25,53 @@ class ArchiveCorePortalPlugin(ArchiveCorePlugin, ArchivePlugin):
     """
 
 
-ArchiveCorePortalPlugin()
+#: The one instance: Portal calls it, and the admin pages read the same site through it.
+PLUGIN = ArchiveCorePortalPlugin()
+
+
+class ArchiveCoreURLs(Plugin):
+    """Mounts urls.py (the admin pages, under /archive-core/) in Portal's URLconf."""
+
+    implements(IPluginURL)
+
+    def __init__(self) -> None:
+        self.name = "archive-core admin pages"
+        self.urls = f"portal.plugins.{APP}.urls"
+        self.urlpattern = ""
+        self.namespace = APP
+        self.plugin_guid = "0b6f3a52-8d1e-4c7a-9f25-6e4d2c1b7a90"
+
+
+ArchiveCoreURLs()
+
+
+class ArchiveCoreNavigation(Plugin):
+    """The entry under System > Archive Framework."""
+
+    implements(IPluginBlock)
+
+    def __init__(self) -> None:
+        self.name = "NavigationArchivePlugin"
+        self.plugin_guid = "3e9d7c41-2a5b-4f68-b1c0-8d7e6f5a4b32"
+
+    def return_string(self, tagname: str, *args: Any) -> dict[str, str]:
+        return {"guid": self.plugin_guid, "template": f"{APP}/navigation.html"}
+
+
+ArchiveCoreNavigation()
+
+
+class ArchiveCoreLeftPanel(Plugin):
+    """The link in the Archive Framework's left panel."""
+
+    implements(IPluginBlock)
+
+    def __init__(self) -> None:
+        self.name = "admin_left_panel_inside_archive"
+        self.plugin_guid = "c5a8e2f7-61d4-4b3e-a9f0-2b7c6d5e4f13"
+
+    def return_string(self, tagname: str, *args: Any) -> dict[str, str]:
+        return {"guid": self.plugin_guid, "template": f"{APP}/left_panel.html"}
+
+
+ArchiveCoreLeftPanel()

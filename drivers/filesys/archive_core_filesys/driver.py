@@ -91,6 +91,7 @@ class FilesysConfig:
         "(a share not mounted yet) the target is not ready and its files fail, retryably.",
         converter=_to_path,
         validator=_archive_root,
+        confined=True,
     )
     layout: str = setting(
         help="Where a copy goes under root: 'flat' = <name>, 'item' = <item_id>/<name>, "

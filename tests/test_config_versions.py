@@ -1,0 +1,357 @@
+"""One configuration for all workers: targets and policies as versions in the catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from archive_core import configedit
+from archive_core.errors import ConfigConflict, ConfigError
+from archive_core.policies import CATALOG, FILE, load_config
+from archive_core.portal import ArchiveCorePlugin
+from archive_core.testing.siteconfig import write_config
+from tests.sites import POLICY, filesys_site, media
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "config_worker.py"
+ADMIN = "admin (Portal user)"
+
+
+def bootstrap(tmp_path: Path, catalog_url: str | None = None, **config) -> Path:
+    """A bootstrap file: where the catalog is, no targets or policies."""
+    return write_config(
+        tmp_path / "bootstrap.toml",
+        targets={},
+        policies={},
+        catalog_url=catalog_url or f"sqlite:///{tmp_path / 'catalog.sqlite'}",
+        config=config or None,
+    )
+
+
+def disk_document(root: Path, *, name: str = "Nearline", **policy) -> dict:
+    return {
+        "targets": {"disk": {"driver": "filesys", "settings": {"root": str(root)}}},
+        "policies": {POLICY: {"name": name, "targets": ["disk"], **policy}},
+    }
+
+
+def save(plugin: ArchiveCorePlugin, document: dict, **kwargs):
+    site = plugin.site()
+    based_on = site.catalog.config_versions.latest_number()
+    return configedit.save(site, document, actor=ADMIN, based_on=based_on, **kwargs)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "archive"
+    path.mkdir()
+    return path
+
+
+def test_a_bootstrap_file_without_targets_leaves_them_to_the_catalog(tmp_path):
+    config = load_config(bootstrap(tmp_path))
+    assert config.config_source.kind == CATALOG
+    assert "declares no targets or policies" in config.config_source.why
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path))
+    assert plugin.get_policies() == []
+    assert plugin.is_ready() is False
+    assert "no version is saved yet" in plugin.site().config.config_source.describe()
+
+
+def test_a_file_declaring_targets_keeps_them_as_before(tmp_path):
+    config_path, _ = filesys_site(tmp_path)
+    config = load_config(config_path)
+    assert config.config_source.kind == FILE
+    assert "declares targets or policies itself" in config.config_source.why
+
+
+def test_a_file_for_the_catalog_must_not_declare_targets_too(tmp_path, root):
+    path = write_config(
+        tmp_path / "both.toml",
+        targets={"disk": {"driver": "filesys", "settings": {"root": str(root)}}},
+        policies={},
+        config={"source": "catalog"},
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "config import" in caught.value.message
+
+
+def test_a_saved_version_is_used_on_the_next_call_without_a_restart(tmp_path, root):
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path))
+    site_before = plugin.site()
+    saved = save(plugin, disk_document(root), comment="first policy")
+    assert saved.number == 1
+    assert [p["uuid"] for p in plugin.get_policies()] == [POLICY]
+    assert plugin.site().config.config_source.version.number == 1
+    # No new version: the next calls keep the site (and its drivers) they have.
+    site = plugin.site()
+    assert site is not site_before
+    plugin.get_policies()
+    assert plugin.site() is site
+
+    fs = media(tmp_path / "online", "clip.mxf", b"essence")
+    _archived, not_archived, error, _ = plugin.archive([fs], POLICY, "job-1")
+    assert error == "" and not not_archived
+    save(plugin, disk_document(root, name="Renamed"))
+    assert [p["name"] for p in plugin.get_policies()] == ["Renamed"]
+
+
+def test_a_save_made_from_an_older_version_is_refused(tmp_path, root):
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path))
+    site = plugin.site()
+    configedit.save(site, disk_document(root), actor=ADMIN, based_on=0)
+    with pytest.raises(ConfigConflict) as caught:
+        configedit.save(site, disk_document(root, name="Other"), actor="someone", based_on=0)
+    assert caught.value.latest == 1
+    assert "version 1 was saved after version 0" in caught.value.message
+    assert site.catalog.config_versions.latest_number() == 1
+
+
+def test_an_invalid_document_is_refused_whole_with_each_problem_at_its_path(tmp_path, root):
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path))
+    document = {
+        "targets": {
+            "disk": {"driver": "filesys", "settings": {"root": "relative/path"}},
+            "ghost": {"driver": "no-such-driver", "settings": {}},
+        },
+        "policies": {POLICY: {"name": "P", "targets": ["disk", "missing"]}},
+    }
+    with pytest.raises(ConfigError) as caught:
+        save(plugin, document)
+    problems = "\n".join(caught.value.problems)
+    assert "policies." + POLICY + ".targets: no target named 'missing'" in problems
+    document["policies"][POLICY]["targets"] = ["disk"]
+    with pytest.raises(ConfigError) as caught:
+        save(plugin, document)
+    problems = "\n".join(caught.value.problems)
+    assert "targets.disk.settings.root: must be an absolute path" in problems
+    assert "targets.ghost.driver: no installed distribution registers driver 'no-such-d" in problems
+    assert plugin.site().catalog.config_versions.latest_number() == 0
+
+
+def test_a_confined_path_outside_the_allowed_roots_is_refused(tmp_path, root):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path, allowed_roots=[str(root)]))
+    for path in (outside, root / ".." / "elsewhere"):
+        with pytest.raises(ConfigError) as caught:
+            save(plugin, disk_document(path))
+        assert f"targets.disk.settings.root: {path} is outside the allowed roots ({root})" in (
+            caught.value.message
+        )
+    (root / "link").symlink_to(outside)
+    with pytest.raises(ConfigError):
+        save(plugin, disk_document(root / "link"))
+    (root / "media").mkdir()
+    assert save(plugin, disk_document(root / "media")).number == 1
+
+
+def test_a_worker_refuses_a_confined_path_from_a_file_too(tmp_path, root):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    path = write_config(
+        tmp_path / "site.toml",
+        targets={"disk": {"driver": "filesys", "settings": {"root": str(outside)}}},
+        policies={POLICY: {"targets": ["disk"]}},
+        config={"allowed_roots": [str(root)]},
+    )
+    plugin = ArchiveCorePlugin(path)
+    [state] = plugin.readiness()
+    assert not state.readiness.ok
+    assert "outside the allowed roots" in state.readiness.reason
+
+
+def test_a_disabled_policy_refuses_archives_but_restores_what_it_has(tmp_path, root):
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path))
+    save(plugin, disk_document(root))
+    fs = media(tmp_path / "online", "clip.mxf", b"essence")
+    [archived], _, _, _ = plugin.archive([fs], POLICY, "job-1")
+    save(plugin, disk_document(root, disabled=True))
+    other = media(tmp_path / "online", "other.mxf", b"more essence", item_id="VX-2")
+    done, not_archived, error, _ = plugin.archive([other], POLICY, "job-2")
+    assert done == [] and not_archived == [other]
+    assert error == "Policy 'Nearline' is disabled: it takes no new archives."
+    [state] = plugin.readiness()
+    assert not state.readiness.ok and "disabled" in state.readiness.reason
+    back = tmp_path / "back" / "clip.mxf"
+    back.parent.mkdir()
+    plugin.restore([archived._replace(files=[str(back)])], POLICY)
+    assert back.read_bytes() == b"essence"
+
+
+def test_a_disabled_target_stops_archives_to_its_policies(tmp_path, root):
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path))
+    document = disk_document(root)
+    document["targets"]["disk"]["disabled"] = True
+    save(plugin, document)
+    fs = media(tmp_path / "online", "clip.mxf", b"essence")
+    _, _, error, _ = plugin.archive([fs], POLICY, "job-1")
+    assert error == "Policy 'Nearline' takes no new archives: its target disk is disabled."
+
+
+def test_revert_saves_an_old_version_again_and_history_says_what_changed(tmp_path, root):
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path))
+    save(plugin, disk_document(root))
+    save(plugin, disk_document(root, name="Renamed", bulk={"max_files": 10}))
+    site = plugin.site()
+    reverted = configedit.revert(site, 1, actor=ADMIN, based_on=2)
+    assert reverted.number == 3 and reverted.comment == "revert to version 1"
+    assert reverted.digest == site.catalog.config_versions.get(1).digest
+    assert [p["name"] for p in plugin.get_policies()] == ["Nearline"]
+    history = plugin.site().catalog.config_versions.history()
+    assert [v.number for v in history] == [3, 2, 1]
+    secret = configedit.secret_test(plugin.site().registry)
+    lines = configedit.changes(history[2].document, history[1].document, secret=secret)
+    assert lines == [
+        f"policy Renamed ({POLICY}): bulk set to {{max_files = 10}}",
+        f"policy Renamed ({POLICY}): name changed from 'Nearline' to 'Renamed'",
+    ]
+    assert configedit.changes(None, history[2].document, secret=secret)[0] == (
+        "target disk added (driver filesys)"
+    )
+    # Each save is in the audit trail, with who saved it.
+    entries = [e for e in site.catalog.audit.entries() if e.operation == "config"]
+    assert [e.outcome for e in entries] == [f"saved as version {n}" for n in (1, 2, 3)]
+    assert {e.actor for e in entries} == {ADMIN}
+
+
+def test_a_secret_setting_is_named_in_the_history_never_shown():
+    before = {"targets": {"s": {"driver": "sftp", "settings": {"password": "env:OLD"}}}}
+    after = {"targets": {"s": {"driver": "sftp", "settings": {"password": "env:NEW"}}}}
+    lines = configedit.changes(before, after, secret=lambda driver, key: key == "password")
+    assert lines == ["target s: secret password changed (never shown)"]
+
+
+def test_export_and_import_round_trip_through_toml(tmp_path, root):
+    from click.testing import CliRunner
+
+    from archive_core.cli import main
+
+    path = bootstrap(tmp_path)
+    runner = CliRunner()
+    source = tmp_path / "policies.toml"
+    (tmp_path / "old").mkdir()
+    site_path, _ = filesys_site(tmp_path / "old")
+    exported = runner.invoke(main, ["--config", str(site_path), "config", "export"])
+    assert exported.exit_code == 0, exported.output
+    source.write_text(exported.output)
+    imported = runner.invoke(main, ["--config", str(path), "config", "import", str(source)])
+    assert imported.exit_code == 0, imported.output
+    assert "saved as configuration version 1" in imported.output
+    plugin = ArchiveCorePlugin(path)
+    assert [p["name"] for p in plugin.get_policies()] == ["Test archive"]
+    again = runner.invoke(main, ["--config", str(path), "config", "export", "--version", "1"])
+    assert again.output == exported.output
+    history = runner.invoke(main, ["--config", str(path), "config", "history", "--json"])
+    [entry] = json.loads(history.output)
+    assert entry["comment"] == f"imported from {source}"
+
+
+def test_import_validates_first_and_refuses_a_whole_config_file(tmp_path, root):
+    from click.testing import CliRunner
+
+    from archive_core.cli import main
+
+    path = bootstrap(tmp_path)
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[targets.disk]\ndriver = "filesys"\nsettings = { root = "nope" }\n')
+    result = CliRunner().invoke(main, ["--config", str(path), "config", "import", str(broken)])
+    assert result.exit_code == 2
+    assert "targets.disk.settings.root: must be an absolute path" in result.output
+    (tmp_path / "whole").mkdir()
+    whole, _ = filesys_site(tmp_path / "whole")
+    result = CliRunner().invoke(main, ["--config", str(path), "config", "import", str(whole)])
+    assert result.exit_code == 2
+    assert "catalog: belongs in each machine's bootstrap file" in result.output
+    assert ArchiveCorePlugin(path).site().catalog.config_versions.latest_number() == 0
+
+
+# --- two worker processes, one PostgreSQL catalog ------------------------------------------
+
+
+class Worker:
+    """A worker process holding one plugin, answering one command per line."""
+
+    def __init__(self, config: Path, cwd: Path) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *sys.path]))
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER), str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=cwd,
+        )
+
+    def ask(self, *command: str):
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert line, f"worker exited ({self.process.wait()})"
+        return json.loads(line)
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(30)
+
+
+@pytest.fixture
+def two_workers(tmp_path, postgresql_server) -> Iterator[tuple[Path, Worker, Worker]]:
+    from tests.pgserver import unique_database_name
+
+    name = unique_database_name("config")
+    url = postgresql_server.create_database(name)
+    path = bootstrap(tmp_path, url)
+    workers = [Worker(path, tmp_path), Worker(path, tmp_path)]
+    try:
+        yield path, *workers
+    finally:
+        for worker in workers:
+            worker.stop()
+        postgresql_server.drop_database(name)
+
+
+@pytest.mark.postgresql
+def test_two_workers_on_one_postgresql_catalog_see_the_same_version(two_workers, tmp_path, root):
+    path, first, second = two_workers
+    assert first.ask("policies") == second.ask("policies") == {"version": 0, "policies": []}
+    admin = ArchiveCorePlugin(path)  # the Portal web process, saving from the pages
+    save(admin, disk_document(root))
+    expected = {"version": 1, "policies": [[POLICY, "Nearline"]]}
+    assert first.ask("policies") == second.ask("policies") == expected
+    online = tmp_path / "online"
+    fs = media(online, "clip.mxf", b"essence from worker one")
+    assert first.ask("archive", fs.files[0], fs.sha1) == {"error": ""}
+    save(admin, disk_document(root, name="Renamed"))
+    assert second.ask("policies") == {"version": 2, "policies": [[POLICY, "Renamed"]]}
+    assert first.ask("policies") == {"version": 2, "policies": [[POLICY, "Renamed"]]}
+
+
+def test_a_target_whose_driver_stopped_loading_does_not_block_other_changes(tmp_path, root):
+    import attrs
+
+    from archive_core.policies import parse_document
+
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path))
+    document = disk_document(root)
+    document["targets"]["gone"] = {"driver": "uninstalled-since", "settings": {}}
+    targets, policies = parse_document(document)
+    site = plugin.site()
+    config = attrs.evolve(site.config, targets=targets, policies=policies)
+    site.catalog.config_versions.save(document, config=config, actor="test", based_on=0)
+    renamed = disk_document(root, name="Renamed")
+    renamed["targets"]["gone"] = document["targets"]["gone"]
+    assert save(plugin, renamed).number == 2
+    renamed["targets"]["gone"]["settings"] = {"changed": True}
+    with pytest.raises(ConfigError) as caught:
+        save(plugin, renamed)
+    assert caught.value.problems[0].startswith("targets.gone.driver: ")
