@@ -276,8 +276,18 @@ def test_a_broken_third_party_driver_shows_its_load_error_while_other_policies_w
     assert "ready" in text(admin, f"policy-{POLICY}").split("Nearline archive")[1]
     screenshot(admin, "overview-broken-driver")
     fs = media(site["base"] / "online", "other.mxf", b"more essence", item_id="VX-2")
-    archived, _, error, _ = ArchiveCorePlugin(site["config"]).archive([fs], POLICY, "job-2")
+    worker = ArchiveCorePlugin(site["config"])
+    archived, _, error, _ = worker.archive([fs], POLICY, "job-2")
     assert error == "" and archived
+    # A file whose bytes are not what Portal's sha1 says: its failure is on the overview.
+    bad = media(site["base"] / "online", "bad.mxf", b"changed", item_id="VX-3")
+    _, not_archived, error, _ = worker.archive([bad._replace(sha1="0" * 40)], POLICY, "job-3")
+    assert not_archived and error
+    admin.get(portal + "/archive-core/")
+    jobs = text(admin, "jobs")
+    assert "job-2" in jobs and "job-3" in jobs
+    failure = text(admin, "failures")
+    assert "job-3" in failure and "bad.mxf" in failure and "sha1" in failure
 
 
 def test_history_shows_each_version_and_reverts_to_one(admin, portal, site):

@@ -45,33 +45,28 @@ class ArchiveCoreURLs(Plugin):
 ArchiveCoreURLs()
 
 
-class ArchiveCoreNavigation(Plugin):
-    """The entry under System > Archive Framework."""
+class ArchiveCoreBlock(Plugin):
+    """A menu entry Portal renders at the named place of its pages (`IPluginBlock`)."""
 
     implements(IPluginBlock)
 
-    def __init__(self) -> None:
-        self.name = "NavigationArchivePlugin"
-        self.plugin_guid = "3e9d7c41-2a5b-4f68-b1c0-8d7e6f5a4b32"
+    def __init__(self, name: str, guid: str, template: str) -> None:
+        self.name = name
+        self.plugin_guid = guid  # fixed for the life of the app, like every plugin's
+        self.template = template
 
     def return_string(self, tagname: str, *args: Any) -> dict[str, str]:
-        return {"guid": self.plugin_guid, "template": f"{APP}/navigation.html"}
+        return {"guid": self.plugin_guid, "template": self.template}
 
 
-ArchiveCoreNavigation()
-
-
-class ArchiveCoreLeftPanel(Plugin):
-    """The link in the Archive Framework's left panel."""
-
-    implements(IPluginBlock)
-
-    def __init__(self) -> None:
-        self.name = "admin_left_panel_inside_archive"
-        self.plugin_guid = "c5a8e2f7-61d4-4b3e-a9f0-2b7c6d5e4f13"
-
-    def return_string(self, tagname: str, *args: Any) -> dict[str, str]:
-        return {"guid": self.plugin_guid, "template": f"{APP}/left_panel.html"}
-
-
-ArchiveCoreLeftPanel()
+# The entry under System > Archive Framework, and the link in that section's left panel.
+ArchiveCoreBlock(
+    "NavigationArchivePlugin",
+    "3e9d7c41-2a5b-4f68-b1c0-8d7e6f5a4b32",
+    f"{APP}/navigation.html",
+)
+ArchiveCoreBlock(
+    "admin_left_panel_inside_archive",
+    "c5a8e2f7-61d4-4b3e-a9f0-2b7c6d5e4f13",
+    f"{APP}/left_panel.html",
+)
