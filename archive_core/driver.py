@@ -205,6 +205,7 @@ def one_of(choices: Iterable[str]) -> Validator:
         if value not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
 
+    check.choices = allowed  # type: ignore[attr-defined]  # forms offer them as a list
     return check
 
 
@@ -248,6 +249,7 @@ class SettingInfo:
     secret: bool
     advanced: bool
     confined: bool = False
+    choices: tuple[str, ...] | None = None  # a `one_of` setting's values
 
 
 def describe_config(config_cls: type) -> list[SettingInfo]:
@@ -269,6 +271,7 @@ def describe_config(config_cls: type) -> list[SettingInfo]:
                 secret=bool(field.metadata.get("secret", False)),
                 advanced=bool(field.metadata.get("advanced", False)),
                 confined=bool(field.metadata.get("confined", False)),
+                choices=getattr(field.validator, "choices", None),
             )
         )
     return infos

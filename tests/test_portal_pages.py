@@ -25,6 +25,7 @@ from tests.sites import media
 pytestmark = pytest.mark.slow
 
 POLICY = "5f0c2f7e-7d43-4a51-9d8e-3c2b1a0f9e88"
+SECRET = "s3cret-value-never-shown"
 BROKEN_POLICY = "0a6e5d4c-3b2a-4918-8776-5a4b3c2d1e0f"
 
 
@@ -59,6 +60,7 @@ def portal(site) -> Iterator[str]:
 
     env = {
         "ARCHIVE_CORE_CONFIG": str(site["config"]),
+        "ARCHIVE_CORE_PAGES_SECRET": SECRET,
         "PYTHONPATH": os.pathsep.join([str(site["fake"]), os.environ.get("PYTHONPATH", "")]),
     }
     with running_portal(site["base"] / "portal", env) as url:
@@ -234,6 +236,50 @@ def _press_test(driver: Any, target: str) -> None:
     WebDriverWait(driver, 15, poll_frequency=0.05).until(
         lambda _: result.text and result.text != "checking\u2026"
     )
+
+
+def test_a_secret_is_entered_as_a_reference_and_its_value_never_shown(admin, portal, site):
+    admin.get(portal + "/archive-core/targets/new/?driver=sftp")
+    values = {"name": "offsite", "setting_host": "127.0.0.1", "setting_remote_root": "/srv"}
+    fill(admin, {**values, "setting_password": "hunter2-typed-inline"})
+    submit(admin)
+    assert "Give the secret by reference" in text(admin, "field-setting_password")
+    assert "hunter2-typed-inline" not in admin.page_source  # not even sent back in the form
+    fill(admin, {"setting_password": "env:ARCHIVE_CORE_PAGES_SECRET"})
+    submit(admin)
+    assert "Saved as configuration version" in text(admin, "portal-messages")
+    admin.get(portal + "/archive-core/targets/offsite/")
+    assert "env:ARCHIVE_CORE_PAGES_SECRET" in admin.page_source
+    assert "password = env:ARCHIVE_CORE_PAGES_SECRET \u2192 ******** (found)" in text(
+        admin, "target-form"
+    )
+    for page in ("", "targets/offsite/", "history/"):
+        admin.get(f"{portal}/archive-core/{page}")
+        assert SECRET not in admin.page_source, page
+
+
+def test_the_test_button_works_without_javascript_too(admin, portal):
+    cookies = {c["name"]: c["value"] for c in admin.get_cookies()}
+    status, page = _post_page(portal, "/archive-core/targets/nearline/test/", cookies)
+    assert status == 200
+    assert "ready: root" in page and "Test of target nearline" in page
+
+
+def _post_page(portal: str, path: str, cookies: dict[str, str]) -> tuple[int, str]:
+    parts = urllib.parse.urlsplit(portal)
+    headers = {
+        "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Accept": "text/html",
+        "X-CSRFToken": cookies["csrftoken"],
+    }
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.request("POST", path, body="", headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
 
 
 def test_the_test_button_of_a_broken_target_shows_the_reason(admin, portal, site):

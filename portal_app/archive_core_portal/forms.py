@@ -48,6 +48,9 @@ def setting_field(info: Any) -> forms.Field:
     common = {"label": label, "required": required, "help_text": info.help}
     if base == "bool":
         return forms.BooleanField(**{**common, "required": False})
+    if info.choices:
+        blank = [] if required else [("", "(default)")]
+        return forms.ChoiceField(**common, choices=blank + [(c, c) for c in info.choices])
     if base == "int":
         return forms.IntegerField(**common)
     if base == "float":
@@ -56,7 +59,7 @@ def setting_field(info: Any) -> forms.Field:
         return forms.CharField(
             **{**common, "help_text": f"{info.help} {SECRET_HELP}"},
             validators=[_reference],
-            widget=forms.TextInput(attrs={"placeholder": "env:NAME or file:/path"}),
+            widget=ReferenceInput(attrs={"placeholder": "env:NAME or file:/path", "size": 40}),
         )
     if base == "json":
         return forms.CharField(
@@ -65,6 +68,15 @@ def setting_field(info: Any) -> forms.Field:
             widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
         )
     return forms.CharField(**common, widget=forms.TextInput(attrs={"size": 60}))
+
+
+class ReferenceInput(forms.TextInput):
+    """A secret's field: shows a reference (env:NAME, file:/path) but never anything else,
+    so a secret typed in by mistake is refused and not sent back in the page."""
+
+    def format_value(self, value: Any) -> str | None:
+        text = super().format_value(value)
+        return text if text and text.startswith(("env:", "file:")) else None
 
 
 def _reference(value: str) -> None:
@@ -101,6 +113,7 @@ class TargetForm(forms.Form):
 
     def __init__(self, *args: Any, drivers: Sequence[str], infos: Sequence[Any] = (), **kw: Any):
         super().__init__(*args, **kw)
+        self.label_suffix = ""
         self.fields["driver"].choices = [(d, d) for d in drivers]
         self.fields["driver"].error_messages["invalid_choice"] = (
             "No driver named %(value)s is installed here (installed: "
@@ -120,7 +133,11 @@ class TargetForm(forms.Form):
         return name
 
     def setting_fields(self) -> list[Any]:
-        return [self[SETTING + info.name] for info in self.infos]
+        """The settings most admins set; `advanced_fields` holds the rest."""
+        return [self[SETTING + i.name] for i in self.infos if not i.advanced]
+
+    def advanced_fields(self) -> list[Any]:
+        return [self[SETTING + i.name] for i in self.infos if i.advanced]
 
     def settings(self) -> dict[str, Any]:
         """The settings to store: what was entered, without blanks and without values equal
@@ -184,6 +201,7 @@ class PolicyForm(forms.Form):
 
     def __init__(self, *args: Any, targets: Sequence[str], copies: int = COPIES, **kw: Any):
         super().__init__(*args, **kw)
+        self.label_suffix = ""
         choices = [("", "(none)")] + [(t, t) for t in targets]
         self.copies = max(COPIES, copies)
         for n in range(1, self.copies + 1):
