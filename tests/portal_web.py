@@ -257,17 +257,13 @@ def login(driver: Any, base_url: str, user: str, password: str) -> None:
     Raises AssertionError with the page's text when the login page does not let the user in.
     """
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(f"{base_url}/login/")
     form = driver.find_element(By.ID, "login-form")
     form.find_element(By.ID, "id_username").send_keys(user)
     form.find_element(By.ID, "id_password").send_keys(password)
     form.find_element(By.ID, "login-submit").click()
-    WebDriverWait(driver, _UI_TIMEOUT, poll_frequency=_UI_POLL).until(
-        expected_conditions.staleness_of(form)
-    )
+    wait_until_replaced(driver, form)
     if urllib.parse.urlsplit(driver.current_url).path == "/login/":
         page = driver.find_element(By.TAG_NAME, "body").text
         raise AssertionError(f"login as {user!r} was refused; the page says:\n{page}")
@@ -276,14 +272,31 @@ def login(driver: Any, base_url: str, user: str, password: str) -> None:
 def logout(driver: Any) -> None:
     """Sign out through the logout form of the page the browser shows."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
 
     form = driver.find_element(By.ID, "logout-form")
     form.submit()
-    WebDriverWait(driver, _UI_TIMEOUT, poll_frequency=_UI_POLL).until(
-        expected_conditions.staleness_of(form)
-    )
+    wait_until_replaced(driver, form)
+
+
+def wait_until_replaced(driver: Any, element: Any, timeout: float = _UI_TIMEOUT) -> None:
+    """Wait until the page holding `element` was replaced by the next one (after a click
+    that submits a form or follows a link).
+
+    Selenium's `staleness_of` expects a stale-element error; Chromium sometimes answers a
+    node of the old page with "Node with given id does not belong to the document" instead,
+    which means the same thing.
+    """
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def replaced(_driver: Any) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    WebDriverWait(driver, timeout, poll_frequency=_UI_POLL).until(replaced)
 
 
 def http_status(driver: Any, url: str) -> int:

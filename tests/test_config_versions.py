@@ -355,3 +355,22 @@ def test_a_target_whose_driver_stopped_loading_does_not_block_other_changes(tmp_
     with pytest.raises(ConfigError) as caught:
         save(plugin, renamed)
     assert caught.value.problems[0].startswith("targets.gone.driver: ")
+
+
+def test_config_show_says_which_source_wins_and_revert_goes_back(tmp_path, root):
+    from click.testing import CliRunner
+
+    from archive_core.cli import main
+
+    path = bootstrap(tmp_path)
+    plugin = ArchiveCorePlugin(path)
+    save(plugin, disk_document(root))
+    save(plugin, disk_document(root, name="Renamed"))
+    runner = CliRunner()
+    shown = runner.invoke(main, ["--config", str(path), "config", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert "come from the catalog, version 2 saved by admin (Portal user)" in shown.output
+    assert "versions saved in the catalog: 2" in shown.output
+    reverted = runner.invoke(main, ["--config", str(path), "config", "revert", "1"])
+    assert "version 1 saved again as configuration version 3" in reverted.output
+    assert [p["name"] for p in plugin.get_policies()] == ["Nearline"]

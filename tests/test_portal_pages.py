@@ -19,7 +19,16 @@ from archive_core.policies import load_config
 from archive_core.portal import ArchiveCorePlugin
 from archive_core.testing.siteconfig import write_config
 from tests.fakedist import write_distribution
-from tests.portal_web import ADMIN, VIEWER, browser, http_status, login, running_portal, screenshot
+from tests.portal_web import (
+    ADMIN,
+    VIEWER,
+    browser,
+    http_status,
+    login,
+    running_portal,
+    screenshot,
+    wait_until_replaced,
+)
 from tests.sites import media
 
 pytestmark = pytest.mark.slow
@@ -27,6 +36,7 @@ pytestmark = pytest.mark.slow
 POLICY = "5f0c2f7e-7d43-4a51-9d8e-3c2b1a0f9e88"
 SECRET = "s3cret-value-never-shown"
 BROKEN_POLICY = "0a6e5d4c-3b2a-4918-8776-5a4b3c2d1e0f"
+OWN_POLICY = "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +112,10 @@ def fill(driver: Any, values: dict[str, str]) -> None:
 
 
 def submit(driver: Any) -> None:
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
 
     button = by_id(driver, "save")
     button.click()
-    WebDriverWait(driver, 10, poll_frequency=0.05).until(expected_conditions.staleness_of(button))
+    wait_until_replaced(driver, button)
 
 
 def versions(site) -> int:
@@ -259,27 +267,14 @@ def test_a_secret_is_entered_as_a_reference_and_its_value_never_shown(admin, por
 
 
 def test_the_test_button_works_without_javascript_too(admin, portal):
-    cookies = {c["name"]: c["value"] for c in admin.get_cookies()}
-    status, page = _post_page(portal, "/archive-core/targets/nearline/test/", cookies)
-    assert status == 200
-    assert "ready: root" in page and "Test of target nearline" in page
 
-
-def _post_page(portal: str, path: str, cookies: dict[str, str]) -> tuple[int, str]:
-    parts = urllib.parse.urlsplit(portal)
-    headers = {
-        "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Accept": "text/html",
-        "X-CSRFToken": cookies["csrftoken"],
-    }
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        connection.request("POST", path, body="", headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
+    admin.get(portal + "/archive-core/")
+    form = by_id(admin, "target-nearline")
+    # form.submit() posts the form as a browser without JavaScript would: no submit event.
+    admin.execute_script("document.querySelector('#target-nearline form').submit()")
+    wait_until_replaced(admin, form)
+    assert text(admin, "test-result").startswith("ready: root")
+    screenshot(admin, "test-result")
 
 
 def test_the_test_button_of_a_broken_target_shows_the_reason(admin, portal, site):
@@ -336,6 +331,30 @@ def test_a_broken_third_party_driver_shows_its_load_error_while_other_policies_w
     assert "job-3" in failure and "bad.mxf" in failure and "sha1" in failure
 
 
+def test_a_policy_with_its_own_driver_is_edited_without_a_target_page(admin, portal, site):
+    import attrs
+
+    from archive_core.policies import parse_document
+
+    plugin = ArchiveCorePlugin(site["config"])
+    store = plugin.site().catalog.config_versions
+    document = dict(store.latest().document)
+    own = {"driver": "filesys", "settings": {"root": str(site["allowed"] / "nearline")}}
+    document["policies"] = {**document["policies"], OWN_POLICY: {"name": "Own", **own}}
+    targets, policies = parse_document(document)
+    config = attrs.evolve(load_config(site["config"]), targets=targets, policies=policies)
+    store.save(document, config=config, actor="import", based_on=store.latest_number())
+    admin.get(portal + "/archive-core/")
+    assert "(declared in its policy)" in text(admin, f"target-{OWN_POLICY}")
+    admin.get(portal + f"/archive-core/policies/{OWN_POLICY}/")
+    assert "carries its own driver and settings" in text(admin, "policy-form")
+    fill(admin, {"name": "Own renamed"})
+    submit(admin)
+    assert "Saved as configuration version" in text(admin, "portal-messages")
+    saved = ArchiveCorePlugin(site["config"]).site().config.policies[OWN_POLICY]
+    assert saved.name == "Own renamed" and saved.targets == (OWN_POLICY,)
+
+
 def test_history_shows_each_version_and_reverts_to_one(admin, portal, site):
     admin.get(portal + f"/archive-core/policies/{POLICY}/")
     fill(admin, {"name": "Renamed archive", "comment": "new name"})
@@ -354,5 +373,5 @@ def test_history_shows_each_version_and_reverts_to_one(admin, portal, site):
         admin, "portal-messages"
     )
     plugin = ArchiveCorePlugin(site["config"])
-    assert [p["name"] for p in plugin.get_policies()] == ["Nearline archive"]
+    assert [p["name"] for p in plugin.get_policies()] == ["Nearline archive"]  # version 2's
     assert "revert to version 2" in text(admin, f"version-{latest + 1}")

@@ -203,7 +203,8 @@ class PolicyForm(forms.Form):
         super().__init__(*args, **kw)
         self.label_suffix = ""
         choices = [("", "(none)")] + [(t, t) for t in targets]
-        self.copies = max(COPIES, copies)
+        # copies=0: the policy has its own driver and settings, so no targets to pick.
+        self.copies = max(COPIES, copies) if copies else 0
         for n in range(1, self.copies + 1):
             self.fields[f"copy_{n}"] = forms.ChoiceField(
                 choices=choices,

@@ -192,7 +192,13 @@ def _site_rows(site: Any) -> dict[str, Any]:
             }
         )
     targets = [
-        {"name": t.name, "driver": t.driver, "disabled": t.disabled}
+        {
+            "name": t.name,
+            "driver": t.driver,
+            "disabled": t.disabled,
+            # One declared inside its policy (driver + settings there) has no page of its own.
+            "in_policy": t.path != f"targets.{t.name}",
+        }
         for t in site.config.targets.values()
     ]
     try:
@@ -389,9 +395,9 @@ class PolicyView(AdminPage):
     @staticmethod
     def _form(document: dict, entry: dict, **kwargs: Any) -> Any:
         targets = sorted(document.get("targets", {}))
-        return pageforms.PolicyForm(
-            targets=targets, copies=len(entry.get("targets", ())) + 1, **kwargs
-        )
+        # A policy with a driver of its own archives to that one target only.
+        copies = 0 if "driver" in entry else len(entry.get("targets", ())) + 1
+        return pageforms.PolicyForm(targets=targets, copies=copies, **kwargs)
 
 
 def _policy_entry(document: dict, uuid: str | None) -> dict[str, Any]:
