@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,7 @@ class ArchiveCorePlugin:
         site: Any = None,
         observer: Any = None,
         actor: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from archive_core.policies import default_config_path
 
@@ -63,9 +65,10 @@ class ArchiveCorePlugin:
         self._users: dict[int, int] = {}  # id(site) -> calls using it now
         self._loaded_stamp: tuple[int, int, int] | None = None
         self._config_error: ConfigError | None = None
+        self._clock = clock
         # A catalog that could not be read is not asked again on every call before this.
-        self._clock = time.monotonic
         self._catalog_quiet_until = 0.0
+        self._version_checked = -math.inf  # when the catalog was last asked for a new version
         self._config_error_from_catalog = False
         if site is None:
             with self._lock:
@@ -123,7 +126,7 @@ class ArchiveCorePlugin:
         return [fs for fs, r in zip(file_sets, report.results, strict=True) if r.ok]
 
     def get_policies(self) -> list[dict[str, Any]]:
-        with self._held() as site:
+        with self._held(listing=True) as site:
             if site is None:
                 return []
             return [
@@ -133,7 +136,7 @@ class ArchiveCorePlugin:
 
     def get_policy_constrains(self) -> list[dict[str, Any]]:
         """Limits of bulk policies, one dict per bulk policy (spelling as Portal calls it)."""
-        with self._held() as site:
+        with self._held(listing=True) as site:
             if site is None:
                 return []
             constraints = []
@@ -156,7 +159,7 @@ class ArchiveCorePlugin:
         Bounded by `ready_timeout_seconds` and cached for `ready_cache_seconds`; a policy
         that is not ready fails its own jobs with the reason, the others keep working.
         """
-        with self._held() as site:
+        with self._held(listing=True) as site:
             if site is None:
                 log.warning("archive-core is not ready: %s", self._config_error)
                 return False
@@ -235,14 +238,16 @@ class ArchiveCorePlugin:
             return self._site
 
     @contextlib.contextmanager
-    def _held(self) -> Iterator[Any]:
+    def _held(self, *, listing: bool = False) -> Iterator[Any]:
         """The current Site, kept open until the block ends even if the config reloads.
 
         A reload swaps in a new Site at once; the old one is closed (drivers, catalog) only
-        when the last call that was using it is done.
+        when the last call that was using it is done. `listing`: a call Portal makes often
+        and caches itself (is_ready, get_policies), for which the catalog is asked for a
+        newer configuration version at most once per `ready_cache_seconds`.
         """
         with self._lock:
-            self._reload_if_changed()
+            self._reload_if_changed(listing=listing)
             site = self._site
             if site is not None:
                 self._users[id(site)] = self._users.get(id(site), 0) + 1
@@ -263,10 +268,11 @@ class ArchiveCorePlugin:
         if retired:
             site.close()
 
-    def _reload_if_changed(self) -> None:
+    def _reload_if_changed(self, *, listing: bool = False) -> None:
         """Reload when the config file changed, or (with the catalog as the source) when a
-        newer configuration version was saved: one small query per call, none per file.
-        Called with the lock held."""
+        newer configuration version was saved: one small query per job call, none per file;
+        for a `listing` call at most one per `ready_cache_seconds`, so that is_ready stays
+        quick even while the catalog is slow. Called with the lock held."""
         if self._loaded_stamp is None and self._config_error is None:
             return  # a Site handed in by the caller: no file to follow
         if _stamp(self.config_path) != self._loaded_stamp:
@@ -281,6 +287,10 @@ class ArchiveCorePlugin:
         source = self._site.config.config_source if self._site is not None else None
         if source is None or source.kind != CATALOG:
             return
+        now = self._clock()
+        if listing and now - self._version_checked < self._quiet_seconds():
+            return
+        self._version_checked = now
         try:
             latest = self._site.catalog.config_versions.latest_number()
         except CatalogError as exc:

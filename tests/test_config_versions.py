@@ -23,13 +23,16 @@ WORKER = Path(__file__).resolve().parent / "config_worker.py"
 ADMIN = "admin (Portal user)"
 
 
-def bootstrap(tmp_path: Path, catalog_url: str | None = None, **config) -> Path:
+def bootstrap(
+    tmp_path: Path, catalog_url: str | None = None, *, portal: dict | None = None, **config
+) -> Path:
     """A bootstrap file: where the catalog is, no targets or policies."""
     return write_config(
         tmp_path / "bootstrap.toml",
         targets={},
         policies={},
         catalog_url=catalog_url or f"sqlite:///{tmp_path / 'catalog.sqlite'}",
+        portal=portal,
         config=config or None,
     )
 
@@ -83,24 +86,54 @@ def test_a_file_for_the_catalog_must_not_declare_targets_too(tmp_path, root):
     assert "config import" in caught.value.message
 
 
-def test_a_saved_version_is_used_on_the_next_call_without_a_restart(tmp_path, root):
-    plugin = ArchiveCorePlugin(bootstrap(tmp_path))
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def names(plugin: ArchiveCorePlugin) -> list[str]:
+    """The policies' names as a job call of `plugin` would see them now."""
+    return [p.name for p in plugin.site().policies()]
+
+
+def test_a_saved_version_is_used_on_the_next_job_call_without_a_restart(tmp_path, root):
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path), clock=Clock())
     site_before = plugin.site()
     saved = save(plugin, disk_document(root), comment="first policy")
     assert saved.number == 1
-    assert [p["uuid"] for p in plugin.get_policies()] == [POLICY]
+    # The archive call itself finds the policy the save made: no restart, no wait.
+    fs = media(tmp_path / "online", "clip.mxf", b"essence")
+    _archived, not_archived, error, _ = plugin.archive([fs], POLICY, "job-1")
+    assert error == "" and not not_archived
     assert plugin.site().config.config_source.version.number == 1
     # No new version: the next calls keep the site (and its drivers) they have.
     site = plugin.site()
     assert site is not site_before
-    plugin.get_policies()
+    plugin.archive([fs], POLICY, "job-2")
     assert plugin.site() is site
 
+
+def test_listing_calls_ask_for_a_new_version_at_most_once_per_ready_cache(tmp_path, root):
+    path = bootstrap(tmp_path)
+    clock = Clock()
+    worker = ArchiveCorePlugin(path, clock=clock)
+    admin = ArchiveCorePlugin(path)  # the web process saving from the pages
+    assert worker.get_policies() == []
+    save(admin, disk_document(root))
+    # is_ready and get_policies come often and Portal caches them: the check waits its turn.
+    clock.now += 14
+    assert worker.get_policies() == []
+    clock.now += 1  # ready_cache_seconds (15) after the last check
+    assert [p["name"] for p in worker.get_policies()] == ["Nearline"]
+    save(admin, disk_document(root, name="Renamed"))
+    assert [p["name"] for p in worker.get_policies()] == ["Nearline"]
+    # A job call asks every time.
     fs = media(tmp_path / "online", "clip.mxf", b"essence")
-    _archived, not_archived, error, _ = plugin.archive([fs], POLICY, "job-1")
-    assert error == "" and not not_archived
-    save(plugin, disk_document(root, name="Renamed"))
-    assert [p["name"] for p in plugin.get_policies()] == ["Renamed"]
+    worker.archive([fs], POLICY, "job-1")
+    assert [p["name"] for p in worker.get_policies()] == ["Renamed"]
 
 
 def test_a_save_made_from_an_older_version_is_refused(tmp_path, root):
@@ -204,7 +237,7 @@ def test_revert_saves_an_old_version_again_and_history_says_what_changed(tmp_pat
     reverted = configedit.revert(site, 1, actor=ADMIN, based_on=2)
     assert reverted.number == 3 and reverted.comment == "revert to version 1"
     assert reverted.digest == site.catalog.config_versions.get(1).digest
-    assert [p["name"] for p in plugin.get_policies()] == ["Nearline"]
+    assert names(plugin) == ["Nearline"]
     history = plugin.site().catalog.config_versions.history()
     assert [v.number for v in history] == [3, 2, 1]
     secret = configedit.secret_test(plugin.site().registry)
@@ -310,7 +343,8 @@ def two_workers(tmp_path, postgresql_server) -> Iterator[tuple[Path, Worker, Wor
 
     name = unique_database_name("config")
     url = postgresql_server.create_database(name)
-    path = bootstrap(tmp_path, url)
+    # The workers' get_policies asks the catalog on every call, as job calls always do.
+    path = bootstrap(tmp_path, url, portal={"ready_cache_seconds": 0})
     workers = [Worker(path, tmp_path), Worker(path, tmp_path)]
     try:
         yield path, *workers
@@ -373,4 +407,4 @@ def test_config_show_says_which_source_wins_and_revert_goes_back(tmp_path, root)
     assert "versions saved in the catalog: 2" in shown.output
     reverted = runner.invoke(main, ["--config", str(path), "config", "revert", "1"])
     assert "version 1 saved again as configuration version 3" in reverted.output
-    assert [p["name"] for p in plugin.get_policies()] == ["Nearline"]
+    assert names(plugin) == ["Nearline"]
