@@ -170,12 +170,22 @@ def changes(
         was, now = old_p.get(uuid), new_p.get(uuid)
         label = f"policy {(now or was).get('name') or uuid} ({uuid})"
         if was is None:
-            lines.append(f"{label} added, targets {_listed(now.get('targets'))}")
+            where = (
+                f"with its own driver {now['driver']}"
+                if "driver" in now
+                else f"targets {_listed(now.get('targets'))}"
+            )
+            lines.append(f"{label} added, {where}")
         elif now is None:
             lines.append(f"{label} removed")
         else:
             for key in sorted(set(was) | set(now)):
-                if was.get(key) != now.get(key):
+                if key == "settings":  # of a policy with its own driver: as a target's
+                    lines.extend(
+                        f"{label}: {line}"
+                        for line in _settings_changes(was, now, now.get("driver", ""), secret)
+                    )
+                elif was.get(key) != now.get(key):
                     lines.append(f"{label}: {_field(key, was.get(key), now.get(key))}")
     return lines
 
@@ -188,14 +198,20 @@ def _target_changes(name: str, was: Mapping, now: Mapping, secret: SecretTest) -
     for key in ("disabled", "verified_copies"):
         if was.get(key) != now.get(key):
             lines.append(f"target {name}: {_field(key, was.get(key), now.get(key))}")
-    old_s, new_s = was.get("settings", {}), now.get("settings", {})
+    lines.extend(f"target {name}: {line}" for line in _settings_changes(was, now, driver, secret))
+    return lines
+
+
+def _settings_changes(was: Mapping, now: Mapping, driver: str, secret: SecretTest) -> list[str]:
+    old_s, new_s = was.get("settings") or {}, now.get("settings") or {}
+    lines = []
     for key in sorted(set(old_s) | set(new_s)):
         if old_s.get(key) == new_s.get(key):
             continue
         if secret(driver, key):
-            lines.append(f"target {name}: secret {key} changed (never shown)")
+            lines.append(f"secret {key} changed (never shown)")
         else:
-            lines.append(f"target {name}: {_field(key, old_s.get(key), new_s.get(key))}")
+            lines.append(_field(key, old_s.get(key), new_s.get(key)))
     return lines
 
 

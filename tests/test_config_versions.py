@@ -256,10 +256,25 @@ def test_revert_saves_an_old_version_again_and_history_says_what_changed(tmp_pat
 
 
 def test_a_secret_setting_is_named_in_the_history_never_shown():
+    def secret(driver: str, key: str) -> bool:
+        return key == "password"
+
     before = {"targets": {"s": {"driver": "sftp", "settings": {"password": "env:OLD"}}}}
     after = {"targets": {"s": {"driver": "sftp", "settings": {"password": "env:NEW"}}}}
-    lines = configedit.changes(before, after, secret=lambda driver, key: key == "password")
+    lines = configedit.changes(before, after, secret=secret)
     assert lines == ["target s: secret password changed (never shown)"]
+    # A policy carrying its own driver and settings: the same.
+    own = {"name": "P", "driver": "sftp", "settings": {"password": "env:OLD", "port": 22}}
+    changed = {**own, "settings": {"password": "env:NEW", "port": 2222}}
+    lines = configedit.changes(
+        {"policies": {"u": own}}, {"policies": {"u": changed}}, secret=secret
+    )
+    assert lines == [
+        "policy P (u): secret password changed (never shown)",
+        "policy P (u): port changed from 22 to 2222",
+    ]
+    added = configedit.changes(None, {"policies": {"u": own}}, secret=secret)
+    assert added == ["policy P (u) added, with its own driver sftp"]
 
 
 def test_export_and_import_round_trip_through_toml(tmp_path, root):
