@@ -375,3 +375,13 @@ def test_history_shows_each_version_and_reverts_to_one(admin, portal, site):
     plugin = ArchiveCorePlugin(site["config"])
     assert [p["name"] for p in plugin.get_policies()] == ["Nearline archive"]  # version 2's
     assert "revert to version 2" in text(admin, f"version-{latest + 1}")
+
+
+def test_a_catalog_that_cannot_be_read_is_explained_not_a_server_error(admin, portal, site):
+    # Last in the module: the catalog is gone from here on.
+    for path in site["base"].glob("catalog.sqlite*"):
+        path.unlink()
+    (site["base"] / "catalog.sqlite").mkdir()  # where the file was: SQLite cannot open it
+    admin.get(portal + "/archive-core/history/")
+    assert "configuration does not load" in text(admin, "site-error")
+    assert http_status(admin, portal + "/archive-core/history/") == 503

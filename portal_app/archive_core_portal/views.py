@@ -58,8 +58,13 @@ class AdminPage(CView):
                 raise PermissionDenied("CSRF check failed: reload the page and try again.")
 
     def handle_exception(self, exc: Exception) -> Any:
+        from archive_core.errors import CatalogError
+
         if isinstance(exc, Unavailable):
             return self.page("overview.html", status=503)
+        if isinstance(exc, CatalogError):  # the catalog, where the configuration is, is down
+            log.error("archive-core's catalog cannot be used: %s", exc.message)
+            return self.page("overview.html", status=503, site_error=exc.message)
         return super().handle_exception(exc)
 
     def page(self, template: str, status: int = 200, **context: Any) -> Response:
