@@ -78,11 +78,22 @@ def config_export(ctx: click.Context, number: int | None, output: Path | None) -
 @click.option("--check", is_flag=True, help="Only validate; save nothing.")
 @click.pass_context
 def config_import(ctx: click.Context, path: Path, comment: str, check: bool) -> None:
-    """Validate the targets and policies in PATH, then save them as the newest version."""
+    """Validate the targets and policies in PATH, then save them as the newest version.
+
+    PATH may be a whole config file (a site moving its config to the catalog): only its
+    [targets] and [policies] are taken.
+    """
     from archive_core import configedit
 
     site = _site(ctx)
-    document = configedit.read_document(path)
+    document, left = configedit.read_document(path)
+    if left:
+        click.echo(
+            f"{path}: only [targets] and [policies] are imported; "
+            f"{', '.join(left)} stay{'s' if len(left) == 1 else ''} per machine in its "
+            "bootstrap file",
+            err=True,
+        )
     if check:
         config = configedit.validate(site.config, document, registry=site.registry)
         click.echo(

@@ -81,9 +81,10 @@ def revert(site: Site, number: int, *, actor: str, based_on: int) -> ConfigVersi
     )
 
 
-def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The targets and policies of a TOML file for `config import`; a file holding anything
-    else (a `[catalog]` table: a whole bootstrap file) is refused, naming what to remove."""
+def read_document(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
+    """The targets and policies of a TOML file for `config import`, and the other tables it
+    holds, which are left out: a whole config file may be imported (moving a site's file
+    config to the catalog), its `[catalog]`, `[portal]` ... staying per machine."""
     import tomllib
 
     where = Path(path)
@@ -95,17 +96,10 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError([f"{where}: cannot be read: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{where}: not valid TOML: {exc}"]) from None
-    other = sorted(set(raw) - set(DOCUMENT_KEYS))
-    if other:
-        raise ConfigError(
-            [
-                f"{key}: belongs in each machine's bootstrap file, not in the catalog's "
-                "configuration (import only [targets] and [policies])"
-                for key in other
-            ],
-            source=str(where),
-        )
-    return {key: raw[key] for key in DOCUMENT_KEYS if key in raw}
+    if not any(key in raw for key in DOCUMENT_KEYS):
+        raise ConfigError([f"{where}: declares no [targets] or [policies] to import"])
+    left = sorted(set(raw) - set(DOCUMENT_KEYS))
+    return {key: raw.get(key, {}) for key in DOCUMENT_KEYS}, left
 
 
 def render(document: Mapping[str, Any]) -> str:

@@ -311,8 +311,9 @@ def parse_config(
     if kind == CATALOG and declares:
         problems.append(
             "targets, policies: this site keeps its targets and policies in the catalog "
-            '([config] source = "catalog"), so the file must not declare any; save them in '
-            "the catalog with `archive-core config import FILE`, then remove them here"
+            '([config] source = "catalog"), so the file must not declare any; import them '
+            "into the catalog first (`archive-core config import` with this file, before "
+            "setting the source), then remove them here"
         )
     targets, policies = _targets_and_policies(section, problems)
     if problems:

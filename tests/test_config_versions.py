@@ -302,7 +302,7 @@ def test_export_and_import_round_trip_through_toml(tmp_path, root):
     assert entry["comment"] == f"imported from {source}"
 
 
-def test_import_validates_first_and_refuses_a_whole_config_file(tmp_path, root):
+def test_import_validates_first_and_takes_only_targets_and_policies(tmp_path, root):
     from click.testing import CliRunner
 
     from archive_core.cli import main
@@ -313,12 +313,14 @@ def test_import_validates_first_and_refuses_a_whole_config_file(tmp_path, root):
     result = CliRunner().invoke(main, ["--config", str(path), "config", "import", str(broken)])
     assert result.exit_code == 2
     assert "targets.disk.settings.root: must be an absolute path" in result.output
+    assert ArchiveCorePlugin(path).site().catalog.config_versions.latest_number() == 0
+    # A site's whole config file: its targets and policies move, the rest stays per machine.
     (tmp_path / "whole").mkdir()
     whole, _ = filesys_site(tmp_path / "whole")
     result = CliRunner().invoke(main, ["--config", str(path), "config", "import", str(whole)])
-    assert result.exit_code == 2
-    assert "catalog: belongs in each machine's bootstrap file" in result.output
-    assert ArchiveCorePlugin(path).site().catalog.config_versions.latest_number() == 0
+    assert result.exit_code == 0, result.output
+    assert "catalog, state_dir stay per machine in its bootstrap file" in result.output
+    assert names(ArchiveCorePlugin(path)) == ["Test archive"]
 
 
 # --- two worker processes, one PostgreSQL catalog ------------------------------------------

@@ -96,8 +96,8 @@ def _read_only(site: Any) -> str | None:
     return (
         f"This site reads its targets and policies from the file {source.file} ({source.why}), "
         "so they are shown here but changed in that file. To manage them on these pages, "
-        "run `archive-core config import` with that file, then remove its [targets] and "
-        "[policies]."
+        "run `archive-core config import` with that file (it takes its targets and "
+        "policies), then remove its [targets] and [policies]."
     )
 
 
