@@ -425,3 +425,33 @@ def test_config_show_says_which_source_wins_and_revert_goes_back(tmp_path, root)
     reverted = runner.invoke(main, ["--config", str(path), "config", "revert", "1"])
     assert "version 1 saved again as configuration version 3" in reverted.output
     assert names(plugin) == ["Nearline"]
+
+
+def test_two_saves_from_the_same_version_at_once_one_wins_the_other_is_told(
+    tmp_path, root, catalog_url
+):
+    import threading
+
+    path = bootstrap(tmp_path, catalog_url)
+    sites = [ArchiveCorePlugin(path).site() for _ in range(2)]
+    start = threading.Barrier(2)
+    outcomes: list[object] = [None, None]
+
+    def admin(n: int) -> None:
+        start.wait()
+        try:
+            document = disk_document(root, name=f"by admin {n}")
+            outcomes[n] = configedit.save(sites[n], document, actor=f"admin {n}", based_on=0)
+        except ConfigConflict as exc:
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=admin, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    conflicts = [o for o in outcomes if isinstance(o, ConfigConflict)]
+    saved = [o for o in outcomes if not isinstance(o, ConfigConflict)]
+    assert len(conflicts) == 1 and len(saved) == 1, outcomes
+    assert saved[0].number == 1 and conflicts[0].latest == 1
+    assert [v.number for v in sites[0].catalog.config_versions.history()] == [1]
