@@ -43,7 +43,7 @@ CORE_LAYERS: list[set[str]] = [
     # target's catalog entries rebuilt from its manifests; configuration versions validated
     # and saved
     {"operator", "scrub", "rebuild", "repair", "configedit"},
-    {"cli", "configcli", "demo", "scaffold", "testing"},  # what people and vendors run
+    {"cli", "demo", "scaffold", "testing"},  # what people and vendors run
 ]
 
 

@@ -11,24 +11,17 @@ from pathlib import Path
 
 import click
 
+from archive_core.cli.base import _actor, _emit_json, _plugin, _table, main
 from archive_core.policies import CATALOG
 
 
-@click.group("config")
+@main.group("config")
 def config() -> None:
     """The site's targets and policies: where they come from, versions, import and export."""
 
 
 def _site(ctx: click.Context):
-    from archive_core.cli import _plugin
-
     return _plugin(ctx).site()
-
-
-def _actor() -> str:
-    from archive_core.cli import _actor
-
-    return _actor()
 
 
 @config.command("show")
@@ -126,7 +119,6 @@ def config_import(ctx: click.Context, path: Path, comment: str, check: bool) -> 
 def config_history(ctx: click.Context, as_json: bool) -> None:
     """Every saved version, newest first, with who saved it and what changed."""
     from archive_core import configedit
-    from archive_core.cli import _emit_json, _table
 
     site = _site(ctx)
     versions = site.catalog.config_versions.history()
