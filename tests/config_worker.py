@@ -14,8 +14,27 @@ from archive_core.portal import ArchiveCorePlugin
 from archive_core.testing.fileset import FileSet
 
 
+def save_forever(plugin: ArchiveCorePlugin, root: str) -> None:
+    from archive_core import configedit
+
+    site = plugin.site()
+    versions = site.catalog.config_versions
+    n = 0
+    while True:
+        n += 1
+        document = {
+            "targets": {"disk": {"driver": "filesys", "settings": {"root": root}}},
+            "policies": {"p": {"name": f"saved {n} " + "x" * 4000, "targets": ["disk"]}},
+        }
+        latest = versions.latest_number()
+        configedit.save(site, document, actor="crash test", based_on=latest)
+
+
 def main() -> None:
     plugin = ArchiveCorePlugin(sys.argv[1])
+    if sys.argv[2:3] == ["--save-forever"]:
+        save_forever(plugin, sys.argv[3])
+        return
     for line in sys.stdin:
         command, *args = json.loads(line)
         if command == "policies":

@@ -455,3 +455,38 @@ def test_two_saves_from_the_same_version_at_once_one_wins_the_other_is_told(
     assert len(conflicts) == 1 and len(saved) == 1, outcomes
     assert saved[0].number == 1 and conflicts[0].latest == 1
     assert [v.number for v in sites[0].catalog.config_versions.history()] == [1]
+
+
+def test_a_worker_killed_while_saving_leaves_whole_versions_only(tmp_path, root):
+    import signal
+    import time
+
+    from archive_core.configstore import document_digest
+
+    path = bootstrap(tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *sys.path]))
+    saver = subprocess.Popen(
+        [sys.executable, str(WORKER), str(path), "--save-forever", str(root)], env=env
+    )
+    plugin = ArchiveCorePlugin(path)
+    versions = plugin.site().catalog.config_versions
+    try:
+        deadline = time.monotonic() + 60
+        while versions.latest_number() < 5:
+            assert saver.poll() is None, "the saving worker exited"
+            assert time.monotonic() < deadline, "no versions saved within 60 s"
+            time.sleep(0.01)
+    finally:
+        saver.send_signal(signal.SIGKILL)
+        saver.wait()
+    history = versions.history()
+    assert [v.number for v in history] == list(range(len(history), 0, -1))  # no gaps
+    for version in history:
+        assert document_digest(version.document) == version.digest
+        assert version.document["policies"]["p"]["name"].startswith(f"saved {version.number} ")
+    trail = plugin.site().catalog.audit
+    assert trail.verify().ok
+    saved = [e for e in trail.entries() if e.operation == "config"]
+    assert [e.outcome for e in saved] == [f"saved as version {v.number}" for v in history[::-1]]
+    # The next save follows on from the last whole one.
+    assert save(plugin, disk_document(root)).number == len(history) + 1
