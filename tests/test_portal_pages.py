@@ -329,6 +329,8 @@ def test_a_broken_third_party_driver_shows_its_load_error_while_other_policies_w
     assert "job-2" in jobs and "job-3" in jobs
     failure = text(admin, "failures")
     assert "job-3" in failure and "bad.mxf" in failure and "sha1" in failure
+    [row] = [r for r in text(admin, "integrity").splitlines() if "Nearline archive" in r]
+    assert row.split()[2:5] == ["nearline", "2", str(len(b"essence") + len(b"more essence"))]
 
 
 def test_a_policy_with_its_own_driver_is_edited_without_a_target_page(admin, portal, site):

@@ -206,15 +206,21 @@ def _site_rows(site: Any) -> dict[str, Any]:
         }
         for t in site.config.targets.values()
     ]
+    names = {p["uuid"]: p["name"] for p in policies}
     try:
         recent, recent_error = site.catalog.recent(), None
+        integrity = [
+            {"row": row, "name": names.get(row.policy, "(not configured)")}
+            for row in site.catalog.summary()
+        ]
     except CatalogError as exc:
-        recent, recent_error = None, exc.message
+        recent, recent_error, integrity = None, exc.message, []
     return {
         "policies": policies,
         "targets": targets,
         "recent": recent,
         "recent_error": recent_error,
+        "integrity": integrity,
     }
 
 
