@@ -96,7 +96,9 @@ def _json(value: str) -> None:
 
 class TargetForm(forms.Form):
     """A target: its name (fixed once saved), its driver, whether it is disabled, and the
-    settings its driver declares (added per driver by `with_settings`)."""
+    settings its driver declares (from its `setting()` declarations)."""
+
+    required_css_class = "required"  # the label of a field that must be filled in
 
     name = forms.CharField(
         max_length=64,
@@ -172,6 +174,8 @@ def setting_initial(infos: Iterable[Any], settings: Mapping[str, Any]) -> dict[s
 
 class PolicyForm(forms.Form):
     """A policy: uuid (fixed once saved), name, targets in copy order, limits and checks."""
+
+    required_css_class = "required"
 
     uuid = forms.CharField(
         max_length=64,
