@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,46 +154,51 @@ def archive(
     ]
     with _observer(as_json) as observer:
         report = _plugin(ctx, observer).run("archive", file_sets, policy, job_id)
-    pairs = list(zip(file_sets, report.results, strict=True))
     _report(
         ctx,
         report,
+        file_sets,
         as_json,
-        ("archived", [fs._replace(external_ids=r.external_ids) for fs, r in pairs if r.ok]),
-        ("not_archived", [fs for fs, r in pairs if not r.ok]),
+        ("archived", "not_archived"),
         lambda fs: f"archived {fs.files[0]} -> {', '.join(fs.external_ids)}",
+        done_as=lambda fs, r: fs._replace(external_ids=r.external_ids),
     )
 
 
 def _report(
     ctx: click.Context,
     report: Any,
+    file_sets: Sequence[Any],
     as_json: bool,
-    done: tuple[str, list],
-    failed: tuple[str, list],
+    keys: tuple[str, str],
     line: Any,
+    done_as: Any = lambda fs, _result: fs,
 ) -> None:
-    """Print an operation's FileSets (JSON or one line each) and exit 1 if any failed.
+    """Print an operation's FileSets (JSON under `keys`: the done, the failed; or one line
+    each done) and exit 1 if any failed; `done_as` gives a done FileSet as it is printed.
 
     Exit 2 instead when nothing could be done because a target's driver is not usable
     (misconfigured, not installed): a configuration problem, as the README promises.
     """
+    pairs = list(zip(file_sets, report.results, strict=True))
+    done = [done_as(fs, r) for fs, r in pairs if r.ok]
+    failed = [fs for fs, r in pairs if not r.ok]
     error = report.error_text()
     if as_json:
         _emit_json(
             {
-                done[0]: [_file_set_json(fs) for fs in done[1]],
-                failed[0]: [_file_set_json(fs) for fs in failed[1]],
+                keys[0]: [_file_set_json(fs) for fs in done],
+                keys[1]: [_file_set_json(fs) for fs in failed],
                 "error": error,
             }
         )
     else:
-        for fs in done[1]:
+        for fs in done:
             click.echo(line(fs))
         if error:
             click.secho(error, fg="red", err=True)
-    if failed[1]:
-        ctx.exit(EXIT_USAGE if report.unusable and not done[1] else EXIT_FAILED)
+    if failed:
+        ctx.exit(EXIT_USAGE if report.unusable and not done else EXIT_FAILED)
 
 
 def _selected_file_sets(
@@ -249,13 +255,12 @@ def restore(
         file_sets = [fs._replace(sha1=sha1) for fs in file_sets]
     with _observer(as_json) as observer:
         report = _plugin(ctx, observer).run("restore", file_sets, policy)
-    pairs = list(zip(file_sets, report.results, strict=True))
     _report(
         ctx,
         report,
+        file_sets,
         as_json,
-        ("restored", [fs for fs, r in pairs if r.ok]),
-        ("not_restored", [fs for fs, r in pairs if not r.ok]),
+        ("restored", "not_restored"),
         lambda fs: f"restored {fs.files[0]}",
     )
 
@@ -280,13 +285,12 @@ def delete(
     """Delete archived copies named by EXTERNAL_IDS (or --from-json)."""
     file_sets = _many(external_ids, from_json)
     report = _plugin(ctx).run("delete", file_sets, policy)
-    pairs = list(zip(file_sets, report.results, strict=True))
     _report(
         ctx,
         report,
+        file_sets,
         as_json,
-        ("deleted", [fs for fs, r in pairs if r.ok]),
-        ("not_deleted", [fs for fs, r in pairs if not r.ok]),
+        ("deleted", "not_deleted"),
         lambda fs: f"deleted {', '.join(fs.external_ids)}",
     )
 
@@ -331,13 +335,12 @@ def verify(
         else:
             file_sets = _many(external_ids, from_json)
         report = plugin.run("verify", file_sets, policy)
-    pairs = list(zip(file_sets, report.results, strict=True))
     _report(
         ctx,
         report,
+        file_sets,
         as_json,
-        ("verified", [fs for fs, r in pairs if r.ok]),
-        ("failed", [fs for fs, r in pairs if not r.ok]),
+        ("verified", "failed"),
         lambda fs: f"verified {', '.join(fs.external_ids)}",
     )
 
