@@ -294,12 +294,11 @@ class AuditTrail:
 
 
 def _entry(row: Any) -> AuditEntry:
-    at = row["at"]
-    if at.tzinfo is None:  # SQLite hands back naive datetimes; what was stored is UTC
-        at = at.replace(tzinfo=dt.UTC)
+    from archive_core.catalog import as_utc
+
     return AuditEntry(
         id=int(row["id"]),
-        at=at.astimezone(dt.UTC),
+        at=as_utc(row["at"]),
         actor=row["actor"],
         process=row["process"],
         operation=row["operation"],

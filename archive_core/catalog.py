@@ -713,7 +713,7 @@ class Catalog:
                     copies=int(row[2]),
                     bytes=int(row[3]),
                     never_verified=int(row[4] or 0),
-                    oldest_verified=_utc(row[5]) if row[5] is not None else None,
+                    oldest_verified=as_utc(row[5]) if row[5] is not None else None,
                     failed=int(row[6] or 0),
                 )
                 for row in conn.execute(query)
@@ -862,7 +862,7 @@ class Catalog:
                 )
             )
             for owner, beat in beats:
-                verdict[owner] = now - _utc(beat) < HEARTBEAT_STALE
+                verdict[owner] = now - as_utc(beat) < HEARTBEAT_STALE
         with _open_lock:
             running = set(_open_batches)
         return [
@@ -1554,7 +1554,7 @@ def _file_rows(
     """A batch's files (those it still holds) as journal rows: done once a file's result
     is recorded (a failure has a row of its own, which the caller prefers), else in the
     batch's state."""
-    started, finished = _utc(batch["started"]), _utc(batch["finished"])
+    started, finished = as_utc(batch["started"]), as_utc(batch["finished"])
     return [
         JournalRow(
             batch=batch["id"],
@@ -1574,8 +1574,9 @@ def _file_rows(
     ]
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes, PostgreSQL the session's zone; we store UTC.
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A datetime read from the catalog, in UTC: SQLite hands back naive datetimes (stored as
+    UTC), PostgreSQL the session's zone."""
     if value is None:
         return None
     if value.tzinfo is None:
@@ -1608,7 +1609,7 @@ def _record(cls: type[R], row: Any) -> R:
     for field in attrs.fields(cls):
         value = row[field.name]
         if isinstance(value, dt.datetime):
-            value = _utc(value)
+            value = as_utc(value)
         elif field.name == "placement" and value is not None:
             import json
 

@@ -178,12 +178,11 @@ class ConfigVersions:
 
 
 def _version(row: Mapping[str, Any]) -> ConfigVersion:
-    at = row["at"]
-    if at.tzinfo is None:  # SQLite hands back naive datetimes; what was stored is UTC
-        at = at.replace(tzinfo=dt.UTC)
+    from archive_core.catalog import as_utc
+
     return ConfigVersion(
         number=int(row["number"]),
-        at=at.astimezone(dt.UTC),
+        at=as_utc(row["at"]),
         actor=row["actor"],
         comment=row["comment"],
         document=json.loads(row["document"]),

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from archive_core.catalog import as_utc
 from archive_core.errors import (
     ArchiveCoreError,
     CatalogError,
@@ -271,7 +272,7 @@ class Leases:
                     if alive
                     else "from this host it cannot be told whether that process still runs; "
                     f"break it on its own host, or wait until it expires at "
-                    f"{when(_utc(row['expires']))}"
+                    f"{when(as_utc(row['expires']))}"
                 )
                 raise LeaseHolderAlive(
                     resource=resource, holder=row["holder"], purpose=row["purpose"], why=why
@@ -349,8 +350,8 @@ class Leases:
                     token=row["token"],
                     holder=row["holder"],
                     purpose=row["purpose"],
-                    arrived=_utc(row["arrived"]),
-                    expires=_utc(row["expires"]),
+                    arrived=as_utc(row["arrived"]),
+                    expires=as_utc(row["expires"]),
                     priority=row["priority"],
                 )
                 for row in _queue(conn, t, resource)
@@ -427,7 +428,7 @@ class Leases:
             else queue_rows[:mine]
         )
         row = _lease_row(conn, t, ask.resource)
-        held = row is not None and _utc(row["expires"]) > now
+        held = row is not None and as_utc(row["expires"]) > now
         if not held and not ahead:
             lease = Lease(
                 resource=ask.resource,
@@ -471,7 +472,7 @@ class Leases:
         return _Busy(
             holder=row["holder"] if held else None,
             purpose=row["purpose"] if held else None,
-            expires=_utc(row["expires"]) if held else None,
+            expires=as_utc(row["expires"]) if held else None,
             ahead=len(ahead),
             next_holder=None if held else ahead[0]["holder"],
         )
@@ -518,7 +519,7 @@ class Leases:
         if self._clock is not None:
             return self._clock()
         if backend == "postgresql":
-            return _utc(conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one())
+            return as_utc(conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one())
         return dt.datetime.now(dt.UTC)
 
 
@@ -660,8 +661,8 @@ def _lease(row: Mapping[str, Any]) -> Lease:
         token=row["token"],
         holder=row["holder"],
         purpose=row["purpose"],
-        granted=_utc(row["granted"]),
-        expires=_utc(row["expires"]),
+        granted=as_utc(row["granted"]),
+        expires=as_utc(row["expires"]),
         ttl=row["ttl"],
         taken_over_from=row["taken_over_from"],
     )
@@ -677,7 +678,7 @@ def _lost(lease: Lease, row: Mapping[str, Any] | None, action: str) -> LeaseLost
         expires=lease.expires,
         holder=row["holder"],
         purpose=row["purpose"],
-        since=_utc(row["granted"]),
+        since=as_utc(row["granted"]),
     )
 
 
@@ -685,10 +686,3 @@ def _lock_key(resource: str) -> int:
     """The second advisory-lock key of a resource: 32 bits of its hash. Two resources that
     share one only wait for each other's short transactions; nothing else is shared."""
     return int.from_bytes(hashlib.sha256(resource.encode()).digest()[:4], "big", signed=True)
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes (stored as UTC), PostgreSQL the session's zone.
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
