@@ -163,6 +163,8 @@ def test_the_first_visit_with_no_configuration_says_where_it_comes_from(admin, p
     assert text(admin, "no-policies").startswith("No policies yet")
     assert "loaded" in text(admin, "driver-filesys")
     screenshot(admin, "overview-empty")
+    by_id(admin, "new-policy").click()
+    assert "add a target first" in text(admin, "no-targets")
 
 
 def test_a_form_post_without_the_csrf_token_is_refused(admin, portal, site):

@@ -106,9 +106,13 @@ def _current(site: Any) -> tuple[dict[str, Any], int]:
     from archive_core import configstore
 
     version = site.config.config_source.version
-    if version is not None:
-        return copy.deepcopy(dict(version.document)), version.number
-    return configstore.document_of(site.config), 0
+    if version is None:
+        document, number = configstore.document_of(site.config), 0
+    else:
+        document, number = copy.deepcopy(dict(version.document)), version.number
+    for key in ("targets", "policies"):
+        document.setdefault(key, {})
+    return document, number
 
 
 def _actor(request: Any) -> str:
@@ -283,7 +287,7 @@ class TargetView(AdminPage):
         form = pageforms.TargetForm(data, drivers=_driver_names(site), infos=infos)
         if form.is_valid():
             target = form.cleaned_data["name"]
-            if name is None and target in document.get("targets", {}):
+            if name is None and target in document["targets"]:
                 form.add_error("name", f"A target named {target} exists already.")
             else:
                 new = {"driver": driver, "settings": form.settings()}
@@ -292,8 +296,7 @@ class TargetView(AdminPage):
                         new[key] = entry[key]
                 if form.cleaned_data["disabled"]:
                     new["disabled"] = True
-                document.setdefault("targets", {})[target] = new
-                document.setdefault("policies", {})
+                document["targets"][target] = new
                 if _save(request, form, site, document, _target_fields(target, infos)):
                     return _overview()
         return self._render(site, form, name, driver, load_error, status=400)
@@ -313,7 +316,7 @@ class TargetView(AdminPage):
 def _target_entry(document: dict, name: str | None) -> dict[str, Any]:
     if name is None:
         return {}
-    entry = document.get("targets", {}).get(name)
+    entry = document["targets"].get(name)
     if entry is None:
         raise Http404(f"No target named {name} is configured.")
     return entry
@@ -368,7 +371,7 @@ class PolicyView(AdminPage):
         initial = pageforms.policy_initial(uuid or pageforms.new_policy_uuid(), entry)
         initial["based_on"] = based_on
         form = self._form(document, entry, initial=initial)
-        return self.page("policy.html", form=form, uuid=uuid)
+        return self.page("policy.html", form=form, uuid=uuid, no_targets=not document["targets"])
 
     def post(self, request: Any, uuid: str | None = None) -> Any:
         site = _require_site()
@@ -380,7 +383,7 @@ class PolicyView(AdminPage):
         form = self._form(document, entry, data=data)
         if form.is_valid():
             key = form.cleaned_data["uuid"]
-            if uuid is None and key in document.get("policies", {}):
+            if uuid is None and key in document["policies"]:
                 form.add_error("uuid", f"A policy with uuid {key} exists already.")
             else:
                 new = form.entry()
@@ -388,8 +391,7 @@ class PolicyView(AdminPage):
                     if kept in entry:
                         new[kept] = entry[kept]
                         new.pop("targets", None)
-                document.setdefault("policies", {})[key] = new
-                document.setdefault("targets", {})
+                document["policies"][key] = new
                 base = f"policies.{key}"
                 fields = {
                     base: "name",
@@ -401,11 +403,13 @@ class PolicyView(AdminPage):
                 }
                 if _save(request, form, site, document, fields):
                     return _overview()
-        return self.page("policy.html", status=400, form=form, uuid=uuid)
+        return self.page(
+            "policy.html", status=400, form=form, uuid=uuid, no_targets=not document["targets"]
+        )
 
     @staticmethod
     def _form(document: dict, entry: dict, **kwargs: Any) -> Any:
-        targets = sorted(document.get("targets", {}))
+        targets = sorted(document["targets"])
         # A policy with a driver of its own archives to that one target only.
         copies = 0 if "driver" in entry else len(entry.get("targets", ())) + 1
         return pageforms.PolicyForm(targets=targets, copies=copies, **kwargs)
@@ -414,7 +418,7 @@ class PolicyView(AdminPage):
 def _policy_entry(document: dict, uuid: str | None) -> dict[str, Any]:
     if uuid is None:
         return {}
-    entry = document.get("policies", {}).get(uuid)
+    entry = document["policies"].get(uuid)
     if entry is None:
         raise Http404(f"No policy with uuid {uuid} is configured.")
     return entry
