@@ -672,14 +672,17 @@ def test_the_kits_probe_deadline_is_portals_default_ready_timeout() -> None:
 
 
 _uploads_meet = threading.Barrier(2, timeout=10)
+_uploads_looked = threading.Barrier(2, timeout=10)
 _uploading: set[str] = set()
 
 
 class ExclusiveDriver(MemoryDriver):
     """Refuses a second upload of a key while one is in flight (the vendor API's lock).
 
-    Each upload first waits for the other site's upload of the same file, so that the two
-    overlap as they do when two busy workers archive one batch.
+    Each upload first waits for the other site's upload of the same file, and neither goes
+    on before both have looked for the other's: the two overlap as they do when two busy
+    workers archive one batch, however the threads are scheduled (without the second
+    meeting, a loaded machine could let the first upload finish before the second looked).
     """
 
     name = "exclusive"
@@ -689,6 +692,7 @@ class ExclusiveDriver(MemoryDriver):
         with memory_module._lock:
             taken = key in _uploading
             _uploading.add(key)
+        _uploads_looked.wait()
         if taken:
             raise ArchiveCoreError(f"another upload of {key} is in progress")
         try:
