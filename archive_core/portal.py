@@ -87,18 +87,24 @@ class ArchiveCorePlugin:
         not fail the batch. The legacy setting returns only the archived list.
         """
         file_sets = list(file_sets or ())
-        try:
-            report = self.run("archive", file_sets, policy_uuid, job_id)
-        except ArchiveCoreError as exc:
-            log.error("policy=%s job=%s archive refused: %s", policy_uuid, job_id, exc.message)
-            return self._archive_result([], file_sets, exc.message, policy_uuid)
+        # One Site for the whole call: the result's shape is that of the config it ran on,
+        # and the catalog is asked for a newer version once, not again for the answer.
+        with self._held() as site:
+            legacy = site is not None and site.config.portal.legacy_archive_result
+            try:
+                report = self._run_on(site, "archive", file_sets, policy_uuid, job_id)
+            except ArchiveCoreError as exc:
+                log.error("policy=%s job=%s archive refused: %s", policy_uuid, job_id, exc.message)
+                return _archive_result([], file_sets, exc.message, policy_uuid, legacy=legacy)
         archived, not_archived = [], []
         for fs, result in zip(file_sets, report.results, strict=True):
             if result.ok:
                 archived.append(_replace_external_ids(fs, result.external_ids))
             else:
                 not_archived.append(fs)
-        return self._archive_result(archived, not_archived, report.error_text(), policy_uuid)
+        return _archive_result(
+            archived, not_archived, report.error_text(), policy_uuid, legacy=legacy
+        )
 
     def restore(self, file_sets: Sequence[Any] | None, policy_uuid: str, job_id: Any = None):
         """Restore every FileSet to its first path; raise one admin-readable error on failure."""
@@ -180,22 +186,8 @@ class ArchiveCorePlugin:
         calls this and reads the report. Raises ArchiveCoreError when the whole call is
         refused (a broken config, an unknown policy, an undeclared capability).
         """
-        from archive_core.jobs import JobRunner
-
-        jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
         with self._held() as site:
-            if site is None:
-                assert self._config_error is not None
-                raise self._config_error
-            runner = JobRunner(
-                site,
-                policy_uuid=policy_uuid,
-                job_id=_job(job_id),
-                operation=operation,
-                observer=self.observer,
-                actor=self.actor,
-            )
-            return runner.run(jobs)
+            return self._run_on(site, operation, file_sets, policy_uuid, job_id)
 
     def verify(self, file_sets: Sequence[Any] | None, policy_uuid: str, job_id: Any = None):
         """Read archived copies back and check their sha1; (verified, failed, error_string)."""
@@ -222,14 +214,30 @@ class ArchiveCorePlugin:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _archive_result(self, archived, not_archived, error: str, policy_uuid: str):
-        with self._held() as site:
-            legacy = site.config.portal.legacy_archive_result if site is not None else False
-        if legacy:
-            if error:
-                log.error("policy=%s archive: %s", policy_uuid, error)
-            return archived
-        return archived, not_archived, error, {}
+    def _run_on(
+        self,
+        site: Any,
+        operation: str,
+        file_sets: Sequence[Any],
+        policy_uuid: str,
+        job_id: Any,
+    ) -> JobReport:
+        """`run` on a Site the caller holds (None: the config is broken)."""
+        from archive_core.jobs import JobRunner
+
+        jobs = [_read_file_set(fs, i) for i, fs in enumerate(file_sets)]
+        if site is None:
+            assert self._config_error is not None
+            raise self._config_error
+        runner = JobRunner(
+            site,
+            policy_uuid=policy_uuid,
+            job_id=_job(job_id),
+            operation=operation,
+            observer=self.observer,
+            actor=self.actor,
+        )
+        return runner.run(jobs)
 
     def _current_site(self):
         """The Site for the config on disk, reloaded when the file changed."""
@@ -403,3 +411,14 @@ def _replace_external_ids(fs: Any, external_ids: tuple[str, ...]) -> Any:
 
 def _job(job_id: Any) -> str | None:
     return None if job_id is None else str(job_id)
+
+
+def _archive_result(
+    archived: list[Any], not_archived: list[Any], error: str, policy_uuid: str, *, legacy: bool
+) -> Any:
+    """archive()'s answer in Portal's shape: the legacy setting returns the archived only."""
+    if legacy:
+        if error:
+            log.error("policy=%s archive: %s", policy_uuid, error)
+        return archived
+    return archived, not_archived, error, {}

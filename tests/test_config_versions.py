@@ -116,6 +116,29 @@ def test_a_saved_version_is_used_on_the_next_job_call_without_a_restart(tmp_path
     assert plugin.site() is site
 
 
+def test_each_job_call_asks_the_catalog_for_the_newest_version_once(tmp_path, root, monkeypatch):
+    from archive_core.configstore import ConfigVersions
+
+    plugin = ArchiveCorePlugin(bootstrap(tmp_path), clock=Clock())
+    save(plugin, disk_document(root))
+    asked = []
+    latest_number = ConfigVersions.latest_number
+    monkeypatch.setattr(
+        ConfigVersions, "latest_number", lambda self: asked.append(1) or latest_number(self)
+    )
+    files = [
+        media(tmp_path / "online", f"clip{n}.mxf", b"essence %d" % n, item_id=f"VX-{n}")
+        for n in range(3)
+    ]
+    archived, not_archived, error, _ = plugin.archive(files, POLICY, "job-1")
+    assert error == "" and not not_archived
+    assert len(asked) == 1  # not once per file, nor again to put the answer in Portal's shape
+    for operation in (plugin.verify, plugin.restore, plugin.delete):
+        asked.clear()
+        operation(archived, POLICY, "job-2")
+        assert len(asked) == 1, operation.__name__
+
+
 def test_listing_calls_ask_for_a_new_version_at_most_once_per_ready_cache(tmp_path, root):
     path = bootstrap(tmp_path)
     clock = Clock()
