@@ -278,6 +278,13 @@ def logout(driver: Any) -> None:
     wait_until_replaced(driver, form)
 
 
+def follow(driver: Any, element: Any) -> None:
+    """Click a link or a form's button and wait for the page it leads to: a click can return
+    before the next page is there, and an element looked for meanwhile is the old page's."""
+    element.click()
+    wait_until_replaced(driver, element)
+
+
 def wait_until_replaced(driver: Any, element: Any, timeout: float = _UI_TIMEOUT) -> None:
     """Wait until the page holding `element` was replaced by the next one (after a click
     that submits a form or follows a link).

@@ -101,9 +101,18 @@ def _intent(catalog: Catalog, job: str, name: str = "n.mov"):
     return catalog.begin(job_id=job, policy="p", target="t", operation="archive", entries=[entry])
 
 
+def _other_workers_intent(catalog_url: str, job: str, **worker: Any) -> None:
+    """An intent left open by another worker (Catalog(**worker)). That worker's catalog object
+    is closed at once: nothing in this process may keep beating its heartbeat (a thread that
+    would, with the test's clock, after the test's server is gone)."""
+    other = Catalog(catalog_url, **worker)
+    _intent(other, job)
+    other.close()
+
+
 def test_a_dead_workers_intent_is_unfinished_until_a_rerun_abandons_it(catalog_url):
     dead, _ = _process(alive=False)
-    _intent(Catalog(catalog_url, worker=dead), "dead")
+    _other_workers_intent(catalog_url, "dead", worker=dead)
     catalog = Catalog(catalog_url)
     [open_intent] = catalog.unfinished()
     assert (open_intent.job_id, open_intent.state) == ("dead", "intent")
@@ -122,7 +131,7 @@ def test_a_dead_workers_intent_is_unfinished_until_a_rerun_abandons_it(catalog_u
 def test_a_live_workers_intent_is_never_taken_for_abandoned(catalog_url):
     live, child = _process(alive=True)
     try:
-        _intent(Catalog(catalog_url, worker=live), "live")
+        _other_workers_intent(catalog_url, "live", worker=live)
         catalog = Catalog(catalog_url)
         assert _intent(catalog, "second").abandoned == {}
         assert {r.job_id for r in catalog.unfinished()} == {"live", "second"}
@@ -137,7 +146,7 @@ def test_a_live_workers_intent_is_never_taken_for_abandoned(catalog_url):
 def test_another_hosts_intent_is_live_while_its_heartbeat_is_fresh(catalog_url):
     now = [dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)]
     elsewhere = WorkerId(host="portal-worker-2", pid=4242, pid_space="b00t-1", start=99)
-    _intent(Catalog(catalog_url, worker=elsewhere, clock=lambda: now[0]), "remote")
+    _other_workers_intent(catalog_url, "remote", worker=elsewhere, clock=lambda: now[0])
     catalog = Catalog(catalog_url, clock=lambda: now[0])
     now[0] += HEARTBEAT_STALE - dt.timedelta(seconds=1)
     assert _intent(catalog, "early").abandoned == {}

@@ -230,6 +230,7 @@ def test_a_write_that_lands_in_a_deleted_catalog_file_is_an_error_not_a_success(
     database.unlink()
     with pytest.raises(CatalogError, match="deleted"):
         catalog.finish(batch.id, [JournalResult(key="0", ok=False, error="x")])
+    catalog.close()
 
 
 # --- 8. restore by self-describing external id without a usable catalog ------------------------

@@ -234,13 +234,15 @@ def test_driver_is_told_which_files_a_dead_worker_left_unfinished_and_by_whom(tm
     killed = subprocess.Popen(["sleep", "0"])
     worker = workers.of_process(killed.pid)
     killed.wait()
-    Catalog(plugin.site().catalog.url, worker=worker).begin(
+    left_behind = Catalog(plugin.site().catalog.url, worker=worker)
+    left_behind.begin(
         job_id="killed",
         policy="p",
         target="t",
         operation="archive",
         entries=[JournalEntry(key="0", name=dead)],
     )
+    left_behind.close()  # that worker is gone: nothing here beats its heartbeat
     Recording.seen = []
     archived, _, error, _ = plugin.archive(batch, "p", "retry")
     assert len(archived) == 2 and error == ""

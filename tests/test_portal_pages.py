@@ -23,6 +23,7 @@ from tests.portal_web import (
     ADMIN,
     VIEWER,
     browser,
+    follow,
     http_status,
     login,
     running_portal,
@@ -112,10 +113,7 @@ def fill(driver: Any, values: dict[str, str]) -> None:
 
 
 def submit(driver: Any) -> None:
-
-    button = by_id(driver, "save")
-    button.click()
-    wait_until_replaced(driver, button)
+    follow(driver, by_id(driver, "save"))
 
 
 def versions(site) -> int:
@@ -157,13 +155,13 @@ def _post(portal: str, path: str, cookies: dict[str, str], *, token: bool = True
 
 def test_the_first_visit_with_no_configuration_says_where_it_comes_from(admin, portal):
     admin.get(portal + "/")
-    by_id(admin, "system-menu").click()
-    by_id(admin, "archive-core-nav").click()
+    by_id(admin, "system-menu").click()  # opens the menu: no new page
+    follow(admin, by_id(admin, "archive-core-nav"))
     assert "the catalog, where no version is saved yet" in text(admin, "config-source")
     assert text(admin, "no-policies").startswith("No policies yet")
     assert "loaded" in text(admin, "driver-filesys")
     screenshot(admin, "overview-empty")
-    by_id(admin, "new-policy").click()
+    follow(admin, by_id(admin, "new-policy"))
     assert "add a target first" in text(admin, "no-targets")
 
 
@@ -204,7 +202,7 @@ def test_a_forged_driver_field_is_refused_with_the_reason(admin, portal, site):
 
 def test_an_admin_creates_a_filesys_target_and_a_policy_and_tests_it(admin, portal, site):
     admin.get(portal + "/archive-core/")
-    by_id(admin, "new-target").click()
+    follow(admin, by_id(admin, "new-target"))
     fill(
         admin,
         {
@@ -217,7 +215,7 @@ def test_an_admin_creates_a_filesys_target_and_a_policy_and_tests_it(admin, port
     screenshot(admin, "target-editor")
     submit(admin)
     assert "Saved as configuration version 1" in text(admin, "portal-messages")
-    by_id(admin, "new-policy").click()
+    follow(admin, by_id(admin, "new-policy"))
     by_id(admin, "id_uuid").clear()
     fill(admin, {"uuid": POLICY, "name": "Nearline archive", "copy_1": "nearline"})
     fill(admin, {"max_files": "500"})
@@ -269,7 +267,6 @@ def test_a_secret_is_entered_as_a_reference_and_its_value_never_shown(admin, por
 
 
 def test_the_test_button_works_without_javascript_too(admin, portal):
-
     admin.get(portal + "/archive-core/")
     form = by_id(admin, "target-nearline")
     # form.submit() posts the form as a browser without JavaScript would: no submit event.
@@ -363,7 +360,7 @@ def test_history_shows_each_version_and_reverts_to_one(admin, portal, site):
     admin.get(portal + f"/archive-core/policies/{POLICY}/")
     fill(admin, {"name": "Renamed archive", "comment": "new name"})
     submit(admin)
-    by_id(admin, "history").click()
+    follow(admin, by_id(admin, "history"))
     newest = text(admin, "versions").splitlines()
     assert any("name changed from 'Nearline archive' to 'Renamed archive'" in n for n in newest)
     assert "admin (Portal user)" in text(admin, "versions")
@@ -372,7 +369,7 @@ def test_history_shows_each_version_and_reverts_to_one(admin, portal, site):
     from selenium.webdriver.common.by import By
 
     latest = versions(site)
-    by_id(admin, "version-2").find_element(By.TAG_NAME, "button").click()
+    follow(admin, by_id(admin, "version-2").find_element(By.TAG_NAME, "button"))
     assert f"Version 2 saved again as configuration version {latest + 1}" in text(
         admin, "portal-messages"
     )

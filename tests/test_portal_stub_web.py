@@ -21,6 +21,7 @@ from tests.portal_web import (
     ADMIN,
     VIEWER,
     browser,
+    follow,
     http_status,
     login,
     logout,
@@ -206,7 +207,7 @@ def test_admin_signs_in_and_finds_the_app_under_system_archive_framework(
     assert entry.is_displayed() and entry.text == "Stub check"
     assert "Archive Framework" in _by_id(driver, "archive-framework-menu").text.title()
     screenshot(driver, "portal-stub-system-menu")
-    entry.click()
+    follow(driver, entry)
 
     assert driver.current_url == f"{portal_url}/stubcheck/settings/"
     assert _by_id(driver, "page-heading").text == "Stub check settings"
