@@ -24,6 +24,7 @@ from archive_core.policies import CATALOG
 
 if TYPE_CHECKING:
     from archive_core.jobs import JobReport
+    from archive_core.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ class ArchiveCorePlugin:
 
     def _run_on(
         self,
-        site: Any,
+        site: Site | None,
         operation: str,
         file_sets: Sequence[Any],
         policy_uuid: str,

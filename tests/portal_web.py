@@ -262,8 +262,7 @@ def login(driver: Any, base_url: str, user: str, password: str) -> None:
     form = driver.find_element(By.ID, "login-form")
     form.find_element(By.ID, "id_username").send_keys(user)
     form.find_element(By.ID, "id_password").send_keys(password)
-    form.find_element(By.ID, "login-submit").click()
-    wait_until_replaced(driver, form)
+    follow(driver, form.find_element(By.ID, "login-submit"))
     if urllib.parse.urlsplit(driver.current_url).path == "/login/":
         page = driver.find_element(By.TAG_NAME, "body").text
         raise AssertionError(f"login as {user!r} was refused; the page says:\n{page}")
